@@ -1,0 +1,165 @@
+"""What a dataset is to bob: static info (torch-free) and named, fingerprinted splits of images.
+
+A split hands out RGB PIL images by index plus an int64 label array; transforms are the backbone's
+business, so the same split feeds every backbone. Its `fingerprint` is a sha256 over the split's
+content identity (pixels for in-memory data; relative path, size and label for files), and it is part
+of every feature-cache key: change the data and nothing stale is ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+DatasetKind = Literal["embedded", "generated", "real"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset, shown by `bob ls datasets` without loading anything."""
+
+    name: str
+    title: str
+    kind: DatasetKind
+    num_classes: int | None
+    splits: tuple[str, ...]
+    source: str
+    license: str
+    task_type: str = "classification"
+    # Default eval resolution for this dataset; None means the backbone's own input size.
+    image_size: int | None = None
+    # Crop fraction override for images that are already tightly framed (1.0 = resize only).
+    crop_pct: float | None = None
+    needs_root: bool = False
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ImageSplit:
+    """One named split: `len`, `image(i)` as RGB PIL, `labels`, `classes` and a content fingerprint."""
+
+    def __init__(self, dataset: str, split: str, classes: list[str] | tuple[str, ...], labels: np.ndarray) -> None:
+        self.dataset = dataset
+        self.split = split
+        self.classes = tuple(classes)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def _identity_chunks(self) -> list[bytes]:
+        """Byte chunks that identify the split's content; subclasses say what identifies them."""
+        raise NotImplementedError
+
+    @cached_property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(f"{self.dataset}/{self.split}/{len(self)}".encode())
+        h.update("\x1f".join(self.classes).encode())
+        h.update(self.labels.tobytes())
+        for chunk in self._identity_chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_samples": len(self),
+            "num_classes": len(self.classes),
+            "fingerprint": self.fingerprint,
+        }
+
+    def subset(self, indices: np.ndarray, split: str) -> ImageSplit:
+        """A new split holding `indices` of this one (used for seeded train/test partitions)."""
+        return SubsetSplit(self, np.asarray(indices, dtype=np.int64), split)
+
+
+class ArraySplit(ImageSplit):
+    """Images held in memory as uint8 arrays, [N, H, W] (gray) or [N, H, W, 3] (RGB)."""
+
+    def __init__(self, dataset: str, split: str, classes, images: np.ndarray, labels: np.ndarray) -> None:
+        super().__init__(dataset, split, classes, labels)
+        if images.dtype != np.uint8:
+            raise TypeError(f"{dataset}/{split}: images must be uint8, got {images.dtype}")
+        if len(images) != len(self.labels):
+            raise ValueError(f"{dataset}/{split}: {len(images)} images but {len(self.labels)} labels")
+        self.images = np.ascontiguousarray(images)
+
+    def image(self, index: int) -> Image.Image:
+        array = self.images[index]
+        if array.ndim == 2:
+            return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(array, mode="RGB")
+
+    def _identity_chunks(self) -> list[bytes]:
+        return [str(self.images.shape).encode(), self.images.tobytes()]
+
+
+class FileSplit(ImageSplit):
+    """Images as files under `root`; identified by relative path, size and label (not by pixels)."""
+
+    def __init__(self, dataset: str, split: str, classes, root: Path, paths: list[Path], labels) -> None:
+        super().__init__(dataset, split, classes, labels)
+        if len(paths) != len(self.labels):
+            raise ValueError(f"{dataset}/{split}: {len(paths)} files but {len(self.labels)} labels")
+        self.root = Path(root)
+        self.paths = [Path(p) for p in paths]
+
+    def image(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as img:
+            return img.convert("RGB")
+
+    def _identity_chunks(self) -> list[bytes]:
+        chunks = []
+        for path in self.paths:
+            rel = os.path.relpath(path, self.root)
+            chunks.append(f"{rel}\x1f{path.stat().st_size}\x1e".encode())
+        return chunks
+
+
+class SubsetSplit(ImageSplit):
+    """A view on another split by index (same images, fewer of them)."""
+
+    def __init__(self, parent: ImageSplit, indices: np.ndarray, split: str) -> None:
+        super().__init__(parent.dataset, split, parent.classes, parent.labels[indices])
+        self.parent = parent
+        self.indices = indices
+
+    def image(self, index: int) -> Image.Image:
+        return self.parent.image(int(self.indices[index]))
+
+    def _identity_chunks(self) -> list[bytes]:
+        return [self.parent.fingerprint.encode(), self.indices.tobytes()]
+
+
+def stratified_partition(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, held_out) with `fraction` of every class held out, seeded.
+
+    Every class keeps at least one sample on each side when it has two or more.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    rest, held = [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        idx = idx[rng.permutation(len(idx))]
+        n_held = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n_held = min(max(n_held, 1), len(idx) - 1)
+        held.append(idx[:n_held])
+        rest.append(idx[n_held:])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
