@@ -1,0 +1,120 @@
+"""The backbone contract every family answers, and the resolved-but-unbuilt `BackboneRef`.
+
+A `Backbone` is an `nn.Module` with:
+  - `meta` (who it is), `data_config` (its own eval transform), `feature_info` (channels and
+    stride of each feature level);
+  - `forward_pooled(x) -> [B, D]`: the global image embedding (GAP for CNNs, the model's own pooling
+    — class token or average — for transformers), taken before any classifier;
+  - `forward_features(x, levels=None) -> list[[B, C_i, H/s_i, W/s_i]]`: NCHW maps for the requested
+    levels (indices into `feature_info`, negatives allowed; None = every level); transformer
+    tokens come back reshaped to NCHW with prefix (class/register) tokens dropped;
+  - `trainable()`: the module to fine-tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
+from bob.errors import BackboneContractError, UsageError
+from bob.weights import ResolvedWeights
+
+
+class Backbone(nn.Module):
+    """Base class of every adapter. Subclasses implement `forward_pooled` and `forward_features`."""
+
+    def __init__(self, meta: BackboneMeta, data_config: DataConfig, feature_info: list[FeatureInfo]) -> None:
+        super().__init__()
+        self.meta = meta
+        self.data_config = data_config
+        self.feature_info = list(feature_info)
+
+    @property
+    def pooled_dim(self) -> int:
+        if self.meta.pooled_dim is None:
+            raise NotImplementedError(f"{type(self).__name__} does not declare pooled_dim")
+        return self.meta.pooled_dim
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_pooled(x)
+
+    def trainable(self) -> nn.Module:
+        return self
+
+    def resolve_levels(self, levels: Sequence[int] | None) -> list[int]:
+        """Normalise level indices (negatives count from the end) and reject out-of-range ones."""
+        n = len(self.feature_info)
+        if levels is None:
+            return list(range(n))
+        out = []
+        for level in levels:
+            idx = level + n if level < 0 else level
+            if not 0 <= idx < n:
+                raise UsageError(
+                    f"{self.meta.name}: feature level {level} out of range; it has {n} levels (0..{n - 1})."
+                )
+            out.append(idx)
+        return out
+
+
+def check_pooled(name: str, out: Any, batch: int) -> torch.Tensor:
+    """Validate a pooled output against the contract; raise a message that names what is wrong."""
+    if not isinstance(out, torch.Tensor):
+        raise BackboneContractError(
+            f"{name}: forward_pooled returned {type(out).__name__}, expected a Tensor [B, D]."
+        )
+    if out.ndim != 2 or out.shape[0] != batch:
+        raise BackboneContractError(
+            f"{name}: forward_pooled returned shape {tuple(out.shape)} for a batch of {batch}; expected [B, D] = [{batch}, D]."
+        )
+    if not torch.isfinite(out).all():
+        bad = (~torch.isfinite(out)).sum().item()
+        raise BackboneContractError(f"{name}: forward_pooled produced {bad} non-finite values (NaN or inf).")
+    return out
+
+
+@dataclass
+class BackboneRef:
+    """A backbone resolved to exact weights and transform, not yet instantiated.
+
+    Resolving is cheap (no model is built), so the runner can look features up in the cache and build
+    the model only on a miss.
+    """
+
+    name: str
+    resolved_name: str
+    adapter: str
+    weights: ResolvedWeights
+    data_config: DataConfig
+    args: dict[str, Any] = field(default_factory=dict)
+    library_version: str = ""
+    builder: Callable[[BackboneRef, int | None], Backbone] | None = field(default=None, repr=False)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this backbone's features what they are (the transform is keyed separately)."""
+        ident: dict[str, Any] = {
+            "resolved_name": self.resolved_name,
+            "adapter": self.adapter,
+            "weights": self.weights.fingerprint(),
+            "args": self.args,
+        }
+        if self.weights.kind == "random":  # init schemes change across library versions
+            ident["library_version"] = self.library_version
+        return ident
+
+    def build(self, input_size: int | None = None) -> Backbone:
+        """Instantiate the model; `input_size` matters for models with a fixed input resolution."""
+        if self.builder is None:
+            raise RuntimeError(f"{self.name}: this reference has no builder")
+        return self.builder(self, input_size)

@@ -1,0 +1,79 @@
+"""Read a backbone's family, pretraining method and data off its architecture name and weights tag.
+
+Used for open namespaces (any timm or torchvision name); curated catalog entries state these facts
+instead, and results say which (`meta_source`). The rules are data: ordered (pattern, value) pairs,
+first match wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Architecture name -> family. Hybrids first: some ViT names carry a ResNet stem.
+_FAMILY_RULES: tuple[tuple[str, str], ...] = (
+    (r"^vit_.*_r\d+_|^vit_.*resnet|^vit_.*_r26_", "hybrid"),
+    (
+        r"^(coat|maxvit|maxxvit|levit|mobilevit|efficientformer|fastvit|convit|edgenext|efficientvit|nextvit|"
+        r"tiny_vit|vitamin|mobilenetv4_hybrid|test_coatnet|test_maxvit|cait|xcit|volo|sequencer)",
+        "hybrid",
+    ),
+    (
+        r"^(swin|pvt|twins|mvit|hiera|nest_|davit|focalnet|poolformer|pit_|crossvit|test_mambaout|mambaout)",
+        "hierarchical",
+    ),
+    (r"^(vit|deit|beit|eva|flexivit|samvit|test_vit|naflexvit|aimv2|vision_transformer)", "vit"),
+)
+
+# Weights tag -> pretraining method. Order matters: "mae" before generic tags, "dinov2" data before "dino".
+_METHOD_RULES: tuple[tuple[str, str], ...] = (
+    (r"fcmae|(^|_)mae($|_)", "ssl:mae"),
+    (r"mocov3", "ssl:mocov3"),
+    (r"(^|_)dino($|_)|lvd142m|dinov", "ssl:dino"),
+    (r"clip|openai|laion|siglip|webli|metaclip|dfn|datacomp|(^|_)cc12m", "vision-language"),
+    (r"swsl|ssl_|(^|_)ssl($|_)", "semi-supervised"),
+    (r"ig1b|ig3b|wsl|SWAG", "weakly-supervised"),
+    (
+        r"in1k|in21k|in22k|in12k|imagenet|tv_|tv2_|gluon|a1h?_|a2_|a3_|ra\d?_|ah_|bt_|sw_|fb_|ms_|d_in1k|IMAGENET1K",
+        "supervised",
+    ),
+)
+
+_DATA_RULES: tuple[tuple[str, str], ...] = (
+    (r"in21k_ft_in1k|in22k_ft_in1k|in21k_ft_in22k_in1k|in22k_ft_in22k_in1k", "IN-21k→IN-1k"),
+    (r"in12k_ft_in1k", "IN-12k→IN-1k"),
+    (r"in21k|in22k", "IN-21k"),
+    (r"in12k", "IN-12k"),
+    (r"laion2b", "LAION-2B"),
+    (r"laion400m", "LAION-400M"),
+    (r"openai", "WIT-400M"),
+    (r"lvd142m", "LVD-142M"),
+    (r"webli", "WebLI"),
+    (r"ig1b|ig3b", "Instagram"),
+    (r"SWAG", "IG-3.6B→IN-1k"),
+    (r"in1k|imagenet|IMAGENET1K|tv_|tv2_|gluon", "IN-1k"),
+)
+
+
+def _first(rules: tuple[tuple[str, str], ...], text: str) -> str | None:
+    for pattern, value in rules:
+        if re.search(pattern, text):
+            return value
+    return None
+
+
+def infer_family(architecture: str, has_attention: bool | None = None) -> str:
+    """Family from the architecture name; attention-free unknowns are CNNs, the rest hybrids."""
+    family = _first(_FAMILY_RULES, architecture.lower())
+    if family:
+        return family
+    if has_attention:
+        return "hybrid"
+    return "cnn"
+
+
+def infer_method(tag: str) -> str:
+    return _first(_METHOD_RULES, tag) or "unknown"
+
+
+def infer_data(tag: str) -> str | None:
+    return _first(_DATA_RULES, tag)

@@ -1,0 +1,303 @@
+"""torchvision adapter: the classification models of `torchvision.models`, with their weights enums.
+
+Names read `torchvision/<arch>[.<WEIGHTS>]`. A bare name means the enum's first member
+(`IMAGENET1K_V1`, what `pretrained=True` always meant), not `DEFAULT`, whose meaning changes between
+torchvision releases; the resolved name is recorded either way. Files load through the standard
+torch hub cache (or bob's weights search path) and are built by torchvision's own builder, so
+model-specific load-time settings (e.g. Inception's `transform_input`) are exactly torchvision's.
+
+Pooled features are the input of the final classifier layer (the last `nn.Linear`, replaced by
+`Identity`). Feature levels are found by a probe forward pass: for every stride the last module
+whose output has that stride is a level, so every CNN answers without a per-model table; ViTs
+(tokens) and Swin (NHWC) are reshaped to NCHW.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import models as tv_models
+
+from bob.backbones.base import Backbone, BackboneRef
+from bob.backbones.checkpoints import load_state_dict_file
+from bob.backbones.families import infer_data, infer_family, infer_method
+from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
+from bob.errors import BackboneContractError, UsageError
+from bob.registry import suggest
+from bob.weights import ResolvedWeights, WeightsRequest, WeightsSource, resolve_file, verify_file
+
+_STRIDES = (2, 4, 8, 16, 32, 64)
+# Swin's inner convs are NCHW while its stages are NHWC: only stage outputs are levels.
+_SWIN_STAGE = re.compile(r"^features\.\d+$|^norm$")
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the deepest requested level is computed, to skip the rest."""
+
+
+def _to_nchw(out: torch.Tensor, layout: str, grid: tuple[int, int] | None) -> torch.Tensor:
+    if layout == "nhwc":
+        return out.permute(0, 3, 1, 2).contiguous()
+    if layout == "tokens":  # [B, 1 + N, D] with a class token first
+        tokens = out[:, 1:, :]
+        h, w = grid
+        return tokens.transpose(1, 2).reshape(out.shape[0], out.shape[2], h, w)
+    return out
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision classifier with its last Linear removed, behind the bob contract."""
+
+    def __init__(
+        self, model: nn.Module, meta: BackboneMeta, data_config: DataConfig, probe_size: int
+    ) -> None:
+        self.layout = (
+            "tokens"
+            if isinstance(model, tv_models.VisionTransformer)
+            else ("nhwc" if isinstance(model, tv_models.SwinTransformer) else "nchw")
+        )
+        modules, info = _find_levels(model, probe_size, self.layout)
+        super().__init__(meta, data_config, info)
+        self.model = model
+        self._level_modules = modules
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _grid(self, x: torch.Tensor, stride: int) -> tuple[int, int]:
+        return x.shape[-2] // stride, x.shape[-1] // stride
+
+    def forward_features(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
+        indices = self.resolve_levels(levels)
+        wanted = {self._level_modules[i]: i for i in indices}
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            i = wanted[module]
+            captured[i] = _to_nchw(output, self.layout, self._grid(x, self.feature_info[i].stride))
+            if len(captured) == len(wanted):
+                raise _StopForward
+
+        handles = [m.register_forward_hook(hook) for m in wanted]
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return [captured[i] for i in indices]
+
+    def trainable(self) -> nn.Module:
+        return self.model
+
+
+def _find_levels(model: nn.Module, probe_size: int, layout: str) -> tuple[list[nn.Module], list[FeatureInfo]]:
+    """Probe one forward pass; per stride keep the last module (in completion order) producing it.
+
+    Only block-level modules (at most one dot deep: `layer3`, `features.7`; see `_block_modules`)
+    are candidates, so a level is a block's output, never a branch inside a block.
+    """
+    by_stride: dict[int, tuple[str, nn.Module, int]] = {}
+    patch = getattr(model, "patch_size", None)
+
+    def record(name: str, module: nn.Module, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        if layout == "tokens":
+            if out.ndim == 3 and name.startswith("encoder.layers.") and name.count(".") == 2:
+                by_stride[len(by_stride)] = (name, module, out.shape[-1])  # one level per block, same stride
+            return
+        if out.ndim != 4 or (layout == "nhwc" and not _SWIN_STAGE.match(name)) or name.count(".") > 1:
+            return
+        h, c = (out.shape[1], out.shape[3]) if layout == "nhwc" else (out.shape[2], out.shape[1])
+        ratio = probe_size / h
+        stride = min(_STRIDES, key=lambda s: abs(s - ratio))
+        if abs(stride - ratio) / stride <= 0.2:  # valid-padding nets (Inception) are off by a few pixels
+            by_stride[stride] = (name, module, c)
+
+    handles = [
+        m.register_forward_hook(lambda mod, _i, out, name=name: record(name, mod, out))
+        for name, m in _block_modules(model)
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, probe_size, probe_size))
+    finally:
+        for h in handles:
+            h.remove()
+    if not by_stride:
+        raise BackboneContractError(f"{type(model).__name__}: no feature levels found by the probe pass.")
+    strides = sorted(by_stride)
+    modules = [by_stride[s][1] for s in strides]
+    info = [
+        FeatureInfo(int(by_stride[s][2]), patch if layout == "tokens" else s, by_stride[s][0])
+        for s in strides
+    ]
+    return modules, info
+
+
+def _block_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Children of the root or of a Sequential/ModuleList: blocks, not branches inside a block.
+
+    Adaptive pools are excluded: their output size is fixed, so their "stride" depends on the input.
+    """
+    out = []
+    for parent_name, parent in [("", model), *model.named_modules()]:
+        if parent is not model and not isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            continue
+        for child_name, child in parent.named_children():
+            if isinstance(child, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                continue
+            out.append((f"{parent_name}.{child_name}" if parent_name else child_name, child))
+    return out
+
+
+def _drop_classifier(model: nn.Module) -> None:
+    """Replace the last nn.Linear (the classifier) with Identity, so the model returns pooled features.
+
+    Every torchvision classifier registers its final Linear last (after any auxiliary heads).
+    """
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None and isinstance(getattr(model, "classifier", None), nn.Sequential):
+        # SqueezeNet classifies with a 1x1 conv; its pooled feature is the GAP of the last map.
+        model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        return
+    if last is None:
+        raise BackboneContractError(
+            f"{type(model).__name__} has no Linear classifier to remove; its pooled features are undefined here."
+        )
+    parent_name, _, child = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, nn.Identity())
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+
+def _weights_enum(arch: str, tag: str) -> Any:
+    enum = tv_models.get_model_weights(arch)
+    members = [m.name for m in enum]
+    if not tag:
+        return next(iter(enum))
+    if tag == "DEFAULT":
+        return enum.DEFAULT
+    if tag not in members:
+        raise UsageError(
+            f"torchvision/{arch} has no weights '{tag}'. Available: {', '.join(members)}. "
+            f"Did you mean: {', '.join(suggest(tag, members, 3)) or members[0]}?"
+        )
+    return enum[tag]
+
+
+def _data_config(weights_enum: Any) -> DataConfig:
+    t = weights_enum.transforms()
+    return DataConfig(
+        input_size=int(t.crop_size[0]),
+        mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std),
+        interpolation=str(t.interpolation.value),
+        crop_pct=float(t.crop_size[0]) / float(t.resize_size[0]),
+        crop_mode="center",
+    )
+
+
+def resolve(name: str, weights: WeightsRequest, args: dict[str, Any], seed: int) -> BackboneRef:
+    """Resolve `name` (without `torchvision/`) to exact weights and transform; builds nothing."""
+    arch, _, tag = name.partition(".")
+    if arch not in tv_models.list_models(module=tv_models):
+        raise UsageError(f"torchvision {torchvision.__version__} has no classification model '{arch}'.")
+    w = _weights_enum(arch, tag)
+    resolved_name = f"torchvision/{arch}.{w.name}"
+    if weights.kind == "pretrained":
+        path, source = resolve_file([WeightsSource("url", w.url)], resolved_name)
+        sha, how = verify_file(path)
+        resolved = ResolvedWeights("pretrained", source.describe(), str(path), sha, how)
+    elif weights.kind == "file":
+        sha, how = verify_file(weights.path)
+        resolved = ResolvedWeights("file", "file", str(weights.path), sha, how)
+    else:
+        resolved = ResolvedWeights("random", seed=seed)
+    return BackboneRef(
+        name=f"torchvision/{name}",
+        resolved_name=resolved_name,
+        adapter="torchvision",
+        weights=resolved,
+        data_config=_data_config(w),
+        args=dict(args),
+        library_version=torchvision.__version__,
+        builder=build,
+    )
+
+
+@contextlib.contextmanager
+def _serve_state_dict(path: Path) -> Iterator[None]:
+    """Make torchvision's weights loader read the verified local file instead of its URL."""
+    from torchvision.models import _api
+
+    original = _api.load_state_dict_from_url
+    _api.load_state_dict_from_url = lambda *_a, **_k: load_state_dict_file(path)
+    try:
+        yield
+    finally:
+        _api.load_state_dict_from_url = original
+
+
+def _create(ref: BackboneRef, input_size: int | None) -> nn.Module:
+    arch, _, tag = ref.resolved_name.removeprefix("torchvision/").partition(".")
+    kwargs = dict(ref.args)
+    if arch.startswith("vit_") and input_size and input_size != ref.data_config.input_size:
+        kwargs.setdefault("image_size", input_size)
+    if ref.weights.kind == "random":
+        torch.manual_seed(ref.weights.seed or 0)
+        return tv_models.get_model(arch, weights=None, **kwargs)
+    if "image_size" in kwargs:
+        raise UsageError(
+            f"{ref.resolved_name}: torchvision ViTs cannot load pretrained weights at another input size; "
+            "use the timm equivalent, which resamples position embeddings."
+        )
+    w = tv_models.get_model_weights(arch)[tag]
+    with _serve_state_dict(Path(ref.weights.path)):
+        return tv_models.get_model(arch, weights=w, **kwargs)  # torchvision loads strictly
+
+
+def build(ref: BackboneRef, input_size: int | None = None) -> TorchvisionBackbone:
+    model = _create(ref, input_size)
+    _drop_classifier(model)
+    model.eval()
+    arch, _, tag = ref.resolved_name.removeprefix("torchvision/").partition(".")
+    random = ref.weights.kind == "random"
+    data_config = (
+        ref.data_config if input_size is None else ref.data_config.with_overrides(image_size=input_size)
+    )
+    probe = max(data_config.input_size, 64)
+    with torch.no_grad():
+        pooled_dim = int(model(torch.zeros(1, 3, probe, probe)).shape[-1])
+    meta = BackboneMeta(
+        name=ref.name,
+        resolved_name=ref.resolved_name,
+        adapter="torchvision",
+        family=infer_family(arch),
+        method="random" if random else infer_method(tag),
+        pretrain_data=None if random else infer_data(tag),
+        params=sum(p.numel() for p in model.parameters()),
+        pooled_dim=pooled_dim,
+        license="BSD-3-Clause (code); weights carry their training data's terms",
+        architecture=arch,
+        weights=ref.weights.to_dict(),
+    )
+    return TorchvisionBackbone(model, meta, data_config, probe)
+
+
+def is_model(name: str) -> bool:
+    return name.partition(".")[0] in tv_models.list_models(module=tv_models)

@@ -1,0 +1,329 @@
+"""Where pretrained weights come from, and proof of which file was used.
+
+Resolution order for a checkpoint file, first hit wins:
+  1. the weights search path: directories in $BOB_WEIGHTS_PATH (os.pathsep-separated), where a file is
+     found by name (or by `<hub repo>/<name>`) — how air-gapped clusters pre-stage weights;
+  2. the library's own cache (the torch hub checkpoints dir, the Hugging Face cache);
+  3. a download, unless offline ($BOB_OFFLINE=1 or $HF_HUB_OFFLINE=1): one attempt with a short
+     timeout, never a retry storm.
+Every file is verified before use: against the sha256 prefix torchvision-style names carry
+(`mobilenet_v2-b0353104.pth`), against a `SHA256SUMS` manifest in the mirror directory, or against a
+catalog hash. Its sha256 is recorded in the run result. A missing file is an error that names the
+file and where bob looked; it is never answered by a silent random init.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bob.errors import UsageError, WeightsError
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 15.0
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,64})\.[A-Za-z0-9]+$")
+
+
+@dataclass(frozen=True)
+class WeightsRequest:
+    """What the user asked for: `pretrained`, `random`, or a local checkpoint file."""
+
+    kind: str  # "pretrained" | "random" | "file"
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> WeightsRequest:
+        if value in ("pretrained", "random"):
+            return cls(value)
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise UsageError(
+                f"--weights must be 'pretrained', 'random' or the path of a checkpoint file; "
+                f"'{value}' is none of these (no such file)."
+            )
+        return cls("file", path.resolve())
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.path is None else str(self.path)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """The weights actually used: recorded in every result and part of every feature-cache key."""
+
+    kind: str  # "pretrained" | "random" | "file"
+    source: str | None = None  # e.g. "url:https://…/x.pth", "hf-hub:timm/resnet50.a1_in1k/model.safetensors"
+    path: str | None = None
+    sha256: str | None = None
+    verified: str = "none"  # how the file was checked: "sha256", "sha256-prefix", "unverified"
+    seed: int | None = None  # random init seed
+
+    def fingerprint(self) -> str:
+        if self.kind == "random":
+            return f"random:seed={self.seed}"
+        return f"sha256:{self.sha256}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_offline() -> bool:
+    """True when downloads must not even be attempted."""
+    return any(
+        os.environ.get(var, "").lower() in ("1", "true", "yes") for var in ("BOB_OFFLINE", "HF_HUB_OFFLINE")
+    )
+
+
+def search_path() -> list[Path]:
+    """The directories of $BOB_WEIGHTS_PATH, in order."""
+    raw = os.environ.get("BOB_WEIGHTS_PATH", "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def bob_cache_dir() -> Path:
+    env = os.environ.get("BOB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bob"
+
+
+# --------------------------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, memoised on (path, size, mtime) so large checkpoints are hashed once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    memo_file = bob_cache_dir() / "sha256-memo.json"
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = _read_memo(memo_file)
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    memo[key] = digest
+    _write_memo(memo_file, memo)
+    return digest
+
+
+def _read_memo(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_memo(path: Path, memo: dict[str, str]) -> None:
+    try:
+        atomic_write_text(path, json.dumps(memo))
+    except OSError:  # a read-only cache only costs a re-hash next time
+        log.debug("could not write %s", path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: readers never see a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _manifest_hash(path: Path) -> str | None:
+    """The sha256 a `SHA256SUMS` file beside (or one level above) `path` records for it, if any."""
+    for directory in (path.parent, path.parent.parent):
+        manifest = directory / "SHA256SUMS"
+        if not manifest.is_file():
+            continue
+        rel = os.path.relpath(path, directory)
+        for line in manifest.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("*") == rel:
+                return parts[0].lower()
+    return None
+
+
+def verify_file(path: Path, expected_sha256: str | None = None, name: str | None = None) -> tuple[str, str]:
+    """Hash `path` and check it against every expectation available. Returns (sha256, how verified).
+
+    `name` is the file's real name when `path` is a temporary download (it may carry a hash prefix).
+    """
+    digest = sha256_file(path)
+    checks: list[tuple[str, str]] = []
+    if expected_sha256:
+        checks.append(("sha256", expected_sha256.lower()))
+    manifest = _manifest_hash(path)
+    if manifest:
+        checks.append(("sha256", manifest))
+    name_match = _HASH_IN_NAME.search(name or path.name)
+    if name_match:
+        checks.append(("sha256-prefix", name_match.group(1)))
+    for how, expected in checks:
+        if not digest.startswith(expected):
+            raise WeightsError(
+                f"Checksum mismatch for weights file {path}: expected sha256 "
+                f"{'starting with ' if how == 'sha256-prefix' else ''}{expected}, got {digest}. "
+                "The file is corrupt, truncated or not the checkpoint it claims to be. It was not loaded; "
+                "replace it with the original file (or delete it so it can be downloaded again)."
+            )
+    return digest, (checks[0][0] if checks else "unverified")
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """One place a checkpoint can come from: a URL or a Hugging Face hub file."""
+
+    kind: str  # "url" | "hf-hub"
+    location: str  # URL, or "<repo_id>/<filename>"
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.location.rsplit("/", 1)[-1]
+
+    @property
+    def mirror_names(self) -> list[str]:
+        """Relative names a mirror directory may hold this file under."""
+        if self.kind == "hf-hub":
+            return [self.location, self.location.replace("/", "--", 1)]
+        return [self.filename]
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.location}"
+
+
+def find_in_mirrors(source: WeightsSource) -> Path | None:
+    for directory in search_path():
+        for name in source.mirror_names:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _torch_hub_checkpoint(filename: str) -> Path:
+    hub_dir = os.environ.get("TORCH_HOME")
+    if hub_dir:
+        base = Path(hub_dir).expanduser() / "hub"
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = Path(cache) / "torch" / "hub"
+    return base / "checkpoints" / filename
+
+
+def find_in_library_cache(source: WeightsSource) -> Path | None:
+    if source.kind == "url":
+        path = _torch_hub_checkpoint(source.filename)
+        return path if path.is_file() else None
+    repo_id, filename = source.location.rsplit("/", 1)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve_file(sources: list[WeightsSource], what: str) -> tuple[Path, WeightsSource]:
+    """Find (or fetch) the first available file among `sources`; see the module doc for the order."""
+    for finder in (find_in_mirrors, find_in_library_cache):
+        for source in sources:
+            path = finder(source)
+            if path is not None:
+                return path, source
+    errors = []
+    if not is_offline():
+        for source in sources:
+            try:
+                return download(source), source
+            except WeightsError as err:
+                errors.append(str(err))
+    raise WeightsError(_missing_message(sources, what, errors))
+
+
+def _missing_message(sources: list[WeightsSource], what: str, errors: list[str]) -> str:
+    wanted = " or ".join(f"'{s.mirror_names[0]}'" for s in sources)
+    dirs = ", ".join(str(d) for d in search_path()) or "(BOB_WEIGHTS_PATH is not set)"
+    cache = (
+        _torch_hub_checkpoint(sources[0].filename).parent
+        if sources[0].kind == "url"
+        else "the Hugging Face cache"
+    )
+    tried = "Downloading is disabled (offline mode)." if is_offline() else f"Download failed: {errors[0]}"
+    return (
+        f"Pretrained weights for {what} are not available: bob needs the file {wanted} "
+        f"({sources[0].describe()}). It looked in the weights search path {dirs} and in {cache}. {tried} "
+        "Put the file in a directory listed in BOB_WEIGHTS_PATH, or run with --weights random for a "
+        "random-init baseline."
+    )
+
+
+def download(source: WeightsSource) -> Path:
+    """One download attempt with a short timeout into the library's standard cache."""
+    if source.kind == "hf-hub":
+        return _download_hf(source)
+    dest = _torch_hub_checkpoint(source.filename)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s -> %s", source.location, dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with (
+            urllib.request.urlopen(source.location, timeout=DOWNLOAD_TIMEOUT_S) as resp,
+            os.fdopen(fd, "wb") as f,
+        ):
+            shutil.copyfileobj(resp, f, length=1 << 20)
+        verify_file(Path(tmp), source.sha256, name=dest.name)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise WeightsError(f"{source.location}: {getattr(err, 'reason', err)}") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _download_hf(source: WeightsSource) -> Path:
+    repo_id, filename = source.location.rsplit("/", 1)
+    url = f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
+    # huggingface_hub retries unreachable hosts with back-off for ~20 s; probe once first so an
+    # offline machine fails in well under a second.
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=DOWNLOAD_TIMEOUT_S).close()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403, 404):
+            raise WeightsError(f"{url}: HTTP {err.code}") from err
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise WeightsError(f"{url}: {getattr(err, 'reason', err)}") from err
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as err:  # the hub client raises many types; all mean "not available"
+        raise WeightsError(f"{url}: {err}") from err
