@@ -1,0 +1,129 @@
+"""Content-addressed feature cache: extract once, fit many heads.
+
+Key = sha256 of the canonical JSON of (backbone identity incl. weights fingerprint, transform,
+feature output, dataset split + fingerprint, dtype, cache format). An entry is a directory
+`<root>/<key[:2]>/<key>/` holding `features.npy`, `labels.npy`, `meta.json` and, written last,
+`COMPLETE` with the sha256 of every file. Entries are built in a temp directory and renamed into
+place, so a reader sees a whole entry or none; a present entry whose files fail their checksums is
+reported, never read, and never deleted behind the user's back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bob.errors import CacheCorruptError
+from bob.weights import bob_cache_dir
+
+CACHE_FORMAT = 1
+_FILES = ("features.npy", "labels.npy", "meta.json")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cache_key(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json({"format": CACHE_FORMAT, **spec}).encode()).hexdigest()
+
+
+def default_cache_root() -> Path:
+    return bob_cache_dir() / "features"
+
+
+@dataclass
+class FeatureSet:
+    """Features of one dataset split, row-aligned with its labels."""
+
+    features: np.ndarray  # [N, D] float32
+    labels: np.ndarray  # [N] int64
+    key: str
+    cache_hit: bool
+    meta: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> FeatureSet | None:
+        """The cached entry, or None on a miss. Raises CacheCorruptError for a damaged entry."""
+        entry = self.entry_dir(key)
+        if not entry.exists():
+            return None
+        marker = entry / "COMPLETE"
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, ValueError) as err:
+            raise self._corrupt(entry, f"its completion marker is missing or unreadable ({err})") from err
+        for name in _FILES:
+            path = entry / name
+            if not path.is_file():
+                raise self._corrupt(entry, f"{name} is missing")
+            if _sha256(path) != recorded.get(name):
+                raise self._corrupt(entry, f"{name} does not match the checksum recorded when it was written")
+        try:
+            features = np.load(entry / "features.npy", allow_pickle=False)
+            labels = np.load(entry / "labels.npy", allow_pickle=False)
+            meta = json.loads((entry / "meta.json").read_text())
+        except (OSError, ValueError) as err:
+            raise self._corrupt(entry, f"it cannot be read ({err})") from err
+        return FeatureSet(features, labels, key, True, meta)
+
+    def put(self, key: str, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> FeatureSet:
+        """Write an entry atomically. If another process wrote the same key first, theirs is kept."""
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key[:12]}-"))
+        try:
+            np.save(
+                tmp / "features.npy", np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False
+            )
+            np.save(tmp / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64), allow_pickle=False)
+            meta = {**meta, "key": key, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            sums = {name: _sha256(tmp / name) for name in _FILES}
+            (tmp / "COMPLETE").write_text(json.dumps(sums))
+            for name in (*_FILES, "COMPLETE"):
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an identical entry
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return FeatureSet(
+            np.asarray(features, dtype=np.float32), np.asarray(labels, dtype=np.int64), key, False, meta
+        )
+
+    @staticmethod
+    def _corrupt(entry: Path, why: str) -> CacheCorruptError:
+        return CacheCorruptError(
+            f"Feature cache entry {entry} is corrupt: {why}. bob did not use it and left it in place for "
+            f"inspection. Delete that directory (rm -r '{entry}') and run again to re-extract the features."
+        )
