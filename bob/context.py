@@ -1,0 +1,144 @@
+"""RunContext: what a task sees during a run — data splits, cached features, the backbone, artifacts.
+
+The backbone is built lazily, on the first cache miss: a run whose features are all cached never
+instantiates the model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bob.backbones.base import Backbone, BackboneRef
+from bob.backbones.meta import DataConfig
+from bob.cache import FeatureCache, FeatureSet, cache_key
+from bob.data import dataset_info, load_split
+from bob.data.base import DatasetInfo, ImageSplit
+from bob.features import default_num_workers, extract_pooled, split_batches
+from bob.progress import progress_bar
+from bob.results import ResultStore
+from bob.spec import RunSpec
+
+
+class RunContext:
+    def __init__(
+        self,
+        spec: RunSpec,
+        ref: BackboneRef,
+        store: ResultStore,
+        cache: FeatureCache,
+        device: Any,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.ref = ref
+        self.store = store
+        self.cache = cache
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.seed = spec.seed
+        self.dataset = spec.task.partition("/")[2]
+        self.extractions = 0
+        self.cache_hits = 0
+        self.cache_keys: dict[str, str] = {}
+        self.extract_s = 0.0
+        self._splits: dict[str, ImageSplit] = {}
+        self._backbone: Backbone | None = None
+        self._backbone_meta: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------------------ data
+    @cached_property
+    def info(self) -> DatasetInfo:
+        return dataset_info(self.dataset)
+
+    def has_split(self, name: str) -> bool:
+        return name in self.info.splits
+
+    def split(self, name: str) -> ImageSplit:
+        if name not in self._splits:
+            self._splits[name] = load_split(
+                self.dataset, name, root=self.spec.data_root, download=self.spec.download
+            )
+        return self._splits[name]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.split("train").classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def data_config(self) -> DataConfig:
+        """The backbone's eval transform at the task's resolution (task arg, else the dataset's default)."""
+        size = self.spec.task_args.get("image_size") or self.info.image_size
+        return self.ref.data_config.with_overrides(image_size=size, crop_pct=self.info.crop_pct)
+
+    # -------------------------------------------------------------------------------------- backbone
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            size = self.data_config.input_size
+            self._backbone = self.ref.build(size if size != self.ref.data_config.input_size else None)
+            self._backbone.to(self.device)
+            self._backbone_meta = self._backbone.meta.to_dict()
+        return self._backbone
+
+    @property
+    def backbone_meta(self) -> dict[str, Any]:
+        """The backbone's meta: from the built model, else from the cache entry that made building unnecessary."""
+        return self._backbone_meta or {}
+
+    # -------------------------------------------------------------------------------------- features
+    def pooled(self, split_name: str) -> FeatureSet:
+        """Pooled features of a split, from the cache or extracted once and cached."""
+        split = self.split(split_name)
+        key_spec = {
+            "backbone": self.ref.identity(),
+            "transform": self.data_config.to_dict(),
+            "output": "pooled",
+            "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
+            "dtype": "float32",
+        }
+        key = cache_key(key_spec)
+        self.cache_keys[split_name] = key
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
+            return hit
+        backbone = self.backbone()
+        start = time.perf_counter()
+        with progress_bar(f"extracting {split.dataset}/{split_name}", len(split), "images") as bar:
+            batches = split_batches(split, self.data_config, self.batch_size, self.num_workers, self.device)
+            features = extract_pooled(backbone, batches, len(split), self.device, bar)
+        self.extract_s += time.perf_counter() - start
+        self.extractions += 1
+        meta = {
+            "spec": key_spec,
+            "backbone": backbone.meta.to_dict(),
+            "extract_s": time.perf_counter() - start,
+        }
+        return self.cache.put(key, features, split.labels, meta)
+
+    # ------------------------------------------------------------------------------------- artifacts
+    def save_artifact(self, name: str, obj: Any) -> str:
+        """torch.save `obj` atomically next to the run's result file; returns the path."""
+        import torch
+
+        path = self.store.artifact_path(self.spec, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return str(path)

@@ -1,0 +1,150 @@
+"""Execute RunSpecs: skip what is done, run the rest, turn every failure into a `failed` RunResult.
+
+    spec → stored ok result? skip : resolve backbone → task.run(ctx) (features via the cache)
+         → RunResult written atomically (temp file + rename)
+
+A run that raises becomes a failed result with the error type, message and traceback tail; it is
+written like any other result, so a sweep goes on and the failure is data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bob.cache import FeatureCache
+from bob.errors import BobError, ResultFileError, UsageError
+from bob.results import ResultStore, RunResult
+from bob.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+TRACEBACK_LINES = 25
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path = Path("results/raw")
+    cache_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    num_workers: int | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    result: RunResult
+    path: Path
+    skipped: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device '{name}' is not a device torch knows ({err}).") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {name} was requested but CUDA is not available on this machine; use --device cpu."
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def execute(spec: RunSpec, options: RunOptions) -> RunOutcome:
+    """Run one spec (or skip it when an ok result exists and `overwrite` is off)."""
+    store = ResultStore(options.results_dir)
+    path = store.path_for(spec)
+    if not options.overwrite:
+        try:
+            existing = store.load(spec)
+        except ResultFileError as err:  # a damaged file is never silently replaced
+            raise ResultFileError(
+                f"{err} bob left it untouched; delete it, or pass --overwrite to replace it."
+            ) from None
+        if existing is not None and existing.ok:
+            return RunOutcome(spec, existing, path, skipped=True)
+    device = resolve_device(options.device)
+    result, stats = _run(spec, options, store, device)
+    store.write(result, spec)
+    return RunOutcome(spec, result, path, stats=stats)
+
+
+def _run(
+    spec: RunSpec, options: RunOptions, store: ResultStore, device: Any
+) -> tuple[RunResult, dict[str, Any]]:
+    from bob import env
+    from bob.backbones import resolve_backbone
+    from bob.context import RunContext
+    from bob.tasks.catalog import parse_task_name, task_class
+
+    start = time.perf_counter()
+    name = parse_task_name(spec.task)
+    cls = task_class(name.suite)
+    try:
+        args = cls.Args(**spec.task_args, root=spec.data_root, download=spec.download)
+    except TypeError as err:
+        raise UsageError(
+            f"Run {spec.id}: task args {spec.task_args} do not fit {spec.task} ({err})."
+        ) from None
+    args.validate()
+    task = cls(name.dataset, args)
+    result = RunResult(id=spec.id, status="ok", spec=spec.to_dict(), task=task.meta(), created_at=_now())
+    ctx = None
+    try:
+        seed_everything(spec.seed)
+        result.env = env.capture(device)
+        ref = resolve_backbone(spec.backbone, spec.weights, spec.backbone_args, spec.seed)
+        ctx = RunContext(
+            spec, ref, store, FeatureCache(options.cache_dir), device, options.batch_size, options.num_workers
+        )
+        output = task.run(ctx)
+        result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts
+        result.protocol.setdefault("transform", ctx.data_config.to_dict())
+    except Exception as err:  # every failure becomes data; KeyboardInterrupt still stops the run
+        result.status = "failed"
+        result.error = {
+            "type": type(err).__name__,
+            "message": str(err),
+            "user_error": isinstance(err, BobError),
+            "traceback": "".join(traceback.format_exception(err)).splitlines()[-TRACEBACK_LINES:],
+        }
+        log.debug("run %s failed", spec.id, exc_info=True)
+    if ctx is not None:
+        result.backbone = ctx.backbone_meta or {"name": spec.backbone, "resolved_name": ctx.ref.resolved_name}
+        result.backbone["weights"] = ctx.ref.weights.to_dict()
+        result.cache = {"keys": ctx.cache_keys, "hits": ctx.cache_hits, "extractions": ctx.extractions}
+        result.timings["extract_s"] = round(ctx.extract_s, 3)
+    else:
+        result.backbone = {"name": spec.backbone}
+    result.timings["total_s"] = round(time.perf_counter() - start, 3)
+    stats = {"extractions": ctx.extractions if ctx else 0, "cache_hits": ctx.cache_hits if ctx else 0}
+    return result, stats

@@ -1,0 +1,64 @@
+"""Task suites and task names.
+
+A task name reads `<suite>/<dataset>`: every registered suite crossed with every registered dataset
+of a type the suite accepts. Suite entries carry their metadata, so listing tasks imports neither the
+suite modules nor torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bob.data import DATASETS
+from bob.errors import UnknownNameError
+from bob.registry import Entry, Registry, match, suggest
+
+SUITES: Registry = Registry("task suite")
+
+SUITES.register(
+    "linear-probe",
+    "bob.tasks.linear_probe:LinearProbe",
+    main_metric="top1",
+    task_types=("classification",),
+    description="frozen pooled features; L2-regularised softmax head, weight decay chosen on a validation split",
+)
+SUITES.register(
+    "knn",
+    "bob.tasks.knn:KNN",
+    main_metric="top1",
+    task_types=("classification",),
+    description="frozen pooled features; cosine k-NN with DINO's temperature-weighted vote (k=20, T=0.07)",
+)
+
+
+@dataclass(frozen=True)
+class TaskName:
+    suite: str
+    dataset: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}/{self.dataset}"
+
+
+def _compatible(suite: Entry) -> list[str]:
+    types = suite.meta.get("task_types", ("classification",))
+    return [e.name for e in DATASETS.entries() if e.meta["info"].task_type in types]
+
+
+def task_names(pattern: str | None = None) -> list[str]:
+    names = [f"{suite.name}/{ds}" for suite in SUITES.entries() for ds in _compatible(suite)]
+    return match(pattern, names) if pattern else names
+
+
+def parse_task_name(name: str) -> TaskName:
+    """Validate `<suite>/<dataset>`; unknown names raise with the closest valid task names."""
+    suite, sep, dataset = name.partition("/")
+    if sep and suite in SUITES and dataset in _compatible(SUITES.get(suite)):
+        return TaskName(suite, dataset)
+    hint = "Task names read <suite>/<dataset>, e.g. linear-probe/animal-mnist. List them with `bob ls tasks`."
+    raise UnknownNameError("task", name, suggest(name, task_names()), hint)
+
+
+def task_class(suite: str) -> type:
+    return SUITES.get(suite).load()
