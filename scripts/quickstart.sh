@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set everything up, then run the main job: ImageNet-pretrained MobileNetV2 against the same
+# architecture with random weights, as a linear probe and a k-NN on Animal-MNIST, with the gap.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+bob run \
+    --backbone torchvision/mobilenet_v2 \
+    --weights pretrained --weights random \
+    --task linear-probe/animal-mnist --task knn/animal-mnist \
+    "$@"
