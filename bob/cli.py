@@ -114,7 +114,10 @@ def run(
     num_workers: Annotated[
         int | None,
         typer.Option(
-            "--num-workers", metavar="N", min=0, help="Data-loader workers (default: half the cores)."
+            "--num-workers",
+            metavar="N",
+            min=0,
+            help="Data-loader workers (default: half the cores, none on 2 or fewer).",
         ),
     ] = None,
     overwrite: Annotated[

@@ -28,9 +28,10 @@ class _TransformedSplit(torch.utils.data.Dataset):
 
 
 def default_num_workers() -> int:
-    """Loader workers: enough to keep transforms off the critical path, leaving cores for the model."""
+    """Loader workers: half the cores (at most 8) keep decoding off the model's path; on two cores or
+    fewer a worker only competes with torch's threads, so transforms run in-process."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, max(0, cpus // 2))
+    return 0 if cpus <= 2 else min(8, cpus // 2)
 
 
 def split_batches(

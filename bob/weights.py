@@ -20,8 +20,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,22 +105,23 @@ def bob_cache_dir() -> Path:
 # --------------------------------------------------------------------------------------------- hashing
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, memo: bool = True) -> str:
     """sha256 of a file, memoised on (path, size, mtime) so large checkpoints are hashed once."""
     path = Path(path).resolve()
     stat = path.stat()
     memo_file = bob_cache_dir() / "sha256-memo.json"
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo = _read_memo(memo_file)
-    if key in memo:
-        return memo[key]
+    known = _read_memo(memo_file) if memo else {}
+    if key in known:
+        return known[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    memo[key] = digest
-    _write_memo(memo_file, memo)
+    if memo:
+        known[key] = digest
+        _write_memo(memo_file, known)
     return digest
 
 
@@ -171,7 +174,7 @@ def verify_file(path: Path, expected_sha256: str | None = None, name: str | None
 
     `name` is the file's real name when `path` is a temporary download (it may carry a hash prefix).
     """
-    digest = sha256_file(path)
+    digest = sha256_file(path, memo=name is None)  # temporary downloads are hashed once, not memoised
     checks: list[tuple[str, str]] = []
     if expected_sha256:
         checks.append(("sha256", expected_sha256.lower()))
@@ -311,16 +314,15 @@ def download(source: WeightsSource) -> Path:
 
 def _download_hf(source: WeightsSource) -> Path:
     repo_id, filename = source.location.rsplit("/", 1)
-    url = f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
-    # huggingface_hub retries unreachable hosts with back-off for ~20 s; probe once first so an
-    # offline machine fails in well under a second.
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = f"{endpoint.scheme}://{endpoint.netloc}/{repo_id}/resolve/main/{filename}"
+    # huggingface_hub retries an unreachable host with back-off for ~20 s; one TCP connect first
+    # makes an offline machine fail in well under a second.
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=DOWNLOAD_TIMEOUT_S).close()
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403, 404):
-            raise WeightsError(f"{url}: HTTP {err.code}") from err
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise WeightsError(f"{url}: {getattr(err, 'reason', err)}") from err
+        socket.create_connection((endpoint.hostname, port), timeout=DOWNLOAD_TIMEOUT_S).close()
+    except OSError as err:
+        raise WeightsError(f"{url}: cannot reach {endpoint.hostname} ({err})") from err
     from huggingface_hub import hf_hub_download
 
     try:

@@ -3,9 +3,11 @@
 Protocol (CLIP / CLIP_benchmark style, batched):
   1. features of the train and test splits come from the feature cache;
   2. a validation split is the dataset's official one, else a seeded stratified `val_fraction` of train;
-  3. the regularisation strength λ is searched on the 97-point log grid [1e-6, 1e2] (CLIP_benchmark's
-     grid): 7 coarse values, then four refinement rounds around the best (spans 8, 4, 2, 1 grid steps),
-     every round's candidates trained together in one batched pass (see linear_head.py);
+  3. the regularisation strength λ is searched on CLIP_benchmark's 97-point log grid [1e-6, 1e2],
+     coarse to fine: 7 coarse values (every 16th), then the grid points at ±2, ±4, ±6, ±8 steps
+     around the best, then ±1 around the new best — the same one-step resolution as
+     CLIP_benchmark's halving search, in three batched rounds: every round's candidates are trained
+     together in one pass (see linear_head.py);
   4. a final head with the chosen λ is trained on train + val and scored on test.
 Metrics: top-1, top-5 (datasets with at least 5 classes) and mean per-class recall; the protocol
 records the chosen λ and the whole sweep. The head is saved next to the result.
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 
 WD_GRID = np.logspace(-6, 2, num=97)
 COARSE = tuple(range(0, 97, 16))
-REFINE_SPANS = (8, 4, 2, 1)
+# Offsets (in grid steps) tried around the current best in each refinement round.
+REFINE_ROUNDS = ((-8, -6, -4, -2, 2, 4, 6, 8), (-1, 1))
 
 
 @dataclass
@@ -35,8 +38,8 @@ class LinearProbeArgs(TaskArgs):
     val_fraction: float = run_arg(
         0.2, "share of train held out for the λ sweep when the dataset has no val split"
     )
-    epochs: int = run_arg(30, "minimum training epochs per head")
-    min_steps: int = run_arg(1000, "minimum optimizer steps per head (small datasets get more epochs)")
+    epochs: int = run_arg(10, "minimum training epochs per head")
+    min_steps: int = run_arg(250, "minimum optimizer steps per head (small datasets get more epochs)")
     lr: float = run_arg(1e-2, "Adam learning rate (cosine-decayed to zero)")
     batch_size: int = run_arg(256, "head-training minibatch size")
     weight_decay: float | None = run_arg(None, "fix λ instead of sweeping it")
@@ -79,7 +82,7 @@ def run_linear_probe(
     cfg = HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
     to_t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
     sweep: dict[int, float] = {}
-    n_sweeps = 0 if args.weight_decay is not None else 1 + len(REFINE_SPANS)
+    n_sweeps = 0 if args.weight_decay is not None else 1 + len(REFINE_ROUNDS)
     total = n_sweeps * epochs_for(len(train[0]), cfg) + epochs_for(len(train[0]) + len(val[0]), cfg)
     with progress_bar("fitting heads", total, "epochs") as bar:
         if args.weight_decay is None:
@@ -98,10 +101,10 @@ def run_linear_probe(
 
             evaluate(list(COARSE))
             peak = max(COARSE, key=lambda i: sweep[i])  # first maximum: the weakest λ among ties
-            for span in REFINE_SPANS:
-                candidates = [peak, max(peak - span, 0), min(peak + span, len(WD_GRID) - 1)]
-                evaluate(candidates)
-                peak = max(candidates, key=lambda i: sweep[i])  # ties keep the current peak
+            for offsets in REFINE_ROUNDS:
+                window = [peak] + [min(max(peak + o, 0), len(WD_GRID) - 1) for o in sorted(offsets, key=abs)]
+                evaluate(window)
+                peak = max(window, key=lambda i: sweep[i])  # ties keep the current best, then the nearest
             chosen = float(WD_GRID[peak])
         else:
             chosen = args.weight_decay

@@ -41,7 +41,9 @@ def load_split(name: str, split: str, root: str | Path | None = None, download: 
     entry = DATASETS.get(name)
     info: DatasetInfo = entry.meta["info"]
     if split not in info.splits:
-        raise UsageError(f"Dataset '{name}' has no split '{split}'; its splits are: {', '.join(info.splits)}.")
+        raise UsageError(
+            f"Dataset '{name}' has no split '{split}'; its splits are: {', '.join(info.splits)}."
+        )
     loader = entry.load()
     resolved_root = Path(root).expanduser() if root is not None else default_data_root()
     return loader(info, split, root=resolved_root, download=download, **entry.meta.get("options", {}))

@@ -47,7 +47,9 @@ class DatasetInfo:
 class ImageSplit:
     """One named split: `len`, `image(i)` as RGB PIL, `labels`, `classes` and a content fingerprint."""
 
-    def __init__(self, dataset: str, split: str, classes: list[str] | tuple[str, ...], labels: np.ndarray) -> None:
+    def __init__(
+        self, dataset: str, split: str, classes: list[str] | tuple[str, ...], labels: np.ndarray
+    ) -> None:
         self.dataset = dataset
         self.split = split
         self.classes = tuple(classes)
@@ -157,7 +159,7 @@ def stratified_partition(labels: np.ndarray, fraction: float, seed: int) -> tupl
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
-        n_held = int(round(fraction * len(idx)))
+        n_held = round(fraction * len(idx))
         if len(idx) >= 2:
             n_held = min(max(n_held, 1), len(idx) - 1)
         held.append(idx[:n_held])
