@@ -24,7 +24,7 @@ from bob.backbones.checkpoints import load_state_dict_file, strict_load
 from bob.backbones.families import infer_data, infer_family, infer_method
 from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
 from bob.errors import UsageError, WeightsError
-from bob.weights import ResolvedWeights, WeightsRequest, WeightsSource, resolve_file, verify_file
+from bob.weights import WeightsRequest, WeightsSource, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,8 @@ def resolve(name: str, weights: WeightsRequest, args: dict[str, Any], seed: int)
             log.info(
                 "timm/%s resolved to %s (timm's default tag); pin the tag to be exact", name, resolved_name
             )
-        path, source = resolve_file(_sources(cfg), resolved_name)
-        sha, how = verify_file(path)
-        resolved = ResolvedWeights("pretrained", source.describe(), str(path), sha, how)
-    elif weights.kind == "file":
-        sha, how = verify_file(weights.path)
-        resolved = ResolvedWeights("file", "file", str(weights.path), sha, how)
-    else:
-        resolved = ResolvedWeights("random", seed=seed)
+    sources = _sources(cfg) if weights.kind == "pretrained" else []
+    resolved = resolve_weights(weights, sources, resolved_name, seed)
     return BackboneRef(
         name=f"timm/{name}",
         resolved_name=resolved_name,

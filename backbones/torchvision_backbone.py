@@ -31,7 +31,7 @@ from bob.backbones.families import infer_data, infer_family, infer_method
 from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
 from bob.errors import BackboneContractError, UsageError
 from bob.registry import suggest
-from bob.weights import ResolvedWeights, WeightsRequest, WeightsSource, resolve_file, verify_file
+from bob.weights import WeightsRequest, WeightsSource, resolve_weights
 
 _STRIDES = (2, 4, 8, 16, 32, 64)
 # Swin's inner convs are NCHW while its stages are NHWC: only stage outputs are levels.
@@ -219,15 +219,7 @@ def resolve(name: str, weights: WeightsRequest, args: dict[str, Any], seed: int)
         raise UsageError(f"torchvision {torchvision.__version__} has no classification model '{arch}'.")
     w = _weights_enum(arch, tag)
     resolved_name = f"torchvision/{arch}.{w.name}"
-    if weights.kind == "pretrained":
-        path, source = resolve_file([WeightsSource("url", w.url)], resolved_name)
-        sha, how = verify_file(path)
-        resolved = ResolvedWeights("pretrained", source.describe(), str(path), sha, how)
-    elif weights.kind == "file":
-        sha, how = verify_file(weights.path)
-        resolved = ResolvedWeights("file", "file", str(weights.path), sha, how)
-    else:
-        resolved = ResolvedWeights("random", seed=seed)
+    resolved = resolve_weights(weights, [WeightsSource("url", w.url)], resolved_name, seed)
     return BackboneRef(
         name=f"torchvision/{name}",
         resolved_name=resolved_name,

@@ -270,6 +270,20 @@ def resolve_file(sources: list[WeightsSource], what: str) -> tuple[Path, Weights
     raise WeightsError(_missing_message(sources, what, errors))
 
 
+def resolve_weights(
+    request: WeightsRequest, sources: list[WeightsSource], what: str, seed: int
+) -> ResolvedWeights:
+    """The weights a request stands for: a verified pretrained file, the user's file, or a seeded init."""
+    if request.kind == "pretrained":
+        path, source = resolve_file(sources, what)
+        sha, how = verify_file(path)
+        return ResolvedWeights("pretrained", source.describe(), str(path), sha, how)
+    if request.kind == "file":
+        sha, how = verify_file(request.path)
+        return ResolvedWeights("file", "file", str(request.path), sha, how)
+    return ResolvedWeights("random", seed=seed)
+
+
 def _missing_message(sources: list[WeightsSource], what: str, errors: list[str]) -> str:
     wanted = " or ".join(f"'{s.mirror_names[0]}'" for s in sources)
     dirs = ", ".join(str(d) for d in search_path()) or "(BOB_WEIGHTS_PATH is not set)"

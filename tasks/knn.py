@@ -13,6 +13,7 @@ import numpy as np
 
 from bob.errors import UsageError
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
+from bob.tasks.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from bob.context import RunContext
@@ -76,10 +77,7 @@ class KNN(Task):
             self.args.temperature,
             ctx.device,
         )
-        ranked = np.argsort(-scores, axis=1)
-        metrics = {"top1": float((ranked[:, 0] == test.labels).mean())}
-        if ctx.num_classes >= 5:
-            metrics["top5"] = float((ranked[:, :5] == test.labels[:, None]).any(axis=1).mean())
+        metrics = classification_metrics(scores, test.labels, ctx.num_classes)
         protocol = {
             "k": self.args.k,
             "temperature": self.args.temperature,

@@ -23,6 +23,7 @@ import numpy as np
 from bob.data.base import stratified_partition
 from bob.errors import UsageError
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
+from bob.tasks.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from bob.context import RunContext
@@ -53,15 +54,6 @@ class LinearProbeArgs(TaskArgs):
                 raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.lr <= 0 or (self.weight_decay is not None and self.weight_decay < 0):
             raise UsageError("lr must be positive and weight_decay non-negative.")
-
-
-def _top_k(logits: np.ndarray, y: np.ndarray, k: int) -> float:
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == y[:, None]).any(axis=1).mean())
-
-
-def mean_per_class_recall(pred: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
 
 
 def run_linear_probe(
@@ -113,13 +105,7 @@ def run_linear_probe(
         std = Standardizer.fit(x_all)
         w, b = fit_heads(to_t(std(x_all)), to_t(y_all, torch.long), num_classes, [chosen], cfg, seed, bar)
     logits = predict(to_t(std(test[0])), w, b)[0].cpu().numpy()
-    y = test[1]
-    metrics = {
-        "top1": _top_k(logits, y, 1),
-        "mean_per_class_recall": mean_per_class_recall(logits.argmax(1), y),
-    }
-    if num_classes >= 5:
-        metrics["top5"] = _top_k(logits, y, 5)
+    metrics = classification_metrics(logits, test[1], num_classes)
     protocol = {
         "selected_weight_decay": chosen,
         "weight_decay_semantics": "L2 coefficient on the mean cross-entropy (sklearn C = 1 / (λ·N))",
@@ -131,7 +117,7 @@ def run_linear_probe(
         "features": "pooled, standardised with train statistics",
         "num_train": len(train[0]),
         "num_val": len(val[0]),
-        "num_test": len(y),
+        "num_test": len(test[1]),
     }
     # Tensors and plain types only, so the head loads with torch.load(weights_only=True).
     head = {

@@ -144,3 +144,18 @@ def test_knn_vote_by_hand():
     np.add.at(expected, labels[top3], np.exp(sims[top3] / 0.1))
     assert np.allclose(scores[0], expected, rtol=1e-4)
     assert knn_predict(train, labels, query, 2, k=100).shape == (2, 2), "k larger than the bank is clipped"
+
+
+def test_metrics_match_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+
+    from bob.tasks.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(200, 7))
+    labels = rng.integers(0, 7, 200)
+    got = classification_metrics(scores, labels, 7)
+    assert got["top1"] == pytest.approx(top_k_accuracy_score(labels, scores, k=1))
+    assert got["top5"] == pytest.approx(top_k_accuracy_score(labels, scores, k=5))
+    assert got["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(labels, scores.argmax(1)))
+    assert "top5" not in classification_metrics(scores[:, :3], labels % 3, 3)
