@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +28,32 @@ from torchvision import models as tv_models
 from bob.backbones.base import Backbone, BackboneRef
 from bob.backbones.checkpoints import load_state_dict_file
 from bob.backbones.families import infer_data, infer_family, infer_method
-from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
+from bob.backbones.meta import BackboneMeta, DataConfig
+from bob.backbones.probe import capture, find_levels, nchw_level
 from bob.errors import BackboneContractError, UsageError
 from bob.registry import suggest
 from bob.weights import WeightsRequest, WeightsSource, resolve_weights
 
-_STRIDES = (2, 4, 8, 16, 32, 64)
 # Swin's inner convs are NCHW while its stages are NHWC: only stage outputs are levels.
 _SWIN_STAGE = re.compile(r"^features\.\d+$|^norm$")
 
 
-class _StopForward(Exception):
-    """Raised by a hook once the deepest requested level is computed, to skip the rest."""
+def _swin_level(name: str, out: Any, probe_size: int) -> tuple[int, int] | None:
+    if not _SWIN_STAGE.match(name) or not isinstance(out, torch.Tensor) or out.ndim != 4:
+        return None
+    return nchw_level(name, out.permute(0, 3, 1, 2), probe_size)
 
 
-def _to_nchw(out: torch.Tensor, layout: str, grid: tuple[int, int] | None) -> torch.Tensor:
-    if layout == "nhwc":
-        return out.permute(0, 3, 1, 2).contiguous()
-    if layout == "tokens":  # [B, 1 + N, D] with a class token first
-        tokens = out[:, 1:, :]
-        h, w = grid
-        return tokens.transpose(1, 2).reshape(out.shape[0], out.shape[2], h, w)
-    return out
+def _vit_block(patch: int) -> Callable[[str, Any, int], tuple[int, int] | None]:
+    def accept(name: str, out: Any, _probe_size: int) -> tuple[int, int] | None:
+        is_block = name.startswith("encoder.layers.") and name.count(".") == 2
+        return (
+            (patch, int(out.shape[-1]))
+            if is_block and isinstance(out, torch.Tensor) and out.ndim == 3
+            else None
+        )
+
+    return accept
 
 
 class TorchvisionBackbone(Backbone):
@@ -58,109 +62,41 @@ class TorchvisionBackbone(Backbone):
     def __init__(
         self, model: nn.Module, meta: BackboneMeta, data_config: DataConfig, probe_size: int
     ) -> None:
-        self.layout = (
-            "tokens"
-            if isinstance(model, tv_models.VisionTransformer)
-            else ("nhwc" if isinstance(model, tv_models.SwinTransformer) else "nchw")
-        )
-        modules, info = _find_levels(model, probe_size, self.layout)
-        super().__init__(meta, data_config, info)
+        if isinstance(model, tv_models.VisionTransformer):
+            self.layout, accept = "tokens", _vit_block(model.patch_size)
+        elif isinstance(model, tv_models.SwinTransformer):
+            self.layout, accept = "nhwc", _swin_level
+        else:
+            self.layout, accept = "nchw", nchw_level
+        levels = find_levels(model, probe_size, accept, one_per_block=self.layout == "tokens")
+        if not levels.info:
+            raise BackboneContractError(f"{type(model).__name__}: no feature levels found by the probe pass.")
+        super().__init__(meta, data_config, levels.info)
         self.model = model
-        self._level_modules = modules
+        self._level_modules = levels.modules
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _grid(self, x: torch.Tensor, stride: int) -> tuple[int, int]:
-        return x.shape[-2] // stride, x.shape[-1] // stride
+    def _to_nchw(self, level: int, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "nhwc":
+            return out.permute(0, 3, 1, 2).contiguous()
+        if self.layout == "tokens":  # [B, 1 + N, D] with a class token first
+            stride = self.feature_info[level].stride
+            h, w = x.shape[-2] // stride, x.shape[-1] // stride
+            return out[:, 1:, :].transpose(1, 2).reshape(out.shape[0], out.shape[2], h, w)
+        return out
 
     def forward_features(self, x: torch.Tensor, levels: Sequence[int] | None = None) -> list[torch.Tensor]:
         indices = self.resolve_levels(levels)
-        wanted = {self._level_modules[i]: i for i in indices}
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            i = wanted[module]
-            captured[i] = _to_nchw(output, self.layout, self._grid(x, self.feature_info[i].stride))
-            if len(captured) == len(wanted):
-                raise _StopForward
-
-        handles = [m.register_forward_hook(hook) for m in wanted]
-        try:
-            self.model(x)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return [captured[i] for i in indices]
+        modules = [self._level_modules[i] for i in indices]
+        return capture(self.model, x, modules, lambda j, out: self._to_nchw(indices[j], out, x))
 
     def trainable(self) -> nn.Module:
         return self.model
 
 
-def _find_levels(model: nn.Module, probe_size: int, layout: str) -> tuple[list[nn.Module], list[FeatureInfo]]:
-    """Probe one forward pass; per stride keep the last module (in completion order) producing it.
-
-    Only block-level modules (at most one dot deep: `layer3`, `features.7`; see `_block_modules`)
-    are candidates, so a level is a block's output, never a branch inside a block.
-    """
-    by_stride: dict[int, tuple[str, nn.Module, int]] = {}
-    patch = getattr(model, "patch_size", None)
-
-    def record(name: str, module: nn.Module, out: Any) -> None:
-        if not isinstance(out, torch.Tensor):
-            return
-        if layout == "tokens":
-            if out.ndim == 3 and name.startswith("encoder.layers.") and name.count(".") == 2:
-                by_stride[len(by_stride)] = (name, module, out.shape[-1])  # one level per block, same stride
-            return
-        if out.ndim != 4 or (layout == "nhwc" and not _SWIN_STAGE.match(name)) or name.count(".") > 1:
-            return
-        h, c = (out.shape[1], out.shape[3]) if layout == "nhwc" else (out.shape[2], out.shape[1])
-        ratio = probe_size / h
-        stride = min(_STRIDES, key=lambda s: abs(s - ratio))
-        if abs(stride - ratio) / stride <= 0.2:  # valid-padding nets (Inception) are off by a few pixels
-            by_stride[stride] = (name, module, c)
-
-    handles = [
-        m.register_forward_hook(lambda mod, _i, out, name=name: record(name, mod, out))
-        for name, m in _block_modules(model)
-    ]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, probe_size, probe_size))
-    finally:
-        for h in handles:
-            h.remove()
-    if not by_stride:
-        raise BackboneContractError(f"{type(model).__name__}: no feature levels found by the probe pass.")
-    strides = sorted(by_stride)
-    modules = [by_stride[s][1] for s in strides]
-    info = [
-        FeatureInfo(int(by_stride[s][2]), patch if layout == "tokens" else s, by_stride[s][0])
-        for s in strides
-    ]
-    return modules, info
-
-
-def _block_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Children of the root or of a Sequential/ModuleList: blocks, not branches inside a block.
-
-    Adaptive pools are excluded: their output size is fixed, so their "stride" depends on the input.
-    """
-    out = []
-    for parent_name, parent in [("", model), *model.named_modules()]:
-        if parent is not model and not isinstance(parent, (nn.Sequential, nn.ModuleList)):
-            continue
-        for child_name, child in parent.named_children():
-            if isinstance(child, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                continue
-            out.append((f"{parent_name}.{child_name}" if parent_name else child_name, child))
-    return out
-
-
-def _drop_classifier(model: nn.Module) -> None:
+def drop_classifier(model: nn.Module) -> None:
     """Replace the last nn.Linear (the classifier) with Identity, so the model returns pooled features.
 
     Every torchvision classifier registers its final Linear last (after any auxiliary heads).
@@ -212,7 +148,9 @@ def _data_config(weights_enum: Any) -> DataConfig:
     )
 
 
-def resolve(name: str, weights: WeightsRequest, args: dict[str, Any], seed: int) -> BackboneRef:
+def resolve(
+    name: str, weights: WeightsRequest, args: dict[str, Any], seed: int, catalog: dict[str, Any] | None = None
+) -> BackboneRef:
     """Resolve `name` (without `torchvision/`) to exact weights and transform; builds nothing."""
     arch, _, tag = name.partition(".")
     if arch not in tv_models.list_models(module=tv_models):
@@ -265,7 +203,7 @@ def _create(ref: BackboneRef, input_size: int | None) -> nn.Module:
 
 def build(ref: BackboneRef, input_size: int | None = None) -> TorchvisionBackbone:
     model = _create(ref, input_size)
-    _drop_classifier(model)
+    drop_classifier(model)
     model.eval()
     arch, _, tag = ref.resolved_name.removeprefix("torchvision/").partition(".")
     random = ref.weights.kind == "random"

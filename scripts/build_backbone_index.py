@@ -1,6 +1,6 @@
 """Regenerate the static name indexes that let `bob ls backbones` answer without importing torch.
 
-    python scripts/build_backbone_index.py [timm] [torchvision]   # writes backbones/index/<lib>.json
+    python scripts/build_backbone_index.py [timm] [torchvision] [open_clip]   # writes backbones/index/<lib>.json
 
 For timm, every architecture is instantiated on the `meta` device (no memory, no weights) to count
 its parameters without the classifier and to read its family. Run it after upgrading timm or
@@ -20,7 +20,7 @@ import torchvision
 from torchvision import models as tv_models
 
 from bob.backbones.families import infer_family
-from bob.backbones.torchvision_backbone import _drop_classifier
+from bob.backbones.torchvision_backbone import drop_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "backbones" / "index"
@@ -69,7 +69,7 @@ def torchvision_index() -> dict:
                     model = tv_models.get_model(arch, weights=None)
             except NotImplementedError:  # RegNet computes its widths with tensor ops
                 model = tv_models.get_model(arch, weights=None)
-        _drop_classifier(model)
+        drop_classifier(model)
         archs[arch] = {
             "tags": [m.name for m in members],
             "default_tag": members[0].name,
@@ -79,10 +79,38 @@ def torchvision_index() -> dict:
     return {"library": "torchvision", "version": torchvision.__version__, "architectures": archs}
 
 
+def open_clip_index() -> dict:
+    """Every open_clip architecture with its tags, and its image tower's parameter count and family.
+
+    Only the image tower is built (on the `meta` device), as the open_clip adapter builds it: the
+    text tower is no part of a backbone's parameters.
+    """
+    import open_clip
+
+    from bob.backbones.open_clip_backbone import build_visual_tower, tower_family
+
+    archs: dict = {}
+    for arch in open_clip.list_models():
+        entry: dict = {"tags": [], "default_tag": None, "params": None, "family": infer_family(arch)}
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                visual = build_visual_tower(arch)
+            entry["params"] = sum(p.numel() for p in visual.parameters())
+            entry["family"] = tower_family(visual)
+        except Exception as err:  # an image tower this timm cannot build; it fails at run time too
+            print(f"  {arch}: params unavailable ({type(err).__name__}: {err})", file=sys.stderr)
+        archs[arch] = entry
+    for arch, tag in open_clip.list_pretrained():
+        if arch in archs:
+            archs[arch]["tags"].append(tag)
+    return {"library": "open_clip", "version": open_clip.__version__, "architectures": archs}
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["torchvision", "timm"]
-    builders = {"torchvision": torchvision_index, "timm": timm_index}
+    builders = {"torchvision": torchvision_index, "timm": timm_index, "open_clip": open_clip_index}
+    which = sys.argv[1:] or list(builders)
     for name in which:
         builder = builders[name]
         index = builder()
