@@ -5,14 +5,17 @@
     >>> model = ref.build()          # a bob.backbones.base.Backbone
     >>> model.forward_pooled(x)      # [B, D]
 
-Importing this package is cheap: adapters (and torch) load only when a backbone is resolved.
+Names: a curated catalog entry (`dino/vit_small_patch16`), a library namespace (`timm/…`,
+`torchvision/…`, `open_clip/…`), an installed package's `bob.backbones` entry point, or your own
+factory (`path/to/file.py:fn`, `package.module:fn`; see user.py). Importing this package is cheap:
+adapters (and torch) load only when a backbone is resolved.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bob.backbones.catalog import BACKBONES
+from bob.backbones.catalog import BACKBONES, is_factory_name
 
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone, BackboneRef
@@ -26,10 +29,23 @@ def resolve_backbone(
     """Resolve a backbone name to exact weights and transform without building the model."""
     from bob.weights import WeightsRequest
 
+    request = WeightsRequest.parse(weights)
+    if is_factory_name(name):
+        from bob.backbones import user
+
+        return user.resolve(name, request, dict(args or {}), seed)
     entry = BACKBONES.get(name, live=True)
     resolve = entry.load()
-    request = WeightsRequest.parse(weights)
-    return resolve(entry.meta.get("name", name), request, dict(args or {}), seed)
+    if "factory" in entry.meta:  # an installed package's entry point
+        ref = resolve(entry.meta["factory"], request, dict(args or {}), seed, catalog=dict(entry.meta))
+        ref.name = name
+        return ref
+    catalog = entry.meta.get("catalog")
+    target = catalog["target"] if catalog else entry.meta.get("name", name)
+    ref = resolve(target, request, dict(args or {}), seed, catalog=catalog)
+    ref.name = name
+    ref.catalog = catalog
+    return ref
 
 
 def build_backbone(

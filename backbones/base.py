@@ -100,6 +100,9 @@ class BackboneRef:
     args: dict[str, Any] = field(default_factory=dict)
     library_version: str = ""
     builder: Callable[[BackboneRef, int | None], Backbone] | None = field(default=None, repr=False)
+    # The curated catalog entry this backbone came from, if any: its facts (family, pretraining
+    # method and data, license) replace what adapters read off names.
+    catalog: dict[str, Any] | None = None
 
     def identity(self) -> dict[str, Any]:
         """What makes this backbone's features what they are (the transform is keyed separately)."""
@@ -117,4 +120,18 @@ class BackboneRef:
         """Instantiate the model; `input_size` matters for models with a fixed input resolution."""
         if self.builder is None:
             raise RuntimeError(f"{self.name}: this reference has no builder")
-        return self.builder(self, input_size)
+        backbone = self.builder(self, input_size)
+        backbone.meta.name = self.name
+        if self.catalog is not None:
+            apply_catalog(backbone.meta, self.catalog, random=self.weights.kind == "random")
+        return backbone
+
+
+def apply_catalog(meta: BackboneMeta, entry: dict[str, Any], random: bool) -> None:
+    """Overwrite inferred facts with the catalog's; a random init keeps only the architecture facts."""
+    meta.family = entry["family"]
+    meta.meta_source = "catalog"
+    if not random:
+        meta.method = entry["method"]
+        meta.pretrain_data = entry.get("data")
+        meta.license = entry.get("license", meta.license)

@@ -8,18 +8,38 @@ carries each architecture's parameter count (without classifier) and family.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from bob.backbones.families import infer_data, infer_method
 from bob.registry import Registry, import_target
+
+# A user's factory: `path/to/file.py:function` or `package.module:function` (see backbones/user.py).
+FACTORY = re.compile(r"^(?P<module>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)$")
+ENTRY_POINT_GROUP = "bob.backbones"
+
+
+def is_factory_name(name: str) -> bool:
+    """`file.py:fn` or `package.module:fn`; registry names never look like either."""
+    return FACTORY.match(name) is not None
+
 
 BACKBONES: Registry = Registry("backbone")
 
 ADAPTERS = {
     "timm": "bob.backbones.timm_backbone",
     "torchvision": "bob.backbones.torchvision_backbone",
+    "open_clip": "bob.backbones.open_clip_backbone",
+    "ssl": "bob.backbones.ssl_checkpoints",
+    "diffusion": "bob.backbones.diffusion_backbone",
+    "hf": "bob.backbones.hf_backbone",
 }
+ENTRY_KEYS = {"name", "adapter", "target", "family", "method", "data", "params", "license", "source"}
+OPTIONAL_KEYS = {"args", "sha256", "groups", "note", "transform"}
+FAMILIES = ("cnn", "vit", "hierarchical", "hybrid", "diffusion")
 
 
 @cache
@@ -29,28 +49,75 @@ def load_index(library: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+# How a namespace joins architecture and weights tag: `timm/resnet50.a1_in1k`, `open_clip/RN50:openai`.
+TAG_SEPARATOR = {"timm": ".", "torchvision": ".", "open_clip": ":"}
+
+
 @cache
 def index_names(library: str) -> tuple[str, ...]:
-    """Every resolvable name of a library: bare architectures and `arch.tag` pairs."""
+    """Every resolvable name of a library: bare architectures and `arch<sep>tag` pairs."""
+    sep = TAG_SEPARATOR[library]
     names: list[str] = []
     for arch, entry in sorted(load_index(library)["architectures"].items()):
         names.append(arch)
-        names.extend(f"{arch}.{tag}" for tag in entry["tags"])
+        names.extend(f"{arch}{sep}{tag}" for tag in entry["tags"])
     return tuple(names)
 
 
 def describe(name: str) -> dict[str, Any]:
     """What `bob ls backbones` shows for a name, without importing torch."""
+    entry = BACKBONES.get(name).meta.get("catalog") if name in _CATALOG_NAMES else None
+    if entry is not None:
+        return {
+            "name": name,
+            "family": entry["family"],
+            "method": entry["method"],
+            "data": entry["data"],
+            "params": entry["params"],
+            "weights": entry["source"],
+            "groups": entry.get("groups", []),
+        }
     prefix, _, rest = name.partition("/")
-    arch, _, tag = rest.partition(".")
-    entry = load_index(prefix)["architectures"].get(arch, {}) if prefix in ADAPTERS else {}
+    arch, _, tag = rest.partition(TAG_SEPARATOR.get(prefix, "."))
+    entry = load_index(prefix)["architectures"].get(arch, {}) if prefix in TAG_SEPARATOR else {}
     default = entry.get("default_tag")
     return {
         "name": name,
         "family": entry.get("family", ""),
+        "method": infer_method(tag or default or "") if (tag or default) else "",
+        "data": (infer_data(tag or default or "") or "") if (tag or default) else "",
         "params": entry.get("params"),
         "weights": tag or (f"{default} (default)" if default else "none (random init only)"),
+        "groups": [],
     }
+
+
+@cache
+def catalog_entries() -> tuple[dict[str, Any], ...]:
+    """Every curated entry of `entries/*.yaml`, validated: checkpoints as data, not classes."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    out: list[dict[str, Any]] = []
+    for path in sorted(resources.files("bob.backbones").joinpath("entries").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".yaml"):
+            continue
+        for entry in yaml.load(path.read_text(), Loader=loader) or []:
+            _validate_entry(entry, path.name)
+            out.append(entry)
+    return tuple(out)
+
+
+def _validate_entry(entry: Any, source: str) -> None:
+    name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+    where = f"backbone catalog {source}, entry '{name}'"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: not a mapping")
+    missing, unknown = ENTRY_KEYS - set(entry), set(entry) - ENTRY_KEYS - OPTIONAL_KEYS
+    if missing or unknown:
+        raise ValueError(f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    if entry["adapter"] not in ADAPTERS or entry["family"] not in FAMILIES:
+        raise ValueError(f"{where}: unknown adapter '{entry['adapter']}' or family '{entry['family']}'")
 
 
 def _live(library: str):
@@ -65,9 +132,38 @@ BACKBONES.add_namespace(
     live=_live("timm"),
 )
 BACKBONES.add_namespace(
+    "open_clip",
+    f"{ADAPTERS['open_clip']}:resolve",
+    lambda: index_names("open_clip"),
+    "open_clip models as arch:pretrained-tag, e.g. open_clip/ViT-B-16:laion2b_s34b_b88k (visual tower)",
+    live=_live("open_clip"),
+)
+BACKBONES.add_namespace(
     "torchvision",
     f"{ADAPTERS['torchvision']}:resolve",
     lambda: index_names("torchvision"),
     "torchvision classification models; arch.WEIGHTS picks a weights enum member (bare = IMAGENET1K_V1)",
     live=_live("torchvision"),
 )
+
+
+for _entry in catalog_entries():
+    BACKBONES.register(_entry["name"], f"{ADAPTERS[_entry['adapter']]}:resolve", catalog=_entry)
+_CATALOG_NAMES = frozenset(e["name"] for e in catalog_entries())
+
+
+def _register_entry_points() -> None:
+    """Backbones that installed packages declare under the `bob.backbones` entry-point group."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _CATALOG_NAMES or ep.name in BACKBONES.names(namespaces=False):
+            logging.getLogger(__name__).warning("entry point '%s' shadows a catalog name; ignored", ep.name)
+            continue
+        dist = getattr(ep.dist, "name", None) if getattr(ep, "dist", None) else None
+        BACKBONES.register(
+            ep.name, "bob.backbones.user:resolve", factory=ep.value, entry_point=ep.name, distribution=dist
+        )
+
+
+_register_entry_points()

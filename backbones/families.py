@@ -26,9 +26,13 @@ _FAMILY_RULES: tuple[tuple[str, str], ...] = (
 
 # Weights tag -> pretraining method. Order matters: "mae" before generic tags, "dinov2" data before "dino".
 _METHOD_RULES: tuple[tuple[str, str], ...] = (
-    (r"fcmae|(^|_)mae($|_)", "ssl:mae"),
+    (r"fcmae", "ssl:fcmae"),
+    (r"(^|_)mae($|_)", "ssl:mae"),
+    (r"(^|_)mim($|_)", "ssl:mim"),
     (r"mocov3", "ssl:mocov3"),
-    (r"(^|_)dino($|_)|lvd142m|dinov", "ssl:dino"),
+    (r"lvd1689m|dinov3", "ssl:dinov3"),
+    (r"lvd142m|dinov2", "ssl:dinov2"),
+    (r"(^|_)dino($|_)", "ssl:dino"),
     (r"clip|openai|laion|siglip|webli|metaclip|dfn|datacomp|(^|_)cc12m", "vision-language"),
     (r"swsl|ssl_|(^|_)ssl($|_)", "semi-supervised"),
     (r"ig1b|ig3b|wsl|SWAG", "weakly-supervised"),
@@ -72,7 +76,12 @@ def infer_family(architecture: str, has_attention: bool | None = None) -> str:
 
 
 def infer_method(tag: str) -> str:
-    return _first(_METHOD_RULES, tag) or "unknown"
+    """Pretraining method from a weights tag; a self-supervised model fine-tuned with labels
+    (`fcmae_ft_in1k`) is `ssl:<m>+supervised`."""
+    method = _first(_METHOD_RULES, tag) or "unknown"
+    if method.startswith("ssl:") and "_ft" in tag:
+        return f"{method}+supervised"
+    return method
 
 
 def infer_data(tag: str) -> str | None:

@@ -102,7 +102,9 @@ def _sources(cfg: Any) -> list[WeightsSource]:
     return sources
 
 
-def resolve(name: str, weights: WeightsRequest, args: dict[str, Any], seed: int) -> BackboneRef:
+def resolve(
+    name: str, weights: WeightsRequest, args: dict[str, Any], seed: int, catalog: dict[str, Any] | None = None
+) -> BackboneRef:
     """Resolve `name` (without the `timm/` prefix) to exact weights and transform; builds nothing."""
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):

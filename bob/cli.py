@@ -150,6 +150,34 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+def check(
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone", "-b", metavar="NAME", help="Catalog name, library name, file.py:fn, or module:fn."
+        ),
+    ],
+    weights: Annotated[
+        str, typer.Option("--weights", "-w", metavar="W", help="pretrained | random | PATH.")
+    ] = "pretrained",
+    backbone_arg: Annotated[
+        list[str] | None,
+        typer.Option("--backbone-arg", metavar="KEY=VALUE", help="Backbone argument (repeatable)."),
+    ] = None,
+    image_size: Annotated[
+        int, typer.Option("--image-size", min=16, metavar="N", help="Input size of the checks.")
+    ] = 64,
+) -> None:
+    """The submission gate: contract checks, then a mock run of every suite; writes no results.
+
+    Example: bob check --backbone examples/my_backbone.py:tiny_convnet --weights random
+    """
+    from bob.cli_check import run_check
+
+    raise typer.Exit(run_check(backbone, weights, backbone_arg or [], image_size))
+
+
 @app.command(name="ls")
 def ls(
     kind: Annotated[str, typer.Argument(help="backbones | tasks | datasets")],
@@ -161,11 +189,28 @@ def ls(
     args: Annotated[
         bool, typer.Option("--args", help="With `ls tasks`: also list each suite's task args.")
     ] = False,
+    family: Annotated[
+        str | None, typer.Option(help="Backbones of one family: cnn, vit, hierarchical, hybrid, diffusion.")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Pretraining method glob, e.g. 'ssl:*' or supervised.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Pretraining data glob, e.g. 'IN-21k*' or 'LAION*'.")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Catalog group: bob, seed-papers or newer.")] = None,
+    max_params: Annotated[
+        str | None, typer.Option(help="Fewer parameters than this, e.g. 30M (BoB's 'small').")
+    ] = None,
 ) -> None:
-    """List what exists: backbones, tasks or datasets (never imports torch)."""
-    from bob.cli_ls import list_kind
+    """List what exists: backbones, tasks or datasets (never imports torch).
 
-    list_kind(kind, pattern, as_json=as_json, show_all=show_all, show_args=args)
+    Example: bob ls backbones --method 'ssl:*' --max-params 30M
+    """
+    from bob.cli_ls import BackboneFilter, list_kind
+
+    filters = BackboneFilter(family, method, data, group, max_params)
+    list_kind(kind, pattern, as_json=as_json, show_all=show_all, show_args=args, filters=filters)
 
 
 def main() -> None:
@@ -184,10 +229,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         console().print("interrupted; finished runs are saved, the interrupted one left nothing behind")
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:
+        # Usage errors of the command-line parser (unknown option, missing value) show themselves and
+        # carry exit code 2. typer vendors click, so they are recognised by shape, not by class.
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()
             sys.exit(err.exit_code)
         raise

@@ -123,6 +123,7 @@ class Registry(Generic[T]):
         if namespaces:
             for ns in self._namespaces.values():
                 names.extend(f"{ns.prefix}/{n}" for n in ns.index())
+            names = list(dict.fromkeys(names))  # a curated entry may also be a namespace name
         return match(pattern, names) if pattern else names
 
     def __contains__(self, name: str) -> bool:

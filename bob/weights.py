@@ -73,9 +73,9 @@ class ResolvedWeights:
     seed: int | None = None  # random init seed
 
     def fingerprint(self) -> str:
-        if self.kind == "random":
-            return f"random:seed={self.seed}"
-        return f"sha256:{self.sha256}"
+        if self.sha256:  # a file's (or a user model's state) bytes identify it whatever its kind
+            return f"sha256:{self.sha256}"
+        return f"random:seed={self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,7 +276,7 @@ def resolve_weights(
     """The weights a request stands for: a verified pretrained file, the user's file, or a seeded init."""
     if request.kind == "pretrained":
         path, source = resolve_file(sources, what)
-        sha, how = verify_file(path)
+        sha, how = verify_file(path, source.sha256)  # mirror and cache hits too, not only downloads
         return ResolvedWeights("pretrained", source.describe(), str(path), sha, how)
     if request.kind == "file":
         sha, how = verify_file(request.path)

@@ -43,8 +43,10 @@ def test_backbone_namespaces_resolve_from_the_index():
     assert "torchvision/mobilenet_v2.IMAGENET1K_V1" in BACKBONES
     assert "timm/resnet50.a1_in1k" in BACKBONES
     assert "timm/vit_small_patch16_224.augreg_in21k_ft_in1k" in BACKBONES
-    entry = BACKBONES.get("timm/resnet50.a1_in1k")
-    assert entry.meta == {"namespace": "timm", "name": "resnet50.a1_in1k"}
+    entry = BACKBONES.get("timm/resnet18.a1_in1k")
+    assert entry.meta == {"namespace": "timm", "name": "resnet18.a1_in1k"}
+    curated = BACKBONES.get("timm/resnet50.a1_in1k")  # a catalog entry over a namespace name
+    assert curated.meta["catalog"]["groups"] == ["bob"]
 
 
 def test_bare_architecture_name_suggests_namespaced_names():
