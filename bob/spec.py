@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bob.cache import canonical_json
@@ -82,12 +83,17 @@ def make_spec(
     task_args: dict[str, str] | None = None,
 ) -> RunSpec:
     """Validate names and args (without importing torch) and return the canonical spec."""
-    from bob.backbones import BACKBONES
+    from bob.backbones.catalog import BACKBONES, is_factory_name
     from bob.tasks.base import parse_task_args
     from bob.tasks.catalog import parse_task_name, task_class
     from bob.weights import WeightsRequest
 
-    BACKBONES.get(backbone, live=True)  # the library is imported only for names missing from the index
+    if is_factory_name(backbone):
+        path = backbone.split(":", 1)[0]
+        if path.endswith(".py") and not Path(path).expanduser().is_file():
+            raise UsageError(f"Backbone file {path} does not exist (from --backbone {backbone}).")
+    else:
+        BACKBONES.get(backbone, live=True)  # the library is imported only for names missing from the index
     request = WeightsRequest.parse(weights)
     name = parse_task_name(task)
     cls = task_class(name.suite)

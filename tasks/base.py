@@ -72,6 +72,8 @@ class Task:
     task_types: ClassVar[tuple[str, ...]] = ("classification",)
     description: ClassVar[str] = ""
     Args: ClassVar[type[TaskArgs]] = TaskArgs
+    # Task args that make a run seconds long, for `bob check`'s mock runs on tiny data.
+    check_args: ClassVar[dict[str, str]] = {}
 
     def __init__(self, dataset: str, args: TaskArgs) -> None:
         self.dataset = dataset

@@ -16,7 +16,7 @@ records the chosen λ and the whole sweep. The head is saved next to the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -136,6 +136,7 @@ class LinearProbe(Task):
     main_metric = "top1"
     description = "frozen pooled features; L2 softmax head with a batched weight-decay sweep on val"
     Args = LinearProbeArgs
+    check_args: ClassVar[dict[str, str]] = {"epochs": "2", "min_steps": "20"}
 
     def run(self, ctx: RunContext) -> TaskOutput:
         train, test = ctx.pooled("train"), ctx.pooled("test")

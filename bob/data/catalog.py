@@ -87,6 +87,24 @@ for _domain, _look in _SHAPES_DOMAINS.items():
     )
 
 
+# A few hundred images: what `bob check` runs every suite on, and a fast set for smoke tests.
+_register(
+    "shapes-mini",
+    "bob.data.shapes:load_shapes",
+    options={"domain": "plain", "n_train": 200, "n_test": 100},
+    title="Shapes, plain domain, 200 / 100 images",
+    kind="generated",
+    num_classes=10,
+    splits=("train", "test"),
+    source="bob.data.shapes.generate_shapes",
+    license=_SHAPES_LICENSE,
+    image_size=64,
+    crop_pct=1.0,
+    description="200 train / 100 test images drawn like `shapes` (plain domain): a seconds-long set "
+    "for smoke tests and for the mock runs of `bob check`.",
+)
+
+
 # Real: read from the data root in torchvision's layout (see bob.data.real.LAYOUTS).
 _CIFAR = "https://www.cs.toronto.edu/~kriz/cifar.html (Krizhevsky, 2009)"
 _CIFAR_LICENSE = "no license stated by the authors; widely used for research"

@@ -1,0 +1,166 @@
+"""`bob check`: the submission gate for a backbone.
+
+Runs the contract checks (resolution, build, pooled shape and finiteness, eval-mode determinism,
+batch-size invariance, feature levels against `feature_info`, parameter count) and then a mock run of
+every task suite on a tiny generated dataset, in a throwaway results dir and feature cache: nothing
+is written to the user's results. Each check passes, fails (with the reason) or is skipped (with the
+reason); any failure makes the command exit 1.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SIZE = 64
+MOCK_DATASET = "shapes-mini"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # "pass" | "fail" | "skip"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class _Skip(Exception):
+    pass
+
+
+def _run(results: list[CheckResult], name: str, fn: Callable[[], str | None]) -> bool:
+    start = time.perf_counter()
+    try:
+        detail = fn() or ""
+        results.append(CheckResult(name, "pass", detail, time.perf_counter() - start))
+        return True
+    except _Skip as skip:
+        results.append(CheckResult(name, "skip", str(skip), time.perf_counter() - start))
+        return True
+    except Exception as err:  # a check reports every failure, whatever raised it
+        results.append(CheckResult(name, "fail", f"{type(err).__name__}: {err}", time.perf_counter() - start))
+        return False
+
+
+def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
+    import torch
+
+    from bob.backbones.base import check_pooled
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, size, size)
+    model.eval()
+    name = model.meta.name
+
+    def pooled() -> str:
+        with torch.no_grad():
+            out = check_pooled(name, model.forward_pooled(x), 3)
+        declared = model.meta.pooled_dim
+        if declared is not None and out.shape[1] != declared:
+            raise AssertionError(
+                f"pooled dimension {out.shape[1]} differs from the declared pooled_dim {declared}"
+            )
+        return f"[B, {out.shape[1]}], finite"
+
+    def determinism() -> str:
+        with torch.no_grad():
+            a, b = model.forward_pooled(x), model.forward_pooled(x)
+        if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+            raise AssertionError(f"two eval-mode passes differ by up to {(a - b).abs().max().item():.3g}")
+        return "two passes agree"
+
+    def batch_invariance() -> str:
+        with torch.no_grad():
+            batched = model.forward_pooled(x)
+            single = torch.cat([model.forward_pooled(x[i : i + 1]) for i in range(len(x))])
+        if not torch.allclose(batched, single, atol=1e-4, rtol=1e-3):
+            diff = (batched - single).abs().max().item()
+            raise AssertionError(f"an image's features depend on its batch (max difference {diff:.3g})")
+        return "batch of 3 = 3 batches of 1"
+
+    def features() -> str:
+        if not model.feature_info:
+            raise _Skip("no feature levels: dense suites (detection, segmentation) will not run")
+        with torch.no_grad():
+            maps = model.forward_features(x[:1])
+        for fmap, info in zip(maps, model.feature_info, strict=True):
+            expect = {size // info.stride, -(-size // info.stride)}
+            if fmap.ndim != 4 or fmap.shape[1] != info.channels or fmap.shape[2] not in expect:
+                raise AssertionError(f"level {info} produced {tuple(fmap.shape)}")
+            if not torch.isfinite(fmap).all():
+                raise AssertionError(f"level {info} has non-finite values")
+        return f"{len(maps)} levels, strides {[i.stride for i in model.feature_info]}"
+
+    def params() -> str:
+        counted = sum(p.numel() for p in model.parameters())
+        if model.meta.params not in (None, counted):
+            raise AssertionError(f"meta.params {model.meta.params} != {counted} counted in the module")
+        return f"{counted:,}"
+
+    for check, fn in (
+        ("pooled output", pooled),
+        ("eval determinism", determinism),
+        ("batch-size invariance", batch_invariance),
+        ("feature levels", features),
+        ("parameter count", params),
+    ):
+        _run(results, check, fn)
+
+
+def _mock_runs(
+    backbone: str, weights: str, backbone_args: dict[str, Any], size: int, results: list[CheckResult]
+) -> None:
+    from bob.runner import RunOptions, execute
+    from bob.spec import make_spec
+    from bob.tasks.catalog import SUITES, task_class
+
+    with tempfile.TemporaryDirectory(prefix="bob-check-") as tmp:
+        options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
+        for entry in SUITES.entries():
+            mock_args = {**task_class(entry.name).check_args, "image_size": str(size)}
+
+            def run_suite(suite: str = entry.name, args: dict[str, str] = mock_args) -> str:
+                spec = make_spec(backbone, f"{suite}/{MOCK_DATASET}", weights, 0, backbone_args, args)
+                outcome = execute(spec, options)
+                if not outcome.result.ok:
+                    error = outcome.result.error or {}
+                    raise AssertionError(f"{error.get('type')}: {error.get('message')}")
+                metric, value = outcome.result.main_metric
+                return f"{metric} = {value:.3f} on {MOCK_DATASET} (a smoke test, not a benchmark)"
+
+            _run(results, f"mock run: {entry.name}", run_suite)
+
+
+def check_backbone(
+    backbone: str,
+    weights: str = "pretrained",
+    backbone_args: dict[str, Any] | None = None,
+    image_size: int = DEFAULT_SIZE,
+) -> list[CheckResult]:
+    """Every check, in order; later checks are skipped when the backbone cannot be built."""
+    from bob.backbones import resolve_backbone
+
+    results: list[CheckResult] = []
+    args = dict(backbone_args or {})
+    state: dict[str, Any] = {}
+
+    def resolve() -> str:
+        state["ref"] = resolve_backbone(backbone, weights, args)
+        return f"{state['ref'].resolved_name} ({state['ref'].adapter}, weights {state['ref'].weights.kind})"
+
+    def build() -> str:
+        state["model"] = state["ref"].build(image_size)
+        meta = state["model"].meta
+        return f"family {meta.family}, method {meta.method}, {meta.params:,} parameters"
+
+    if _run(results, "resolve", resolve) and _run(results, "build", build):
+        _contract_checks(state["model"], image_size, results)
+        if all(r.status != "fail" for r in results):
+            _mock_runs(backbone, weights, args, image_size, results)
+            return results
+    results.append(CheckResult("mock runs", "skip", "skipped: fix the failures above first"))
+    return results
