@@ -33,35 +33,52 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign
 
 TARGET = 0.97
-DEFAULT_MODELS = ("timm/resnet18", "timm/vit_tiny_patch16_224", "timm/convnext_atto")
+DEFAULT_MODELS = (
+    "timm/resnet18",
+    "timm/vit_tiny_patch16_224",
+    "timm/convnext_atto",
+    "torchvision/resnet18",
+    "dino/resnet50",
+    "open_clip/RN50",
+)
 
 
-def raw_loop(model: torch.nn.Module, batches: list[torch.Tensor], num_images: int, dim: int) -> np.ndarray:
+def raw_loop(
+    model: torch.nn.Module, batches: list[torch.Tensor], num_images: int, dim: int, device: torch.device
+) -> np.ndarray:
     """What a careful user writes: inference mode, preallocated output, one copy per batch."""
     out = np.empty((num_images, dim), dtype=np.float32)
     pos = 0
     with torch.inference_mode():
         for x in batches:
-            feats = model(x)
-            out[pos : pos + x.shape[0]] = feats.numpy()
+            feats = model(x.to(device, non_blocking=True))
+            out[pos : pos + x.shape[0]] = feats.float().cpu().numpy()
             pos += x.shape[0]
     return out
 
 
-def bob_loop(backbone: torch.nn.Module, batches: list[torch.Tensor], num_images: int) -> np.ndarray:
+def bob_loop(
+    backbone: torch.nn.Module, batches: list[torch.Tensor], num_images: int, device: torch.device
+) -> np.ndarray:
     from bob.features import extract_pooled
 
-    return extract_pooled(backbone, batches, num_images, torch.device("cpu"))
+    return extract_pooled(backbone, batches, num_images, device)
 
 
 def interleaved_pass(
-    model: torch.nn.Module, backbone: torch.nn.Module, batches: list[torch.Tensor], num_images: int, dim: int
+    model: torch.nn.Module,
+    backbone: torch.nn.Module,
+    batches: list[torch.Tensor],
+    num_images: int,
+    dim: int,
+    device: torch.device,
 ) -> tuple[float, float]:
     """(raw seconds, bob seconds) of one pass in which every batch goes through both, back to back."""
     from bob.features import extract_pooled
@@ -72,7 +89,7 @@ def interleaved_pass(
     def run_raw(x: torch.Tensor, pos: int) -> None:
         start = time.perf_counter()
         with torch.inference_mode():
-            raw_out[pos : pos + x.shape[0]] = model(x).numpy()
+            raw_out[pos : pos + x.shape[0]] = model(x.to(device, non_blocking=True)).float().cpu().numpy()
         spent["raw"] += time.perf_counter() - start
 
     def feed():
@@ -87,25 +104,49 @@ def interleaved_pass(
                 run_raw(x, pos)
             pos += x.shape[0]
 
-    extract_pooled(backbone, feed(), num_images, torch.device("cpu"))
+    extract_pooled(backbone, feed(), num_images, device)
     return spent["raw"], spent["bob"]
+
+
+# What a careful user of each library would call instead of bob: the library's own module whose
+# output bob's forward_pooled returns (open_clip is benched post-projection, its tower's own output).
+RAW_MODEL: dict[str, Callable[[Any], torch.nn.Module]] = {
+    "timm": lambda b: b.model,  # built with num_classes=0
+    "ssl": lambda b: b.model,  # a timm model loaded from the release
+    "torchvision": lambda b: b.model,  # classifier replaced by Identity
+    "open_clip": lambda b: b.visual,
+}
+
+
+def raw_model(backbone: Any) -> torch.nn.Module:
+    adapter = backbone.meta.adapter
+    if adapter not in RAW_MODEL:
+        raise SystemExit(
+            f"{backbone.meta.name}: no library-level pooled forward to compare for adapter '{adapter}' "
+            f"(benched adapters: {', '.join(RAW_MODEL)})"
+        )
+    return RAW_MODEL[adapter](backbone)
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, float | None]:
     from bob.backbones import resolve_backbone
 
-    ref = resolve_backbone(name, weights="random", seed=0)
-    backbone = ref.build(args.image_size).eval()
-    model = backbone.model  # the raw timm model (num_classes=0) that bob's forward_pooled calls
+    adapter_args = {"pooled": "post"} if name.startswith("open_clip/") else {}
+    ref = resolve_backbone(name, weights="random", args=adapter_args, seed=0)
+    device = torch.device(args.device)
+    backbone = ref.build(args.image_size).eval().to(device)
+    model = raw_model(backbone)
     dim = backbone.pooled_dim
 
     gen = torch.Generator().manual_seed(0)
     sizes = [min(args.batch_size, args.num_images - s) for s in range(0, args.num_images, args.batch_size)]
     batches = [torch.randn(b, 3, args.image_size, args.image_size, generator=gen) for b in sizes]
+    if device.type == "cuda":  # as bob's DataLoader hands them over: pinned host memory
+        batches = [x.pin_memory() for x in batches]
 
     loops: dict[str, Callable[[], np.ndarray]] = {
-        "raw": lambda: raw_loop(model, batches, args.num_images, dim),
-        "bob": lambda: bob_loop(backbone, batches, args.num_images),
+        "raw": lambda: raw_loop(model, batches, args.num_images, dim, device),
+        "bob": lambda: bob_loop(backbone, batches, args.num_images, device),
     }
     if args.control:
         loops["raw'"] = loops["raw"]
@@ -113,8 +154,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, float | None]:
     # Warm-up with the real batch shape (allocator, oneDNN primitive caches, lazy init).
     warm = batches[:2]
     for _ in range(2):
-        raw_loop(model, warm, sum(x.shape[0] for x in warm), dim)
-        bob_loop(backbone, warm, sum(x.shape[0] for x in warm))
+        raw_loop(model, warm, sum(x.shape[0] for x in warm), dim, device)
+        bob_loop(backbone, warm, sum(x.shape[0] for x in warm), device)
 
     names = list(loops)
     ips: dict[str, list[float]] = {k: [] for k in names}
@@ -132,7 +173,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, float | None]:
             paired.append(secs["raw"] / secs["bob"])  # same repeat: robust to slow drifts in load
             max_diff = max(max_diff, float(np.abs(outs["raw"] - outs["bob"]).max()))
         inter = [
-            interleaved_pass(model, backbone, batches, args.num_images, dim) for _ in range(args.interleaved)
+            interleaved_pass(model, backbone, batches, args.num_images, dim, device)
+            for _ in range(args.interleaved)
         ]
 
     med = {k: statistics.median(v) for k, v in ips.items()}
@@ -154,8 +196,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), help="timm backbones (random weights)"
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="bob backbone names of the timm, ssl, torchvision or open_clip adapters (random weights)",
     )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); batches start in host memory")
     p.add_argument("--image-size", type=int, default=112, help="input resolution (default 112)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--num-images", type=int, default=512, help="images per timed pass (default 512)")
@@ -170,6 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--interleaved", type=int, default=2, help="batch-interleaved passes per model (default 2; 0 skips)"
     )
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
     if args.interleaved < 0:
         p.error("--interleaved must be 0 or more")
     if args.repeats < 3:
@@ -193,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"cpu cores {cpu_count()}  torch threads {torch.get_num_threads()} "
-        f"(interop {torch.get_num_interop_threads()})  device cpu  image {args.image_size}px  "
+        f"(interop {torch.get_num_interop_threads()})  device {args.device}  image {args.image_size}px  "
         f"batch {args.batch_size}  images {args.num_images}  repeats {args.repeats}"
     )
     print()
