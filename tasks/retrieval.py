@@ -8,7 +8,8 @@ retrieval_metrics.py for the exact definitions and the two AP conventions.
 Two kinds of dataset, one suite:
 
 - **retrieval datasets** (task type "retrieval": revisited Oxford/Paris, Copydays, the generated
-  `skimage-views`) bring a `query` and a `database` split and their own ground truth. The revisited
+  `skimage-views`) bring one `test` split, queries first and database after, with their own ground
+  truth (bob.data.relevance). The revisited
   Oxford/Paris sets are scored with the Medium protocol (easy + hard relevant, junk removed from the
   ranking) and the revisited-Oxford conventions.
 - **classification datasets** become class-as-relevance retrieval sets (BoB's "TwoLevel" protocol for
@@ -157,20 +158,16 @@ class Retrieval(Task):
         return TaskOutput(metrics, protocol)
 
     def _query_database(self, ctx: RunContext):
-        from bob.data.relevance import same_label_judgements
+        from bob.data.relevance import RETRIEVAL_SPLIT, query_database_judgements
 
-        query_split, database_split = ctx.split("query"), ctx.split("database")
-        judgements = getattr(query_split, "judgements", None) or same_label_judgements(
-            query_split.labels, database_split.labels
-        )
-        judgements.check(self.dataset, len(query_split), len(database_split))
-        queries, database = ctx.pooled("query"), ctx.pooled("database")
+        num_queries, judgements = query_database_judgements(ctx.split(RETRIEVAL_SPLIT))
+        features = ctx.pooled(RETRIEVAL_SPLIT).features
         truths = [QueryTruth(p, j) for p, j in zip(judgements.positives, judgements.junk, strict=True)]
         protocol = {
             "relevance": judgements.definition,
-            "split": "the dataset's own query and database splits",
+            "split": f"the dataset's own queries (first {num_queries} of its {RETRIEVAL_SPLIT} split) and database",
         }
-        return queries.features, database.features, truths, protocol
+        return features[:num_queries], features[num_queries:], truths, protocol
 
     def _class_as_relevance(self, ctx: RunContext, args: RetrievalArgs):
         pool = self._pool_splits(ctx, args)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from bob import data
 from bob.data.instance_views import PHOTOS, generate_instance_views
+from bob.data.relevance import query_database_judgements
 from bob.errors import DatasetNotFoundError, UsageError
 
 
@@ -22,23 +23,26 @@ def _jpg(path: Path, size=(40, 30), value: int = 0) -> None:
 # --- skimage-views ----------------------------------------------------------------------------------------
 
 
-def test_skimage_views_are_deterministic_and_split_into_queries_and_database():
-    query, database = data.load_split("skimage-views", "query"), data.load_split("skimage-views", "database")
+def test_skimage_views_are_deterministic_with_queries_before_the_database():
+    split = data.load_split("skimage-views", "test")
     n_instances = len(PHOTOS) * 4
-    assert (len(query), len(database)) == (n_instances, 4 * n_instances)
     assert data.dataset_info("skimage-views").task_type == "retrieval"
-    np.testing.assert_array_equal(query.labels, np.arange(n_instances))
-    np.testing.assert_array_equal(np.bincount(database.labels), np.full(n_instances, 4))
-    assert query.images.shape[1:] == (96, 96, 3) and query.images.dtype == np.uint8
-    again = generate_instance_views(crops_per_photo=1, views_per_instance=2, size=32, seed=3)
+    assert len(split) == 5 * n_instances and split.num_queries == n_instances
+    np.testing.assert_array_equal(split.labels[:n_instances], np.arange(n_instances))
+    np.testing.assert_array_equal(np.bincount(split.labels[n_instances:]), np.full(n_instances, 4))
+    num_queries, judgements = query_database_judgements(split)
+    assert num_queries == n_instances and judgements.positives[3].tolist() == [12, 13, 14, 15]
+    assert split.images.shape[1:] == (96, 96, 3) and split.images.dtype == np.uint8
     once = generate_instance_views(crops_per_photo=1, views_per_instance=2, size=32, seed=3)
+    again = generate_instance_views(crops_per_photo=1, views_per_instance=2, size=32, seed=3)
+    other = generate_instance_views(crops_per_photo=1, views_per_instance=2, size=32, seed=4)
     np.testing.assert_array_equal(again[0], once[0])
-    assert not np.array_equal(
-        again[0], generate_instance_views(crops_per_photo=1, views_per_instance=2, size=32, seed=4)[0]
-    )
+    assert not np.array_equal(again[0], other[0])
     # views of one instance differ from each other (augmented, not copies)
-    assert not np.array_equal(database.images[0], database.images[1])
-    assert query.fingerprint == data.load_split("skimage-views", "query").fingerprint
+    assert not np.array_equal(split.images[n_instances], split.images[n_instances + 1])
+    assert split.fingerprint == data.load_split("skimage-views", "test").fingerprint
+    with pytest.raises(UsageError, match="no split 'query'"):
+        data.load_split("skimage-views", "query")
 
 
 # --- revisited Oxford / Paris -----------------------------------------------------------------------------
@@ -64,12 +68,11 @@ def make_roxford(root: Path, name: str = "roxford5k") -> dict:
 
 def test_revisitop_loader_crops_queries_and_reads_the_medium_protocol(tmp_path):
     make_roxford(tmp_path)
-    query = data.load_split("roxford5k", "query", root=tmp_path)
-    database = data.load_split("roxford5k", "database", root=tmp_path)
-    assert (len(query), len(database)) == (2, 8)
-    assert query.image(0).size == (30, 30) and query.image(1).size == (20, 10)
-    assert database.image(0).size == (40, 30)
-    j = query.judgements
+    split = data.load_split("roxford5k", "test", root=tmp_path)
+    assert len(split) == 10 and split.num_queries == 2
+    assert split.image(0).size == (30, 30) and split.image(1).size == (20, 10)  # cropped to their boxes
+    assert split.image(2).size == (40, 30)  # database images stay whole
+    _, j = query_database_judgements(split)
     assert [p.tolist() for p in j.positives] == [[0, 1, 2], [4]]
     assert [x.tolist() for x in j.junk] == [[3], [5, 6]]
     assert "Medium" in j.definition
@@ -77,19 +80,19 @@ def test_revisitop_loader_crops_queries_and_reads_the_medium_protocol(tmp_path):
     moved["gnd"][0]["bbx"] = [0, 0, 30, 30]
     with open(tmp_path / "other" / "roxford5k" / "gnd_roxford5k.pkl", "wb") as f:
         pickle.dump(moved, f)
-    assert data.load_split("roxford5k", "query", root=tmp_path / "other").fingerprint != query.fingerprint
+    assert data.load_split("roxford5k", "test", root=tmp_path / "other").fingerprint != split.fingerprint
 
 
 def test_revisitop_errors_name_what_is_missing(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"gnd_rparis6k\.pkl"):
-        data.load_split("rparis6k", "query", root=tmp_path)
+        data.load_split("rparis6k", "test", root=tmp_path)
     make_roxford(tmp_path, "rparis6k")
     (tmp_path / "rparis6k" / "jpg" / "db_3.jpg").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"db_3\.jpg"):
-        data.load_split("rparis6k", "database", root=tmp_path)
+        data.load_split("rparis6k", "test", root=tmp_path)
     (tmp_path / "rparis6k" / "gnd_rparis6k.pkl").write_bytes(b"not a pickle")
     with pytest.raises(UsageError, match="not a revisitop ground-truth pickle"):
-        data.load_split("rparis6k", "query", root=tmp_path)
+        data.load_split("rparis6k", "test", root=tmp_path)
 
 
 # --- Copydays ---------------------------------------------------------------------------------------------
@@ -110,23 +113,26 @@ def make_copydays(root: Path) -> None:
 
 def test_copydays_groups_copies_by_block(tmp_path):
     make_copydays(tmp_path)
-    query = data.load_split("copydays", "query", root=tmp_path)
-    database = data.load_split("copydays", "database", root=tmp_path)
-    assert query.classes == ("2000", "2001", "2002") and len(query) == 3
-    names = [p.relative_to(database.root).as_posix() for p in database.paths]
-    assert "original/200000.jpg" not in names and len(names) == 8
-    by_name = dict(zip(names, database.labels.tolist(), strict=True))
+    split = data.load_split("copydays", "test", root=tmp_path)
+    assert split.classes == ("2000", "2001", "2002") and split.num_queries == 3
+    names = [p.relative_to(split.root).as_posix() for p in split.paths]
+    assert names[:3] == ["original/200000.jpg", "original/200100.jpg", "original/200200.jpg"]
+    assert len(names) == 3 + 8 and all(not n.startswith("original/") for n in names[3:])
+    by_name = dict(zip(names, split.labels.tolist(), strict=True))
     assert by_name["strong/200002.jpg"] == 0 and by_name["strong/200101.jpg"] == 1
     assert by_name["jpegqual/50/200100.jpg"] == 1 and by_name["crops/20/200200.jpg"] == 2
+    _, judgements = query_database_judgements(split)
+    database = names[3:]
+    assert sorted(database[i] for i in judgements.positives[2]) == ["crops/20/200200.jpg"]
 
 
 def test_copydays_errors(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="original"):
-        data.load_split("copydays", "query", root=tmp_path)
+        data.load_split("copydays", "test", root=tmp_path)
     make_copydays(tmp_path)
     _jpg(tmp_path / "copydays" / "strong" / "209901.jpg")
     with pytest.raises(UsageError, match=r"belong to no original.*209901"):
-        data.load_split("copydays", "database", root=tmp_path)
+        data.load_split("copydays", "test", root=tmp_path)
 
 
 # --- CUB-200-2011 -----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Layout under the data root (the official archives extracted side by side):
     <root>/copydays/jpegqual/<quality>/<name>.jpg   JPEG re-encodes, named like their original
     <root>/copydays/crops/<percent>/<name>.jpg      crops, named like their original
 
-Every image outside `original/` is a database item; its group is the first four characters of its file
+bob's one split, `test`, holds the originals (the queries) followed by every image outside
+`original/` (the database); its group is the first four characters of its file
 name (Copydays' block id), and a query's relevant items are the copies of its own block. Any subset of
 the variant folders works; a variant whose block has no original is an error.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bob.data.base import DatasetInfo, FileSplit
+from bob.data.relevance import RETRIEVAL_SPLIT, mark_queries
 from bob.errors import DatasetNotFoundError, UsageError
 
 BLOCK_CHARS = 4
@@ -29,10 +31,14 @@ def _jpgs(folder: Path) -> list[Path]:
 
 
 def load_copydays(info: DatasetInfo, split: str, *, root: Path, download: bool = False) -> FileSplit:
-    """`query`: the originals; `database`: every copy; labels = the original's index (the block)."""
+    """The `test` split: originals (queries), then every copy; labels = the original's index (its block)."""
     if download:
         raise UsageError(
             "bob does not download Copydays; extract its archives as described in docs/suites/retrieval.md."
+        )
+    if split != RETRIEVAL_SPLIT:
+        raise UsageError(
+            f"Dataset '{info.name}' has no split '{split}'; its only split is {RETRIEVAL_SPLIT}."
         )
     folder = Path(root) / "copydays"
     originals = _jpgs(folder / "original") if (folder / "original").is_dir() else []
@@ -48,8 +54,6 @@ def load_copydays(info: DatasetInfo, split: str, *, root: Path, download: bool =
         raise UsageError(
             f"{folder / 'original'}: two originals share a block id (first {BLOCK_CHARS} characters)."
         )
-    if split == "query":
-        return FileSplit(info.name, split, blocks, folder, originals, np.arange(len(originals)))
     copies = [p for p in _jpgs(folder) if p.relative_to(folder).parts[0] != "original"]
     if not copies:
         raise DatasetNotFoundError(
@@ -63,5 +67,6 @@ def load_copydays(info: DatasetInfo, split: str, *, root: Path, download: bool =
             f"Dataset 'copydays': {len(orphans)} copies belong to no original, e.g. {orphans[0]} (block "
             f"'{orphans[0].stem[:BLOCK_CHARS]}'). Add the missing originals or remove those files."
         )
-    labels = np.array([index[p.stem[:BLOCK_CHARS]] for p in copies], dtype=np.int64)
-    return FileSplit(info.name, split, blocks, folder, copies, labels)
+    labels = [*range(len(originals)), *(index[p.stem[:BLOCK_CHARS]] for p in copies)]
+    out = FileSplit(info.name, split, blocks, folder, originals + copies, np.array(labels, dtype=np.int64))
+    return mark_queries(out, len(originals))

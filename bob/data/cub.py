@@ -54,9 +54,7 @@ def load_cub(info: DatasetInfo, split: str, *, root: Path, download: bool = Fals
     want = "1" if split == "train" else "0"
     ids = sorted(i for i, flag in is_train.items() if flag == want)
     broken = [
-        i
-        for i in ids
-        if i not in images or not labels.get(i, "").isdigit() or int(labels[i]) not in position
+        i for i in ids if i not in images or not labels.get(i, "").isdigit() or int(labels[i]) not in position
     ]
     if broken:
         raise UsageError(

@@ -3,8 +3,8 @@
 Each photo gives `crops_per_photo` base crops (random squares, so crops of one photo are hard
 negatives of each other); each base crop is one instance, and `views_per_instance` augmented views
 are drawn from it: a random sub-crop (scale and aspect jitter), a horizontal flip, a small rotation,
-brightness / contrast / saturation jitter and a JPEG re-encode. The first view of every instance is a
-query, the others go to the database; relevant = the other views of the same instance (the label is
+brightness / contrast / saturation jitter and a JPEG re-encode. The one split, `test`, holds the first
+view of every instance as the queries, then the other views as the database; relevant = the other views of the same instance (the label is
 the instance id). A pure function of a fixed seed, so the pixels (and the fingerprint) never change.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from bob.data.base import ArraySplit, DatasetInfo
+from bob.data.relevance import RETRIEVAL_SPLIT, mark_queries
 from bob.errors import UsageError
 
 # CC0 / public-domain photos bundled in the scikit-image wheel (loaded without network).
@@ -129,11 +130,12 @@ def load_instance_views(
     views_per_instance: int = 5,
     size: int = 96,
 ) -> ArraySplit:
-    """Catalog loader: `query` (view 0 of every instance) or `database` (the other views)."""
-    if split not in ("query", "database"):
-        raise UsageError(f"Dataset '{info.name}' has no split '{split}'; its splits are: query, database.")
+    """Catalog loader: the `test` split, queries (view 0 of every instance) first, then the database."""
+    if split != RETRIEVAL_SPLIT:
+        raise UsageError(
+            f"Dataset '{info.name}' has no split '{split}'; its only split is {RETRIEVAL_SPLIT}."
+        )
     images, labels, views = _arrays(crops_per_photo, views_per_instance, size)
-    keep = views == 0 if split == "query" else views > 0
-    return ArraySplit(
-        info.name, split, instance_names(crops_per_photo), images[keep].copy(), labels[keep].copy()
-    )
+    order = np.concatenate([np.flatnonzero(views == 0), np.flatnonzero(views > 0)])
+    out = ArraySplit(info.name, split, instance_names(crops_per_photo), images[order], labels[order])
+    return mark_queries(out, int(np.count_nonzero(views == 0)))

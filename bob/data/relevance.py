@@ -1,18 +1,26 @@
 """Ground truth of retrieval datasets: which database items each query should find, and which to ignore.
 
-A dataset of task type "retrieval" has two splits, `query` and `database`. Its `query` split carries
-`judgements` (a `RelevanceJudgements`) when relevance is more than "same label" — the revisited
-Oxford/Paris sets list easy, hard and junk images per query. Without `judgements`, a query's relevant
-items are the database items that share its label (instance id, copy group).
+A dataset of task type "retrieval" has one split, `test`, that holds the queries first and the database
+after them (as MTEB keeps queries and corpus in one test split), so one extraction serves both. The
+split says where the queries end with `num_queries`, and carries `judgements` (a `RelevanceJudgements`,
+indices into the database part) when relevance is more than "same label": the revisited Oxford/Paris
+sets list easy, hard and junk images per query. Without `judgements`, a query's relevant items are the
+database items that share its label (instance id, copy group).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bob.errors import UsageError
+
+if TYPE_CHECKING:
+    from bob.data.base import ImageSplit
+
+RETRIEVAL_SPLIT = "test"
 
 
 @dataclass(frozen=True)
@@ -51,3 +59,33 @@ def same_label_judgements(query_labels: np.ndarray, database_labels: np.ndarray)
     empty = np.zeros(0, dtype=np.int64)
     positives = tuple(by_label.get(int(label), empty) for label in query_labels)
     return RelevanceJudgements(positives, (empty,) * len(positives), "same label (instance or class id)")
+
+
+def mark_queries(
+    split: ImageSplit, num_queries: int, judgements: RelevanceJudgements | None = None
+) -> ImageSplit:
+    """Declare the first `num_queries` items of `split` the queries (the rest is the database)."""
+    if not 0 < num_queries < len(split):
+        raise UsageError(
+            f"Dataset '{split.dataset}': a retrieval split needs at least one query and one database image, "
+            f"got {num_queries} queries among {len(split)} images."
+        )
+    split.num_queries = num_queries
+    split.judgements = judgements
+    return split
+
+
+def query_database_judgements(split: ImageSplit) -> tuple[int, RelevanceJudgements]:
+    """(number of queries, checked judgements) of a retrieval split made by `mark_queries`."""
+    num_queries = getattr(split, "num_queries", None)
+    if num_queries is None:
+        raise UsageError(
+            f"Dataset '{split.dataset}' is registered as a retrieval set but its loader did not say which "
+            "images are queries (bob.data.relevance.mark_queries)."
+        )
+    labels = split.labels
+    judgements = getattr(split, "judgements", None) or same_label_judgements(
+        labels[:num_queries], labels[num_queries:]
+    )
+    judgements.check(split.dataset, num_queries, len(split) - num_queries)
+    return num_queries, judgements

@@ -6,9 +6,9 @@ Layout under the data root, as the revisitop download script leaves it:
     <root>/roxford5k/jpg/<name>.jpg         <root>/rparis6k/jpg/<name>.jpg
 
 The pickle holds `imlist` (database names), `qimlist` (query names) and `gnd`: per query its `bbx`
-(x1, y1, x2, y2) and the database indices that are `easy`, `hard` and `junk`. Queries are cropped to
-their box, as the standard protocol does. bob scores the Medium protocol: easy + hard are relevant,
-junk is ignored.
+(x1, y1, x2, y2) and the database indices that are `easy`, `hard` and `junk`. bob's one split, `test`,
+holds the 70 queries, cropped to their box as the standard protocol does, followed by the database.
+bob scores the Medium protocol: easy + hard are relevant, junk is ignored.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import numpy as np
 from PIL import Image
 
 from bob.data.base import DatasetInfo, FileSplit
-from bob.data.relevance import RelevanceJudgements
+from bob.data.relevance import RETRIEVAL_SPLIT, RelevanceJudgements, mark_queries
 from bob.errors import DatasetNotFoundError, UsageError
 
 MEDIUM = "revisited Oxford/Paris Medium protocol: easy + hard relevant, junk ignored"
 
 
 class CroppedFileSplit(FileSplit):
-    """Files cropped to one box each (x1, y1, x2, y2 in pixels); the boxes are part of the fingerprint."""
+    """Files cropped to their box (x1, y1, x2, y2 in pixels; a NaN row = whole image); boxes are fingerprinted."""
 
     def __init__(self, dataset, split, classes, root, paths, labels, boxes: np.ndarray) -> None:
         super().__init__(dataset, split, classes, root, paths, labels)
@@ -35,7 +35,9 @@ class CroppedFileSplit(FileSplit):
 
     def image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as img:
-            return img.convert("RGB").crop(tuple(self.boxes[index]))
+            rgb = img.convert("RGB")
+        box = self.boxes[index]
+        return rgb if np.isnan(box).any() else rgb.crop(tuple(box))
 
     def _identity_chunks(self) -> list[bytes]:
         return [*super()._identity_chunks(), self.boxes.tobytes()]
@@ -87,23 +89,25 @@ def medium_judgements(gnd: list[dict]) -> RelevanceJudgements:
 
 
 def load_revisitop(info: DatasetInfo, split: str, *, root: Path, download: bool = False) -> FileSplit:
-    """`query` (cropped to the box, with the Medium judgements) or `database` of roxford5k / rparis6k."""
+    """The `test` split of roxford5k / rparis6k: cropped queries, then the database, Medium judgements."""
     if download:
         raise UsageError(
             f"bob does not download {info.name}; fetch it with the revisitop scripts "
             "(https://github.com/filipradenovic/revisitop) and point `--task-arg root=DIR` at it."
         )
+    if split != RETRIEVAL_SPLIT:
+        raise UsageError(
+            f"Dataset '{info.name}' has no split '{split}'; its only split is {RETRIEVAL_SPLIT}."
+        )
     folder = Path(root) / info.name
     cfg = _read_ground_truth(info.name, folder)
-    if split == "database":
-        names = list(cfg["imlist"])
-        return FileSplit(
-            info.name, split, names, folder, _paths(info.name, folder, names), np.arange(len(names))
-        )
-    names = list(cfg["qimlist"])
-    boxes = np.array([g["bbx"] for g in cfg["gnd"]], dtype=np.float64).reshape(len(names), 4)
-    query = CroppedFileSplit(
-        info.name, split, names, folder, _paths(info.name, folder, names), np.arange(len(names)), boxes
-    )
-    query.judgements = medium_judgements(cfg["gnd"])
-    return query
+    queries, database = list(cfg["qimlist"]), list(cfg["imlist"])
+    names = queries + database
+    boxes = np.full((len(names), 4), np.nan)
+    try:
+        boxes[: len(queries)] = np.array([g["bbx"] for g in cfg["gnd"]], dtype=np.float64).reshape(-1, 4)
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"gnd_{info.name}.pkl: every query needs a 'bbx' of four numbers.") from None
+    labels = np.arange(len(names))
+    out = CroppedFileSplit(info.name, split, names, folder, _paths(info.name, folder, names), labels, boxes)
+    return mark_queries(out, len(queries), medium_judgements(cfg["gnd"]))
