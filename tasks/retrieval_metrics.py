@@ -44,9 +44,17 @@ def rank_database(scores: np.ndarray) -> np.ndarray:
 
 
 def hit_ranks(ranking: np.ndarray, truth: QueryTruth) -> np.ndarray:
-    """0-based ranks of the relevant items once junk is taken out of the ranking, ascending."""
-    kept = ranking[~np.isin(ranking, truth.junk)] if len(truth.junk) else ranking
-    return np.flatnonzero(np.isin(kept, truth.positives))
+    """0-based ranks of the relevant items once junk is taken out of the ranking, ascending.
+
+    `ranking` is a permutation of the database indices (as `rank_database` returns).
+    """
+    relevant = np.zeros(len(ranking), dtype=bool)
+    relevant[truth.positives] = True
+    if len(truth.junk):
+        junk = np.zeros(len(ranking), dtype=bool)
+        junk[truth.junk] = True
+        ranking = ranking[~junk[ranking]]
+    return np.flatnonzero(relevant[ranking])
 
 
 def average_precision(ranks: np.ndarray, n_relevant: int, convention: str = "standard") -> float:

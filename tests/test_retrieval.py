@@ -70,6 +70,14 @@ def test_revisited_oxford_on_disk_uses_the_medium_protocol(options, tmp_path):
     )
 
 
+def test_generated_instance_set(options):
+    result = _run(options, "retrieval/skimage-views").result
+    assert result.ok, result.error
+    assert (result.protocol["num_queries"], result.protocol["num_database"]) == (48, 192)
+    assert result.protocol["transform"]["input_size"] == 96
+    assert result.metrics["recall_at_10"] >= result.metrics["recall_at_5"] >= result.metrics["recall_at_1"]
+
+
 def test_copydays_on_disk(options, tmp_path):
     make_copydays(tmp_path / "data")
     result = _run(options, "retrieval/copydays", root=tmp_path / "data").result

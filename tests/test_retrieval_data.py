@@ -174,3 +174,16 @@ def test_cub_errors(tmp_path):
     labels.write_text(labels.read_text().replace("1 1\n", "1 one\n", 1).replace("2 1\n", "2\n", 1))
     with pytest.raises(UsageError, match=r"image_class_labels\.txt:2"):
         data.load_split("cub200", "train", root=tmp_path)
+
+
+def test_retrieval_splits_must_say_where_the_queries_end():
+    from bob.data.base import ArraySplit
+    from bob.data.relevance import mark_queries
+
+    split = ArraySplit("toy", "test", ["a", "b"], np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1]))
+    with pytest.raises(UsageError, match="did not say which images are queries"):
+        query_database_judgements(split)
+    with pytest.raises(UsageError, match="at least one query and one database image"):
+        mark_queries(split, 4)
+    num_queries, judgements = query_database_judgements(mark_queries(split, 2))
+    assert num_queries == 2 and [p.tolist() for p in judgements.positives] == [[0], [1]]
