@@ -34,8 +34,8 @@ SUITES.register(
     "bob.tasks.retrieval:Retrieval",
     main_metric="map",
     task_types=("retrieval", "classification"),
-    description="frozen L2-normalised pooled features, cosine ranking; mAP, MRR, precision@k, recall@k "
-    "(classification sets: class-as-relevance, first 20% of each class are queries)",
+    description="frozen L2-normalised features, cosine ranking; mAP, MRR, P@k, R@k (classes as relevance "
+    "on classification sets)",
 )
 
 

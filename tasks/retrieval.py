@@ -21,6 +21,7 @@ Two kinds of dataset, one suite:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 # Datasets scored the revisited-Oxford way when `convention=auto`.
 REVISITOP_DATASETS = frozenset({"roxford5k", "rparis6k"})
+CLASS_LEVEL_ARGS = ("query_fraction", "max_per_class", "pool")  # meaningless on retrieval datasets
 QUERY_CHUNK = 256  # queries scored per block: bounds memory at QUERY_CHUNK × database floats
 
 
@@ -133,6 +135,7 @@ class Retrieval(Task):
     def run(self, ctx: RunContext) -> TaskOutput:
         args: RetrievalArgs = self.args  # type: ignore[assignment]
         if ctx.info.task_type == "retrieval":
+            self._reject_class_level_args(args)
             queries, database, truths, protocol = self._query_database(ctx)
         else:
             queries, database, truths, protocol = self._class_as_relevance(ctx, args)
@@ -156,6 +159,16 @@ class Retrieval(Task):
             }
         )
         return TaskOutput(metrics, protocol)
+
+    def _reject_class_level_args(self, args: RetrievalArgs) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(RetrievalArgs)}
+        given = [name for name in CLASS_LEVEL_ARGS if getattr(args, name) != defaults[name]]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} only apply to class-as-relevance retrieval on classification datasets; "
+                f"'{self.dataset}' brings its own queries and database. Drop "
+                f"{'that task arg' if len(given) == 1 else 'those task args'}."
+            )
 
     def _query_database(self, ctx: RunContext):
         from bob.data.relevance import RETRIEVAL_SPLIT, query_database_judgements

@@ -86,6 +86,12 @@ def test_copydays_on_disk(options, tmp_path):
     assert result.protocol["relevance"].startswith("same label")
 
 
+def test_class_level_args_on_a_retrieval_set_are_refused(options):
+    result = _run(options, "retrieval/skimage-views", pool="test").result
+    assert not result.ok and "only apply to class-as-relevance" in result.error["message"]
+    assert result.cache["extractions"] == 0
+
+
 def test_broken_ground_truth_fails_before_any_extraction(options, tmp_path):
     cfg = make_roxford(tmp_path / "data")
     cfg["gnd"][1]["easy"] = [99]
