@@ -165,6 +165,9 @@ def test_same_label_judgements_and_broken_references():
     bad = RelevanceJudgements((np.array([5]),), (np.array([], int),), "x")
     with pytest.raises(UsageError, match=r"outside 0\.\.3"):
         bad.check("toy", 1, 4)
+    nothing = RelevanceJudgements((np.array([], int),), (np.array([], int),), "x")
+    with pytest.raises(UsageError, match="no query has a relevant"):
+        nothing.check("toy", 1, 4)
     overlap = RelevanceJudgements((np.array([1]),), (np.array([1]),), "x")
     with pytest.raises(UsageError, match="relevant and as junk"):
         overlap.check("toy", 1, 4)

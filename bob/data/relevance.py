@@ -38,6 +38,11 @@ class RelevanceJudgements:
                 f"Dataset '{dataset}': the ground truth lists {len(self.positives)} queries but the query "
                 f"split has {n_queries} images. The ground-truth file does not belong to these images."
             )
+        if not any(len(pos) for pos in self.positives):
+            raise UsageError(
+                f"Dataset '{dataset}': no query has a relevant database image, so there is nothing to score. "
+                "Check that the ground truth belongs to these images."
+            )
         for q, (pos, junk) in enumerate(zip(self.positives, self.junk, strict=True)):
             for kind, idx in (("relevant", pos), ("junk", junk)):
                 if len(idx) and (idx.min() < 0 or idx.max() >= n_database):
