@@ -29,6 +29,14 @@ SUITES.register(
     task_types=("classification",),
     description="frozen pooled features; cosine k-NN with DINO's temperature-weighted vote (k=20, T=0.07)",
 )
+SUITES.register(
+    "retrieval",
+    "bob.tasks.retrieval:Retrieval",
+    main_metric="map",
+    task_types=("retrieval", "classification"),
+    description="frozen L2-normalised features, cosine ranking; mAP, MRR, P@k, R@k (classes as relevance "
+    "on classification sets)",
+)
 
 
 @dataclass(frozen=True)
