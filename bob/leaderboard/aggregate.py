@@ -232,6 +232,6 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
         settings=settings,
         cells=cells,
         table=table,
-        suites=sorted(settings["suite"].unique()) if len(settings) else [],
+        suites=sorted(settings.loc[settings["zscored"], "suite"].unique()) if len(settings) else [],
         skipped=loaded.skipped,
     )
