@@ -138,27 +138,43 @@ def analyses_html(board: Board) -> str:
 
 
 def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_base: str) -> str:
+    """One section per shown backbone listing its runs, each linking to its result file.
+
+    Built from plain column lists, not DataFrame rows: this is the page's largest part (one row per run).
+    """
     frame = pd.concat([board.runs, board.failed], ignore_index=True)
-    frame = frame[frame["backbone_key"].isin(anchors)]
-    out = []
-    for key, group in frame.groupby("backbone_key", sort=False):
-        rows = [
-            [
-                esc(r["setting"]),
-                str(r["seed"]),
-                esc(r["status"]),
-                esc(fmt.num(r["value"], 4)) + " " + esc(r["main_metric"]),
-                esc(r["error"]),
-                f'<a href="{esc(link_base + r["path"])}">{esc(r["id"])}</a>',
-            ]
-            for _, r in group.sort_values(["setting", "seed"]).iterrows()
-        ]
-        out.append(
-            f'<section class="runs" id="{anchors[key]}"><h3>{esc(key)}</h3>'
-            + _simple_table(["setting", "seed", "status", "value", "error", "result file"], rows)
-            + "</section>"
+    frame = frame[frame["backbone_key"].isin(anchors)].sort_values(["backbone_key", "setting", "seed"])
+    per_backbone: dict[str, list[str]] = {}
+    columns = zip(
+        *(
+            frame[c].tolist()
+            for c in (
+                "backbone_key",
+                "setting",
+                "seed",
+                "status",
+                "value",
+                "main_metric",
+                "error",
+                "path",
+                "id",
+            )
+        ),
+        strict=True,
+    )
+    for key, setting, seed, status, value, metric, error, path, run_id in columns:
+        per_backbone.setdefault(key, []).append(
+            f"<tr><td>{esc(setting)}</td><td>{seed}</td><td>{esc(status)}</td>"
+            f"<td>{fmt.num(value, 4)} {esc(metric)}</td><td>{esc(error)}</td>"
+            f'<td><a href="{esc(link_base + path)}">{esc(run_id)}</a></td></tr>'
         )
-    return "".join(out)
+    head = "".join(f"<th>{h}</th>" for h in ("setting", "seed", "status", "value", "error", "result file"))
+    return "".join(
+        f'<section class="runs" id="{anchors[key]}"><h3>{esc(key)}</h3>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(per_backbone[key])}</tbody></table></section>"
+        for key in table["backbone_key"]
+        if key in per_backbone
+    )
 
 
 def problems_html(board: Board) -> str:
