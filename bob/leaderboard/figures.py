@@ -18,7 +18,8 @@ PLOT_IDS = ("plot-suite-heatmap", "plot-params", "plot-task-corr")
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    # plotly decodes &lt; &gt; &amp; in labels but not &quot;; quotes are harmless once no tag can open.
+    return html.escape(str(text), quote=False)
 
 
 def _values(frame: pd.DataFrame) -> list[list[float | None]]:
