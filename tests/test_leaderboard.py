@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from leaderboard_results import XSS_NAMES, write_result, xss_results
 from scipy import stats
@@ -16,7 +17,7 @@ from scipy import stats
 from bob.errors import UsageError
 from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard, load_results
 from bob.leaderboard.aggregate import build_board
-from bob.leaderboard.analyses import group_summary, params_correlation, task_correlation
+from bob.leaderboard.analyses import group_summary, params_correlation, spearman, task_correlation
 
 PRETRAINED = ["cnn-a", "vit-b", "vit-c", "swin-d"]
 # setting → (suite, task, task_args, higher_is_better, {backbone: [values per seed]}); "rand" = cnn-a random init
@@ -163,8 +164,14 @@ def test_analyses_match_scipy(golden_dir):
     board = build_board(load_results(golden_dir))
     corr = params_correlation(board).set_index("family")
     pre = board.table[~board.table["is_random"]]
-    expected = stats.spearmanr(pre["params"], pre["overall"]).statistic
-    assert corr.loc["all", "spearman_rho"] == pytest.approx(expected)
+    expected = stats.spearmanr(pre["params"], pre["overall"])
+    assert corr.loc["all", "spearman_rho"] == pytest.approx(expected.statistic)
+    assert corr.loc["all", "p_value"] == pytest.approx(expected.pvalue)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # randomised, ties included
+        x, y = pd.Series(rng.integers(0, 6, 12)), pd.Series(rng.normal(size=12))
+        rho, p = spearman(x, y)
+        assert (rho, p) == pytest.approx(tuple(stats.spearmanr(x, y)))
     matrix = task_correlation(board)
     a = [np.mean(GOLDEN["ood/q"][4][b]) * -1 for b in PRETRAINED]
     c = [np.mean(GOLDEN["det/r [lr=0.0001]"][4][b]) for b in PRETRAINED]
@@ -244,8 +251,6 @@ def test_outputs_are_written_and_self_contained(golden_dir, tmp_path):
     out = build_leaderboard(golden_dir, tmp_path / "out", title="golden")
     names = sorted(p.name for p in out.paths)
     assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard_long.csv"]
-    import pandas as pd
-
     wide = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert len(wide) == 5 and {"overall", "suite:det", "z:ood/q", "params", "family", "method"} <= set(
         wide.columns
@@ -277,10 +282,12 @@ def test_cli_prints_the_board_and_exits_2_on_an_empty_dir(golden_dir, tmp_path):
         and "few/s: not z-scored" in proc.stderr
     )
     (tmp_path / "empty").mkdir()
-    for bad_dir in ("empty", "missing"):
-        cmd[5] = str(tmp_path / bad_dir)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-        assert proc.returncode == 2 and "error:" in proc.stderr and str(tmp_path / bad_dir) in proc.stderr
+    cmd[5] = str(tmp_path / "empty")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "error:" in proc.stderr and "holds no result files" in proc.stderr
+    with pytest.raises(UsageError, match="does not exist") as err:
+        build_leaderboard(tmp_path / "missing", tmp_path / "o")
+    assert err.value.exit_code == 2
 
 
 def test_leaderboard_never_imports_torch(golden_dir, tmp_path):
@@ -290,3 +297,20 @@ def test_leaderboard_never_imports_torch(golden_dir, tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_efficiency_results_sit_beside_the_board_and_are_not_zscored(golden_dir, tmp_path):
+    for i, name in enumerate(PRETRAINED):
+        write_result(golden_dir, name, "efficiency/throughput", 100.0 * (i + 1), main_metric="img_per_s")
+    out = build_leaderboard(golden_dir, tmp_path / "out")
+    assert "efficiency" not in out.board.suites and "efficiency/throughput" not in set(
+        out.board.settings["setting"]
+    )
+    eff = out.board.efficiency.set_index("backbone_key")
+    assert eff.loc["vit-b [pretrained]", "efficiency/throughput (img_per_s)"] == pytest.approx(200.0)
+    clean = build_board(load_results(golden_dir), BoardOptions(efficiency_suites=("none",)))
+    assert "efficiency" in clean.suites  # only the option makes it a side view
+    expected = _expected(GOLDEN)
+    assert _row(out.board.table, "vit-c")["overall"] == pytest.approx(expected["vit-c"]["overall"])
+    assert (tmp_path / "out" / "leaderboard_efficiency.csv").exists()
+    assert "Efficiency (not part of the z-scores)" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -50,6 +50,8 @@ class BoardOptions:
     best_of: tuple[str, ...] = ()
     min_backbones: int = 3
     suites: tuple[str, ...] = ()
+    # Suites that measure cost, not quality (#7's efficiency results): shown beside the board, never z-scored.
+    efficiency_suites: tuple[str, ...] = ("efficiency",)
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -76,13 +78,14 @@ class BoardOptions:
 @dataclass
 class Board:
     options: BoardOptions
-    runs: pd.DataFrame  # long table of ok runs, with `setting`
+    runs: pd.DataFrame  # long table of ok runs (efficiency ones included), with `setting`
     failed: pd.DataFrame
     settings: pd.DataFrame  # one row per setting
     cells: pd.DataFrame  # one row per backbone × setting
     table: pd.DataFrame  # one row per backbone: the board
     suites: list[str] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
+    efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # backbone × efficiency setting
 
 
 def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFrame:
@@ -206,6 +209,17 @@ def _backbone_table(
     return table.reset_index()
 
 
+def _efficiency(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seed means of each efficiency setting's main metric, one row per backbone (`<setting> (<metric>)`)."""
+    if runs.empty:
+        return pd.DataFrame()
+    cells = runs.groupby(["backbone_key", "setting", "main_metric"], sort=True)["value"].mean().reset_index()
+    cells["column"] = cells["setting"] + " (" + cells["main_metric"] + ")"
+    wide = cells.pivot(index="backbone_key", columns="column", values="value")
+    params = runs.groupby("backbone_key")["params"].first()
+    return wide.join(params).reset_index()
+
+
 def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> Board:
     """The board of every ok run in `loaded` (optionally only `options.suites`)."""
     options = options or BoardOptions()
@@ -220,11 +234,13 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
         runs, failed = runs[runs["suite"].isin(options.suites)], failed[failed["suite"].isin(options.suites)]
     labels = _setting_labels(pd.concat([runs, failed]), options.best_of)
     runs, failed = _with_settings(runs, labels), _with_settings(failed, labels)
-    cells = _cells(runs)
-    meta = runs.groupby("backbone_key")["is_random"].first()
+    is_cost = runs["suite"].isin(options.efficiency_suites)
+    efficiency, scored = _efficiency(runs[is_cost]), runs[~is_cost]
+    cells = _cells(scored)
+    meta = scored.groupby("backbone_key")["is_random"].first()
     reference = ~cells["backbone_key"].map(meta).astype(bool)
     cells, settings = _zscore(cells, reference, options.min_backbones)
-    table = _backbone_table(runs, cells, settings, options.weighting)
+    table = _backbone_table(scored, cells, settings, options.weighting)
     return Board(
         options=options,
         runs=runs,
@@ -234,4 +250,5 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
         table=table,
         suites=sorted(settings.loc[settings["zscored"], "suite"].unique()) if len(settings) else [],
         skipped=loaded.skipped,
+        efficiency=efficiency,
     )

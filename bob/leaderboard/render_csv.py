@@ -40,4 +40,8 @@ def write_csv(board: Board, table: pd.DataFrame, out_dir: Path) -> list[Path]:
     wide, long = out_dir / "leaderboard.csv", out_dir / "leaderboard_long.csv"
     wide_frame(board, table).to_csv(wide, index=False, float_format="%.6g")
     long_frame(board).to_csv(long, index=False, float_format="%.6g")
-    return [wide, long]
+    paths = [wide, long]
+    if not board.efficiency.empty:
+        paths.append(out_dir / "leaderboard_efficiency.csv")
+        board.efficiency.to_csv(paths[-1], index=False, float_format="%.6g")
+    return paths

@@ -177,6 +177,30 @@ def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_b
     )
 
 
+def efficiency_html(board: Board) -> str:
+    eff = board.efficiency
+    if eff.empty:
+        return ""
+    cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
+    rows = [
+        [esc(r["backbone_key"]), esc(fmt.params(r["params"])), *(esc(fmt.num(r[c], 4)) for c in cols)]
+        for _, r in eff.iterrows()
+    ]
+    return "<h2>Efficiency (not part of the z-scores)</h2>" + _simple_table(
+        ["backbone", "params", *cols], rows, "efficiency"
+    )
+
+
+def failed_html(board: Board) -> str:
+    if board.failed.empty:
+        return "<p>No failed run.</p>"
+    rows = [
+        [esc(r["backbone_key"]), esc(r["setting"]), esc(r["seed"]), esc(r["error"]), esc(r["path"])]
+        for _, r in board.failed.iterrows()
+    ]
+    return _simple_table(["backbone", "setting", "seed", "error", "file"], rows, "failed")
+
+
 def problems_html(board: Board) -> str:
     if not board.skipped:
         return "<p>No result file was skipped.</p>"
@@ -200,12 +224,15 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         f'<p class="legend">{esc(fmt.LEGEND)}</p>',
         "<h2>Board</h2>",
         board_table(board, table, anchors),
+        efficiency_html(board),
         "<h2>Plots</h2>",
         figures_html(board, table, task_correlation(board)),
         "<h2>Settings</h2>",
         settings_table(board),
         "<h2>Analyses</h2>",
         analyses_html(board),
+        "<h2>Failed runs (not averaged in)</h2>",
+        failed_html(board),
         "<h2>Skipped files</h2>",
         problems_html(board),
         "<h2>Runs per backbone</h2>",

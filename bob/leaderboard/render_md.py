@@ -115,6 +115,21 @@ def analyses_lines(board: Board) -> list[str]:
     return lines
 
 
+def efficiency_lines(board: Board) -> list[str]:
+    eff = board.efficiency
+    if eff.empty:
+        return []
+    cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
+    lines = ["## Efficiency (not part of the z-scores)", ""]
+    return lines + _table(
+        ["backbone", "params", *map(esc, cols)],
+        (
+            [esc(r["backbone_key"]), fmt.params(r["params"]), *(fmt.num(r[c], 4) for c in cols)]
+            for _, r in eff.iterrows()
+        ),
+    )
+
+
 def problems_lines(board: Board) -> list[str]:
     lines: list[str] = []
     if len(board.failed):
@@ -135,6 +150,7 @@ def problems_lines(board: Board) -> list[str]:
 def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str) -> Path:
     lines = [f"# {esc(title)}", "", f"Convention: {esc(board.options.convention())}", "", esc(fmt.LEGEND), ""]
     lines += board_lines(board, table)
+    lines += efficiency_lines(board)
     lines += ["## Settings", "", *settings_lines(board)]
     lines += analyses_lines(board)
     lines += problems_lines(board)
