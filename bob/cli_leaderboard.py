@@ -11,6 +11,7 @@ from rich.text import Text
 from bob.console import console, stdout_console
 
 log = logging.getLogger("bob.leaderboard")
+MAX_RAW_SETTINGS = 4
 
 
 def run_leaderboard(
@@ -46,8 +47,12 @@ def run_leaderboard(
         if setting.note:
             err.print(Text(f"{setting.setting}: {setting.note}", style="yellow"), highlight=False)
 
+    # Small boards (a quickstart, a first sweep) also show each setting's raw seed-mean: with fewer
+    # than three pretrained backbones there are no z-scores to show yet.
+    raw = list(board.settings["setting"]) if len(board.settings) <= MAX_RAW_SETTINGS else []
+    metric = dict(zip(board.settings["setting"], board.settings["main_metric"], strict=True))
     grid = Table(title=f"bob leaderboard (top {min(top, len(table))} of {len(table)})", title_justify="left")
-    for name in [
+    head = [
         "#",
         "backbone",
         "family",
@@ -57,14 +62,17 @@ def run_leaderboard(
         *board.suites,
         "mean rank",
         "settings",
-    ]:
-        grid.add_column(name, justify="left" if name in {"backbone", "family", "method"} else "right")
+    ]
+    for name in head + [f"{s} {metric[s]}" for s in raw]:
+        # Text, not str: names from result files may hold [brackets] that rich would read as markup.
+        grid.add_column(Text(name), justify="left" if name in {"backbone", "family", "method"} else "right")
     for _, r in table.head(top).iterrows():
         suites_z = [fmt.num(r.get(f"suite:{s}"), signed=True) for s in board.suites]
+        raw_values = [fmt.num(r.get(f"value:{s}"), 4) for s in raw]
         grid.add_row(
             fmt.position(r), Text(str(r["backbone_key"])), Text(str(r["family"])), Text(str(r["method"])),
             fmt.params(r["params"]), fmt.num(r["overall"], signed=True), *suites_z,
-            fmt.num(r["mean_rank"], 1), fmt.coverage(r),
+            fmt.num(r["mean_rank"], 1), fmt.coverage(r), *raw_values,
         )  # fmt: skip
     stdout_console().print(grid)
     if group_by:
