@@ -245,6 +245,14 @@ def leaderboard(
     min_backbones: Annotated[
         int, typer.Option(metavar="N", help="Fewest pretrained backbones a setting needs to be z-scored.")
     ] = 3,
+    efficiency_suite: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--efficiency-suite",
+            metavar="SUITE",
+            help="Suites shown beside the board, never z-scored (repeatable; default: efficiency).",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")] = 20,
     group_by: Annotated[
         str | None, typer.Option(help="Also print a summary by family, method_class, pretrain_data or size.")
@@ -257,7 +265,16 @@ def leaderboard(
     from bob.cli_leaderboard import run_leaderboard
 
     code = run_leaderboard(
-        results_dir, out, suite or [], filter_ or [], weighting, best_of or [], min_backbones, top, group_by
+        results_dir,
+        out,
+        suite or [],
+        filter_ or [],
+        weighting,
+        best_of or [],
+        min_backbones,
+        top,
+        group_by,
+        efficiency_suite or ["efficiency"],
     )
     raise typer.Exit(code)
 

@@ -24,6 +24,7 @@ def run_leaderboard(
     min_backbones: int,
     top: int,
     group_by: str | None,
+    efficiency_suites: list[str] | None = None,
 ) -> int:
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard
     from bob.leaderboard import format as fmt
@@ -34,7 +35,11 @@ def run_leaderboard(
 
         raise UsageError(f"--group-by takes one of {', '.join(GROUP_KEYS)}, got {group_by!r}.")
     options = BoardOptions(
-        weighting=weighting, best_of=tuple(best_of), min_backbones=min_backbones, suites=tuple(suites)
+        weighting=weighting,
+        best_of=tuple(best_of),
+        min_backbones=min_backbones,
+        suites=tuple(suites),
+        efficiency_suites=tuple(efficiency_suites or ("efficiency",)),
     )
     parsed = [RowFilter.parse(f) for f in filters]
     out = build_leaderboard(results_dir, out_dir, options, parsed)
@@ -78,7 +83,7 @@ def run_leaderboard(
     if group_by:
         from bob.leaderboard.analyses import group_summary
 
-        summary = group_summary(board, group_by)
+        summary = group_summary(board, group_by, table)
         stdout_console().print(Text(summary.to_string(index=False)))
     if len(board.failed):
         err.print(f"{len(board.failed)} failed run(s) are listed separately and not averaged in.")

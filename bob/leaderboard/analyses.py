@@ -55,9 +55,11 @@ def method_class(method: str) -> str:
     return method.split(":", 1)[0]
 
 
-def group_summary(board: Board, by: str) -> pd.DataFrame:
-    """Overall score per group (family, method class, pretraining data or size) of pretrained backbones."""
-    table = board.table[~board.table["is_random"]].copy()
+def group_summary(board: Board, by: str, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Overall score per group (family, method class, pretraining data or size) of the pretrained
+    backbones of `table` (a filtered view of the board; default: the whole board)."""
+    table = board.table if table is None else table
+    table = table[~table["is_random"]].copy()
     if by == "method_class":
         table["method_class"] = table["method"].map(method_class)
     rows = []

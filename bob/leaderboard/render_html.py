@@ -104,7 +104,7 @@ def settings_table(board: Board) -> str:
     )
 
 
-def analyses_html(board: Board) -> str:
+def analyses_html(board: Board, table: pd.DataFrame) -> str:
     corr = params_correlation(board)
     parts = [
         "<h3>Overall z-score vs parameter count (Spearman)</h3>",
@@ -117,7 +117,7 @@ def analyses_html(board: Board) -> str:
         ),
     ]
     for by, title in SUMMARIES.items():
-        summary = group_summary(board, by)
+        summary = group_summary(board, by, table)
         parts.append(f"<h3>{esc(title)}</h3>")
         parts.append(
             _simple_table(
@@ -230,7 +230,7 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         "<h2>Settings</h2>",
         settings_table(board),
         "<h2>Analyses</h2>",
-        analyses_html(board),
+        analyses_html(board, table),
         "<h2>Failed runs (not averaged in)</h2>",
         failed_html(board),
         "<h2>Skipped files</h2>",

@@ -78,7 +78,7 @@ def settings_lines(board: Board) -> list[str]:
     return _table(["setting", "suite", "metric", "backbones", "mean", "std", "z-scores"], rows)
 
 
-def analyses_lines(board: Board) -> list[str]:
+def analyses_lines(board: Board, table: pd.DataFrame) -> list[str]:
     lines = ["## Overall z-score vs parameter count (Spearman)", ""]
     corr = params_correlation(board)
     lines += _table(
@@ -89,7 +89,7 @@ def analyses_lines(board: Board) -> list[str]:
         ),
     )
     for by, title in SUMMARIES.items():
-        summary = group_summary(board, by)
+        summary = group_summary(board, by, table)
         lines += [f"## {title}", ""]
         lines += _table(
             [by, "backbones", "mean overall z", "std", "best"],
@@ -152,7 +152,7 @@ def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str)
     lines += board_lines(board, table)
     lines += efficiency_lines(board)
     lines += ["## Settings", "", *settings_lines(board)]
-    lines += analyses_lines(board)
+    lines += analyses_lines(board, table)
     lines += problems_lines(board)
     path = out_dir / "leaderboard.md"
     path.write_text("\n".join(lines) + "\n")
