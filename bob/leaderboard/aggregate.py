@@ -174,7 +174,8 @@ def _zscore(
                 "note": note,
             }
         )
-    return cells, pd.DataFrame(rows)
+    columns = ["setting", "suite", "task", "main_metric", "higher_is_better", "n_backbones", "n_reference"]
+    return cells, pd.DataFrame(rows, columns=[*columns, "mean", "std", "zscored", "note"])
 
 
 def _backbone_table(
