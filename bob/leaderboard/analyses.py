@@ -25,11 +25,11 @@ def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float]:
     return rho, float(2 * stdtr(n - 2, -abs(t)))
 
 
-def params_correlation(board: Board) -> pd.DataFrame:
-    """Spearman ρ of overall z-score with parameter count, for all pretrained backbones and per family."""
-    table = board.table[
-        ~board.table["is_random"] & board.table["overall"].notna() & board.table["params"].notna()
-    ]
+def params_correlation(board: Board, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Spearman ρ of overall z-score with parameter count, for all pretrained backbones of `table`
+    (a filtered view; default: the whole board) and per family."""
+    table = board.table if table is None else table
+    table = table[~table["is_random"] & table["overall"].notna() & table["params"].notna()]
     groups = [("all", table), *((str(f), g) for f, g in table.groupby("family", sort=True))]
     rows = []
     for family, group in groups:

@@ -105,7 +105,7 @@ def settings_table(board: Board) -> str:
 
 
 def analyses_html(board: Board, table: pd.DataFrame) -> str:
-    corr = params_correlation(board)
+    corr = params_correlation(board, table)
     parts = [
         "<h3>Overall z-score vs parameter count (Spearman)</h3>",
         _simple_table(

@@ -80,7 +80,7 @@ def settings_lines(board: Board) -> list[str]:
 
 def analyses_lines(board: Board, table: pd.DataFrame) -> list[str]:
     lines = ["## Overall z-score vs parameter count (Spearman)", ""]
-    corr = params_correlation(board)
+    corr = params_correlation(board, table)
     lines += _table(
         ["family", "n", "ρ", "p"],
         (
