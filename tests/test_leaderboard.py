@@ -314,3 +314,17 @@ def test_efficiency_results_sit_beside_the_board_and_are_not_zscored(golden_dir,
     assert _row(out.board.table, "vit-c")["overall"] == pytest.approx(expected["vit-c"]["overall"])
     assert (tmp_path / "out" / "leaderboard_efficiency.csv").exists()
     assert "Efficiency (not part of the z-scores)" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_runs_that_disagree_on_version_or_metric_are_separate_settings(tmp_path):
+    for name, value in zip(PRETRAINED, (0.1, 0.2, 0.3, 0.4), strict=True):
+        write_result(tmp_path, name, "ood/q", value, main_metric="top1")
+        write_result(tmp_path, name, "ood/q", value / 10, seed=1, main_metric="ece", higher_is_better=False)
+    board = build_board(load_results(tmp_path))
+    assert sorted(board.settings["setting"]) == ["ood/q [metric=-ece]", "ood/q [metric=top1]"]
+    z = board.table.set_index("backbone_key")
+    assert (
+        z.loc["swin-d [pretrained]", "z:ood/q [metric=top1]"]
+        > 0
+        > z.loc["swin-d [pretrained]", "z:ood/q [metric=-ece]"]
+    )

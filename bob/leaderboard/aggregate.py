@@ -31,6 +31,7 @@ from bob.errors import UsageError
 from bob.leaderboard.load import LoadedResults
 
 WEIGHTINGS = ("suite", "setting")
+MERGE_KEYS = ["task", "task_version", "task_args", "main_metric", "higher_is_better"]
 SMALL_PARAMS = 30e6  # BoB's "small" backbones have fewer than 30M parameters
 BACKBONE_COLUMNS = [
     "backbone",
@@ -90,12 +91,20 @@ class Board:
 
 def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFrame:
     """Map each (task, task_version, task_args) to its setting label and its full (un-collapsed) label."""
-    combos = frame[["task", "task_version", "task_args"]].drop_duplicates()
+    combos = frame[MERGE_KEYS].drop_duplicates()
     out = []
     for task, group in combos.groupby("task", sort=True):
+        # Version and main metric are part of a setting's identity: runs that disagree on them are
+        # not comparable, so they become separate settings rather than one mixed column.
         parsed = [
-            {**json.loads(a), "@version": v}
-            for a, v in zip(group["task_args"], group["task_version"], strict=True)
+            {**json.loads(a), "@version": v, "@metric": m if h else f"-{m}"}
+            for a, v, m, h in zip(
+                group["task_args"],
+                group["task_version"],
+                group["main_metric"],
+                group["higher_is_better"],
+                strict=True,
+            )
         ]
         keys = sorted({k for p in parsed for k in p})
         varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
@@ -107,14 +116,12 @@ def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFra
 
             out.append(
                 {
-                    "task": task,
-                    "task_version": row["task_version"],
-                    "task_args": row["task_args"],
+                    **{k: row[k] for k in MERGE_KEYS},
                     "setting": label([k for k in varying if k not in best_of]),
                     "setting_full": label(varying),
                 }
             )
-    return pd.DataFrame(out, columns=["task", "task_version", "task_args", "setting", "setting_full"])
+    return pd.DataFrame(out, columns=[*MERGE_KEYS, "setting", "setting_full"])
 
 
 def _fmt(value: Any) -> str:
@@ -122,7 +129,7 @@ def _fmt(value: Any) -> str:
 
 
 def _with_settings(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    return frame.merge(labels, on=["task", "task_version", "task_args"], how="left")
+    return frame.merge(labels, on=MERGE_KEYS, how="left")
 
 
 def _cells(runs: pd.DataFrame) -> pd.DataFrame:
