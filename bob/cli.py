@@ -220,7 +220,7 @@ def leaderboard(
     ] = Path("results/raw"),
     out: Annotated[
         Path, typer.Option("--out", metavar="DIR", help="Where leaderboard.{csv,md,html} go.")
-    ] = Path("results/leaderboard"),
+    ] = Path("results"),
     suite: Annotated[
         list[str] | None,
         typer.Option("--suite", metavar="SUITE", help="Score only these suites (repeatable)."),
@@ -234,7 +234,11 @@ def leaderboard(
         ),
     ] = None,
     weighting: Annotated[
-        str, typer.Option(help="Overall score: 'suite' (each suite weighs the same) or 'setting'.")
+        str,
+        typer.Option(
+            metavar="suite|setting",
+            help="Overall score: mean over suites (each weighs the same) or over settings.",
+        ),
     ] = "suite",
     best_of: Annotated[
         list[str] | None,
@@ -255,12 +259,15 @@ def leaderboard(
     ] = None,
     top: Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")] = 20,
     group_by: Annotated[
-        str | None, typer.Option(help="Also print a summary by family, method_class, pretrain_data or size.")
+        str | None,
+        typer.Option(
+            metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."
+        ),
     ] = None,
 ) -> None:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
 
-    Example: bob leaderboard --results-dir results/raw --out results/leaderboard --filter family=vit
+    Example: bob leaderboard --results-dir results/raw --out results --filter family=vit
     """
     from bob.cli_leaderboard import run_leaderboard
 

@@ -1,7 +1,7 @@
 """`bob leaderboard`: a pure function of the result files → CSV, Markdown and one self-contained HTML page.
 
     from bob.leaderboard import build_leaderboard, BoardOptions
-    out = build_leaderboard("results/raw", "results/leaderboard", BoardOptions(weighting="suite"))
+    out = build_leaderboard("results/raw", "results", BoardOptions(weighting="suite"))
     out.board.table  # one row per backbone
 
 Never imports torch: it reads JSON with pandas, numpy and scipy, and draws with plotly.
