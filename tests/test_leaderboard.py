@@ -252,6 +252,9 @@ def test_outputs_are_written_and_self_contained(golden_dir, tmp_path):
     names = sorted(p.name for p in out.paths)
     assert names == ["leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard_long.csv"]
     wide = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert wide.set_index("backbone_key").loc["cnn-a [pretrained]", "std:linear-probe/p1"] == pytest.approx(
+        np.std([0.8, 0.6], ddof=1), abs=1e-5
+    )
     assert len(wide) == 5 and {"overall", "suite:det", "z:ood/q", "params", "family", "method"} <= set(
         wide.columns
     )

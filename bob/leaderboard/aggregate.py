@@ -207,7 +207,7 @@ def _backbone_table(
     table["standing"] = np.where(
         table["is_random"], "baseline", np.where(table["covered"] < n_total, "incomplete", "ranked")
     )
-    for kind, col in (("z", "z"), ("value", "mean")):
+    for kind, col in (("z", "z"), ("value", "mean"), ("std", "std"), ("seeds", "n_seeds")):
         wide = cells.pivot(index="backbone_key", columns="setting", values=col)
         table = table.join(wide.add_prefix(f"{kind}:"))
     order = {"ranked": 0, "incomplete": 1, "baseline": 2}

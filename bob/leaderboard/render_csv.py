@@ -26,7 +26,7 @@ def wide_frame(board: Board, table: pd.DataFrame) -> pd.DataFrame:
         "position", "backbone_key", "backbone", "weights", "backbone_args", "family", "method", "pretrain_data",
         "params", "size", "standing", "overall", "mean_rank", "covered", "n_settings", "n_runs",
     ]  # fmt: skip
-    rest = [c for c in table.columns if c.startswith(("suite:", "z:", "value:"))]
+    rest = [c for c in table.columns if c.startswith(("suite:", "z:", "value:", "std:", "seeds:"))]
     return table[head + rest]
 
 

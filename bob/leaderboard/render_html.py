@@ -168,9 +168,22 @@ def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_b
             f"<td>{fmt.num(value, 4)} {esc(metric)}</td><td>{esc(error)}</td>"
             f'<td><a href="{esc(link_base + path)}">{esc(run_id)}</a></td></tr>'
         )
+    per_cell: dict[str, list[str]] = {}
+    cells = board.cells.sort_values(["backbone_key", "setting"])
+    columns = zip(
+        *(cells[c].tolist() for c in ("backbone_key", "setting", "mean", "std", "n_seeds", "z", "rank")),
+        strict=True,
+    )
+    for key, setting, mean, std, n, z, rank in columns:
+        per_cell.setdefault(key, []).append(
+            f"<tr><td>{esc(setting)}</td><td>{esc(fmt.mean_std(mean, std, n))}</td><td>{n}</td>"
+            f"<td>{fmt.num(z, signed=True)}</td><td>{fmt.num(rank, 1)}</td></tr>"
+        )
+    cell_head = "".join(f"<th>{h}</th>" for h in ("setting", "mean ± std over seeds", "seeds", "z", "rank"))
     head = "".join(f"<th>{h}</th>" for h in ("setting", "seed", "status", "value", "error", "result file"))
     return "".join(
         f'<section class="runs" id="{anchors[key]}"><h3>{esc(key)}</h3>'
+        f"<table><thead><tr>{cell_head}</tr></thead><tbody>{''.join(per_cell.get(key, []))}</tbody></table>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(per_backbone[key])}</tbody></table></section>"
         for key in table["backbone_key"]
         if key in per_backbone
