@@ -213,6 +213,79 @@ def ls(
     list_kind(kind, pattern, as_json=as_json, show_all=show_all, show_args=args, filters=filters)
 
 
+@app.command()
+def leaderboard(
+    results_dir: Annotated[
+        Path, typer.Option("--results-dir", metavar="DIR", help="Where the result JSON files are.")
+    ] = Path("results/raw"),
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Where leaderboard.{csv,md,html} go.")
+    ] = Path("results"),
+    suite: Annotated[
+        list[str] | None,
+        typer.Option("--suite", metavar="SUITE", help="Score only these suites (repeatable)."),
+    ] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            metavar="KEY=GLOB",
+            help="Show only matching backbones: family, method, data, size, backbone, weights (repeatable).",
+        ),
+    ] = None,
+    weighting: Annotated[
+        str,
+        typer.Option(
+            metavar="suite|setting",
+            help="Overall score: mean over suites (each weighs the same) or over settings.",
+        ),
+    ] = "suite",
+    best_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--best-of", metavar="ARG", help="Task arg to take the best value over, e.g. lr (repeatable)."
+        ),
+    ] = None,
+    min_backbones: Annotated[
+        int, typer.Option(metavar="N", help="Fewest pretrained backbones a setting needs to be z-scored.")
+    ] = 3,
+    efficiency_suite: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--efficiency-suite",
+            metavar="SUITE",
+            help="Suites shown beside the board, never z-scored (repeatable; default: efficiency).",
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")] = 20,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."
+        ),
+    ] = None,
+) -> None:
+    """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
+
+    Example: bob leaderboard --results-dir results/raw --out results --filter family=vit
+    """
+    from bob.cli_leaderboard import run_leaderboard
+
+    code = run_leaderboard(
+        results_dir,
+        out,
+        suite or [],
+        filter_ or [],
+        weighting,
+        best_of or [],
+        min_backbones,
+        top,
+        group_by,
+        efficiency_suite or ["efficiency"],
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point: BobErrors become one paragraph and their exit code."""
     try:

@@ -1,0 +1,87 @@
+"""`bob leaderboard`: a pure function of the result files → CSV, Markdown and one self-contained HTML page.
+
+    from bob.leaderboard import build_leaderboard, BoardOptions
+    out = build_leaderboard("results/raw", "results", BoardOptions(weighting="suite"))
+    out.board.table  # one row per backbone
+
+Never imports torch: it reads JSON with pandas, numpy and scipy, and draws with plotly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bob.errors import UsageError
+from bob.leaderboard.aggregate import Board, BoardOptions, build_board
+from bob.leaderboard.load import LoadedResults, load_results
+from bob.leaderboard.views import RowFilter, apply_filters
+
+FORMATS = ("csv", "md", "html")
+__all__ = ["Board", "BoardOptions", "BuildOutput", "RowFilter", "build_leaderboard", "load_results"]
+
+
+@dataclass
+class BuildOutput:
+    board: Board
+    table: pd.DataFrame  # the rows shown (after --filter)
+    paths: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _require_results(results_dir: Path, loaded: LoadedResults) -> None:
+    if not results_dir.is_dir():
+        raise UsageError(
+            f"Results dir {results_dir} does not exist. Run `bob run ...` first, or pass --results-dir DIR."
+        )
+    if loaded.files_seen == 0:
+        raise UsageError(
+            f"Results dir {results_dir} holds no result files (*.json). Run `bob run ...` first."
+        )
+    if loaded.runs.empty:
+        raise UsageError(
+            f"Results dir {results_dir} holds {loaded.files_seen} file(s) but no successful run to rank "
+            f"({len(loaded.failed)} failed, {len(loaded.skipped)} unreadable)."
+        )
+
+
+def build_leaderboard(
+    results_dir: Path | str,
+    out_dir: Path | str,
+    options: BoardOptions | None = None,
+    filters: list[RowFilter] | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    title: str = "bob leaderboard",
+) -> BuildOutput:
+    """Load, score, and write the requested formats to `out_dir`; timings per step in `seconds`."""
+    from bob.leaderboard.render_csv import write_csv
+    from bob.leaderboard.render_html import write_html
+    from bob.leaderboard.render_md import write_markdown
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise UsageError(f"Unknown output format(s) {', '.join(bad)}; use {', '.join(FORMATS)}.")
+    t0 = time.perf_counter()
+    loaded = load_results(results_dir)
+    _require_results(results_dir, loaded)
+    seconds = {"load": time.perf_counter() - t0}
+    t = time.perf_counter()
+    board = build_board(loaded, options)
+    table = apply_filters(board.table, filters or [])
+    seconds["aggregate"] = time.perf_counter() - t
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = BuildOutput(board, table, seconds=seconds)
+    writers = {
+        "csv": lambda: write_csv(board, table, out_dir),
+        "md": lambda: [write_markdown(board, table, out_dir, title)],
+        "html": lambda: [write_html(board, table, out_dir, results_dir, title)],
+    }
+    for fmt in formats:
+        t = time.perf_counter()
+        output.paths += writers[fmt]()
+        seconds[fmt] = time.perf_counter() - t
+    return output

@@ -1,0 +1,262 @@
+"""The long table → BoB-style board: settings, seed means, z-scores, per-suite and overall scores, ranks.
+
+Conventions (printed with every board and documented in docs/leaderboard.md):
+
+- A *setting* is a task name plus the task args that vary between the runs of that task in the
+  results dir (so four detection learning rates are four settings), or with `best_of` those args are
+  collapsed: each backbone keeps its best value over them ("best of grid").
+- A cell (backbone × setting) is the mean over seeds of the main metric; lower-is-better metrics are
+  negated into a *score* so that higher is always better.
+- z = (score − μ_s) / σ_s, μ_s and σ_s (population std, ddof = 0, as `scipy.stats.zscore`) over the
+  reference backbones of the setting: every pretrained backbone with a result in it (random-init
+  baselines are scored against that reference but do not move it). A setting with fewer than
+  `min_backbones` reference backbones, or no spread, is not z-scored and is marked.
+- Per-suite score = mean z over the suite's settings the backbone covers; overall = mean over suites
+  (each suite weighs the same) or, with weighting="setting", the mean over all its z-scored settings.
+- Rank in a setting = 1 + number of reference backbones strictly better + half the ties; mean rank
+  over the covered settings. A backbone that misses z-scored settings is flagged `incomplete`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bob.errors import UsageError
+from bob.leaderboard.load import LoadedResults
+
+WEIGHTINGS = ("suite", "setting")
+MERGE_KEYS = ["task", "task_version", "task_args", "main_metric", "higher_is_better"]
+SMALL_PARAMS = 30e6  # BoB's "small" backbones have fewer than 30M parameters
+BACKBONE_COLUMNS = [
+    "backbone",
+    "weights",
+    "backbone_args",
+    "family",
+    "method",
+    "pretrain_data",
+    "params",
+    "is_random",
+]
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    weighting: str = "suite"
+    best_of: tuple[str, ...] = ()
+    min_backbones: int = 3
+    suites: tuple[str, ...] = ()
+    # Suites that measure cost, not quality (#7's efficiency results): shown beside the board, never z-scored.
+    efficiency_suites: tuple[str, ...] = ("efficiency",)
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise UsageError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}.")
+        if self.min_backbones < 2:
+            raise UsageError(
+                f"--min-backbones must be at least 2 (a z-score needs a spread), got {self.min_backbones}."
+            )
+
+    def convention(self) -> str:
+        overall = (
+            "overall = mean of the per-suite scores (each suite weighs the same)"
+            if self.weighting == "suite"
+            else "overall = mean z over all z-scored settings (each setting weighs the same)"
+        )
+        best = f"; best of grid over {', '.join(self.best_of)}" if self.best_of else ""
+        return (
+            "z = (score − mean) / std (ddof=0) per task setting over pretrained backbones with a result "
+            f"(settings with < {self.min_backbones} are not z-scored); lower-is-better metrics negated; "
+            f"seeds averaged first; suite score = mean z over its settings; {overall}{best}."
+        )
+
+
+@dataclass
+class Board:
+    options: BoardOptions
+    runs: pd.DataFrame  # long table of ok runs (efficiency ones included), with `setting`
+    failed: pd.DataFrame
+    settings: pd.DataFrame  # one row per setting
+    cells: pd.DataFrame  # one row per backbone × setting
+    table: pd.DataFrame  # one row per backbone: the board
+    suites: list[str] = field(default_factory=list)
+    skipped: list[Any] = field(default_factory=list)
+    efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # backbone × efficiency setting
+
+
+def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFrame:
+    """Map each (task, task_version, task_args) to its setting label and its full (un-collapsed) label."""
+    combos = frame[MERGE_KEYS].drop_duplicates()
+    out = []
+    for task, group in combos.groupby("task", sort=True):
+        # Version and main metric are part of a setting's identity: runs that disagree on them are
+        # not comparable, so they become separate settings rather than one mixed column.
+        parsed = [
+            {**json.loads(a), "@version": v, "@metric": m if h else f"-{m}"}
+            for a, v, m, h in zip(
+                group["task_args"],
+                group["task_version"],
+                group["main_metric"],
+                group["higher_is_better"],
+                strict=True,
+            )
+        ]
+        keys = sorted({k for p in parsed for k in p})
+        varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
+        for (_, row), p in zip(group.iterrows(), parsed, strict=True):
+
+            def label(ks: list[str], p: dict[str, Any] = p, task: str = str(task)) -> str:
+                parts = [f"{k.lstrip('@')}={_fmt(p.get(k))}" for k in ks]
+                return f"{task} [{', '.join(parts)}]" if parts else task
+
+            out.append(
+                {
+                    **{k: row[k] for k in MERGE_KEYS},
+                    "setting": label([k for k in varying if k not in best_of]),
+                    "setting_full": label(varying),
+                }
+            )
+    return pd.DataFrame(out, columns=[*MERGE_KEYS, "setting", "setting_full"])
+
+
+def _fmt(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _with_settings(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    return frame.merge(labels, on=MERGE_KEYS, how="left")
+
+
+def _cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seeds → mean ± std per backbone × full setting, then best of grid per backbone × setting."""
+    keys = ["backbone_key", "setting", "setting_full", "suite", "task", "main_metric", "higher_is_better"]
+    grouped = runs.groupby(keys, sort=False)["value"]
+    cells = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    cells["score"] = np.where(cells["higher_is_better"], cells["mean"], -cells["mean"])
+    cells = cells.sort_values("score", ascending=False, kind="stable")
+    cells = cells.drop_duplicates(["backbone_key", "setting"], keep="first")
+    return cells.rename(columns={"setting_full": "chosen"}).reset_index(drop=True)
+
+
+def _zscore(
+    cells: pd.DataFrame, reference: pd.Series, min_backbones: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cells = cells.copy()
+    cells["z"], cells["rank"] = np.nan, np.nan
+    rows = []
+    for setting, idx in cells.groupby("setting", sort=True).groups.items():
+        part = cells.loc[idx]
+        ref = part.loc[reference.loc[idx].to_numpy(), "score"].to_numpy()
+        mu, sd = (float(ref.mean()), float(ref.std(ddof=0))) if len(ref) else (math.nan, math.nan)
+        note = ""
+        if len(ref) < min_backbones:
+            note = f"not z-scored: {len(ref)} pretrained backbone(s) < {min_backbones}"
+        elif not sd > 0:
+            note = "not z-scored: every backbone has the same score"
+        else:
+            score = part["score"].to_numpy()
+            cells.loc[idx, "z"] = (score - mu) / sd
+            better = (ref[None, :] > score[:, None]).sum(axis=1)
+            ties = (ref[None, :] == score[:, None]).sum(axis=1) - reference.loc[idx].to_numpy()
+            cells.loc[idx, "rank"] = 1 + better + 0.5 * ties
+        first = part.iloc[0]
+        sign = 1.0 if first["higher_is_better"] else -1.0
+        rows.append(
+            {
+                "setting": setting,
+                "suite": first["suite"],
+                "task": first["task"],
+                "main_metric": first["main_metric"],
+                "higher_is_better": bool(first["higher_is_better"]),
+                "n_backbones": len(part),
+                "n_reference": len(ref),
+                "mean": sign * mu,  # in the metric's own units (not negated)
+                "std": sd,
+                "zscored": not note,
+                "note": note,
+            }
+        )
+    columns = ["setting", "suite", "task", "main_metric", "higher_is_better", "n_backbones", "n_reference"]
+    return cells, pd.DataFrame(rows, columns=[*columns, "mean", "std", "zscored", "note"])
+
+
+def _backbone_table(
+    runs: pd.DataFrame, cells: pd.DataFrame, settings: pd.DataFrame, weighting: str
+) -> pd.DataFrame:
+    meta = runs.groupby("backbone_key", sort=False)[BACKBONE_COLUMNS].first()
+    scored = cells[cells["z"].notna()]
+    per_suite = scored.groupby(["backbone_key", "suite"])["z"].mean().unstack("suite")
+    table = meta.join(per_suite.add_prefix("suite:"))
+    if weighting == "suite":
+        table["overall"] = per_suite.mean(axis=1)
+    else:
+        table["overall"] = scored.groupby("backbone_key")["z"].mean()
+    table["mean_rank"] = scored.groupby("backbone_key")["rank"].mean()
+    n_total = int(settings["zscored"].sum()) if len(settings) else 0
+    table["covered"] = scored.groupby("backbone_key")["z"].count().reindex(table.index).fillna(0).astype(int)
+    table["n_settings"] = n_total
+    table["n_runs"] = runs.groupby("backbone_key").size()
+    table["size"] = np.where(
+        table["params"].isna(), "unknown", np.where(table["params"] < SMALL_PARAMS, "small", "large")
+    )
+    table["standing"] = np.where(
+        table["is_random"], "baseline", np.where(table["covered"] < n_total, "incomplete", "ranked")
+    )
+    for kind, col in (("z", "z"), ("value", "mean"), ("std", "std"), ("seeds", "n_seeds")):
+        wide = cells.pivot(index="backbone_key", columns="setting", values=col)
+        table = table.join(wide.add_prefix(f"{kind}:"))
+    order = {"ranked": 0, "incomplete": 1, "baseline": 2}
+    table = table.assign(_o=table["standing"].map(order), _s=-table["overall"].fillna(-np.inf))
+    table = table.sort_values(["_o", "_s", "mean_rank"], kind="stable").drop(columns=["_o", "_s"])
+    table.insert(0, "position", np.where(table["standing"] == "ranked", np.arange(1, len(table) + 1), 0))
+    return table.reset_index()
+
+
+def _efficiency(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seed means of each efficiency setting's main metric, one row per backbone (`<setting> (<metric>)`)."""
+    if runs.empty:
+        return pd.DataFrame()
+    cells = runs.groupby(["backbone_key", "setting", "main_metric"], sort=True)["value"].mean().reset_index()
+    cells["column"] = cells["setting"] + " (" + cells["main_metric"] + ")"
+    wide = cells.pivot(index="backbone_key", columns="column", values="value")
+    params = runs.groupby("backbone_key")["params"].first()
+    return wide.join(params).reset_index()
+
+
+def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> Board:
+    """The board of every ok run in `loaded` (optionally only `options.suites`)."""
+    options = options or BoardOptions()
+    runs, failed = loaded.runs, loaded.failed
+    if options.suites:
+        known = set(runs["suite"]) | set(failed["suite"])
+        unknown = [s for s in options.suites if s not in known]
+        if unknown:
+            raise UsageError(
+                f"No results for suite(s) {', '.join(unknown)}; the results have: {', '.join(sorted(known)) or 'none'}."
+            )
+        runs, failed = runs[runs["suite"].isin(options.suites)], failed[failed["suite"].isin(options.suites)]
+    labels = _setting_labels(pd.concat([runs, failed]), options.best_of)
+    runs, failed = _with_settings(runs, labels), _with_settings(failed, labels)
+    is_cost = runs["suite"].isin(options.efficiency_suites)
+    efficiency, scored = _efficiency(runs[is_cost]), runs[~is_cost]
+    cells = _cells(scored)
+    meta = scored.groupby("backbone_key")["is_random"].first()
+    reference = ~cells["backbone_key"].map(meta).astype(bool)
+    cells, settings = _zscore(cells, reference, options.min_backbones)
+    table = _backbone_table(scored, cells, settings, options.weighting)
+    return Board(
+        options=options,
+        runs=runs,
+        failed=failed,
+        settings=settings,
+        cells=cells,
+        table=table,
+        suites=sorted(settings.loc[settings["zscored"], "suite"].unique()) if len(settings) else [],
+        skipped=loaded.skipped,
+        efficiency=efficiency,
+    )

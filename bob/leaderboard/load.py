@@ -1,0 +1,214 @@
+"""Result files → one long table: one row per run, plus a report of every file that was skipped and why.
+
+Only files that pass the result schema (`bob.results.read_result`) and carry what a leaderboard needs
+(a task block naming the main metric and its direction, a finite main-metric value for ok runs) become
+rows. Anything else is skipped with its path and the reason; nothing is guessed, so a damaged file can
+never change the numbers silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bob.errors import ResultFileError
+from bob.results import RunResult
+
+# The columns of the long table, in order (the run's metrics follow as `metric:<name>` columns).
+LONG_COLUMNS = [
+    "id",
+    "status",
+    "backbone",
+    "weights",
+    "backbone_args",
+    "backbone_key",
+    "family",
+    "method",
+    "pretrain_data",
+    "params",
+    "is_random",
+    "task",
+    "suite",
+    "dataset",
+    "task_version",
+    "task_args",
+    "main_metric",
+    "higher_is_better",
+    "value",
+    "seed",
+    "total_s",
+    "created_at",
+    "error",
+    "path",
+]
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class LoadedResults:
+    """`runs`: one row per ok run; `failed`: one row per failed run (never averaged in)."""
+
+    runs: pd.DataFrame
+    failed: pd.DataFrame
+    skipped: list[Skipped] = field(default_factory=list)
+    files_seen: int = 0
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj or {}, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def backbone_key(name: str, weights: str, backbone_args: dict[str, Any]) -> str:
+    """How a backbone is named on the board: name, weights, and its args when it has any."""
+    key = f"{name} [{weights}]"
+    return f"{key} {_canonical(backbone_args)}" if backbone_args else key
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _need(cond: bool, reason: str) -> None:
+    if not cond:
+        raise _Invalid(reason)
+
+
+def _row(rel: str, data: RunResult) -> dict[str, Any]:
+    """Validate one parsed RunResult and flatten it; raises _Invalid with the reason."""
+    spec, task, meta = data.spec, data.task, data.backbone
+    _need(isinstance(spec, dict), "`spec` is not an object")
+    _need(isinstance(task, dict) and task, "no `task` block (suite, main_metric, higher_is_better)")
+    _need(isinstance(meta, dict), "`backbone` is not an object")
+    _need(isinstance(data.metrics, dict), "`metrics` is not an object")
+    for key in ("backbone", "task", "weights"):
+        _need(isinstance(spec.get(key), str) and spec[key], f"spec.{key} is missing or not a string")
+    seed = spec.get("seed", 0)
+    _need(isinstance(seed, int) and not isinstance(seed, bool), "spec.seed is not an integer")
+    _need(isinstance(spec.get("task_args", {}), dict), "spec.task_args is not an object")
+    _need(isinstance(spec.get("backbone_args", {}), dict), "spec.backbone_args is not an object")
+    main, hib = task.get("main_metric"), task.get("higher_is_better")
+    _need(isinstance(main, str) and main, "task.main_metric is missing")
+    _need(isinstance(hib, bool), "task.higher_is_better is missing or not true/false")
+    _need(task.get("name", spec["task"]) == spec["task"], "task.name disagrees with spec.task")
+    suite, _, dataset = spec["task"].partition("/")
+    suite, dataset = task.get("suite") or suite, task.get("dataset") or dataset
+    _need(isinstance(suite, str) and isinstance(dataset, str), "task.suite or task.dataset is not a string")
+    value = data.metrics.get(main)
+    if data.status == "ok":
+        _need(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            f"ok run without a finite value for its main metric {main!r}",
+        )
+    params = meta.get("params")
+    _need(params is None or (isinstance(params, (int, float)) and params >= 0), "backbone.params is invalid")
+    error = data.error if isinstance(data.error, dict) else {}
+    b_args = spec.get("backbone_args") or {}
+    return {
+        "id": str(data.id),
+        "status": data.status,
+        "backbone": spec["backbone"],
+        "weights": spec["weights"],
+        "backbone_args": _canonical(b_args) if b_args else "",
+        "backbone_key": backbone_key(spec["backbone"], spec["weights"], b_args),
+        "family": str(meta.get("family") or "unknown"),
+        "method": str(meta.get("method") or "unknown"),
+        "pretrain_data": str(meta.get("pretrain_data") or "unknown"),
+        "params": float(params) if params is not None else math.nan,
+        "is_random": spec["weights"] == "random" or meta.get("method") == "random",
+        "task": spec["task"],
+        "suite": suite,
+        "dataset": dataset,
+        "task_version": str(spec.get("task_version", "")),
+        "task_args": _canonical(spec.get("task_args")),
+        "main_metric": main,
+        "higher_is_better": hib,
+        "value": float(value) if data.status == "ok" else math.nan,
+        "seed": seed,
+        "total_s": (data.timings or {}).get("total_s", math.nan),
+        "created_at": str(data.created_at or ""),
+        "error": f"{error.get('type', '')}: {error.get('message', '')}".strip(": ") if error else "",
+        "path": rel,
+        "metrics": {k: v for k, v in data.metrics.items() if isinstance(v, (int, float))},
+    }
+
+
+def _result_files(root: Path) -> list[str]:
+    """Every `*.json` under root, as sorted paths relative to it (os.walk: pathlib is slow at 10^4 files)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found += [prefix + f for f in filenames if f.endswith(".json")]
+    return sorted(found)
+
+
+def _read(path: str) -> RunResult:
+    """`bob.results.read_result`, reading bytes (json decodes UTF-8 itself, faster than text mode)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as err:
+        raise ResultFileError(f"Result file is not text ({err.reason}).") from err
+    except json.JSONDecodeError as err:
+        raise ResultFileError(
+            f"Result file is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})."
+        ) from err
+    return RunResult.from_dict(data, "")
+
+
+def load_results(results_dir: Path | str) -> LoadedResults:
+    """Every `*.json` under `results_dir` as a row, or as a Skipped entry with the reason."""
+    root = Path(results_dir)
+    rows: list[dict[str, Any]] = []
+    skipped: list[Skipped] = []
+    seen_ids: dict[str, str] = {}
+    paths = _result_files(root) if root.is_dir() else []
+    base = str(root) + os.sep
+    for rel in paths:
+        try:
+            row = _row(rel, _read(base + rel))
+        except ResultFileError as err:
+            skipped.append(Skipped(rel, " ".join(str(err).split())))
+            continue
+        except (_Invalid, TypeError, ValueError, AttributeError) as err:
+            skipped.append(Skipped(rel, f"not a usable result: {err}"))
+            continue
+        if row["id"] in seen_ids:
+            skipped.append(
+                Skipped(rel, f"duplicate of run {row['id']} already read from {seen_ids[row['id']]}")
+            )
+            continue
+        seen_ids[row["id"]] = rel
+        rows.append(row)
+    frame = _frame(rows)
+    ok = frame["status"] == "ok"
+    return LoadedResults(
+        runs=frame[ok].reset_index(drop=True),
+        failed=frame[~ok].reset_index(drop=True),
+        skipped=skipped,
+        files_seen=len(paths),
+    )
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    metrics = [row.pop("metrics") for row in rows]
+    frame = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    if rows:
+        extra = pd.DataFrame(metrics).add_prefix("metric:")
+        frame = pd.concat([frame, extra.set_index(frame.index)], axis=1)
+    frame["is_random"] = frame["is_random"].astype(bool)
+    frame["higher_is_better"] = frame["higher_is_better"].astype(bool)
+    return frame

@@ -1,0 +1,262 @@
+"""`leaderboard.html`: one self-contained page (no CDN, works offline) with a sortable, filterable
+board, plotly figures (plotly.js embedded once) and every backbone's runs.
+
+Safety: every string from a result file or the user goes through `html.escape` before it reaches the
+page, including plot labels (plotly reads a few HTML tags in labels, so they get entities too); the
+table is rendered on the server, and the page's own script only reorders and hides existing rows.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bob.leaderboard import format as fmt
+from bob.leaderboard.aggregate import Board
+from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
+
+_ASSETS = Path(__file__).with_name("assets")
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num_attr(x: Any) -> str:
+    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{float(x):.6g}"
+
+
+def _cell(text: str, sort: Any = None, cls: str = "") -> str:
+    attrs = f' data-sort="{esc(_num_attr(sort))}"' if sort is not None else ""
+    attrs += f' class="{cls}"' if cls else ""
+    return f"<td{attrs}>{text}</td>"
+
+
+def board_table(board: Board, table: pd.DataFrame, anchors: dict[str, str]) -> str:
+    suites = board.suites
+    head = [
+        "#",
+        "backbone",
+        "family",
+        "method",
+        "pretraining data",
+        "params",
+        "overall z",
+        *suites,
+        "mean rank",
+        "settings",
+    ]
+    numeric = {0, 5, 6, *range(7, 7 + len(suites)), 7 + len(suites), 8 + len(suites)}
+    ths = "".join(
+        f'<th data-col="{i}" data-type="{"num" if i in numeric else "text"}" tabindex="0">{esc(h)}</th>'
+        for i, h in enumerate(head)
+    )
+    rows = []
+    for _, r in table.iterrows():
+        key = r["backbone_key"]
+        cells = [
+            _cell(esc(fmt.position(r)), r["position"] or np.nan),
+            f'<td><a href="#{anchors[key]}">{esc(key)}</a></td>',
+            _cell(esc(r["family"])),
+            _cell(esc(r["method"])),
+            _cell(esc(r["pretrain_data"])),
+            _cell(esc(fmt.params(r["params"])), r["params"]),
+            _cell(esc(fmt.num(r["overall"], signed=True)), r["overall"]),
+            *(_cell(esc(fmt.num(r.get(f"suite:{s}"), signed=True)), r.get(f"suite:{s}")) for s in suites),
+            _cell(esc(fmt.num(r["mean_rank"], 1)), r["mean_rank"]),
+            _cell(esc(fmt.coverage(r)), r["covered"]),
+        ]
+        rows.append(f'<tr class="{esc(r["standing"])}">{"".join(cells)}</tr>')
+    return (
+        '<input id="board-filter" type="search" placeholder="filter rows (any text, e.g. vit, ssl:, random)">'
+        f' <span id="board-count">{len(rows)} backbones</span>'
+        f'<table id="board" class="sortable"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def _simple_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    ident = f' id="{table_id}"' if table_id else ""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    heads = "".join(f"<th>{esc(h)}</th>" for h in header)
+    return f"<table{ident}><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def settings_table(board: Board) -> str:
+    rows = [
+        [
+            esc(s["setting"]),
+            esc(s["suite"]),
+            esc(s["main_metric"]) + (" ↑" if s["higher_is_better"] else " ↓ (negated)"),
+            str(s["n_backbones"]),
+            esc(fmt.num(s["mean"], 4)),
+            esc(fmt.num(s["std"], 4)),
+            esc(s["note"] or "z-scored"),
+        ]
+        for _, s in board.settings.iterrows()
+    ]
+    return _simple_table(
+        ["setting", "suite", "metric", "backbones", "mean", "std", "z-scores"], rows, "settings"
+    )
+
+
+def analyses_html(board: Board, table: pd.DataFrame) -> str:
+    corr = params_correlation(board, table)
+    parts = [
+        "<h3>Overall z-score vs parameter count (Spearman)</h3>",
+        _simple_table(
+            ["family", "n", "ρ", "p"],
+            [
+                [esc(r["family"]), str(r["n"]), fmt.num(r["spearman_rho"]), fmt.num(r["p_value"], 3)]
+                for _, r in corr.iterrows()
+            ],
+        ),
+    ]
+    for by, title in SUMMARIES.items():
+        summary = group_summary(board, by, table)
+        parts.append(f"<h3>{esc(title)}</h3>")
+        parts.append(
+            _simple_table(
+                [by, "backbones", "mean overall z", "std", "best"],
+                [
+                    [
+                        esc(r[by]),
+                        str(r["backbones"]),
+                        fmt.num(r["mean_overall"], signed=True),
+                        fmt.num(r["std_overall"]),
+                        esc(r["best"]),
+                    ]
+                    for _, r in summary.iterrows()
+                ],
+            )
+        )
+    return "".join(parts)
+
+
+def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_base: str) -> str:
+    """One section per shown backbone listing its runs, each linking to its result file.
+
+    Built from plain column lists, not DataFrame rows: this is the page's largest part (one row per run).
+    """
+    frame = pd.concat([board.runs, board.failed], ignore_index=True)
+    frame = frame[frame["backbone_key"].isin(anchors)].sort_values(["backbone_key", "setting", "seed"])
+    per_backbone: dict[str, list[str]] = {}
+    columns = zip(
+        *(
+            frame[c].tolist()
+            for c in (
+                "backbone_key",
+                "setting",
+                "seed",
+                "status",
+                "value",
+                "main_metric",
+                "error",
+                "path",
+                "id",
+            )
+        ),
+        strict=True,
+    )
+    for key, setting, seed, status, value, metric, error, path, run_id in columns:
+        per_backbone.setdefault(key, []).append(
+            f"<tr><td>{esc(setting)}</td><td>{seed}</td><td>{esc(status)}</td>"
+            f"<td>{fmt.num(value, 4)} {esc(metric)}</td><td>{esc(error)}</td>"
+            f'<td><a href="{esc(link_base + path)}">{esc(run_id)}</a></td></tr>'
+        )
+    per_cell: dict[str, list[str]] = {}
+    cells = board.cells.sort_values(["backbone_key", "setting"])
+    columns = zip(
+        *(cells[c].tolist() for c in ("backbone_key", "setting", "mean", "std", "n_seeds", "z", "rank")),
+        strict=True,
+    )
+    for key, setting, mean, std, n, z, rank in columns:
+        per_cell.setdefault(key, []).append(
+            f"<tr><td>{esc(setting)}</td><td>{esc(fmt.mean_std(mean, std, n))}</td><td>{n}</td>"
+            f"<td>{fmt.num(z, signed=True)}</td><td>{fmt.num(rank, 1)}</td></tr>"
+        )
+    cell_head = "".join(f"<th>{h}</th>" for h in ("setting", "mean ± std over seeds", "seeds", "z", "rank"))
+    head = "".join(f"<th>{h}</th>" for h in ("setting", "seed", "status", "value", "error", "result file"))
+    return "".join(
+        f'<section class="runs" id="{anchors[key]}"><h3>{esc(key)}</h3>'
+        f"<table><thead><tr>{cell_head}</tr></thead><tbody>{''.join(per_cell.get(key, []))}</tbody></table>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(per_backbone[key])}</tbody></table></section>"
+        for key in table["backbone_key"]
+        if key in per_backbone
+    )
+
+
+def efficiency_html(board: Board) -> str:
+    eff = board.efficiency
+    if eff.empty:
+        return ""
+    cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
+    rows = [
+        [esc(r["backbone_key"]), esc(fmt.params(r["params"])), *(esc(fmt.num(r[c], 4)) for c in cols)]
+        for _, r in eff.iterrows()
+    ]
+    return "<h2>Efficiency (not part of the z-scores)</h2>" + _simple_table(
+        ["backbone", "params", *cols], rows, "efficiency"
+    )
+
+
+def failed_html(board: Board) -> str:
+    if board.failed.empty:
+        return "<p>No failed run.</p>"
+    rows = [
+        [esc(r["backbone_key"]), esc(r["setting"]), esc(r["seed"]), esc(r["error"]), esc(r["path"])]
+        for _, r in board.failed.iterrows()
+    ]
+    return _simple_table(["backbone", "setting", "seed", "error", "file"], rows, "failed")
+
+
+def problems_html(board: Board) -> str:
+    if not board.skipped:
+        return "<p>No result file was skipped.</p>"
+    rows = [[esc(s.path), esc(s.reason)] for s in board.skipped]
+    return _simple_table(["file", "reason"], rows, "skipped")
+
+
+def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Path, title: str) -> Path:
+    from bob.leaderboard.figures import figures_html
+
+    anchors = {key: f"runs-{i}" for i, key in enumerate(table["backbone_key"])}
+    link_base = Path(os.path.relpath(results_dir.resolve(), out_dir.resolve())).as_posix() + "/"
+    counts = (
+        f"{len(board.runs)} ok runs, {len(board.failed)} failed, {len(board.skipped)} skipped files; "
+        f"{len(table)} backbones shown; {int(board.settings['zscored'].sum())} of {len(board.settings)} settings z-scored"
+    )
+    sections = [
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="convention">Convention: {esc(board.options.convention())}</p>',
+        f"<p>{esc(counts)}</p>",
+        f'<p class="legend">{esc(fmt.LEGEND)}</p>',
+        "<h2>Board</h2>",
+        board_table(board, table, anchors),
+        efficiency_html(board),
+        "<h2>Plots</h2>",
+        figures_html(board, table, task_correlation(board)),
+        "<h2>Settings</h2>",
+        settings_table(board),
+        "<h2>Analyses</h2>",
+        analyses_html(board, table),
+        "<h2>Failed runs (not averaged in)</h2>",
+        failed_html(board),
+        "<h2>Skipped files</h2>",
+        problems_html(board),
+        "<h2>Runs per backbone</h2>",
+        runs_html(board, table, anchors, link_base),
+    ]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{(_ASSETS / 'board.css').read_text()}</style></head><body>"
+        + "\n".join(sections)
+        + f"<script>{(_ASSETS / 'board.js').read_text()}</script></body></html>"
+    )
+    path = out_dir / "leaderboard.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,159 @@
+"""`leaderboard.md`: the board, its settings, BoB's analyses, failed runs and skipped files.
+
+Every string that came from a result file is escaped: HTML metacharacters become entities and
+Markdown's own (`|`, `*`, `_`, brackets, backticks) are backslash-escaped, so a name renders as text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from bob.leaderboard import format as fmt
+from bob.leaderboard.aggregate import Board
+from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()|~])")
+
+
+def esc(text: object) -> str:
+    """Text safe inside a Markdown table cell."""
+    s = html.escape(str(text), quote=True)
+    return _MD_SPECIAL.sub(r"\\\1", s).replace("\n", " ").replace("\r", " ")
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def board_lines(board: Board, table: pd.DataFrame) -> list[str]:
+    suites = board.suites
+    header = [
+        "#",
+        "backbone",
+        "family",
+        "method",
+        "params",
+        "overall z",
+        *map(esc, suites),
+        "mean rank",
+        "settings",
+    ]
+    rows = [
+        [
+            fmt.position(r),
+            esc(r["backbone_key"]),
+            esc(r["family"]),
+            esc(r["method"]),
+            fmt.params(r["params"]),
+            fmt.num(r["overall"], signed=True),
+            *(fmt.num(r.get(f"suite:{s}"), signed=True) for s in suites),
+            fmt.num(r["mean_rank"], 1),
+            fmt.coverage(r),
+        ]
+        for _, r in table.iterrows()
+    ]
+    return _table(header, rows)
+
+
+def settings_lines(board: Board) -> list[str]:
+    rows = [
+        [
+            esc(s["setting"]),
+            esc(s["suite"]),
+            esc(s["main_metric"]) + (" ↑" if s["higher_is_better"] else " ↓"),
+            str(s["n_backbones"]),
+            fmt.num(s["mean"], 4),
+            fmt.num(s["std"], 4),
+            esc(s["note"]) or "z-scored",
+        ]
+        for _, s in board.settings.iterrows()
+    ]
+    return _table(["setting", "suite", "metric", "backbones", "mean", "std", "z-scores"], rows)
+
+
+def analyses_lines(board: Board, table: pd.DataFrame) -> list[str]:
+    lines = ["## Overall z-score vs parameter count (Spearman)", ""]
+    corr = params_correlation(board, table)
+    lines += _table(
+        ["family", "n", "ρ", "p"],
+        (
+            [esc(r["family"]), str(r["n"]), fmt.num(r["spearman_rho"]), fmt.num(r["p_value"], 3)]
+            for _, r in corr.iterrows()
+        ),
+    )
+    for by, title in SUMMARIES.items():
+        summary = group_summary(board, by, table)
+        lines += [f"## {title}", ""]
+        lines += _table(
+            [by, "backbones", "mean overall z", "std", "best"],
+            (
+                [
+                    esc(r[by]),
+                    str(r["backbones"]),
+                    fmt.num(r["mean_overall"], signed=True),
+                    fmt.num(r["std_overall"]),
+                    esc(r["best"]),
+                ]
+                for _, r in summary.iterrows()
+            ),
+        )
+    matrix = task_correlation(board)
+    if matrix.shape[0] > 1:
+        lines += ["## Task × task Spearman correlation", ""]
+        cols = list(matrix.columns)
+        lines += _table(
+            ["", *map(esc, cols)],
+            ([esc(i), *(fmt.num(matrix.loc[i, c]) for c in cols)] for i in matrix.index),
+        )
+    return lines
+
+
+def efficiency_lines(board: Board) -> list[str]:
+    eff = board.efficiency
+    if eff.empty:
+        return []
+    cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
+    lines = ["## Efficiency (not part of the z-scores)", ""]
+    return lines + _table(
+        ["backbone", "params", *map(esc, cols)],
+        (
+            [esc(r["backbone_key"]), fmt.params(r["params"]), *(fmt.num(r[c], 4) for c in cols)]
+            for _, r in eff.iterrows()
+        ),
+    )
+
+
+def problems_lines(board: Board) -> list[str]:
+    lines: list[str] = []
+    if len(board.failed):
+        lines += ["## Failed runs (not averaged in)", ""]
+        lines += _table(
+            ["backbone", "setting", "seed", "error", "file"],
+            (
+                [esc(r["backbone_key"]), esc(r["setting"]), str(r["seed"]), esc(r["error"]), esc(r["path"])]
+                for _, r in board.failed.iterrows()
+            ),
+        )
+    if board.skipped:
+        lines += ["## Skipped files", ""]
+        lines += _table(["file", "reason"], ([esc(s.path), esc(s.reason)] for s in board.skipped))
+    return lines
+
+
+def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str) -> Path:
+    lines = [f"# {esc(title)}", "", f"Convention: {esc(board.options.convention())}", "", esc(fmt.LEGEND), ""]
+    lines += board_lines(board, table)
+    lines += efficiency_lines(board)
+    lines += ["## Settings", "", *settings_lines(board)]
+    lines += analyses_lines(board, table)
+    lines += problems_lines(board)
+    path = out_dir / "leaderboard.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
