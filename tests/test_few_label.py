@@ -144,7 +144,7 @@ def options(results_dir, cache_dir):
 
 def test_linear_mode_reuses_the_linear_probes_features(options):
     """A linear probe, then linear few-label on the same backbone and dataset: no new extraction."""
-    common = {"image_size": "32", "epochs": "2", "min_steps": "20"}
+    common = {"image_size": "32", "epochs": "2", "min_steps": "20", "weight_decay": "1e-3"}
     probe = make_spec("torchvision/mobilenet_v2", "linear-probe/shapes-mini", "random", task_args=common)
     first = execute(probe, options).result
     assert first.ok and first.cache["extractions"] == 2
@@ -169,7 +169,7 @@ def test_linear_mode_reuses_the_linear_probes_features(options):
 
 def test_finetune_mode_trains_on_the_labelled_subset_only(options):
     args = {"image_size": "32", "fraction": "0.5", "epochs": "1", "warmup_epochs": "0", "batch_size": "32"}
-    spec = make_spec("timm/resnet18", "few-label/shapes-mini", "random", task_args=args)
+    spec = make_spec("timm/mobilenetv3_small_050", "few-label/shapes-mini", "random", task_args=args)
     result = execute(spec, options).result
     assert result.ok, result.error
     p = result.protocol
@@ -181,7 +181,7 @@ def test_finetune_mode_trains_on_the_labelled_subset_only(options):
 
 def test_a_subset_too_small_to_validate_on_fails_before_training(options):
     args = {"image_size": "32", "fraction": "0.01"}  # 1 image per class
-    spec = make_spec("timm/resnet18", "few-label/shapes-mini", "random", task_args=args)
+    spec = make_spec("timm/mobilenetv3_small_050", "few-label/shapes-mini", "random", task_args=args)
     result = execute(spec, options).result
     assert not result.ok and result.error["type"] == "UsageError"
     assert "val_fraction=0" in result.error["message"]
