@@ -102,7 +102,7 @@ def test_a_missing_imagenet_subset_file_is_named(fake_imagenet):
 def test_a_subset_file_naming_absent_images_is_refused(fake_imagenet):
     (fake_imagenet / "1percent.txt").write_text("n01440764_0.JPEG\nn09999999_1.JPEG\n")
     train = load_split("imagenet", "train", root=fake_imagenet)
-    with pytest.raises(DatasetNotFoundError, match="1 of the 2 images.*n09999999_1.JPEG"):
+    with pytest.raises(DatasetNotFoundError, match=r"1 of the 2 images.*n09999999_1\.JPEG"):
         select_subset(train, 0.01, seed=0, data_root=fake_imagenet, subsets_dir=fake_imagenet)
 
 
