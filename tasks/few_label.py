@@ -38,6 +38,8 @@ class FewLabelArgs(FinetuneArgs):
     small_schedule: ClassVar[tuple[int, int, int]] = (10, 1, 64)
     val_fraction_may_be_zero: ClassVar[bool] = True
 
+    epochs: int | None = run_arg(None, "training epochs (default: 60 on real datasets, 10 on embedded ones)")
+    warmup_epochs: int | None = run_arg(None, "linear warm-up epochs (default: 5 real, 1 embedded)")
     fraction: float = run_arg(
         0.1, "share of the train labels kept, in (0, 1]; ImageNet 0.01 / 0.1 use SimCLR's files"
     )
