@@ -207,48 +207,18 @@ def finetune_classifier(
         warmup_lr_init=cfg.warmup_lr,
         t_in_epochs=False,
     )
-    mixup_fn, criterion = _mixup_and_loss(cfg, num_classes)
-    amp_dtype = _amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    step = _Stepper(cfg, num_classes, optimizer, scheduler, device)
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None = None
     history: list[dict[str, float]] = []
-    step = 0
     with progress_bar("fine-tuning", total_steps, "steps") as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            loss_sum = 0.0
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if mixup_fn is not None:
-                    x, y = mixup_fn(x, y)
-                with torch.autocast(
-                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                ):
-                    loss = criterion(model(x), y)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise TrainingDivergedError(
-                        f"fine-tuning diverged: the loss became {loss_value} at epoch {epoch}, step {step + 1}. "
-                        f"Lower the learning rate (task arg lr, now {cfg.lr}) or turn off amp."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                step += 1
-                scheduler.step_update(num_updates=step)
-                loss_sum += loss_value
-                bar.advance(1)
-            record = {"epoch": epoch, "train_loss": loss_sum / steps_per_epoch, "lr": _top_lr(optimizer)}
+            losses = [step(model, x, y, epoch, bar) for x, y in loader]
+            record = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": _top_lr(optimizer)}
             if val is not None:
                 logits = evaluate(model, val, data_config, device, batch_size, num_workers, cfg.amp)
                 val_metrics = classification_metrics(logits, val.labels, num_classes)
-                record["val_top1"] = val_metrics["top1"]
-                score = val_metrics["top1"]
+                record["val_top1"] = score = val_metrics["top1"]
             else:
                 val_metrics, score = {}, float(epoch)  # no val: the last epoch wins
             history.append(record)
@@ -266,9 +236,9 @@ def finetune_classifier(
         "layer_decay_grouping": groups.grouping,
         "layer_decay_depths": groups.num_layers,
         "train_transform": "timm create_transform(is_training=True)",
-        "mixup_active": mixup_fn is not None,
-        "loss": type(criterion).__name__,
-        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off",
+        "mixup_active": step.mixup is not None,
+        "loss": type(step.criterion).__name__,
+        "amp": str(step.amp_dtype).removeprefix("torch.") if step.amp_dtype is not None else "off",
         "train_batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "model_selection": "best val top-1 (earliest on ties)" if val is not None else "last epoch",
@@ -277,6 +247,45 @@ def finetune_classifier(
         "num_val": len(val) if val is not None else 0,
     }
     return FinetuneResult(model, state, best_epoch, val_metrics, history, protocol)
+
+
+class _Stepper:
+    """One optimizer step: mixup, forward under autocast, the divergence check, backward, schedule."""
+
+    def __init__(
+        self, cfg: FinetuneConfig, num_classes: int, optimizer: Any, scheduler: Any, device: Any
+    ) -> None:
+        self.cfg, self.optimizer, self.scheduler, self.device = cfg, optimizer, scheduler, device
+        self.mixup, self.criterion = _mixup_and_loss(cfg, num_classes)
+        self.amp_dtype = _amp_dtype(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.count = 0
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, bar: Any) -> float:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        dtype = self.amp_dtype or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
+            loss = self.criterion(model(x), y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"fine-tuning diverged: the loss became {value} at epoch {epoch}, step {self.count + 1}. "
+                f"Lower the learning rate (task arg lr, now {self.cfg.lr}) or turn off amp."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.count += 1
+        self.scheduler.step_update(num_updates=self.count)
+        bar.advance(1)
+        return value
 
 
 def _classifier(backbone: Backbone, num_classes: int, input_size: int) -> Classifier:
