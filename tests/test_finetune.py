@@ -65,6 +65,23 @@ def test_other_models_fall_back_to_feature_info_stages():
     assert _scale_of(out.groups, model.features[18][0].weight) == 1.0 == _scale_of(out.groups, head.weight)
 
 
+def test_the_schedule_applies_each_groups_lr_scale():
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    backbone = _backbone("torchvision/mobilenet_v2")
+    out = layer_decay_groups(backbone, torch.nn.Linear(backbone.pooled_dim, 3), 0.05, layer_decay=0.5)
+    optimizer = create_optimizer_v2(out.groups, opt="adamw", lr=1e-3, weight_decay=0.05)
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=100, warmup_t=10, warmup_lr_init=1e-4, t_in_epochs=False
+    )
+    assert all(g["lr"] == pytest.approx(1e-4 * g["lr_scale"]) for g in optimizer.param_groups)
+    scheduler.step_update(num_updates=10)  # end of warm-up: near the peak, scaled per group
+    lrs = sorted({round(g["lr"], 12) for g in optimizer.param_groups})
+    assert 0.95e-3 < lrs[-1] <= 1e-3
+    assert [lr / lrs[-1] for lr in lrs] == pytest.approx([0.5**k for k in range(4, -1, -1)])
+
+
 def test_layer_decay_one_gives_every_parameter_the_full_rate():
     backbone = _backbone("timm/resnet18")
     out = layer_decay_groups(backbone, torch.nn.Linear(512, 3), 0.05, layer_decay=1.0)
