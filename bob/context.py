@@ -6,6 +6,7 @@ instantiates the model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -89,6 +90,16 @@ class RunContext:
             self._backbone.to(self.device)
             self._backbone_meta = self._backbone.meta.to_dict()
         return self._backbone
+
+    def build_backbone(self, extra_args: dict[str, Any] | None = None) -> Backbone:
+        """A fresh backbone for training, built with `extra_args` on top of the run's backbone args
+        (e.g. timm's `drop_path_rate`). Unlike `backbone()`, it is not shared with feature extraction."""
+        ref = dataclasses.replace(self.ref, args={**self.ref.args, **(extra_args or {})})
+        size = self.data_config.input_size
+        backbone = ref.build(size if size != self.ref.data_config.input_size else None)
+        backbone.to(self.device)
+        self._backbone_meta = backbone.meta.to_dict()
+        return backbone
 
     @property
     def backbone_meta(self) -> dict[str, Any]:

@@ -38,6 +38,21 @@ SUITES.register(
     "on classification sets)",
 )
 
+SUITES.register(
+    "finetune",
+    "bob.tasks.finetune:Finetune",
+    main_metric="top1",
+    task_types=("classification",),
+    description="end-to-end fine-tuning, BoB recipe: AdamW, layer-wise lr decay, RandAugment, mixup/cutmix",
+)
+SUITES.register(
+    "few-label",
+    "bob.tasks.few_label:FewLabel",
+    main_metric="top1",
+    task_types=("classification",),
+    description="a fraction of the train labels (SimCLR's ImageNet 1%/10% files); fine-tune or linear probe",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

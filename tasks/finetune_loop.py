@@ -1,0 +1,338 @@
+"""End-to-end fine-tuning of a backbone with a linear classifier: the loop every training suite shares.
+
+`finetune_classifier` trains `backbone.trainable()` plus a new linear head on `forward_pooled` with
+BoB's recipe (timm 0.6 `train.py` + the `*_ft.yaml` defaults):
+  - AdamW with layer-wise lr decay (tasks/layer_decay.py), weight decay off for 1-D parameters;
+  - timm's cosine schedule with linear warm-up, stepped every optimizer step;
+  - timm's training transform (RandomResizedCrop, flip, RandAugment, colour jitter, random erasing)
+    at the task resolution with the backbone's mean/std; mixup/cutmix with label smoothing through
+    `timm.data.Mixup` and `SoftTargetCrossEntropy` (plain label-smoothed cross-entropy when both
+    alphas are 0);
+  - AMP on CUDA (bfloat16 where supported, else float16 with a grad scaler);
+  - after every epoch the model is scored on `val` and the best epoch's weights are kept (ties keep
+    the earlier epoch); with no `val`, the last epoch is kept.
+A non-finite loss stops the run with `TrainingDivergedError`. The head follows BoB's
+`reset_classifier`: a new Linear with Xavier-normal weights and zero bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bob.backbones.base import Backbone
+from bob.backbones.meta import DataConfig
+from bob.data.base import ImageSplit
+from bob.errors import TrainingDivergedError, UsageError
+from bob.progress import progress_bar
+from bob.tasks.layer_decay import layer_decay_groups
+from bob.tasks.metrics import classification_metrics
+from bob.transforms import eval_transform
+
+RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+
+
+@dataclass
+class FinetuneConfig:
+    """BoB's fine-tuning recipe; only `epochs` and `warmup_epochs` are scaled down by the suites."""
+
+    epochs: int = 100
+    warmup_epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-4
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    label_smoothing: float = 0.1
+    auto_augment: str | None = RAND_AUGMENT
+    color_jitter: float = 0.4
+    random_erasing: float = 0.25
+    amp: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    model: nn.Module  # the classifier with the selected epoch's weights loaded
+    state_dict: dict[str, torch.Tensor]  # those weights, on the CPU
+    best_epoch: int
+    val_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+class Classifier(nn.Module):
+    """`backbone.forward_pooled` followed by a linear head."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, input_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(_pooled_dim(backbone, input_size), num_classes)
+        nn.init.xavier_normal_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_pooled(x))
+
+
+def _pooled_dim(backbone: Backbone, input_size: int) -> int:
+    if backbone.meta.pooled_dim:
+        return int(backbone.meta.pooled_dim)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        param = next(backbone.parameters())
+        dim = backbone.forward_pooled(torch.zeros(1, 3, input_size, input_size, device=param.device)).shape[1]
+    backbone.train(was_training)
+    return int(dim)
+
+
+class _LabelledImages(torch.utils.data.Dataset):
+    def __init__(self, split: ImageSplit, transform: Any) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.image(index)), int(self.split.labels[index])
+
+
+def train_transform(cfg: FinetuneConfig, data_config: DataConfig) -> Any:
+    from timm.data import create_transform
+
+    transform = create_transform(
+        data_config.input_size,
+        is_training=True,
+        auto_augment=cfg.auto_augment,
+        color_jitter=cfg.color_jitter,
+        re_prob=cfg.random_erasing,
+        re_mode="pixel",
+        interpolation=data_config.interpolation,
+        mean=tuple(data_config.mean),
+        std=tuple(data_config.std),
+    )
+    _patch_posterize(transform)
+    return transform
+
+
+def _patch_posterize(transform: Any) -> None:
+    """RandAugment's `inc` posterize keeps 4 down to 0 bits; Pillow ≥ 12 rejects 0 bits, which older
+    Pillow (and the TF reference) turn into a black image. Restore that meaning for timm's ops."""
+    from timm.data import auto_augment
+
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if op.aug_fn is auto_augment.posterize:
+                op.aug_fn = _posterize_zero_bits_black
+
+
+def _posterize_zero_bits_black(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
+    from PIL import Image
+    from timm.data import auto_augment
+
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def evaluate(
+    model: nn.Module,
+    split: ImageSplit,
+    data_config: DataConfig,
+    device: Any,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    amp: bool = True,
+) -> np.ndarray:
+    """Logits [N, C] of `model` on `split` with the eval transform, in inference mode."""
+    loader = torch.utils.data.DataLoader(
+        _LabelledImages(split, eval_transform(data_config)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    model.eval()
+    outs = []
+    with torch.inference_mode(), _autocast(device, enabled=amp):
+        for x, _ in loader:
+            outs.append(model(x.to(device, non_blocking=True)).float().cpu())
+    return torch.cat(outs).numpy()
+
+
+def finetune_classifier(
+    backbone: Backbone,
+    train: ImageSplit,
+    val: ImageSplit | None,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    data_config: DataConfig,
+    device: Any,
+    seed: int,
+    num_workers: int = 0,
+) -> FinetuneResult:
+    """Fine-tune `backbone` + a new head on `train`; select the epoch on `val` (else the last one)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    batch_size = _train_batch_size(len(train), cfg.batch_size)
+    model = _classifier(backbone, num_classes, data_config.input_size).to(device)
+    groups = layer_decay_groups(backbone, model.head, cfg.weight_decay, cfg.layer_decay)
+    optimizer = create_optimizer_v2(groups.groups, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = torch.utils.data.DataLoader(
+        _LabelledImages(train, train_transform(cfg, data_config)),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,  # mixup pairs a batch with its own reversal: it needs an even, full batch
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(loader)
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=total_steps,
+        lr_min=cfg.min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=cfg.warmup_lr,
+        t_in_epochs=False,
+    )
+    step = _Stepper(cfg, num_classes, optimizer, scheduler, device)
+    best: tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None = None
+    history: list[dict[str, float]] = []
+    with progress_bar("fine-tuning", total_steps, "steps") as bar:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            losses = [step(model, x, y, epoch, bar) for x, y in loader]
+            record = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": _top_lr(optimizer)}
+            if val is not None:
+                logits = evaluate(model, val, data_config, device, batch_size, num_workers, cfg.amp)
+                val_metrics = classification_metrics(logits, val.labels, num_classes)
+                record["val_top1"] = score = val_metrics["top1"]
+            else:
+                val_metrics, score = {}, float(epoch)  # no val: the last epoch wins
+            history.append(record)
+            bar.update(f"fine-tuning, epoch {epoch}/{cfg.epochs}")
+            if best is None or score > best[0]:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best = (score, epoch, state, val_metrics)
+    assert best is not None
+    _, best_epoch, state, val_metrics = best
+    model.load_state_dict(state)
+    protocol = {
+        **asdict(cfg),
+        "optimizer": "AdamW (timm create_optimizer_v2)",
+        "schedule": "timm CosineLRScheduler, per step, linear warm-up",
+        "layer_decay_grouping": groups.grouping,
+        "layer_decay_depths": groups.num_layers,
+        "train_transform": "timm create_transform(is_training=True)",
+        "mixup_active": step.mixup is not None,
+        "loss": type(step.criterion).__name__,
+        "amp": str(step.amp_dtype).removeprefix("torch.") if step.amp_dtype is not None else "off",
+        "train_batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "model_selection": "best val top-1 (earliest on ties)" if val is not None else "last epoch",
+        "best_epoch": best_epoch,
+        "num_train": len(train),
+        "num_val": len(val) if val is not None else 0,
+    }
+    return FinetuneResult(model, state, best_epoch, val_metrics, history, protocol)
+
+
+class _Stepper:
+    """One optimizer step: mixup, forward under autocast, the divergence check, backward, schedule."""
+
+    def __init__(
+        self, cfg: FinetuneConfig, num_classes: int, optimizer: Any, scheduler: Any, device: Any
+    ) -> None:
+        self.cfg, self.optimizer, self.scheduler, self.device = cfg, optimizer, scheduler, device
+        self.mixup, self.criterion = _mixup_and_loss(cfg, num_classes)
+        self.amp_dtype = _amp_dtype(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.count = 0
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, bar: Any) -> float:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        dtype = self.amp_dtype or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
+            loss = self.criterion(model(x), y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"fine-tuning diverged: the loss became {value} at epoch {epoch}, step {self.count + 1}. "
+                f"Lower the learning rate (task arg lr, now {self.cfg.lr}) or turn off amp."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.count += 1
+        self.scheduler.step_update(num_updates=self.count)
+        bar.advance(1)
+        return value
+
+
+def _classifier(backbone: Backbone, num_classes: int, input_size: int) -> Classifier:
+    """Freeze what `trainable()` leaves out, then wrap backbone and head."""
+    trainable = {id(p) for p in backbone.trainable().parameters()}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) in trainable)
+    if not trainable:
+        raise UsageError(f"{backbone.meta.name}: trainable() has no parameters; it cannot be fine-tuned.")
+    return Classifier(backbone, num_classes, input_size)
+
+
+def _train_batch_size(n: int, wanted: int) -> int:
+    """The largest even batch ≤ `wanted` that fits `n` samples (mixup needs even batches)."""
+    size = min(wanted, n) // 2 * 2
+    if size < 2:
+        raise UsageError(f"fine-tuning needs at least 2 training images, got {n}.")
+    return size
+
+
+def _mixup_and_loss(cfg: FinetuneConfig, num_classes: int) -> tuple[Any, nn.Module]:
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=cfg.mixup,
+            cutmix_alpha=cfg.cutmix,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=num_classes,
+        )
+        return mixup, SoftTargetCrossEntropy()
+    if cfg.label_smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing=cfg.label_smoothing)
+    return None, nn.CrossEntropyLoss()
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: Any, enabled: bool) -> Any:
+    dtype = _amp_dtype(torch.device(device), enabled)
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _top_lr(optimizer: torch.optim.Optimizer) -> float:
+    return max(g["lr"] for g in optimizer.param_groups)
