@@ -217,3 +217,45 @@ def test_missing_real_data_fails_before_training(options, tmp_path):
     out = execute(spec, options)
     assert not out.result.ok and out.result.error["type"] == "DatasetNotFoundError"
     assert "imagenet" in out.result.error["message"] and out.stats["extractions"] == 0
+
+
+@pytest.mark.slow
+def test_imagenet_mobilenet_beats_random_init_out_of_distribution(options, weights_dir):
+    """ImageNet MobileNetV2 vs the same architecture at random init on `shapes-domains` (~2 min)."""
+    runs = {}
+    for weights in ("pretrained", "random"):
+        out = execute(make_spec("torchvision/mobilenet_v2", "ood/shapes-domains", weights), options)
+        assert out.result.ok, out.result.error
+        runs[weights] = out.result.metrics
+    pre, rnd = runs["pretrained"], runs["random"]
+    assert pre["top1_id"] >= 0.85 and pre["top1_ood"] >= 0.25, pre
+    assert pre["top1_ood"] - rnd["top1_ood"] >= 0.15, (pre["top1_ood"], rnd["top1_ood"])
+    assert pre["ece_ood"] < rnd["ece_ood"], "random features are confidently wrong off distribution"
+    assert all(pre[f"top1/shapes-{d}"] > 0.15 for d in ("texture", "cartoon", "sketch", "noise")), pre
+
+
+@pytest.mark.slow
+def test_imagenet_a_run_on_a_fake_tree_masks_to_its_200_classes(options, tmp_path):
+    """The whole real path on 1000 fake classes: ImageNet in distribution, ImageNet-A masked."""
+    from PIL import Image
+
+    from bob.data.real_shifts import imagenet_wnids, valid_class_indices
+
+    wnids = imagenet_wnids()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2), ("val", 1)):
+        for wnid in wnids:
+            (tmp_path / "imagenet" / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imagenet" / split / wnid / f"{i}.png")
+    a_classes = valid_class_indices("imagenet-a")[:5]
+    for k in a_classes:
+        (tmp_path / "imagenet-a" / wnids[k]).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (int(k) % 256, 0, 0)).save(tmp_path / "imagenet-a" / wnids[k] / "x.jpg")
+    args = {**FAST_ARGS, "root": str(tmp_path), "weight_decay": "0.001"}
+    out = execute(make_spec(TINY, "ood/imagenet-a", "random", task_args=args), options)
+    assert out.result.ok, out.result.error
+    assert out.result.protocol["class_subsets"] == {"imagenet-a": "200 classes (logits masked)"}
+    assert out.result.protocol["num_per_set"] == {"imagenet-a": 5}
+    assert out.stats["extractions"] == 3

@@ -18,7 +18,7 @@ labels come from; the `ood` suite masks the classifier's logits to that subset. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class Shift:
     # The sets evaluated when the run does not choose (None: all of them).
     default_sets: tuple[str, ...] | None = None
     corruption_sets: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def set_names(self) -> tuple[str, ...]:
