@@ -9,10 +9,10 @@ Protocol:
      extracted, and a second OOD run on the same backbone extracts nothing;
   3. the in-distribution test split and every shifted set are scored with the same head. Sets that
      cover a subset of the classes (ImageNet-A/R) have the logits masked to that subset first.
-Metrics: `top1_id`, `ece_id`; per set `top1/<set>` and `ece/<set>`; corruption shifts add
-`top1/<corruption>` and `ece/<corruption>` (means over the severities run); the means over sets
-`top1_ood` (the main metric) and `ece_ood`; and `drop` = top1_id − top1_ood (a set's own drop is
-top1_id − top1/<set>). ECE: 15 uniform bins, L1 (torchmetrics'
+Metrics: `top1_id`, `ece_id`; per set `top1/<set>` and `ece/<set>` (corruption shifts: per
+corruption, the mean over the severities run; every (corruption, severity) set's own top-1 and ECE
+are saved in the `sets` artifact); the means over all sets `top1_ood` (the main metric) and
+`ece_ood`; and `drop` = top1_id − top1_ood (a set's own drop is top1_id − top1/<set>). ECE: 15 uniform bins, L1 (torchmetrics'
 convention, see calibration.py).
 """
 
@@ -214,20 +214,25 @@ def score(logits: np.ndarray, labels: np.ndarray, valid: np.ndarray | None, n_bi
     }
 
 
+def group_of(set_name: str) -> str:
+    """The set's reporting group: its corruption for `<corruption>-<severity>` sets, else itself."""
+    corruption, _, severity = set_name.rpartition("-")
+    return corruption if corruption and severity.isdigit() else set_name
+
+
 def summarise(id_scores: dict[str, float], set_scores: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The flat metrics dict: in-distribution, per set, per corruption, and means over the sets."""
+    """The flat metrics dict: in distribution, per group (set or corruption), and means over the sets.
+
+    Corruption sets are reported per corruption (mean over severities), which keeps a result to a
+    readable number of metrics; every set's own scores go to the `sets` artifact.
+    """
     metrics = {"top1_id": id_scores["top1"], "ece_id": id_scores["ece"]}
-    for name, s in set_scores.items():
-        metrics[f"top1/{name}"] = s["top1"]
-        metrics[f"ece/{name}"] = s["ece"]
     groups: dict[str, list[dict[str, float]]] = {}
     for name, s in set_scores.items():
-        corruption, _, severity = name.rpartition("-")
-        if corruption and severity.isdigit():
-            groups.setdefault(corruption, []).append(s)
-    for corruption, scores in groups.items():
-        metrics[f"top1/{corruption}"] = float(np.mean([s["top1"] for s in scores]))
-        metrics[f"ece/{corruption}"] = float(np.mean([s["ece"] for s in scores]))
+        groups.setdefault(group_of(name), []).append(s)
+    for group, scores in groups.items():
+        metrics[f"top1/{group}"] = float(np.mean([s["top1"] for s in scores]))
+        metrics[f"ece/{group}"] = float(np.mean([s["ece"] for s in scores]))
     metrics["top1_ood"] = float(np.mean([s["top1"] for s in set_scores.values()]))
     metrics["ece_ood"] = float(np.mean([s["ece"] for s in set_scores.values()]))
     metrics["drop"] = metrics["top1_id"] - metrics["top1_ood"]
@@ -271,8 +276,11 @@ class OOD(Task):
             **classifier.protocol,
         }
         protocol.update(_corruption_protocol(ctx, names) if shift.corruption_sets else {})
-        head_path = ctx.save_artifact("head", {**classifier.state, "classes": list(ctx.classes)})
-        return TaskOutput(summarise(id_scores, set_scores), protocol, {"head": head_path})
+        artifacts = {
+            "head": ctx.save_artifact("head", {**classifier.state, "classes": list(ctx.classes)}),
+            "sets": ctx.save_artifact("sets", {"id": id_scores, **set_scores}),
+        }
+        return TaskOutput(summarise(id_scores, set_scores), protocol, artifacts)
 
 
 def _corruption_protocol(ctx: RunContext, names: list[str]) -> dict[str, Any]:

@@ -96,7 +96,9 @@ def test_summary_metrics_are_consistent():
     m = summarise({"top1": 0.9, "ece": 0.05}, sets)
     assert m["top1/fog"] == pytest.approx(0.7) and m["ece/fog"] == pytest.approx(0.2)
     assert m["top1_ood"] == pytest.approx(0.6) and m["ece_ood"] == pytest.approx(0.2)
-    assert m["drop"] == pytest.approx(0.3) and m["top1/fog-3"] == 0.6
+    assert m["drop"] == pytest.approx(0.3) and "top1/fog-3" not in m and m["top1/snow"] == 0.4
+    plain = summarise({"top1": 0.9, "ece": 0.05}, {"imagenet-a": {"top1": 0.3, "ece": 0.4}})
+    assert plain["top1/imagenet-a"] == 0.3 and plain["ece/imagenet-a"] == 0.4
 
 
 # ------------------------------------------------------------------------------------------ sets
@@ -195,7 +197,12 @@ def test_corruption_shift_runs_and_records_its_recipe(options):
     assert out.result.ok, out.result.error
     assert out.stats["extractions"] == 2 + 4
     m, p = out.result.metrics, out.result.protocol
-    assert m["top1/contrast"] == pytest.approx((m["top1/contrast-1"] + m["top1/contrast-5"]) / 2)
+    sets = torch.load(out.result.artifacts["sets"], weights_only=True)
+    assert m["top1/contrast"] == pytest.approx((sets["contrast-1"]["top1"] + sets["contrast-5"]["top1"]) / 2)
+    assert m["ece/gaussian_noise"] == pytest.approx(
+        np.mean([sets[f"gaussian_noise-{s}"]["ece"] for s in (1, 5)])
+    )
+    assert sets["id"]["top1"] == m["top1_id"] and len(m) == 5 + 2 * 2
     assert p["sets"] == ["gaussian_noise-1", "gaussian_noise-5", "contrast-1", "contrast-5"]
     assert p["severities"] == [1, 5] and p["corruption_seed"] == 0
     assert p["corruption_render"] == "bicubic resize to 64" and p["corruption_library"].startswith(
