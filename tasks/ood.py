@@ -18,6 +18,7 @@ convention, see calibration.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -69,7 +70,7 @@ class OODArgs(LinearProbeArgs):
 class Classifier:
     """What a mode hands back: logits for any loaded split, the protocol it used, and its weights."""
 
-    logits: Any  # Callable[[str], np.ndarray]: split name → logits [N, C]
+    logits: Callable[[str], np.ndarray]  # split name → logits [N, C]
     protocol: dict[str, Any]
     state: dict[str, Any]
 
