@@ -163,15 +163,18 @@ def _valid_classes(shift: Shift, name: str) -> np.ndarray | None:
 def _load_sets(ctx: RunContext, shift: Shift, names: list[str]) -> dict[str, np.ndarray | None]:
     """Load every set's file list (raising on missing data) and check its labels; returns class masks."""
     from bob.data import default_data_root, load_split
+    from bob.data.corruptions import RenderSpec
 
     root = Path(ctx.spec.data_root).expanduser() if ctx.spec.data_root else default_data_root()
+    # Corruptions of embedded sets apply at the backbone's eval geometry (see RenderSpec).
+    eval_render = RenderSpec.from_data_config(ctx.data_config)
     if "val" in _in_dist_splits(shift):
         ctx.add_split("val", load_split(shift.in_dist, "val", root=root, download=ctx.spec.download))
     classes = ctx.classes
     ctx.split("test")
     masks = {}
     for name in names:
-        split = load_shifted_set(shift, name, root, ctx.spec.download)
+        split = load_shifted_set(shift, name, root, ctx.spec.download, eval_render)
         if tuple(split.classes) != tuple(classes):
             raise UsageError(
                 f"Shift '{shift.name}': set '{name}' has {len(split.classes)} classes that differ from the "

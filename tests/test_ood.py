@@ -205,9 +205,8 @@ def test_corruption_shift_runs_and_records_its_recipe(options):
     assert sets["id"]["top1"] == m["top1_id"] and len(m) == 5 + 2 * 2
     assert p["sets"] == ["gaussian_noise-1", "gaussian_noise-5", "contrast-1", "contrast-5"]
     assert p["severities"] == [1, 5] and p["corruption_seed"] == 0
-    assert p["corruption_render"] == "bicubic resize to 64" and p["corruption_library"].startswith(
-        "imagecorruptions"
-    )
+    assert p["corruption_render"] == "bicubic resize (shorter side) to 32", "the backbone's own resize"
+    assert p["corruption_library"].startswith("imagecorruptions")
 
 
 def test_finetune_mode_is_refused_before_any_extraction(options):

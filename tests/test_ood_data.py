@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from bob.backbones.meta import DataConfig
 from bob.data import load_split
 from bob.data.corruptions import CORRUPTIONS, CorruptedSplit, RenderSpec, corrupt_image
 from bob.data.real_shifts import VISDA_CLASSES, imagenet_wnids, valid_class_indices
@@ -51,38 +54,69 @@ def test_every_corruption_is_deterministic_and_leaves_global_rng_alone(corruptio
 
 def test_corrupted_split_is_seeded_per_image_and_fingerprinted():
     clean = load_split("digits", "test")
-    fog3 = CorruptedSplit(clean, "digits-c", "gaussian_noise", 3, RenderSpec(64))
+    fog3 = CorruptedSplit(clean, "digits-c", "gaussian_noise", 3, RenderSpec(64, 64))
     first = np.asarray(fog3.image(5))
     fog3.image(2)  # order does not matter: each image has its own seed
     assert np.array_equal(np.asarray(fog3.image(5)), first)
     assert first.shape == (64, 64, 3)
-    assert not np.array_equal(np.asarray(fog3.image(6)), np.asarray(RenderSpec(64)(clean.image(6))))
-    fog5 = CorruptedSplit(clean, "digits-c", "gaussian_noise", 5, RenderSpec(64))
-    other_seed = CorruptedSplit(clean, "digits-c", "gaussian_noise", 3, RenderSpec(64), seed=1)
+    assert not np.array_equal(np.asarray(fog3.image(6)), np.asarray(RenderSpec(64, 64)(clean.image(6))))
+    fog5 = CorruptedSplit(clean, "digits-c", "gaussian_noise", 5, RenderSpec(64, 64))
+    other_seed = CorruptedSplit(clean, "digits-c", "gaussian_noise", 3, RenderSpec(64, 64), seed=1)
     assert len({fog3.fingerprint, fog5.fingerprint, other_seed.fingerprint}) == 3
     assert np.array_equal(fog3.labels, clean.labels) and fog3.split == "gaussian_noise-3"
-    noisier = np.abs(np.asarray(fog5.image(5), float) - np.asarray(RenderSpec(64)(clean.image(5)), float))
+    noisier = np.abs(np.asarray(fog5.image(5), float) - np.asarray(RenderSpec(64, 64)(clean.image(5)), float))
     assert (
         noisier.mean()
-        > np.abs(first.astype(float) - np.asarray(RenderSpec(64)(clean.image(5)), float)).mean()
+        > np.abs(first.astype(float) - np.asarray(RenderSpec(64, 64)(clean.image(5)), float)).mean()
     )
 
 
 def test_corruption_errors():
     clean = load_split("digits", "test")
     with pytest.raises(UnknownNameError) as err:
-        CorruptedSplit(clean, "x", "fogg", 1, RenderSpec(64))
+        CorruptedSplit(clean, "x", "fogg", 1, RenderSpec(64, 64))
     assert "fog" in err.value.suggestions
     with pytest.raises(UsageError, match=r"1\.\.5"):
-        CorruptedSplit(clean, "x", "fog", 6, RenderSpec(64))
+        CorruptedSplit(clean, "x", "fog", 6, RenderSpec(64, 64))
     with pytest.raises(UsageError, match="at least 32"):
-        CorruptedSplit(clean, "x", "fog", 1, RenderSpec(16))
+        CorruptedSplit(clean, "x", "fog", 1, RenderSpec(16, 16))
 
 
 def test_render_spec_resizes_and_centre_crops():
     image = Image.new("RGB", (400, 300))
     assert RenderSpec(256, 224)(image).size == (224, 224)
-    assert RenderSpec(64)(Image.new("RGB", (8, 8))).size == (64, 64)
+    assert RenderSpec(64, 64)(Image.new("RGB", (8, 8))).size == (64, 64)
+    assert RenderSpec(80, 64, squash=True)(image).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DataConfig(
+            input_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0, interpolation="bilinear"
+        ),
+        DataConfig(
+            input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875, interpolation="bicubic"
+        ),
+        DataConfig(
+            input_size=48,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            crop_pct=0.9,
+            interpolation="bicubic",
+            crop_mode="squash",
+        ),
+    ],
+)
+def test_eval_render_of_a_clean_image_is_what_the_backbone_sees(cfg):
+    """Severity aside, a corrupted set's pixels reach the backbone exactly as the clean test image's do."""
+    from bob.transforms import eval_transform
+
+    image = load_split("digits", "test").image(3)
+    render = RenderSpec.from_data_config(cfg)
+    transform = eval_transform(cfg)
+    assert min(render(image).size) == math.floor(cfg.input_size / cfg.crop_pct)
+    assert torch.equal(transform(render(image)), transform(image))
 
 
 # --------------------------------------------------------------------------------- embedded shifts

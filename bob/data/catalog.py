@@ -258,7 +258,7 @@ def _shift(name: str, in_dist: str, sets: dict[str, dict[str, Any]], **extra: An
 
 
 def _corruption_sets(
-    dataset: str, render: list[int | None], loader: bool = False
+    dataset: str, render: str | list[Any], loader: bool = False
 ) -> dict[str, dict[str, Any]]:
     sets: dict[str, dict[str, Any]] = {}
     for corruption in _CORRUPTIONS:
@@ -302,7 +302,7 @@ _shift(
     "on 100 sketch and 100 texture images.",
 )
 for _name, _base in (("digits-c", "digits"), ("animal-mnist-c", "animal-mnist")):
-    _sets = _corruption_sets(_base, [64, None])
+    _sets = _corruption_sets(_base, "eval")
     _shift(
         _name,
         _base,
@@ -310,8 +310,8 @@ for _name, _base in (("digits-c", "digits"), ("animal-mnist-c", "animal-mnist"))
         default_sets=_embedded_default(_sets),
         corruption_sets=True,
         title=f"{_base} → {_base} test corrupted (ImageNet-C style, 5 severities)",
-        description=f"Train on `{_base}`; evaluate on its test split upscaled to 64 px (bicubic) and "
-        "corrupted with imagecorruptions, seeded per image. Default: gaussian_noise, defocus_blur, fog and "
+        description=f"Train on `{_base}`; evaluate on its test split brought to the backbone's eval geometry "
+        "(64 px by default) and corrupted with imagecorruptions, seeded per image. Default: gaussian_noise, defocus_blur, fog and "
         "contrast (one per ImageNet-C family) at severities 1-5; `--task-arg corruptions=all` runs all 15.",
     )
 
@@ -366,7 +366,7 @@ _shift(
 _shift(
     "imagenet-c",
     "imagenet",
-    _corruption_sets("imagenet", [256, 224], loader=True),
+    _corruption_sets("imagenet", [], loader=True),
     corruption_sets=True,
     title="ImageNet → ImageNet-C (pre-rendered, 15 corruptions × 5 severities)",
     description="Train on ImageNet-1k; evaluate on the released ImageNet-C JPEGs under imagenet-c/.",
@@ -374,10 +374,10 @@ _shift(
 _shift(
     "imagenet-c-render",
     "imagenet",
-    _corruption_sets("imagenet", [256, 224]),
+    _corruption_sets("imagenet", [256, 224, "bilinear"]),
     corruption_sets=True,
     title="ImageNet → ImageNet val corrupted on the fly (15 corruptions × 5 severities)",
-    description="Train on ImageNet-1k; evaluate on ImageNet val resized to 256, centre-cropped to 224 and "
+    description="Train on ImageNet-1k; evaluate on ImageNet val resized to 256 (bilinear), centre-cropped to 224 and "
     "corrupted with imagecorruptions, seeded per image (not JPEG-saved, unlike the released ImageNet-C).",
 )
 _real(

@@ -11,8 +11,10 @@ generator; it is seeded per image and restored afterwards, so nothing else's ran
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -69,31 +71,42 @@ def corruptions_version() -> str:
 
 @dataclass(frozen=True)
 class RenderSpec:
-    """The clean geometry corruptions are applied at.
+    """The clean geometry corruptions are applied at: torchvision's `Resize`, then `CenterCrop`.
 
-    `resize` is the shorter side after resizing (bicubic); `crop` the centre crop taken from it
-    (None: resize both sides to `resize`, for small square images). ImageNet-C used 256 → 224.
+    `resize` is the shorter side (both sides when `squash`), `crop` the centre crop (None: none).
+    ImageNet-C used bilinear 256 → 224. Embedded shifts render with the resize of the backbone's own
+    eval transform (`from_data_config`) and leave the crop to that transform, so an uncorrupted render
+    reaches the backbone pixel for pixel as the in-distribution test image does.
     """
 
     resize: int
     crop: int | None = None
+    interpolation: str = "bilinear"
+    squash: bool = False
+
+    @classmethod
+    def from_data_config(cls, cfg: Any) -> RenderSpec:
+        """The resize step of bob's eval transform for a backbone `DataConfig` (its crop follows later)."""
+        scale = math.floor(cfg.input_size / cfg.crop_pct)
+        return cls(scale, None, cfg.interpolation, cfg.crop_mode == "squash")
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        if self.crop is None:
-            return image.resize((self.resize, self.resize), Image.Resampling.BICUBIC)
-        w, h = image.size
-        scale = self.resize / min(w, h)
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
-        w, h = image.size
-        left, top = (w - self.crop) // 2, (h - self.crop) // 2
-        return image.crop((left, top, left + self.crop, top + self.crop))
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        size = [self.resize, self.resize] if self.squash else self.resize
+        image = F.resize(image, size, interpolation=InterpolationMode(self.interpolation))
+        return image if self.crop is None else F.center_crop(image, [self.crop, self.crop])
 
     @property
     def size(self) -> int:
+        """The shorter side of a rendered image."""
         return self.crop or self.resize
 
     def describe(self) -> str:
-        return f"bicubic resize to {self.resize}" + (f", centre crop {self.crop}" if self.crop else "")
+        sides = "both sides" if self.squash else "shorter side"
+        crop = f", centre crop {self.crop}" if self.crop else ""
+        return f"{self.interpolation} resize ({sides}) to {self.resize}{crop}"
 
 
 def image_seed(base: int, corruption: str, severity: int, index: int) -> int:

@@ -8,23 +8,28 @@ by name with `load_shifted_set`; each is described as data in the entry's option
     {"kind": "dataset", "dataset": "shapes-texture"}                       another catalog split
     {"kind": "shapes", "domain": "sketch", "n": 100}                         freshly drawn shapes
     {"kind": "corrupt", "dataset": "digits", "corruption": "fog",
-     "severity": 3, "render": [64, None]}                               ImageNet-C-style, on the fly
+     "severity": 3, "render": "eval"}                                   ImageNet-C-style, on the fly
     {"kind": "loader", "target": "module:function", "kwargs": {...}}    a real dataset on disk
 
 A set may also name `valid_classes` (e.g. "imagenet-a"): the subset of in-distribution classes its
 labels come from; the `ood` suite masks the classifier's logits to that subset. `dataset` and
 `corrupt` sets read the source dataset's `test` split unless they name another (`source_split`).
+A corruption's `render` is a fixed `[resize, crop, interpolation]` (ImageNet-C: 256, 224, bilinear)
+or "eval": the backbone's own eval geometry, which the run passes in (`eval_render`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bob.data.base import DatasetInfo, ImageSplit
 from bob.errors import UsageError
 from bob.registry import import_target
+
+if TYPE_CHECKING:
+    from bob.data.corruptions import RenderSpec
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,16 @@ def load_shift_split(
     return load_split(options["in_dist"], split, root=root, download=download)
 
 
-def load_shifted_set(shift: Shift, name: str, root: Path, download: bool = False) -> ImageSplit:
-    """One shifted evaluation set of `shift`, by its name."""
+def load_shifted_set(
+    shift: Shift, name: str, root: Path, download: bool = False, eval_render: RenderSpec | None = None
+) -> ImageSplit:
+    """One shifted evaluation set of `shift`, by its name; `eval_render` is the backbone's geometry."""
     if name not in shift.sets:
         raise UsageError(f"Shift '{shift.name}' has no set '{name}'; its sets are: {', '.join(shift.sets)}.")
     spec = dict(shift.sets[name])
     spec.pop("valid_classes", None)
+    if spec["kind"] == "corrupt":
+        spec["eval_render"] = eval_render
     builder = _BUILDERS[spec.pop("kind")]
     return builder(shift.name, name, Path(root), download, **spec)
 
@@ -114,15 +123,24 @@ def _from_corruption(
     dataset: str,
     corruption: str,
     severity: int,
-    render: list[int | None],
+    render: str | list[Any],
+    eval_render: RenderSpec | None,
     source_split: str = "test",
     seed: int = 0,
 ) -> ImageSplit:
     from bob.data import load_split
     from bob.data.corruptions import CorruptedSplit, RenderSpec
 
+    if render == "eval":
+        if eval_render is None:
+            raise UsageError(
+                f"Shift '{shift}', set '{name}' renders at the backbone's geometry; pass eval_render."
+            )
+        geometry = eval_render
+    else:
+        geometry = RenderSpec(*render)
     parent = load_split(dataset, source_split, root=root, download=download)
-    return CorruptedSplit(parent, shift, corruption, severity, RenderSpec(*render), seed)
+    return CorruptedSplit(parent, shift, corruption, severity, geometry, seed)
 
 
 def _from_loader(
