@@ -39,7 +39,10 @@ def test_catalog_lists_the_fifteen_imagenet_c_corruptions():
     assert tuple(get_corruption_names("common")) == CORRUPTIONS
 
 
-@pytest.mark.parametrize("corruption", CORRUPTIONS)
+# glass_blur compiles a numba kernel on first use (seconds): slow.
+@pytest.mark.parametrize(
+    "corruption", [pytest.param(c, marks=pytest.mark.slow) if c == "glass_blur" else c for c in CORRUPTIONS]
+)
 def test_every_corruption_is_deterministic_and_leaves_global_rng_alone(corruption):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8))
     np.random.seed(123)
