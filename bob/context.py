@@ -68,6 +68,11 @@ class RunContext:
             )
         return self._splits[name]
 
+    def add_split(self, name: str, split: ImageSplit) -> None:
+        """Make a split loaded elsewhere (e.g. a shift's evaluation set) available as `split(name)`
+        and `pooled(name)`; its features are cached like any other split's."""
+        self._splits[name] = split
+
     @property
     def classes(self) -> tuple[str, ...]:
         return self.split("train").classes

@@ -52,6 +52,14 @@ SUITES.register(
     task_types=("classification",),
     description="a fraction of the train labels (SimCLR's ImageNet 1%/10% files); fine-tune or linear probe",
 )
+SUITES.register(
+    "ood",
+    "bob.tasks.ood:OOD",
+    main_metric="top1_ood",
+    task_types=("shift",),
+    description="classifier trained in distribution (linear probe on frozen features); top-1, in→out drop "
+    "and 15-bin ECE on each shifted set",
+)
 
 
 @dataclass(frozen=True)

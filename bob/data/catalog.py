@@ -267,3 +267,193 @@ _real(
     description="200 bird species, official 5,994 train / 5,794 test lists (images.txt, "
     "image_class_labels.txt, train_test_split.txt). Not downloadable by bob.",
 )
+
+
+# Shifts (task_type "shift", for the `ood` suite): an in-distribution dataset whose train/test splits
+# are the catalog's own, plus shifted evaluation sets (see bob.data.shifts). Shifts copy the
+# in-distribution entry's resolution and crop, so their train/test features share its cache entries.
+_SHIFT_LOADER = "bob.data.shifts:load_shift_split"
+_CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)  # ImageNet-C's 15, in its order (bob.data.corruptions.CORRUPTIONS checks this list)
+# One corruption per ImageNet-C family (noise, blur, weather, digital): the embedded shifts' default.
+_EMBEDDED_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
+
+
+def _shift(name: str, in_dist: str, sets: dict[str, dict[str, Any]], **extra: Any) -> None:
+    base: DatasetInfo = DATASETS.get(in_dist).meta["info"]
+    options = {"in_dist": in_dist, "sets": sets}
+    for key in ("default_sets", "corruption_sets"):
+        if key in extra:
+            options[key] = extra.pop(key)
+    extra.setdefault("source", f"{base.title} (in-distribution) and the shifted sets named in its splits")
+    extra.setdefault("license", f"in-distribution: {base.license}; shifted sets: see docs/suites/ood.md")
+    _register(
+        name,
+        _SHIFT_LOADER,
+        options=options,
+        kind=base.kind,
+        num_classes=base.num_classes,
+        splits=("train", "test"),  # the shifted sets are listed by the shift, not as splits
+        task_type="shift",
+        image_size=base.image_size,
+        crop_pct=base.crop_pct,
+        needs_root=base.needs_root,
+        **extra,
+    )
+
+
+def _corruption_sets(
+    dataset: str, render: str | list[Any], loader: bool = False
+) -> dict[str, dict[str, Any]]:
+    sets: dict[str, dict[str, Any]] = {}
+    for corruption in _CORRUPTIONS:
+        for severity in range(1, 6):
+            if loader:
+                spec = {
+                    "kind": "loader",
+                    "target": "bob.data.real_shifts:load_imagenet_c",
+                    "kwargs": {"corruption": corruption, "severity": severity},
+                }
+            else:
+                spec = {
+                    "kind": "corrupt",
+                    "dataset": dataset,
+                    "corruption": corruption,
+                    "severity": severity,
+                    "render": render,
+                }
+            sets[f"{corruption}-{severity}"] = spec
+    return sets
+
+
+def _embedded_default(sets: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(s for s in sets if s.rpartition("-")[0] in _EMBEDDED_CORRUPTIONS)
+
+
+_shift(
+    "shapes-domains",
+    "shapes",
+    {f"shapes-{d}": {"kind": "dataset", "dataset": f"shapes-{d}"} for d in _SHAPES_DOMAINS if d != "plain"},
+    title="Shapes: plain → texture, cartoon, sketch, noise",
+    description="Train on the plain `shapes` domain; evaluate on the test splits of the four other domains "
+    "(the same ten classes drawn on textures, as cartoons, as outline sketches, on noise).",
+)
+_shift(
+    "shapes-mini-domains",
+    "shapes-mini",
+    {f"shapes-mini-{d}": {"kind": "shapes", "domain": d, "n": 100} for d in ("sketch", "texture")},
+    title="Shapes-mini: plain → sketch, texture (100 images each)",
+    description="A seconds-long shift for smoke tests and `bob check`: train on `shapes-mini`, evaluate "
+    "on 100 sketch and 100 texture images.",
+)
+for _name, _base in (("digits-c", "digits"), ("animal-mnist-c", "animal-mnist")):
+    _sets = _corruption_sets(_base, "eval")
+    _shift(
+        _name,
+        _base,
+        _sets,
+        default_sets=_embedded_default(_sets),
+        corruption_sets=True,
+        title=f"{_base} → {_base} test corrupted (ImageNet-C style, 5 severities)",
+        description=f"Train on `{_base}`; evaluate on its test split brought to the backbone's eval geometry "
+        "(64 px by default) and corrupted with imagecorruptions, seeded per image. Default: gaussian_noise, defocus_blur, fog and "
+        "contrast (one per ImageNet-C family) at severities 1-5; `--task-arg corruptions=all` runs all 15.",
+    )
+
+_IMAGENET_VARIANTS = {
+    "imagenet-a": (
+        "load_imagenet_a",
+        "imagenet-a",
+        "ImageNet-A (Hendrycks et al., 2021): 7,500 natural adversarial images, 200 classes",
+    ),
+    "imagenet-r": (
+        "load_imagenet_r",
+        "imagenet-r",
+        "ImageNet-R (Hendrycks et al., 2021): 30,000 renditions, 200 classes",
+    ),
+    "imagenet-sketch": (
+        "load_imagenet_sketch",
+        None,
+        "ImageNet-Sketch (Wang et al., 2019): 50,889 sketches, 1000 classes",
+    ),
+    "imagenet-v2": (
+        "load_imagenet_v2",
+        None,
+        "ImageNet-V2 matched-frequency (Recht et al., 2019): 10,000 images, 1000 classes",
+    ),
+}
+
+
+def _variant_set(name: str) -> dict[str, Any]:
+    loader, subset, _ = _IMAGENET_VARIANTS[name]
+    spec: dict[str, Any] = {"kind": "loader", "target": f"bob.data.real_shifts:{loader}", "kwargs": {}}
+    if subset:
+        spec["valid_classes"] = subset
+    return spec
+
+
+for _name, (_, _subset, _title) in _IMAGENET_VARIANTS.items():
+    _shift(
+        _name,
+        "imagenet",
+        {_name: _variant_set(_name)},
+        title=f"ImageNet → {_title}",
+        description=f"Train on ImageNet-1k; evaluate on {_name}"
+        + (" with logits masked to its 200 classes." if _subset else "."),
+    )
+_shift(
+    "imagenet-variants",
+    "imagenet",
+    {name: _variant_set(name) for name in _IMAGENET_VARIANTS},
+    title="ImageNet → ImageNet-A, -R, -Sketch and -V2 in one run",
+    description="One head trained on ImageNet-1k, evaluated on all four variants (A and R masked to 200 classes).",
+)
+_shift(
+    "imagenet-c",
+    "imagenet",
+    _corruption_sets("imagenet", [], loader=True),
+    corruption_sets=True,
+    title="ImageNet → ImageNet-C (pre-rendered, 15 corruptions × 5 severities)",
+    description="Train on ImageNet-1k; evaluate on the released ImageNet-C JPEGs under imagenet-c/.",
+)
+_shift(
+    "imagenet-c-render",
+    "imagenet",
+    _corruption_sets("imagenet", [256, 224, "bilinear"]),
+    corruption_sets=True,
+    title="ImageNet → ImageNet val corrupted on the fly (15 corruptions × 5 severities)",
+    description="Train on ImageNet-1k; evaluate on ImageNet val resized to 256 (bilinear), centre-cropped to 224 and "
+    "corrupted with imagecorruptions, seeded per image (not JPEG-saved, unlike the released ImageNet-C).",
+)
+_real(
+    "visda2017-synthetic",
+    "bob.data.real_shifts:load_visda_synthetic",
+    title="VisDA-2017 synthetic (train domain)",
+    num_classes=12,
+    source="http://ai.bu.edu/visda-2017/ (Peng et al., 2017)",
+    license="research use (per the VisDA challenge terms)",
+    description="152,397 synthetic renderings of 12 classes (train/ of VisDA-2017 classification). No "
+    "official test split: a stratified 10% is held out with the fixed seed 0.",
+)
+_shift(
+    "visda2017",
+    "visda2017-synthetic",
+    {"visda2017-real": {"kind": "loader", "target": "bob.data.real_shifts:load_visda_real", "kwargs": {}}},
+    title="VisDA-2017 synthetic → real",
+    description="Train on the synthetic renderings; evaluate on the 55,388 real photos (validation/).",
+)
