@@ -6,14 +6,16 @@ Protocol:
   2. the classifier comes from `fit_classifier(mode, …)`. `mode=linear` (default) is the
      `linear-probe` protocol, run on the in-distribution train split's cached frozen features: the
      same cache entries `linear-probe/<in-dist>` uses, so after that run only the shifted sets are
-     extracted, and a second OOD run on the same backbone extracts nothing;
-  3. the in-distribution test split and every shifted set are scored with the same head. Sets that
+     extracted, and a second OOD run on the same backbone extracts nothing. `mode=finetune` is
+     BoB's setting: the finetune suite's recipe (tasks/finetune.py) trains backbone + head end to
+     end on the in-distribution train split (`ft_epochs`, `ft_lr`, `ft_batch_size` override it);
+  3. the in-distribution test split and every shifted set are scored with the same classifier. Sets that
      cover a subset of the classes (ImageNet-A/R) have the logits masked to that subset first.
 Metrics: `top1_id`, `ece_id`; per set `top1/<set>` and `ece/<set>` (corruption shifts: per
 corruption, the mean over the severities run; every (corruption, severity) set's own top-1 and ECE
 are saved in the `sets` artifact); the means over all sets `top1_ood` (the main metric) and
-`ece_ood`; and `drop` = top1_id − top1_ood (a set's own drop is top1_id − top1/<set>). ECE: 15 uniform bins, L1 (torchmetrics'
-convention, see calibration.py).
+`ece_ood`; and `drop` = top1_id − top1_ood (a set's own drop is top1_id − top1/<set>).
+ECE: 15 uniform bins, L1 (torchmetrics' convention, see calibration.py).
 """
 
 from __future__ import annotations
@@ -37,19 +39,27 @@ if TYPE_CHECKING:
     from bob.context import RunContext
 
 MODES = ("linear", "finetune")
+FT_DEFAULTS = {"ft_epochs": None, "ft_lr": 1e-3, "ft_batch_size": None}
 ALL_SEVERITIES = (1, 2, 3, 4, 5)
 
 
 @dataclass
 class OODArgs(LinearProbeArgs):
     mode: str = run_arg(
-        "linear", "classifier: linear (the linear-probe protocol on frozen features) | finetune"
+        "linear", "classifier: linear (linear-probe protocol, frozen features) | finetune (end to end)"
     )
     corruptions: tuple[str, ...] | None = run_arg(
         None, "corruption shifts: corruptions to score, comma-separated, or 'all' (default: the shift's)"
     )
     severities: tuple[int, ...] = run_arg(ALL_SEVERITIES, "corruption shifts: severities to score (1..5)")
     ece_bins: int = run_arg(15, "number of uniform confidence bins of the expected calibration error")
+    ft_epochs: int | None = run_arg(
+        None, "mode=finetune: training epochs (default: the finetune suite's, by dataset kind)"
+    )
+    ft_lr: float = run_arg(FT_DEFAULTS["ft_lr"], "mode=finetune: peak AdamW learning rate")
+    ft_batch_size: int | None = run_arg(
+        None, "mode=finetune: training batch size (default: the finetune suite's, by dataset kind)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -61,6 +71,14 @@ class OODArgs(LinearProbeArgs):
             raise UsageError(f"severities must be a non-empty subset of 1..5, got {self.severities}.")
         if self.ece_bins < 1:
             raise UsageError(f"ece_bins must be a positive integer, got {self.ece_bins}.")
+        if self.mode == "finetune":
+            finetune_args(self)  # the recipe's own checks, before any data is touched
+        else:
+            changed = [f for f, default in FT_DEFAULTS.items() if getattr(self, f) != default]
+            if changed:
+                raise UsageError(
+                    f"Task args {', '.join(changed)} only apply with mode=finetune (this run is mode=linear)."
+                )
 
 
 # ------------------------------------------------------------------------------------- classifier
@@ -110,11 +128,55 @@ def _linear_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
     return Classifier(logits, protocol, head)
 
 
-def _finetune_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
-    raise UsageError(
-        "ood mode=finetune is not yet available: end-to-end fine-tuning is being added to bob as its own "
-        "task; until then use the default mode=linear (a head on frozen features)."
+def finetune_args(args: OODArgs) -> Any:
+    """The finetune suite's recipe (BoB's), with the OOD run's `ft_*` overrides; validated."""
+    from bob.tasks.finetune import FinetuneArgs
+
+    ft = FinetuneArgs(
+        epochs=args.ft_epochs, lr=args.ft_lr, batch_size=args.ft_batch_size, val_fraction=args.val_fraction
     )
+    ft.validate()
+    return ft
+
+
+def _finetune_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
+    """The finetune suite's protocol on the in-distribution train split (BoB's OOD setting)."""
+    from bob.tasks.finetune import holdout_val, trainable_backbone
+    from bob.tasks.finetune_loop import evaluate, finetune_classifier
+
+    ft = finetune_args(args)
+    cfg = ft.config(ctx.info.kind)
+    if "val" in _in_dist_splits(get_shift(ctx.dataset)):  # loaded by _load_sets
+        train, val = ctx.split("train"), ctx.split("val")
+        val_source = "official val split"
+    else:
+        train, val = holdout_val(ctx.split("train"), args.val_fraction, ctx.seed)
+        val_source = f"stratified {args.val_fraction:.0%} of train (seed {ctx.seed})"
+    backbone, drop = trainable_backbone(ctx, ft.drop_path)
+    data_config = ctx.data_config
+    out = finetune_classifier(
+        backbone, train, val, ctx.num_classes, cfg, data_config, ctx.device, ctx.seed, ctx.num_workers
+    )
+
+    def logits(split: str) -> np.ndarray:
+        return evaluate(
+            out.model, ctx.split(split), data_config, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp
+        )
+
+    protocol = {
+        "classifier": "end-to-end fine-tuning (the finetune suite's recipe)",
+        **out.protocol,
+        **drop,
+        "history": out.history,
+        "val_source": val_source,
+    }
+    state = {
+        "state_dict": out.state_dict,
+        "best_epoch": out.best_epoch,
+        "data_config": data_config.to_dict(),
+        **drop,
+    }
+    return Classifier(logits, protocol, state)
 
 
 _MODES = {"linear": _linear_classifier, "finetune": _finetune_classifier}

@@ -209,13 +209,24 @@ def test_corruption_shift_runs_and_records_its_recipe(options):
     assert p["corruption_library"].startswith("imagecorruptions")
 
 
-def test_finetune_mode_is_refused_before_any_extraction(options):
-    out = execute(
-        make_spec(TINY, "ood/shapes-mini-domains", "random", task_args={"mode": "finetune"}), options
-    )
-    assert not out.result.ok
-    assert out.result.error["type"] == "UsageError" and "not yet available" in out.result.error["message"]
-    assert out.stats["extractions"] == 0
+def test_finetune_mode_trains_end_to_end_and_extracts_nothing(options):
+    args = {"mode": "finetune", "ft_epochs": "1", "ft_batch_size": "16"}
+    out = execute(make_spec(TINY, "ood/shapes-mini-domains", "random", task_args=args), options)
+    assert out.result.ok, out.result.error
+    m, p = out.result.metrics, out.result.protocol
+    assert p["classifier"].startswith("end-to-end fine-tuning") and p["epochs"] == 1
+    assert p["optimizer"].startswith("AdamW") and p["layer_decay_grouping"]
+    assert set(p["sets"]) == {"shapes-mini-sketch", "shapes-mini-texture"}
+    assert all(np.isfinite(v) for v in m.values())
+    assert m["drop"] == pytest.approx(m["top1_id"] - m["top1_ood"])
+    assert out.stats["extractions"] == 0, "fine-tuning scores the trained model, never the frozen cache"
+
+
+def test_finetune_overrides_are_checked_and_refused_in_linear_mode():
+    with pytest.raises(UsageError, match="epochs"):
+        OODArgs(mode="finetune", ft_epochs=0).validate()
+    with pytest.raises(UsageError, match="mode=finetune"):
+        OODArgs(ft_lr=1e-2).validate()
 
 
 def test_missing_real_data_fails_before_training(options, tmp_path):
