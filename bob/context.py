@@ -90,6 +90,18 @@ class RunContext:
             self._backbone_meta = self._backbone.meta.to_dict()
         return self._backbone
 
+    def build_backbone(self, input_size: int | None = None) -> Backbone:
+        """A fresh, private model at `input_size`, for tasks that train the backbone (e.g. detection).
+
+        Unlike `backbone()` it is never shared with feature extraction, so training cannot leak into
+        cached features; its meta is what the run records.
+        """
+        size = input_size if input_size != self.ref.data_config.input_size else None
+        model = self.ref.build(size)
+        model.to(self.device)
+        self._backbone_meta = model.meta.to_dict()
+        return model
+
     @property
     def backbone_meta(self) -> dict[str, Any]:
         """The backbone's meta: from the built model, else from the cache entry that made building unnecessary."""

@@ -29,6 +29,13 @@ SUITES.register(
     task_types=("classification",),
     description="frozen pooled features; cosine k-NN with DINO's temperature-weighted vote (k=20, T=0.07)",
 )
+SUITES.register(
+    "detection",
+    "bob.tasks.detection.task:Detection",
+    main_metric="box_ap",
+    task_types=("detection",),
+    description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
+)
 
 
 @dataclass(frozen=True)
