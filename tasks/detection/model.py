@@ -7,7 +7,8 @@ The pyramid is fed by the contract's `forward_features(x, levels)` and `feature_
     deconv ×4, deconv ×2, identity and max-pool ×½ of that one map, each followed by a 1×1 and a
     3×3 conv with LayerNorm (Li et al., 2022) → strides 4, 8, 16, 32.
 Both add a stride-64 `pool` level (`LastLevelMaxPool`), like torchvision's and detectron2's FPNs.
-Anchors are `anchor_size · stride / 4` per level, three aspect ratios (torchvision's default at
+The box head is torchvision's TwoMLPHead (1024-d); the mask head's four convs have the pyramid's
+width (256 by default, torchvision's). Anchors are `anchor_size · stride / 4` per level, three aspect ratios (torchvision's default at
 anchor_size 32). Images are normalised with the backbone's own mean and std and resized so their
 longer side is `image_size`; backbones that only accept their build size (ViTs, Swin) get the batch
 zero-padded to `image_size`² and their maps cropped back to the image.
@@ -28,6 +29,7 @@ from torch import nn
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -208,5 +210,9 @@ def build_detector(
         "box_batch_size_per_image": rois_per_image,
     }
     if masks:
-        return MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(body.feature_names, 14, 2), **kwargs)
+        model = MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(body.feature_names, 14, 2), **kwargs)
+        # torchvision's mask head with its conv width tied to the pyramid's (it fixes 256, the default).
+        model.roi_heads.mask_head = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes + 1)
+        return model
     return FasterRCNN(body, **kwargs)

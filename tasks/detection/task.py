@@ -12,6 +12,7 @@ Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/su
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -95,6 +96,8 @@ class Detection(Task):
         from bob.tasks.detection.train import TrainConfig, predict, train_detector, train_indices
 
         args: DetectionArgs = self.args  # type: ignore[assignment]
+        if importlib.util.find_spec("pycocotools") is None:
+            raise UsageError("detection needs pycocotools for COCOeval: pip install 'bob-bench[det]'.")
         train, test = ctx.split("train"), ctx.split("test")
         for split in (train, test):
             if not isinstance(split, DetectionSplit):
