@@ -384,6 +384,45 @@ def test_smoke_run_writes_box_and_mask_ap(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_box_only_real_layout_trains_faster_rcnn(tmp_path: Path) -> None:
+    """Scenes written in the Sim10k → Cityscapes layout: the real loader, the car filter, Faster R-CNN."""
+    root = tmp_path / "data"
+    for split, (folder, ann, images) in {
+        "train": ("sim10k", "instances_car.json", "images"),
+        "test": ("cityscapes", "instancesonly_filtered_gtFine_val.json", "leftImg8bit/val"),
+    }.items():
+        images_np, coco = generate_scenes(24 if split == "train" else 8, size=64, seed=len(split))
+        coco["categories"][2]["name"] = "car"  # stars are the cars
+        for a in coco["annotations"]:
+            a.pop("segmentation")
+        path = write_coco(DetectionSplit("x", split, coco, arrays=images_np), root / folder, ann)
+        (root / folder / "images").rename(root / folder / "tmp")
+        (root / folder / images).parent.mkdir(parents=True, exist_ok=True)
+        (root / folder / "tmp").rename(root / folder / images)
+        assert path.is_file()
+    args = {
+        "iters": "2",
+        "batch_size": "2",
+        "augment": "flip",
+        "fpn_channels": "32",
+        "image_size": "64",
+        "rois_per_image": "32",
+        "root": str(root),
+        "save_model": "true",
+    }
+    result = _run("timm/resnet18", "random", args, tmp_path, dataset="sim10k-cityscapes")
+    assert result.ok, result.error
+    assert result.protocol["detector"] == "Faster R-CNN" and "mask_ap" not in result.metrics
+    assert result.protocol["data"]["train"]["num_classes"] == 1
+    import torch
+
+    saved = torch.load(result.artifacts["detector"], weights_only=False)
+    assert saved["classes"] == ["car"] and any(
+        k.startswith("roi_heads.box_predictor") for k in saved["state_dict"]
+    )
+
+
+@pytest.mark.slow
 def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir: Path) -> None:
     args = {
         "iters": "60",

@@ -49,6 +49,7 @@ class DetectionArgs(TaskArgs):
     anchor_size: int = run_arg(32, "anchor side at stride 4 (doubles per level)")
     norm_eval: bool = run_arg(True, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
     amp: bool = run_arg(True, "float16 autocast with loss scaling on CUDA (ignored on CPU)")
+    save_model: bool = run_arg(False, "save the trained detector's state_dict next to the result")
 
     def validate(self) -> None:
         super().validate()
@@ -147,7 +148,12 @@ class Detection(Task):
         protocol.update(
             history, train_s=round(train_s, 2), num_detections=len(records), cocoeval_summary=summaries
         )
-        return TaskOutput(metrics, protocol)
+        protocol["data"] = {"train": train.describe(), "test": test.describe()}
+        artifacts = {}
+        if args.save_model:
+            state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
+            artifacts["detector"] = ctx.save_artifact("detector", state)
+        return TaskOutput(metrics, protocol, artifacts)
 
     @staticmethod
     def _protocol(
