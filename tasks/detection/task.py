@@ -94,7 +94,7 @@ class Detection(Task):
         from bob.tasks.detection.data import DetectionSplit
         from bob.tasks.detection.evaluate import coco_metrics
         from bob.tasks.detection.model import accepts_any_size, build_detector
-        from bob.tasks.detection.train import TrainConfig, predict, train_detector, train_indices
+        from bob.tasks.detection.train import predict, train_detector, train_indices
 
         args: DetectionArgs = self.args  # type: ignore[assignment]
         if importlib.util.find_spec("pycocotools") is None:
@@ -112,18 +112,7 @@ class Detection(Task):
             raise UsageError(f"{self.name}: no train image has a non-crowd instance; nothing to train on.")
         size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
         masks = train.has_masks and test.has_masks
-        iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
-        cfg = TrainConfig(
-            iterations=iterations,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_iters=min(args.warmup_iters, iterations // 4),
-            augment=args.augment,
-            image_size=size,
-            lsj_scale=tuple(args.lsj_scale),
-            amp=args.amp,  # type: ignore[arg-type]
-        )
+        cfg = self._train_config(args, n_train, size)
         backbone = ctx.build_backbone(size)
         pad_to = None if accepts_any_size(backbone, size) else size
         torch.manual_seed(ctx.seed)
@@ -154,6 +143,23 @@ class Detection(Task):
             state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
             artifacts["detector"] = ctx.save_artifact("detector", state)
         return TaskOutput(metrics, protocol, artifacts)
+
+    @staticmethod
+    def _train_config(args: DetectionArgs, n_train: int, size: int) -> Any:
+        from bob.tasks.detection.train import TrainConfig
+
+        iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
+        return TrainConfig(
+            iterations=iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_iters=min(args.warmup_iters, iterations // 4),
+            augment=args.augment,
+            image_size=size,
+            lsj_scale=tuple(args.lsj_scale),  # type: ignore[arg-type]
+            amp=args.amp,
+        )
 
     @staticmethod
     def _protocol(
