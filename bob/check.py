@@ -112,7 +112,12 @@ def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
 
 
 def _mock_runs(
-    backbone: str, weights: str, backbone_args: dict[str, Any], size: int, results: list[CheckResult]
+    backbone: str,
+    weights: str,
+    backbone_args: dict[str, Any],
+    size: int,
+    results: list[CheckResult],
+    dense: bool = True,
 ) -> None:
     from bob.runner import RunOptions, execute
     from bob.spec import make_spec
@@ -122,6 +127,10 @@ def _mock_runs(
         options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
         for entry in SUITES.entries():
             cls = task_class(entry.name)
+            if "features" in cls.needs and not dense:
+                reason = "skipped: the backbone declares no feature levels, which this dense suite needs"
+                results.append(CheckResult(f"mock run: {entry.name}", "skip", reason))
+                continue
             mock_args = {**cls.check_args, "image_size": str(size)}
             # Suites on other task types (detection) name their own tiny dataset.
             mock_dataset = getattr(cls, "check_dataset", MOCK_DATASET)
@@ -165,7 +174,8 @@ def check_backbone(
     if _run(results, "resolve", resolve) and _run(results, "build", build):
         _contract_checks(state["model"], image_size, results)
         if all(r.status != "fail" for r in results):
-            _mock_runs(backbone, weights, args, image_size, results)
+            dense = bool(state["model"].feature_info)
+            _mock_runs(backbone, weights, args, image_size, results, dense)
             return results
     results.append(CheckResult("mock runs", "skip", "skipped: fix the failures above first"))
     return results

@@ -438,3 +438,18 @@ def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir
         assert result.ok, result.error
         ap[weights] = result.metrics["box_ap"]
     assert ap["pretrained"] > ap["random"] + 0.02, ap
+
+
+def test_bob_check_skips_detection_for_a_pooled_only_backbone(tmp_path: Path) -> None:
+    from bob.check import check_backbone
+
+    (tmp_path / "flat.py").write_text(
+        "from torch import nn\n"
+        "def mlp():\n"
+        "    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16))\n"
+        "    return net, {'input_size': 32, 'mean': (0.5,) * 3, 'std': (0.5,) * 3}\n"
+    )
+    results = {r.name: r for r in check_backbone(f"{tmp_path}/flat.py:mlp", weights="random", image_size=32)}
+    assert results["mock run: detection"].status == "skip"
+    assert "no feature levels" in results["mock run: detection"].detail
+    assert results["mock run: linear-probe"].status == "pass"
