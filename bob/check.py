@@ -112,7 +112,12 @@ def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
 
 
 def _mock_runs(
-    backbone: str, weights: str, backbone_args: dict[str, Any], size: int, results: list[CheckResult]
+    backbone: str,
+    weights: str,
+    backbone_args: dict[str, Any],
+    size: int,
+    results: list[CheckResult],
+    dense: bool = True,
 ) -> None:
     from bob.runner import RunOptions, execute
     from bob.spec import make_spec
@@ -122,20 +127,24 @@ def _mock_runs(
         options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
         for entry in SUITES.entries():
             cls = task_class(entry.name)
+            if "features" in cls.needs and not dense:
+                reason = "skipped: the backbone declares no feature levels, which this dense suite needs"
+                results.append(CheckResult(f"mock run: {entry.name}", "skip", reason))
+                continue
             mock_args = {**cls.check_args, "image_size": str(size)}
-            # Suites whose tasks are not plain classification datasets name their own tiny dataset.
-            dataset = getattr(cls, "check_dataset", MOCK_DATASET)
+            # Suites on other task types (detection) name their own tiny dataset.
+            mock_dataset = getattr(cls, "check_dataset", MOCK_DATASET)
 
             def run_suite(
-                suite: str = entry.name, args: dict[str, str] = mock_args, ds: str = dataset
+                suite: str = entry.name, args: dict[str, str] = mock_args, dataset: str = mock_dataset
             ) -> str:
-                spec = make_spec(backbone, f"{suite}/{ds}", weights, 0, backbone_args, args)
+                spec = make_spec(backbone, f"{suite}/{dataset}", weights, 0, backbone_args, args)
                 outcome = execute(spec, options)
                 if not outcome.result.ok:
                     error = outcome.result.error or {}
                     raise AssertionError(f"{error.get('type')}: {error.get('message')}")
                 metric, value = outcome.result.main_metric
-                return f"{metric} = {value:.3f} on {ds} (a smoke test, not a benchmark)"
+                return f"{metric} = {value:.3f} on {dataset} (a smoke test, not a benchmark)"
 
             _run(results, f"mock run: {entry.name}", run_suite)
 
@@ -165,7 +174,8 @@ def check_backbone(
     if _run(results, "resolve", resolve) and _run(results, "build", build):
         _contract_checks(state["model"], image_size, results)
         if all(r.status != "fail" for r in results):
-            _mock_runs(backbone, weights, args, image_size, results)
+            dense = bool(state["model"].feature_info)
+            _mock_runs(backbone, weights, args, image_size, results, dense)
             return results
     results.append(CheckResult("mock runs", "skip", "skipped: fix the failures above first"))
     return results

@@ -96,11 +96,17 @@ class RunContext:
             self._backbone_meta = self._backbone.meta.to_dict()
         return self._backbone
 
-    def build_backbone(self, extra_args: dict[str, Any] | None = None) -> Backbone:
-        """A fresh backbone for training, built with `extra_args` on top of the run's backbone args
-        (e.g. timm's `drop_path_rate`). Unlike `backbone()`, it is not shared with feature extraction."""
+    def build_backbone(
+        self, extra_args: dict[str, Any] | None = None, input_size: int | None = None
+    ) -> Backbone:
+        """A fresh, private backbone for tasks that train it (fine-tuning, detection).
+
+        `extra_args` go on top of the run's backbone args (e.g. timm's `drop_path_rate`); `input_size`
+        defaults to the task's resolution. Unlike `backbone()` it is never shared with feature
+        extraction, so training cannot leak into cached features; its meta is what the run records.
+        """
         ref = dataclasses.replace(self.ref, args={**self.ref.args, **(extra_args or {})})
-        size = self.data_config.input_size
+        size = input_size if input_size is not None else self.data_config.input_size
         backbone = ref.build(size if size != self.ref.data_config.input_size else None)
         backbone.to(self.device)
         self._backbone_meta = backbone.meta.to_dict()

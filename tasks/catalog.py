@@ -57,8 +57,15 @@ SUITES.register(
     "bob.tasks.ood:OOD",
     main_metric="top1_ood",
     task_types=("shift",),
-    description="classifier trained in distribution (linear probe on frozen features); top-1, in→out drop "
+    description="classifier trained in distribution (linear probe, or fine-tuned); top-1, in→out drop "
     "and 15-bin ECE on each shifted set",
+)
+SUITES.register(
+    "detection",
+    "bob.tasks.detection.task:Detection",
+    main_metric="box_ap",
+    task_types=("detection",),
+    description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
 
 

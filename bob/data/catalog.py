@@ -457,3 +457,57 @@ _shift(
     title="VisDA-2017 synthetic → real",
     description="Train on the synthetic renderings; evaluate on the 55,388 real photos (validation/).",
 )
+
+
+# Detection: generated scenes and COCO-format real sets, for the `detection/<dataset>` suite.
+_SCENES = "bob.tasks.detection.scenes:load_scenes"
+_SCENES_NOTE = (
+    "1-4 shapes per 128 px image (circle, triangle, star, cross, ring) at random position, size, rotation "
+    "and colour, with boxes and occlusion-aware instance masks in COCO format, each split generated from "
+    "a fixed seed derived from (domain, split)."
+)
+for _name, _train, _test, _counts, _title in (
+    ("scenes", "texture", "texture", (1000, 200), "Detection scenes on CC0 textures"),
+    ("scenes-shifted", "texture", "cartoon", (1000, 200), "Detection scenes, textures → cartoon (OOD)"),
+    ("scenes-mini", "texture", "texture", (96, 48), "Detection scenes on CC0 textures, 96 / 48 images"),
+):
+    _register(
+        _name,
+        _SCENES,
+        options={"train_domain": _train, "test_domain": _test, "n_train": _counts[0], "n_test": _counts[1]},
+        title=_title,
+        kind="generated",
+        task_type="detection",
+        num_classes=5,
+        splits=("train", "test"),
+        source="bob.tasks.detection.scenes.generate_scenes",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description=f"{_SCENES_NOTE} {_counts[0]:,} train ({_train}) / {_counts[1]:,} test ({_test}).",
+    )
+_real(
+    "coco2017",
+    "bob.tasks.detection.real:load_coco_layout",
+    title="COCO 2017 instances (boxes and masks)",
+    task_type="detection",
+    num_classes=80,
+    options={"layout": "coco2017"},
+    source="https://cocodataset.org (Lin et al., 2014)",
+    license="annotations CC BY 4.0; images under their Flickr licenses",
+    description="118,287 train2017 / 5,000 val2017 images, 80 categories; bob's test split is val2017. "
+    "Read from ROOT/coco/annotations/instances_{train,val}2017.json and ROOT/coco/{train,val}2017/.",
+)
+_real(
+    "sim10k-cityscapes",
+    "bob.tasks.detection.real:load_coco_layout",
+    title="Sim10k → Cityscapes, car (OOD detection, boxes only)",
+    task_type="detection",
+    num_classes=1,
+    options={"layout": "sim10k-cityscapes", "categories": ("car",), "has_masks": False},
+    source="Sim10k https://fcav.engin.umich.edu/projects/driving-in-the-matrix (Johnson-Roberson et al., "
+    "2017); Cityscapes https://www.cityscapes-dataset.com (Cordts et al., 2016)",
+    license="Sim10k: research use (per the authors); Cityscapes: non-commercial research license",
+    description="Train on 10,000 GTA-V frames (Sim10k, class car), test on Cityscapes val (500 images, "
+    "class car of instancesonly_filtered_gtFine_val.json). Both as COCO JSON; see docs/suites/detection.md.",
+)

@@ -1,0 +1,225 @@
+"""Detection splits: images plus one COCO-format annotation dict, validated before any training.
+
+A `DetectionSplit` is an `ImageSplit` whose per-image content is a list of instances (box, category,
+optional mask) held as a COCO dict (`images`, `annotations`, `categories`). Generated scenes hold
+their pixels in memory; real datasets read image files named by the JSON. Either way the split is
+checked on load: every annotation points at an existing image and a declared category, every box is
+four finite numbers with non-negative size, every image file exists, and the split is not empty. A
+problem is a `UsageError` that names the file and the offending id, raised before any model is built.
+
+Category ids stay as the JSON has them (COCO's run 1..90 with gaps); the detector sees contiguous
+labels 1..K in category-id order (0 is background), and `category_ids` maps them back for COCOeval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bob.data.base import ImageSplit
+from bob.errors import DatasetNotFoundError, UsageError
+
+
+class AnnotationError(UsageError):
+    """A COCO annotation file that is malformed or refers to things that do not exist."""
+
+
+class DetectionSplit(ImageSplit):
+    """One split of a detection dataset: `coco` (the annotation dict) and `image(i)` as RGB PIL.
+
+    Image `i` is `coco["images"][i]`. There is no image-level label: `labels` is all zeros, kept
+    only because every `ImageSplit` has one.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        coco: dict[str, Any],
+        *,
+        arrays: np.ndarray | None = None,
+        image_dir: Path | None = None,
+        has_masks: bool = True,
+    ) -> None:
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        super().__init__(
+            dataset, split, [c["name"] for c in categories], np.zeros(len(coco["images"]), np.int64)
+        )
+        if (arrays is None) == (image_dir is None):
+            raise ValueError("a DetectionSplit holds either in-memory arrays or an image directory")
+        self.coco = coco
+        self.arrays = arrays
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.has_masks = has_masks
+        self.category_ids = [int(c["id"]) for c in categories]
+        self._by_image: dict[int, list[dict[str, Any]]] = {int(im["id"]): [] for im in coco["images"]}
+        for ann in coco["annotations"]:
+            self._by_image[int(ann["image_id"])].append(ann)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        return self.coco["images"][index]
+
+    def annotations(self, index: int) -> list[dict[str, Any]]:
+        return self._by_image[int(self.coco["images"][index]["id"])]
+
+    def image(self, index: int) -> Image.Image:
+        if self.arrays is not None:
+            return Image.fromarray(self.arrays[index], mode="RGB")
+        with Image.open(self.image_path(index)) as img:
+            return img.convert("RGB")
+
+    def image_path(self, index: int) -> Path:
+        assert self.image_dir is not None
+        return self.image_dir / self.coco["images"][index]["file_name"]
+
+    def _identity_chunks(self) -> list[bytes]:
+        ann = json.dumps(self.coco, sort_keys=True, separators=(",", ":")).encode()
+        chunks = [hashlib.sha256(ann).digest()]
+        if self.arrays is not None:
+            chunks.append(self.arrays.tobytes())
+        else:
+            for i in range(len(self)):
+                chunks.append(
+                    f"{self.coco['images'][i]['file_name']}\x1f{self.image_path(i).stat().st_size}".encode()
+                )
+        return chunks
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "num_instances": len(self.coco["annotations"])}
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def _require(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise AnnotationError(f"{where}: {message}")
+
+
+def validate_coco(coco: Any, where: str) -> dict[str, Any]:
+    """Check a COCO dict's structure and references; returns it normalised (in place, no copy:
+    COCO train's annotations are hundreds of MB).
+
+    Missing optional fields get COCO's meaning: `iscrowd` 0, `area` the box area, `id` a running
+    number. Everything else that is wrong raises `AnnotationError` naming the first offender.
+    """
+    _require(isinstance(coco, dict), where, "the top level must be a JSON object")
+    for key in ("images", "annotations", "categories"):
+        _require(isinstance(coco.get(key), list), where, f"missing or non-list '{key}'")
+    coco = {k: coco[k] for k in ("images", "annotations", "categories")}
+    _require(bool(coco["images"]), where, "no images; the split is empty")
+    _require(bool(coco["categories"]), where, "no categories")
+    cat_ids = [c.get("id") for c in coco["categories"]]
+    _require(len(set(cat_ids)) == len(cat_ids), where, "duplicate category ids")
+    for cat in coco["categories"]:
+        _require(
+            isinstance(cat.get("id"), int) and "name" in cat,
+            where,
+            f"category {cat} needs an integer id and a name",
+        )
+    image_ids = set()
+    for im in coco["images"]:
+        _require(
+            all(k in im for k in ("id", "file_name", "width", "height")),
+            where,
+            f"image {im.get('id', im)} needs id, file_name, width and height",
+        )
+        _require(im["id"] not in image_ids, where, f"image id {im['id']} appears twice")
+        image_ids.add(im["id"])
+    known_cats = set(cat_ids)
+    for n, ann in enumerate(coco["annotations"]):
+        ann.setdefault("id", n + 1)
+        ann.setdefault("iscrowd", 0)
+        aid = ann["id"]
+        _require(
+            ann.get("image_id") in image_ids,
+            where,
+            f"annotation {aid} points to image id {ann.get('image_id')}, which is not in 'images'",
+        )
+        _require(
+            ann.get("category_id") in known_cats,
+            where,
+            f"annotation {aid} has category id {ann.get('category_id')}, which is not in 'categories' "
+            f"(known: {sorted(known_cats)})",
+        )
+        box = ann.get("bbox")
+        ok = (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+        )
+        _require(
+            ok and box[2] >= 0 and box[3] >= 0,
+            where,
+            f"annotation {aid} has bbox {box}; expected [x, y, width, height] with width, height >= 0",
+        )
+        ann.setdefault("area", float(box[2] * box[3]))
+    _require(bool(coco["annotations"]), where, "no annotations; nothing to train or evaluate on")
+    return coco
+
+
+def keep_categories(coco: dict[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:
+    """Restrict a COCO dict to the named categories (e.g. `car` for Sim10k → Cityscapes)."""
+    by_name = {c["name"]: c for c in coco["categories"]}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise AnnotationError(
+            f"{where}: no category named {', '.join(missing)}; the file has: {', '.join(sorted(by_name))}."
+        )
+    ids = {by_name[n]["id"] for n in names}
+    out = {
+        "images": coco["images"],
+        "categories": [c for c in coco["categories"] if c["id"] in ids],
+        "annotations": [a for a in coco["annotations"] if a["category_id"] in ids],
+    }
+    _require(bool(out["annotations"]), where, f"no annotations of {', '.join(names)}")
+    return out
+
+
+def load_coco_split(
+    dataset: str,
+    split: str,
+    annotation_file: Path,
+    image_dir: Path,
+    *,
+    categories: tuple[str, ...] | None = None,
+    has_masks: bool = True,
+    hint: str = "",
+) -> DetectionSplit:
+    """A split from a COCO instances JSON and its image folder, fully validated."""
+    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
+    if not annotation_file.is_file():
+        raise DatasetNotFoundError(
+            f"{dataset}/{split}: annotation file {annotation_file} not found. {hint}".strip()
+        )
+    if not image_dir.is_dir():
+        raise DatasetNotFoundError(f"{dataset}/{split}: image folder {image_dir} not found. {hint}".strip())
+    try:
+        raw = json.loads(annotation_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"{annotation_file}: not valid JSON ({err}).") from None
+    coco = validate_coco(raw, str(annotation_file))
+    if categories:
+        coco = keep_categories(coco, categories, str(annotation_file))
+    missing = [im["file_name"] for im in coco["images"] if not os.path.isfile(image_dir / im["file_name"])]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DatasetNotFoundError(
+            f"{dataset}/{split}: {len(missing)} image file(s) named in {annotation_file} are missing under "
+            f"{image_dir}: {shown}. {hint}".strip()
+        )
+    if has_masks:
+        no_mask = [a["id"] for a in coco["annotations"] if not a["iscrowd"] and not a.get("segmentation")]
+        _require(
+            not no_mask,
+            str(annotation_file),
+            f"annotation {no_mask[:1]} has no segmentation, but {dataset} is scored with mask AP",
+        )
+    return DetectionSplit(dataset, split, coco, image_dir=image_dir, has_masks=has_masks)

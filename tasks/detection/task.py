@@ -1,0 +1,210 @@
+"""`detection/<dataset>`: Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone.
+
+Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/suites/detection.md):
+  1. both splits are loaded and validated (broken references stop the run before any training);
+  2. the backbone is built at `image_size` and wrapped in a pyramid (FPN, or ViTDet's simple pyramid
+     for plain ViTs); `mode=frozen` keeps it fixed, `mode=finetune` trains it;
+  3. AdamW (lr from BoB's grid {8e-5, 1e-4, 2e-4, 3e-4}, default 1e-4; wd 0.05), warmup and ×0.1
+     steps at 27/36 and 33/36 of `epochs` (36 = mmdetection's 3×), LSJ augmentation by default;
+  4. test-split predictions (100 per image) scored by pycocotools COCOeval: box AP (main metric)
+     and, on datasets with masks, mask AP, each with AP50 / AP75 / AP_S / AP_M / AP_L.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bob.errors import UsageError
+from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
+
+if TYPE_CHECKING:
+    from bob.context import RunContext
+
+MODES = ("finetune", "frozen")
+AUGMENTS = ("lsj", "flip")
+LR_GRID = (8e-5, 1e-4, 2e-4, 3e-4)  # BoB's detection sweep; one run per value
+REAL_IMAGE_SIZE = 1024  # BoB's LSJ resolution, used when neither the task arg nor the dataset sets one
+
+
+@dataclass
+class DetectionArgs(TaskArgs):
+    mode: str = run_arg("finetune", "finetune (train the backbone) or frozen (backbone fixed, eval mode)")
+    lr: float = run_arg(1e-4, "AdamW learning rate; BoB sweeps 8e-5, 1e-4, 2e-4, 3e-4 (one run each)")
+    weight_decay: float = run_arg(0.05, "AdamW weight decay")
+    epochs: int = run_arg(36, "training epochs over the train split (36 = mmdetection's 3× schedule)")
+    iters: int | None = run_arg(
+        None, "train for exactly this many iterations instead of `epochs` (smoke runs)"
+    )
+    batch_size: int = run_arg(16, "images per training step (BoB: 8 GPUs × 2)")
+    warmup_iters: int = run_arg(1000, "linear warmup iterations (capped at a quarter of training)")
+    augment: str = run_arg("lsj", "lsj (large-scale jitter + flip) or flip (horizontal flip only)")
+    lsj_scale: tuple[float, ...] = run_arg((0.1, 2.0), "LSJ scale range, as min,max")
+    fpn_channels: int = run_arg(256, "channels of every pyramid level")
+    rois_per_image: int = run_arg(
+        512, "RoIs sampled per image for the box and mask heads (torchvision/mmdet: 512)"
+    )
+    anchor_size: int = run_arg(32, "anchor side at stride 4 (doubles per level)")
+    norm_eval: bool = run_arg(True, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
+    amp: bool = run_arg(True, "float16 autocast with loss scaling on CUDA (ignored on CPU)")
+    save_model: bool = run_arg(False, "save the trained detector's state_dict next to the result")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'.")
+        if self.augment not in AUGMENTS:
+            raise UsageError(f"augment must be one of {', '.join(AUGMENTS)}, got '{self.augment}'.")
+        if self.image_size is not None and self.image_size % 32:
+            raise UsageError(
+                f"image_size must be a multiple of 32 for the detector's pyramid, got {self.image_size}."
+            )
+        for name in ("epochs", "batch_size", "fpn_channels", "anchor_size", "rois_per_image"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.iters is not None and self.iters < 1:
+            raise UsageError(f"iters must be a positive integer, got {self.iters}.")
+        if self.warmup_iters < 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise UsageError("lr must be positive; warmup_iters and weight_decay non-negative.")
+        if len(self.lsj_scale) != 2 or not 0 < self.lsj_scale[0] <= self.lsj_scale[1]:
+            raise UsageError(f"lsj_scale takes min,max with 0 < min <= max, got {self.lsj_scale}.")
+
+
+class Detection(Task):
+    suite = "detection"
+    version = "1"
+    main_metric = "box_ap"
+    needs = ("features", "trainable")
+    task_types = ("detection",)
+    description = "Mask/Faster R-CNN with an FPN on the backbone; COCOeval box and mask AP"
+    Args = DetectionArgs
+    check_dataset: ClassVar[str] = "scenes-mini"
+    check_args: ClassVar[dict[str, str]] = {
+        "iters": "3",
+        "batch_size": "2",
+        "augment": "flip",
+        "fpn_channels": "32",
+    }
+
+    def run(self, ctx: RunContext) -> TaskOutput:
+        import torch
+
+        from bob.tasks.detection.data import DetectionSplit
+        from bob.tasks.detection.evaluate import coco_metrics
+        from bob.tasks.detection.model import accepts_any_size, build_detector
+        from bob.tasks.detection.train import predict, train_detector, train_indices
+
+        args: DetectionArgs = self.args  # type: ignore[assignment]
+        if importlib.util.find_spec("pycocotools") is None:
+            raise UsageError("detection needs pycocotools for COCOeval (a bob dependency): pip install pycocotools.")
+        train, test = ctx.split("train"), ctx.split("test")
+        for split in (train, test):
+            if not isinstance(split, DetectionSplit):
+                raise UsageError(
+                    f"{self.name}: split '{split.split}' has no boxes; pick a detection dataset."
+                )
+        if train.category_ids != test.category_ids:
+            raise UsageError(f"{self.name}: train and test declare different categories; they must match.")
+        n_train = len(train_indices(train))
+        if n_train == 0:
+            raise UsageError(f"{self.name}: no train image has a non-crowd instance; nothing to train on.")
+        size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
+        masks = train.has_masks and test.has_masks
+        cfg = self._train_config(args, n_train, size)
+        backbone = ctx.build_backbone(input_size=size)
+        pad_to = None if accepts_any_size(backbone, size) else size
+        torch.manual_seed(ctx.seed)
+        model = build_detector(
+            backbone,
+            len(train.classes),
+            masks=masks,
+            image_size=size,
+            fpn_channels=args.fpn_channels,
+            anchor_size=args.anchor_size,
+            rois_per_image=args.rois_per_image,
+            frozen=args.mode == "frozen",
+            norm_eval=args.norm_eval,
+            pad_to=pad_to,
+        )
+        start = time.perf_counter()
+        history = train_detector(model, train, cfg, ctx.device, ctx.seed, ctx.num_workers)
+        train_s = time.perf_counter() - start
+        records = predict(model, test, args.batch_size, ctx.device, ctx.num_workers, args.amp)
+        metrics, summaries = coco_metrics(test.coco, records, ("bbox", "segm") if masks else ("bbox",))
+        protocol = self._protocol(args, cfg, model, backbone, pad_to, masks, n_train, len(test))
+        protocol.update(
+            history, train_s=round(train_s, 2), num_detections=len(records), cocoeval_summary=summaries
+        )
+        protocol["data"] = {"train": train.describe(), "test": test.describe()}
+        artifacts = {}
+        if args.save_model:
+            state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
+            artifacts["detector"] = ctx.save_artifact("detector", state)
+        return TaskOutput(metrics, protocol, artifacts)
+
+    @staticmethod
+    def _train_config(args: DetectionArgs, n_train: int, size: int) -> Any:
+        from bob.tasks.detection.train import TrainConfig
+
+        iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
+        return TrainConfig(
+            iterations=iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_iters=min(args.warmup_iters, iterations // 4),
+            augment=args.augment,
+            image_size=size,
+            lsj_scale=tuple(args.lsj_scale),  # type: ignore[arg-type]
+            amp=args.amp,
+        )
+
+    @staticmethod
+    def _protocol(
+        args: DetectionArgs,
+        cfg: Any,
+        model: Any,
+        backbone: Any,
+        pad_to: int | None,
+        masks: bool,
+        n_train: int,
+        n_test: int,
+    ) -> dict[str, Any]:
+        from bob.tasks.detection.train import lr_steps
+
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return {
+            "detector": "Mask R-CNN" if masks else "Faster R-CNN",
+            "heads": "torchvision: RPNHead, TwoMLPHead box head" + (", MaskRCNNHeads" if masks else ""),
+            "pyramid": model.backbone.plan.describe(),
+            "mode": args.mode,
+            "norm_eval": args.norm_eval,
+            "optimizer": "AdamW, betas (0.9, 0.999)",
+            "lr": args.lr,
+            "lr_grid": list(LR_GRID),
+            "weight_decay": args.weight_decay,
+            "schedule": f"linear warmup from lr*0.001 for {cfg.warmup_iters} iters, x0.1 at 27/36 and 33/36",
+            "iterations": cfg.iterations,
+            "epochs": None if args.iters else args.epochs,
+            "batch_size": cfg.batch_size,
+            "augment": args.augment,
+            "lsj_scale": list(args.lsj_scale) if args.augment == "lsj" else None,
+            "image_size": cfg.image_size,
+            "transform": {
+                "resize": f"longer side to {cfg.image_size}",
+                "mean": list(backbone.data_config.mean),
+                "std": list(backbone.data_config.std),
+                "pad": f"square {pad_to}" if pad_to else "batch to a multiple of 32",
+            },
+            "anchor_sizes": [int(s[0]) for s in model.rpn.anchor_generator.sizes],
+            "fpn_channels": args.fpn_channels,
+            "rois_per_image": args.rois_per_image,
+            "amp": cfg.amp,
+            "trainable_params": trainable,
+            "num_train_images": n_train,
+            "num_test_images": n_test,
+            "evaluation": "pycocotools COCOeval, maxDets 100, score threshold 0.05, mask threshold 0.5",
+            "lr_steps": lr_steps(cfg.iterations),
+        }
