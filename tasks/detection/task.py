@@ -98,7 +98,9 @@ class Detection(Task):
 
         args: DetectionArgs = self.args  # type: ignore[assignment]
         if importlib.util.find_spec("pycocotools") is None:
-            raise UsageError("detection needs pycocotools for COCOeval (a bob dependency): pip install pycocotools.")
+            raise UsageError(
+                "detection needs pycocotools for COCOeval (a bob dependency): pip install pycocotools."
+            )
         train, test = ctx.split("train"), ctx.split("test")
         for split in (train, test):
             if not isinstance(split, DetectionSplit):
