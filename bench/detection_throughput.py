@@ -125,6 +125,9 @@ def main() -> int:
         "--norm-eval", action="store_true", help="freeze BatchNorm statistics in bob's backbone"
     )
     parser.add_argument("--quick", action="store_true", help="tiny CPU-friendly settings")
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="let cudnn autotune convolutions (off: shapes vary)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     quick = args.quick
@@ -137,8 +140,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = torch.device("cpu" if name == "auto" else name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # Off by default: the RoI heads see a different number of boxes every step, and cudnn's
+    # autotuner would re-tune each new shape inside the timed steps.
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark and device.type == "cuda"
     amp = args.amp and device.type == "cuda"
 
     import torchvision
