@@ -213,6 +213,11 @@ def ls(
     list_kind(kind, pattern, as_json=as_json, show_all=show_all, show_args=args, filters=filters)
 
 
+from bob.cli_sweep import sweep as _sweep  # noqa: E402  (the command lives in its own module)
+
+app.command(name="sweep")(_sweep)
+
+
 def main() -> None:
     """Console-script entry point: BobErrors become one paragraph and their exit code."""
     try:
