@@ -1,7 +1,7 @@
 """A tiny task suite for the sweep tests, registered on import, with injectable faults.
 
 `behaviour`: ok (a metric derived from the seed), raise, nan (a loss that diverges), oom (CUDA out
-of memory while the extraction batch is above 32), oom-always, die-always, die-once (the worker process is killed with -9 the
+of memory while the extraction batch is above 32), oom-always, search (Ray Tune picks an lr in-protocol), die-always, die-once (the worker process is killed with -9 the
 first time; needs `marker`), sleep (takes `seconds`). Every execution appends its run's seed to
 `log`, so tests can count executions.
 """
@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
 from bob.tasks.catalog import SUITES
@@ -60,10 +60,52 @@ class FakeTask(Task):
             os.kill(os.getpid(), signal.SIGKILL)
         if a.behaviour == "sleep":
             time.sleep(a.seconds)
+        if a.behaviour == "search":
+            return self._search(ctx.spec.seed)
         return TaskOutput(
             {"score": (ctx.spec.seed * 7919 % 1000) / 1000},
             {"batch_size": a.batch_size, "extraction_batch_size": ctx.batch_size},
         )
+
+    # The search space a task declares; its learning rates span "too small" to "right".
+    search_space: ClassVar[dict[str, Any]] = {"lr": [1e-4, 1e-2, 0.5]}
+
+    def _search(self, seed: int) -> TaskOutput:
+        from bob.sweep.tune import search_in_protocol
+
+        x, y = blobs(seed)
+        found = search_in_protocol(
+            logistic_trial, self.search_space, metric="val_acc", data={"x": x, "y": y}, cpus_per_trial=1
+        )
+        final = logistic_trial(found.best_config, lambda m: None, x, y)
+        return TaskOutput({"score": final}, {"search": found.to_protocol(), "lr": found.best_config["lr"]})
+
+
+def blobs(seed: int, n: int = 400) -> tuple[Any, Any]:
+    """Two overlapping Gaussian classes in 8 dimensions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 8)) + y[:, None] * 0.8
+    return x, y
+
+
+def logistic_trial(config: dict[str, Any], report: Any, x: Any, y: Any, epochs: int = 8) -> float:
+    """Logistic regression by full-batch gradient descent; reports validation accuracy per epoch."""
+    import numpy as np
+
+    split = len(y) * 3 // 4
+    w, b = np.zeros(x.shape[1]), 0.0
+    acc = 0.0
+    for _ in range(epochs):
+        for _ in range(5):
+            p = 1 / (1 + np.exp(-(x[:split] @ w + b)))
+            w -= config["lr"] * x[:split].T @ (p - y[:split]) / split
+            b -= config["lr"] * float(np.mean(p - y[:split]))
+        acc = float(np.mean(((x[split:] @ w + b) > 0) == y[split:]))
+        report({"val_acc": acc})
+    return acc
 
 
 if SUITE not in SUITES:
