@@ -41,7 +41,7 @@ def print_plan(plan: Plan, name: str, as_json: bool) -> None:
         out.print_json(json.dumps(data))
         return
     out.print(
-        f"sweep {name}: {plan.runs} runs · {plan.extractions} unique feature extractions shared by "
+        f"sweep {name}: {plan.runs} runs · {plan.extractions} unique feature extractions for "
         f"{plan.runs - plan.training_runs} cache-reading runs · {plan.training_runs} training runs · "
         f"{len(plan.groups)} plan groups",
         highlight=False,

@@ -36,19 +36,33 @@ def reads_feature_cache(spec: RunSpec) -> bool:
     return condition is None or spec.task_args.get(condition[0], condition[1]) == condition[1]
 
 
+def _feature_datasets(dataset: str) -> list[str]:
+    """The datasets whose features a run on `dataset` reads. A distribution shift (`ood/imagenet-r`)
+    trains on its in-distribution dataset's train split, the features a linear probe on that
+    dataset extracts too, and adds its own shifted sets."""
+    from bob.data import DATASETS
+
+    options = (DATASETS.get(dataset).meta.get("options") or {}) if dataset in DATASETS else {}
+    in_dist = options.get("in_dist")
+    return [in_dist, f"{dataset} (shifted sets)"] if in_dist else [dataset]
+
+
+def extraction_keys(spec: RunSpec) -> list[str]:
+    """What fixes a run's frozen features, one key per dataset it extracts: everything but the head's
+    protocol and, for pretrained weights, the seed (a random init depends on it)."""
+    base = {
+        "backbone": spec.backbone,
+        "weights": spec.weights,
+        "backbone_args": spec.backbone_args,
+        "init_seed": spec.seed if spec.weights == "random" else None,
+        "image_size": spec.task_args.get("image_size"),
+    }
+    return [canonical_json({**base, "dataset": d}) for d in _feature_datasets(spec.task.partition("/")[2])]
+
+
 def extraction_key(spec: RunSpec) -> str:
-    """What fixes a run's frozen features: everything but the head's protocol and, for pretrained
-    weights, the seed (a random init depends on it)."""
-    return canonical_json(
-        {
-            "backbone": spec.backbone,
-            "weights": spec.weights,
-            "backbone_args": spec.backbone_args,
-            "init_seed": spec.seed if spec.weights == "random" else None,
-            "dataset": spec.task.partition("/")[2],
-            "image_size": spec.task_args.get("image_size"),
-        }
-    )
+    """The key a run is grouped by: its first (training-set) extraction."""
+    return extraction_keys(spec)[0]
 
 
 @dataclass
@@ -75,6 +89,7 @@ class RunGroup:
 @dataclass
 class Plan:
     groups: list[RunGroup]
+    extraction_count: int = 0
 
     @property
     def runs(self) -> int:
@@ -82,8 +97,9 @@ class Plan:
 
     @property
     def extractions(self) -> int:
-        """Unique frozen-feature extractions the plan needs (each group extracts its splits once)."""
-        return sum(1 for g in self.groups if g.extracts)
+        """Unique frozen-feature extractions (backbone × dataset × transform) the plan needs; each
+        group extracts its splits once, a shift's shifted sets count as one more."""
+        return self.extraction_count
 
     @property
     def training_runs(self) -> int:
@@ -115,9 +131,12 @@ def make_plan(specs: list[RunSpec]) -> Plan:
     """Cache-reading runs grouped by extraction key (first-seen order); training runs one per group."""
     groups: dict[str, RunGroup] = {}
     ordered: list[RunGroup] = []
+    unique: set[str] = set()
     for spec in specs:
         if reads_feature_cache(spec):
-            key = extraction_key(spec)
+            keys = extraction_keys(spec)
+            unique.update(keys)
+            key = keys[0]
             if key not in groups:
                 groups[key] = RunGroup(key, extracts=True)
                 ordered.append(groups[key])
@@ -126,4 +145,4 @@ def make_plan(specs: list[RunSpec]) -> Plan:
             ordered.append(RunGroup(f"run:{spec.id}", [spec], extracts=False))
     # Training groups first: they are the longest, so starting them early shortens the sweep's tail.
     ordered.sort(key=lambda g: g.extracts)
-    return Plan(ordered)
+    return Plan(ordered, len(unique))
