@@ -16,6 +16,8 @@ from bob.errors import UsageError
 if TYPE_CHECKING:
     from bob.sweep.plan import Plan
 
+MAX_LISTED = 20  # failed runs listed by name after a sweep; the rest are counted
+
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
     table = Table(title=title, title_justify="left")
@@ -148,9 +150,11 @@ def sweep(
         highlight=False,
     )
     debug = logging.getLogger("bob").isEnabledFor(logging.DEBUG)
-    for report in summary.reports:
-        if report.status in ("failed", "lost"):
-            err.print(f"failed: {report.id}: {report.error}", highlight=False, markup=False)
+    failed = [r for r in summary.reports if r.status in ("failed", "lost")]
+    for report in failed[:MAX_LISTED]:
+        err.print(f"failed: {report.id}: {report.error}", highlight=False, markup=False)
+    if len(failed) > MAX_LISTED:
+        err.print(f"... and {len(failed) - MAX_LISTED} more failed runs", highlight=False)
     if not debug and (c.get("failed") or c.get("lost")):
         err.print("tracebacks are in the failed runs' result files", highlight=False)
     raise typer.Exit(summary.exit_code)

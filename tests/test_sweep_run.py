@@ -171,3 +171,22 @@ def test_two_sweeps_on_one_results_dir_never_run_a_spec_twice(tmp_path):
     assert sorted(seeds) == sorted(set(seeds)), "a spec ran in both sweeps"
     busy_skips = run_fake(data, results)
     assert busy_skips.counts["done_before"] == 10
+
+
+@pytest.mark.slow
+def test_cli_sweep_runs_resumes_and_reports(tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(
+        "name: tiny\ngrids:\n  - backbones: [timm/test_resnet]\n    weights: [random]\n"
+        "    tasks: [knn/shapes-mini, {task: knn/shapes-mini, args: {k: 5}}]\n"
+    )
+    cmd = [sys.executable, "-m", "bob.cli", "sweep", str(sweep), "--results-dir", str(tmp_path / "raw")]
+    cmd += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "2 ok" in first.stderr and "2 extractions" in first.stderr  # train + test, once for both runs
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "2 done earlier" in again.stderr, again.stderr
+    both = subprocess.run([*cmd, "--overwrite", "--retry-failed"], capture_output=True, text=True, env=env)
+    assert both.returncode == 2 and "exclude each other" in both.stderr

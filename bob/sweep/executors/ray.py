@@ -69,9 +69,11 @@ class RayExecutor:
     def run(self, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn) -> None:
         ray, started = self._connect()
         try:
-            remote = ray.remote(_call).options(
+            gpus = self._gpus(ray)
+            # A fresh worker per GPU group hands all CUDA memory back between groups.
+            remote = ray.remote(max_calls=1 if gpus else 0)(_call).options(
                 num_cpus=self.cpus_per_run,
-                num_gpus=self._gpus(ray),
+                num_gpus=gpus,
                 max_retries=self.max_retries,
                 retry_exceptions=False,
             )
