@@ -53,6 +53,19 @@ def print_plan(plan: Plan, name: str, as_json: bool) -> None:
     out.print(_counts_table("runs by weights", breakdown["weights"]))
 
 
+def _print_progress(plan: Plan, results_dir: Path, mode: str) -> None:
+    """Where an interrupted sweep stands, from the result files alone."""
+    from bob.results import ResultStore
+    from bob.sweep.driver import survey
+
+    state = survey(plan.specs(), ResultStore(results_dir), mode)
+    stdout_console().print(
+        f"in {results_dir}: {len(state.todo)} to run · {state.done} done · {state.failed_before} failed"
+        + (f" · {len(state.damaged)} unreadable" if state.damaged else ""),
+        highlight=False,
+    )
+
+
 def _executor_settings(executor: str, **flags: object) -> dict[str, object]:
     keep = {
         "local": (),
@@ -119,8 +132,11 @@ def sweep(
         raise UsageError("--retry-failed and --overwrite exclude each other: pick one.")
     spec = load_sweep(file)
     plan = plan_sweep(spec)
+    mode = "all" if overwrite else "failed" if retry_failed else "missing"
     if dry_run:
         print_plan(plan, spec.name, as_json)
+        if results_dir.is_dir() and not as_json:
+            _print_progress(plan, results_dir, mode)
         raise typer.Exit(0)
     settings = _executor_settings(
         executor,
@@ -136,7 +152,6 @@ def sweep(
     )
     runner = make_executor(executor, **settings)
     options = RunOptions(results_dir, cache_dir, device, batch_size, num_workers)
-    mode = "all" if overwrite else "failed" if retry_failed else "missing"
     err = console()
     display = SweepDisplay(err, enabled=not quiet)
     summary = run_sweep(plan, runner, options, mode, display)

@@ -79,15 +79,16 @@ def test_ray_sweep_on_real_features_matches_local(ray_session, tmp_path):
                 "weights": ["random"],
                 "tasks": [
                     {"tasks": ["knn/shapes-mini", "linear-probe/shapes-mini"], "args": {}},
-                    {"task": "knn/digits", "grid": {"k": [5, 10]}},
+                    {"task": "knn/digits", "grid": {"k": [5, 10, 20]}},
                 ],
             }
         ],
         "defaults": {"task_args": {"linear-probe": {"epochs": 2, "min_steps": 20}}},
     }
     local = run_fake(data, tmp_path / "local" / "raw")
-    remote = run_fake(data, tmp_path / "ray" / "raw", RayExecutor())
-    assert local.counts["ok"] == remote.counts["ok"] == 4
+    # chunk=1: the digits group runs as its first run, then two one-run chunks that wait for it
+    remote = run_fake(data, tmp_path / "ray" / "raw", RayExecutor(chunk=1))
+    assert local.counts["ok"] == remote.counts["ok"] == 5
     # 2 groups (shapes-mini, digits) × 2 splits, each extracted once per sweep
     assert local.extractions == remote.extractions == 4
     a, b = metrics(tmp_path / "local" / "raw"), metrics(tmp_path / "ray" / "raw")

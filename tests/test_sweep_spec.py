@@ -192,3 +192,17 @@ def test_cli_reports_a_bad_file_as_usage_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "grids[0].seeds[0]: expected a non-negative integer seed" in proc.stderr.replace("\n", " ")
+
+
+def test_big_groups_split_into_an_extracting_head_and_cache_reading_chunks():
+    from bob.sweep.executors.ray import split_group
+    from bob.sweep.plan import RunGroup
+
+    specs = [r.spec for r in expand(parse_sweep(grid(seeds=list(range(8)))))]
+    head, chunks = split_group(RunGroup("k", specs, extracts=True), chunk=3)
+    assert head.specs == specs[:1] and [len(c.specs) for c in chunks] == [3, 3, 1]
+    assert [s for c in chunks for s in c.specs] == specs[1:]
+    whole, none = split_group(RunGroup("k", specs[:4], extracts=True), chunk=3)
+    assert len(whole.specs) == 4 and none == []
+    training, none = split_group(RunGroup("k", specs, extracts=False), chunk=3)
+    assert len(training.specs) == 8 and none == []

@@ -27,6 +27,21 @@ def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
     return fn(*payload)
 
 
+def _call_after(fn: Any, _extracted: Any, *payload: Any) -> list[dict[str, Any]]:
+    """A chunk of a big group: Ray starts it once the group's first run (the extraction) is done."""
+    return _call(fn, *payload)
+
+
+def split_group(group: RunGroup, chunk: int) -> tuple[RunGroup, list[RunGroup]]:
+    """A big cache-reading group as its first run (which extracts) and chunks of the rest (which
+    only read the cache), so many workers share one group without extracting twice."""
+    if not group.extracts or len(group.specs) <= chunk + 1:
+        return group, []
+    head = RunGroup(group.key, group.specs[:1], True)
+    rest = group.specs[1:]
+    return head, [RunGroup(group.key, rest[i : i + chunk], True) for i in range(0, len(rest), chunk)]
+
+
 class RayExecutor:
     def __init__(
         self,
@@ -35,9 +50,10 @@ class RayExecutor:
         cpus_per_run: float = 1.0,
         gpus_per_run: float | None = None,
         max_retries: int = 3,
+        chunk: int = 50,
         shutdown: bool = True,
     ) -> None:
-        self.address, self.num_cpus = address, num_cpus
+        self.address, self.num_cpus, self.chunk = address, num_cpus, chunk
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
         self.max_retries, self.shutdown = max_retries, shutdown
 
@@ -70,15 +86,23 @@ class RayExecutor:
         ray, started = self._connect()
         try:
             gpus = self._gpus(ray)
+            options = {
+                "num_cpus": self.cpus_per_run,
+                "num_gpus": gpus,
+                "max_retries": self.max_retries,
+                "retry_exceptions": False,
+            }
             # A fresh worker per GPU group hands all CUDA memory back between groups.
-            remote = ray.remote(max_calls=1 if gpus else 0)(_call).options(
-                num_cpus=self.cpus_per_run,
-                num_gpus=gpus,
-                max_retries=self.max_retries,
-                retry_exceptions=False,
-            )
+            remote = ray.remote(max_calls=1 if gpus else 0)(_call).options(**options)
+            after = ray.remote(max_calls=1 if gpus else 0)(_call_after).options(**options)
             fn_ref = ray.put(job.fn)
-            pending = {remote.remote(fn_ref, *job.payload(g)): g for g in groups}
+            pending = {}
+            for group in groups:
+                head, chunks = split_group(group, self.chunk)
+                head_ref = remote.remote(fn_ref, *job.payload(head))
+                pending[head_ref] = head
+                for part in chunks:
+                    pending[after.remote(fn_ref, head_ref, *job.payload(part))] = part
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
