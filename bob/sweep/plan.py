@@ -81,10 +81,6 @@ class RunGroup:
             return f"{first.backbone} [{first.weights}] · {dataset} · {len(self.specs)} runs"
         return first.label
 
-    @property
-    def needs_training(self) -> bool:
-        return not self.extracts
-
 
 @dataclass
 class Plan:

@@ -8,9 +8,6 @@ from bob.sweep.worker import RunReport
 
 
 class LocalExecutor:
-    def __init__(self) -> None:
-        pass
-
     def run(self, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn) -> None:
         for group in groups:
             for payload_spec in job.payload(group)[0]:  # run by run, so the progress bar moves per run
