@@ -54,18 +54,30 @@ def test_asha_stops_weak_trials_early(ray_session):
     from bob.sweep.tune import search_in_protocol
 
     x, y = blobs(1)
+    # Good learning rates first, so the weak ones meet full rungs and fall below them (a sampled
+    # space would make which trial gets stopped depend on the draw and on timing).
     found = search_in_protocol(
         logistic_trial,
-        {"lr": {"loguniform": [1e-6, 1.0]}},
+        {"lr": [0.5, 0.2, 1e-6, 2e-6, 5e-6, 1e-5]},
         "val_acc",
         scheduler="asha",
-        num_samples=6,
         max_t=8,
         data={"x": x, "y": y},
     )
     assert len(found.trials) == 6 and found.scheduler == "asha"
-    assert min(t["iterations"] for t in found.trials) < 8, "ASHA stopped at least one trial early"
-    assert found.best_score == max(t["score"] for t in found.trials)
+    weak = [t for t in found.trials if t["config"]["lr"] <= 1e-5]
+    assert all(t["iterations"] < 8 for t in weak), found.trials  # stopped at a rung
+    assert found.best_config["lr"] == 0.5 and found.best_score == max(t["score"] for t in found.trials)
+
+
+def test_sampled_spaces_draw_num_samples_configs(ray_session):
+    from bob.sweep.tune import search_in_protocol
+
+    x, y = blobs(2)
+    found = search_in_protocol(
+        logistic_trial, {"lr": {"loguniform": [1e-3, 1.0]}}, "val_acc", num_samples=3, data={"x": x, "y": y}
+    )
+    assert len(found.trials) == 3 and all(1e-3 <= t["config"]["lr"] <= 1.0 for t in found.trials)
 
 
 def test_bad_spaces_are_usage_errors():
