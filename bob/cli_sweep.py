@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bob.sweep.plan import Plan
 
 MAX_LISTED = 20  # failed runs listed by name after a sweep; the rest are counted
+MAX_TABLE = 40  # sweeps up to this many runs end with the result table `bob run` prints
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -64,6 +65,29 @@ def _print_progress(plan: Plan, results_dir: Path, mode: str) -> None:
         + (f" · {len(state.damaged)} unreadable" if state.damaged else ""),
         highlight=False,
     )
+
+
+def _print_results(plan: Plan, results_dir: Path) -> None:
+    """The result table (and random-init gaps) of a small sweep, as `bob run` prints them."""
+    from bob.cli_run import gap_table, results_table
+    from bob.errors import ResultFileError
+    from bob.results import ResultStore
+    from bob.runner import RunOutcome
+
+    store = ResultStore(results_dir)
+    outcomes = []
+    for spec in plan.specs():
+        try:
+            result = store.load(spec)
+        except ResultFileError:
+            continue
+        if result is not None:
+            outcomes.append(RunOutcome(spec, result, store.path_for(spec)))
+    out = stdout_console()
+    out.print(results_table(outcomes))
+    gaps = gap_table(outcomes)
+    if gaps is not None:
+        out.print(gaps)
 
 
 def _executor_settings(executor: str, **flags: object) -> dict[str, object]:
@@ -165,6 +189,8 @@ def sweep(
         highlight=False,
     )
     debug = logging.getLogger("bob").isEnabledFor(logging.DEBUG)
+    if plan.runs <= MAX_TABLE:
+        _print_results(plan, results_dir)
     failed = [r for r in summary.reports if r.status in ("failed", "lost")]
     for report in failed[:MAX_LISTED]:
         err.print(f"failed: {report.id}: {report.error}", highlight=False, markup=False)
