@@ -2,15 +2,18 @@
 
 `behaviour`: ok (a metric derived from the seed), raise, nan (a loss that diverges), oom (CUDA out
 of memory while the extraction batch is above 32), oom-always, search (Ray Tune picks an lr in-protocol), die-always, die-once (the worker process is killed with -9 the
-first time; needs `marker`), sleep (takes `seconds`). Every execution appends its run's seed to
+first time; needs `marker`), sleep (takes `seconds`). Test modules register the suite for their
+own duration (`fake_suite`), so other modules never see it. Every execution appends its run's seed to
 `log`, so tests can count executions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,14 +111,30 @@ def logistic_trial(config: dict[str, Any], report: Any, x: Any, y: Any, epochs: 
     return acc
 
 
-if SUITE not in SUITES:
-    SUITES.register(SUITE, f"{__name__}:FakeTask", main_metric="score", task_types=("classification",))
+def register() -> None:
+    if SUITE not in SUITES:
+        SUITES.register(SUITE, f"{__name__}:FakeTask", main_metric="score", task_types=("classification",))
+
+
+def unregister() -> None:
+    """Keep the fake suite out of other test modules' listings of every suite."""
+    SUITES._entries.pop(SUITE, None)
+
+
+@contextlib.contextmanager
+def fake_suite() -> Iterator[None]:
+    register()
+    try:
+        yield
+    finally:
+        unregister()
 
 
 def run_group(*payload: Any) -> list[dict]:
-    """The sweep worker with this suite registered (a Ray or submitit worker imports this module)."""
+    """The sweep worker with this suite registered (Ray and submitit workers call this)."""
     from bob.sweep.worker import run_group as real
 
+    register()
     return real(*payload)
 
 
@@ -149,4 +168,5 @@ if __name__ == "__main__":  # a sweep driver for the crash tests: python -m test
     import json
     import sys
 
+    register()
     run_fake(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))

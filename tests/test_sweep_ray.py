@@ -10,7 +10,14 @@ import pytest
 
 from bob.results import read_result
 from bob.sweep.executors.ray import RayExecutor
-from tests.sweep_fixtures import fake_sweep, run_fake
+from tests.sweep_fixtures import fake_suite, fake_sweep, run_fake
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fake_suite():
+    with fake_suite():
+        yield
+
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a local Ray takes 10+ s to start and its workers import torch

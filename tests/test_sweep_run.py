@@ -15,7 +15,14 @@ import pytest
 
 from bob.results import ResultStore, read_result
 from bob.sweep.locks import RunLock
-from tests.sweep_fixtures import fake_sweep, run_fake
+from tests.sweep_fixtures import fake_suite, fake_sweep, run_fake
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fake_suite():
+    with fake_suite():
+        yield
+
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,14 @@ import pytest
 
 from bob.errors import UsageError
 from bob.results import read_result
-from tests.sweep_fixtures import blobs, fake_sweep, logistic_trial, run_fake
+from tests.sweep_fixtures import blobs, fake_suite, fake_sweep, logistic_trial, run_fake
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fake_suite():
+    with fake_suite():
+        yield
+
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # Ray startup and ~1 s per Tune trial on a small machine
