@@ -286,6 +286,11 @@ def leaderboard(
     raise typer.Exit(code)
 
 
+from bob.cli_sweep import sweep as _sweep  # noqa: E402  (the command lives in its own module)
+
+app.command(name="sweep")(_sweep)
+
+
 def main() -> None:
     """Console-script entry point: BobErrors become one paragraph and their exit code."""
     try:

@@ -94,12 +94,60 @@ def execute(spec: RunSpec, options: RunOptions) -> RunOutcome:
             return RunOutcome(spec, existing, path, skipped=True)
     device = resolve_device(options.device)
     result, stats = _run(spec, options, store, device)
+    if not result.ok and (result.error or {}).get("out_of_memory") and options.batch_size > 1:
+        result, stats = _retry_with_half_batch(spec, options, store, device, result)
     store.write(result, spec)
     return RunOutcome(spec, result, path, stats=stats)
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA (or MPS) running out of memory, by class where torch has one, else by message, as timm's
+    bulk runner checks it."""
+    import torch
+
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _retry_with_half_batch(
+    spec: RunSpec, options: RunOptions, store: ResultStore, device: Any, first: RunResult
+) -> tuple[RunResult, dict[str, Any]]:
+    """One retry with half the extraction batch and half the task's own `batch_size`, if it has one.
+    The run keeps its id (the spec is what was asked for); the result records the retry."""
+    import dataclasses
+
+    half = dataclasses.replace(options, batch_size=max(1, options.batch_size // 2))
+    overrides = {}
+    task_batch = spec.task_args.get("batch_size")
+    if isinstance(task_batch, int) and task_batch > 1:
+        overrides["batch_size"] = task_batch // 2
+    _free_accelerator_memory()
+    result, stats = _run(spec, half, store, device, overrides)
+    result.protocol["oom_retry"] = {
+        "batch_size": half.batch_size,
+        "task_batch_size": overrides.get("batch_size"),
+        "first_error": (first.error or {}).get("message", ""),
+    }
+    return result, stats
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _run(
-    spec: RunSpec, options: RunOptions, store: ResultStore, device: Any
+    spec: RunSpec,
+    options: RunOptions,
+    store: ResultStore,
+    device: Any,
+    arg_overrides: dict[str, Any] | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     from bob import env
     from bob.backbones import resolve_backbone
@@ -110,7 +158,8 @@ def _run(
     name = parse_task_name(spec.task)
     cls = task_class(name.suite)
     try:
-        args = cls.Args(**spec.task_args, root=spec.data_root, download=spec.download)
+        task_args = {**spec.task_args, **(arg_overrides or {})}
+        args = cls.Args(**task_args, root=spec.data_root, download=spec.download)
     except TypeError as err:
         raise UsageError(
             f"Run {spec.id}: task args {spec.task_args} do not fit {spec.task} ({err})."
@@ -135,6 +184,7 @@ def _run(
             "type": type(err).__name__,
             "message": str(err),
             "user_error": isinstance(err, BobError),
+            "out_of_memory": is_out_of_memory(err),
             "traceback": "".join(traceback.format_exception(err)).splitlines()[-TRACEBACK_LINES:],
         }
         log.debug("run %s failed", spec.id, exc_info=True)

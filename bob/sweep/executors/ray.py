@@ -1,0 +1,120 @@
+"""The Ray executor: one Ray core task per plan group.
+
+Workers write each result atomically into the shared results dir *and* return it; the driver writes
+any returned result whose file is missing (a worker on a node without the shared filesystem), so a
+result is lost only if both copies are. `max_retries` re-runs a group whose worker or node died
+(system failures); application errors never raise here, they are failed results already, so
+`retry_exceptions` stays off. A retried group skips what its first attempt finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bob.errors import UsageError
+from bob.sweep.executors import LostFn, ReportFn, SweepJob
+from bob.sweep.plan import RunGroup
+from bob.sweep.worker import RunReport
+
+log = logging.getLogger(__name__)
+
+
+def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
+    from bob import progress
+
+    progress.set_enabled(False)  # no bars from inside a worker
+    return fn(*payload)
+
+
+def _call_after(fn: Any, _extracted: Any, *payload: Any) -> list[dict[str, Any]]:
+    """A chunk of a big group: Ray starts it once the group's first run (the extraction) is done."""
+    return _call(fn, *payload)
+
+
+def split_group(group: RunGroup, chunk: int) -> tuple[RunGroup, list[RunGroup]]:
+    """A big cache-reading group as its first run (which extracts) and chunks of the rest (which
+    only read the cache), so many workers share one group without extracting twice."""
+    if not group.extracts or len(group.specs) <= chunk + 1:
+        return group, []
+    head = RunGroup(group.key, group.specs[:1], True)
+    rest = group.specs[1:]
+    return head, [RunGroup(group.key, rest[i : i + chunk], True) for i in range(0, len(rest), chunk)]
+
+
+class RayExecutor:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_run: float = 1.0,
+        gpus_per_run: float | None = None,
+        max_retries: int = 3,
+        chunk: int = 50,
+        shutdown: bool = True,
+    ) -> None:
+        self.address, self.num_cpus, self.chunk = address, num_cpus, chunk
+        self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
+        self.max_retries, self.shutdown = max_retries, shutdown
+
+    def _connect(self) -> tuple[Any, bool]:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError(
+                "--executor ray needs Ray: pip install 'bob-bench[cluster]' (or pip install ray)."
+            ) from None
+        if ray.is_initialized():
+            return ray, False
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if self.address:
+            kwargs["address"] = self.address
+        else:
+            kwargs["num_cpus"] = self.num_cpus
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as err:
+            raise UsageError(f"Cannot reach the Ray cluster at {self.address}: {err}") from None
+        return ray, True
+
+    def _gpus(self, ray: Any) -> float:
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
+        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+    def run(self, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn) -> None:
+        ray, started = self._connect()
+        try:
+            gpus = self._gpus(ray)
+            options = {
+                "num_cpus": self.cpus_per_run,
+                "num_gpus": gpus,
+                "max_retries": self.max_retries,
+                "retry_exceptions": False,
+            }
+            # A fresh worker per GPU group hands all CUDA memory back between groups.
+            remote = ray.remote(max_calls=1 if gpus else 0)(_call).options(**options)
+            after = ray.remote(max_calls=1 if gpus else 0)(_call_after).options(**options)
+            fn_ref = ray.put(job.fn)
+            pending = {}
+            for group in groups:
+                head, chunks = split_group(group, self.chunk)
+                head_ref = remote.remote(fn_ref, *job.payload(head))
+                pending[head_ref] = head
+                for part in chunks:
+                    pending[after.remote(fn_ref, head_ref, *job.payload(part))] = part
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    group = pending.pop(ref)
+                    try:
+                        reports = ray.get(ref)
+                    except Exception as err:  # the worker died more often than max_retries allows
+                        log.warning("group %s lost: %s", group.label, err)
+                        on_group_lost(group, f"{type(err).__name__}: {err}")
+                        continue
+                    for report in reports:
+                        on_report(RunReport(**report))
+        finally:
+            if started and self.shutdown:
+                ray.shutdown()

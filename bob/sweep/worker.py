@@ -1,0 +1,108 @@
+"""What a sweep worker does with one plan group, whichever executor started it.
+
+For each run, in order: take the run's lock (skip it if a live process holds it), re-read the
+stored result under the lock (another sweep may have finished it), run it through the ordinary
+runner (atomic result write, failures as failed results, one OOM retry at half batch) and report
+a small picklable summary. Nothing here raises for an application error; a system failure (the
+process dies) leaves at most a stale lock, which the next sweep breaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bob.errors import ResultFileError
+from bob.results import ResultStore, RunResult
+from bob.runner import RunOptions, execute
+from bob.spec import RunSpec
+from bob.sweep.locks import RunLock
+
+# What a sweep re-runs: `missing` (default), `failed` (--retry-failed), `all` (--overwrite).
+MODES = ("missing", "failed", "all")
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run as the driver sees it. `status`: ok | failed | skipped | busy | damaged."""
+
+    id: str
+    status: str
+    seconds: float = 0.0
+    error: str = ""
+    result_json: str | None = None  # the result, so a driver can write it if the worker's copy is lost
+    extractions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def wanted(stored: RunResult | None, mode: str) -> bool:
+    """Whether a run with this stored result should run under `mode`."""
+    if mode == "all":
+        return True
+    if mode == "failed":
+        return stored is not None and not stored.ok
+    return stored is None
+
+
+def run_spec(
+    spec: RunSpec, options: RunOptions, mode: str = "missing", fresh_after: float | None = None
+) -> RunReport:
+    """Run one spec if `mode` wants it. A result written after `fresh_after` (the sweep's start) is
+    this sweep's own, e.g. from a worker that died after writing it and was retried: never re-run."""
+    store = ResultStore(options.results_dir)
+    start = time.perf_counter()
+    with RunLock(store.path_for(spec)) as lock:
+        if not lock.acquire():
+            return RunReport(spec.id, "busy", error=f"locked by {lock.owner()}")
+        try:
+            stored = store.load(spec)
+        except ResultFileError as err:
+            if mode != "all":
+                return RunReport(spec.id, "damaged", error=str(err))
+            stored = None
+        path = store.path_for(spec)
+        if stored is not None and fresh_after is not None and path.stat().st_mtime >= fresh_after:
+            return RunReport(spec.id, stored.status, result_json=None, error="written earlier by this sweep")
+        if not wanted(stored, mode):
+            return RunReport(spec.id, "skipped")
+        try:
+            outcome = execute(spec, dataclasses.replace(options, overwrite=True))
+        except Exception as err:  # raised before a result existed (bad device, unreadable args)
+            return RunReport(spec.id, "failed", error=f"{type(err).__name__}: {err}")
+    result = outcome.result
+    message = (
+        "" if result.ok else f"{(result.error or {}).get('type')}: {(result.error or {}).get('message')}"
+    )
+    return RunReport(
+        spec.id,
+        result.status,
+        round(time.perf_counter() - start, 3),
+        message,
+        result.to_json(),
+        int(outcome.stats.get("extractions", 0)),
+    )
+
+
+def run_group(
+    spec_dicts: list[dict[str, Any]],
+    options: RunOptions,
+    mode: str = "missing",
+    fresh_after: float | None = None,
+) -> list[dict]:
+    """Run a plan group in order in this process (so its runs share one extraction); plain dicts in
+    and out, so any executor can ship it."""
+    return [run_spec(spec_from_dict(d), options, mode, fresh_after).to_dict() for d in spec_dicts]
+
+
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    """A spec with its data location, which `RunSpec.to_dict` leaves out of the identity."""
+    return {**spec.to_dict(), "data_root": spec.data_root, "download": spec.download}
+
+
+def spec_from_dict(d: dict[str, Any]) -> RunSpec:
+    spec = RunSpec.from_dict(d)
+    return dataclasses.replace(spec, data_root=d.get("data_root"), download=bool(d.get("download", False)))
