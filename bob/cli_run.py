@@ -66,11 +66,29 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}" if 0 <= value <= 1 else f"{value:.4g}"
 
 
-def results_table(outcomes: list[RunOutcome]) -> Table:
+MAX_METRIC_COLUMNS = 8
+
+
+def results_tables(outcomes: list[RunOutcome]) -> list[Table]:
+    """One table per suite, main metric first: suites report different metrics, and a shared table
+    with every suite's columns would squeeze them all into unreadable stubs."""
+    by_suite: dict[str, list[RunOutcome]] = {}
+    for o in outcomes:
+        by_suite.setdefault(o.spec.task.partition("/")[0], []).append(o)
+    return [_suite_table(suite, group) for suite, group in by_suite.items()]
+
+
+def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
     metric_names: list[str] = []
     for o in outcomes:
+        main = o.result.task.get("main_metric")
+        if main and main not in metric_names:
+            metric_names.insert(0, main)
         metric_names += [m for m in o.result.metrics if m not in metric_names]
-    table = Table(title="bob results (accuracies in %)", title_justify="left")
+    hidden = len(metric_names) - MAX_METRIC_COLUMNS
+    metric_names = metric_names[:MAX_METRIC_COLUMNS]
+    caption = f"{hidden} more metrics in each result file" if hidden > 0 else None
+    table = Table(title=f"bob results: {suite} (fractions in %)", title_justify="left", caption=caption)
     for col in ("backbone", "weights", "task", "seed", "status", *metric_names, "time"):
         table.add_column(col, justify="right" if col in metric_names or col in ("seed", "time") else "left")
     for o in outcomes:
@@ -143,7 +161,8 @@ def run_grid(
             err.print(f"already done: {outcome.path} (use --overwrite to re-run)", highlight=False)
         outcomes.append(outcome)
     out = stdout_console()
-    out.print(results_table(outcomes))
+    for table in results_tables(outcomes):
+        out.print(table)
     gaps = gap_table(outcomes)
     if gaps is not None:
         out.print(gaps)
