@@ -13,16 +13,19 @@ batch 64. Every value used, resolved, is recorded in the result's protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bob.data.base import ImageSplit, stratified_partition
-from bob.errors import UsageError
+from bob.errors import UnknownNameError, UsageError
+from bob.registry import suggest
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
 
 if TYPE_CHECKING:
-    from bob.backbones.base import Backbone
+    from bob.backbones.base import Backbone, BackboneRef
     from bob.context import RunContext
     from bob.tasks.finetune_loop import FinetuneConfig
 
@@ -109,29 +112,83 @@ class FinetuneArgs(TaskArgs):
         )
 
 
+SEARCHES = ("none", "lr")
+
+
+@dataclass
+class FinetuneSearchArgs(FinetuneArgs):
+    """The finetune suite's args: BoB's recipe plus an optional in-protocol lr search (Ray Tune)."""
+
+    # The declared search space (bob/sweep/tune.py syntax); search=lr draws `search_samples` lrs from it.
+    search_space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1e-5, 3e-3]}}
+
+    search: str = run_arg(
+        "none", "in-protocol search before the final fit: none, or lr (Ray Tune, ASHA, picks lr on val)"
+    )
+    search_samples: int = run_arg(4, "learning rates search=lr tries (drawn log-uniformly)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.search not in SEARCHES:
+            hint = f"Valid values: {', '.join(SEARCHES)}."
+            raise UnknownNameError(
+                "search for finetune", self.search, suggest(self.search, SEARCHES, 3), hint
+            )
+        if self.search_samples < 1:
+            raise UsageError(f"search_samples must be a positive integer, got {self.search_samples}.")
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.search == "none":  # runs without a search keep the keys they had before search existed
+            del ident["search"], ident["search_samples"]
+        return ident
+
+
 def trainable_backbone(ctx: RunContext, drop_path: float) -> tuple[Backbone, dict[str, Any]]:
     """A fresh backbone for training with drop-path set where the architecture takes it.
 
     Returns the backbone and what was applied, for the protocol. An architecture without drop-path
     trains without it, and the protocol and the log say so.
     """
-    adapter = ctx.ref.adapter
+    return _with_drop_path(ctx.build_backbone, ctx.ref, drop_path)
+
+
+def _with_drop_path(
+    build: Callable[..., Backbone], ref: BackboneRef, drop_path: float
+) -> tuple[Backbone, dict[str, Any]]:
+    """`build(extra_args)` with the adapter's drop-path arg set, unless the run's args set it already."""
+    adapter = ref.adapter
     arg = DROP_PATH_ARGS.get(adapter)
     if arg is None:
         note = f"the {adapter} adapter has no drop-path option"
-    elif arg in ctx.ref.args:
-        return ctx.build_backbone(), {
-            "drop_path": ctx.ref.args[arg],
-            "drop_path_arg": f"{arg} (backbone arg)",
-        }
+    elif arg in ref.args:
+        return build(), {"drop_path": ref.args[arg], "drop_path_arg": f"{arg} (backbone arg)"}
     else:
         try:
-            return ctx.build_backbone({arg: drop_path}), {"drop_path": drop_path, "drop_path_arg": arg}
+            return build({arg: drop_path}), {"drop_path": drop_path, "drop_path_arg": arg}
         except TypeError as err:
-            note = f"{ctx.ref.resolved_name} takes no {arg} ({err})"
+            note = f"{ref.resolved_name} takes no {arg} ({err})"
     if drop_path > 0:
         log.warning("training without drop-path: %s", note)
-    return ctx.build_backbone(), {"drop_path": 0.0, "drop_path_note": note}
+    return build(), {"drop_path": 0.0, "drop_path_note": note}
+
+
+@dataclass
+class BackboneRecipe:
+    """What a search trial needs to build the run's trainable backbone in a Ray worker, which has no
+    RunContext: the resolved backbone, the task's input size and drop-path, applied as
+    `trainable_backbone` does (the trial moves the model to its own device)."""
+
+    ref: BackboneRef
+    input_size: int
+    drop_path: float
+
+    def build(self) -> tuple[Backbone, dict[str, Any]]:
+        return _with_drop_path(self._build, self.ref, self.drop_path)
+
+    def _build(self, extra_args: dict[str, Any] | None = None) -> Backbone:
+        ref = dataclasses.replace(self.ref, args={**self.ref.args, **(extra_args or {})})
+        return ref.build(self.input_size if self.input_size != self.ref.data_config.input_size else None)
 
 
 def holdout_val(train: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
@@ -173,13 +230,94 @@ def finetune_and_test(
     return TaskOutput(metrics, protocol, {"checkpoint": ctx.save_artifact("checkpoint", checkpoint)})
 
 
+def search_lr(
+    ctx: RunContext, args: FinetuneSearchArgs, train: ImageSplit, val: ImageSplit, cfg: FinetuneConfig
+) -> dict[str, Any]:
+    """Ray Tune trials over `args.search_space`, ASHA-stopped on val top-1; returns `to_protocol()`.
+
+    Each trial fine-tunes a fresh backbone on `train` with the run's recipe and one lr, and reports
+    val top-1 after every epoch (ASHA's rungs: max_t = epochs, grace period 1 epoch). A trial takes
+    one CPU (torch threads 1, no loader workers) and, when the run is on CUDA, one GPU.
+    """
+    import torch
+
+    from bob.sweep.tune import search_in_protocol
+
+    on_cuda = torch.device(ctx.device).type == "cuda"
+    recipe = BackboneRecipe(ctx.ref, ctx.data_config.input_size, args.drop_path)
+    log.info(
+        "searching lr over %s: %d trials, ASHA over %d epochs",
+        args.search_space,
+        args.search_samples,
+        cfg.epochs,
+    )
+    found = search_in_protocol(
+        _lr_trial,
+        args.search_space,
+        metric="val_top1",
+        mode="max",
+        scheduler="asha",
+        num_samples=args.search_samples,
+        max_t=cfg.epochs,
+        grace_period=1,
+        cpus_per_trial=1,
+        gpus_per_trial=1 if on_cuda else 0,
+        seed=ctx.seed,
+        data={
+            "recipe": recipe,
+            "train": train,
+            "val": val,
+            "num_classes": ctx.num_classes,
+            "cfg": cfg,
+            "data_config": ctx.data_config,
+            "device": "cuda" if on_cuda else "cpu",
+            "seed": ctx.seed,
+        },
+    )
+    return found.to_protocol()
+
+
+def _lr_trial(
+    config: dict[str, Any],
+    report: Callable[[dict[str, float]], None],
+    recipe: BackboneRecipe,
+    train: ImageSplit,
+    val: ImageSplit,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    data_config: Any,
+    device: str,
+    seed: int,
+) -> None:
+    """One search trial in a Ray worker: the run's fine-tuning with `config`'s lr, val top-1 per epoch."""
+    import torch
+
+    from bob.tasks.finetune_loop import finetune_classifier
+
+    torch.set_num_threads(1)
+    backbone, _ = recipe.build()
+    finetune_classifier(
+        backbone,
+        train,
+        val,
+        num_classes,
+        dataclasses.replace(cfg, **config),
+        data_config,
+        device,
+        seed,
+        num_workers=0,
+        on_epoch=lambda record: report({"val_top1": record["val_top1"], "train_loss": record["train_loss"]}),
+    )
+
+
 class Finetune(Task):
     suite = "finetune"
     version = "1"
     main_metric = "top1"
     needs = ("trainable",)
     description = "end-to-end fine-tuning, BoB recipe: AdamW, layer decay, RandAugment, mixup/cutmix"
-    Args = FinetuneArgs
+    Args = FinetuneSearchArgs
+    args: FinetuneSearchArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "warmup_epochs": "0", "batch_size": "16"}
 
     def run(self, ctx: RunContext) -> TaskOutput:
@@ -190,6 +328,12 @@ class Finetune(Task):
         else:
             train, val = holdout_val(ctx.split("train"), self.args.val_fraction, ctx.seed)
             val_source = f"stratified {self.args.val_fraction:.0%} of train (seed {ctx.seed})"
+        search = None
+        if self.args.search == "lr":  # before any training: a missing Ray fails here, not after a fit
+            search = search_lr(ctx, self.args, train, val, cfg)
+            cfg = dataclasses.replace(cfg, **search["best_config"])
         output = finetune_and_test(ctx, train, val, cfg, self.args.drop_path)
         output.protocol["val_source"] = val_source
+        if search is not None:
+            output.protocol["search"] = search
         return output

@@ -18,6 +18,7 @@ A non-finite loss stops the run with `TrainingDivergedError`. The head follows B
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -177,8 +178,13 @@ def finetune_classifier(
     device: Any,
     seed: int,
     num_workers: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune `backbone` + a new head on `train`; select the epoch on `val` (else the last one)."""
+    """Fine-tune `backbone` + a new head on `train`; select the epoch on `val` (else the last one).
+
+    `on_epoch`, if given, is called with each epoch's record (epoch, train_loss, lr and, with a
+    `val`, val_top1) once that epoch is scored: an in-protocol search reports it to Ray Tune.
+    """
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
@@ -222,6 +228,8 @@ def finetune_classifier(
             else:
                 val_metrics, score = {}, float(epoch)  # no val: the last epoch wins
             history.append(record)
+            if on_epoch is not None:
+                on_epoch(dict(record))
             bar.update(f"fine-tuning, epoch {epoch}/{cfg.epochs}")
             if best is None or score > best[0]:
                 state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

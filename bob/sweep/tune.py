@@ -96,11 +96,17 @@ def search_in_protocol(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     data: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> SearchResult:
-    """Run the trials; `data` goes to every trial through Ray's object store (no copy per trial)."""
+    """Run the trials; `data` goes to every trial through Ray's object store (no copy per trial).
+
+    `seed` fixes the configs drawn from sampled spaces (not the order trials finish in, so ASHA's
+    stopping decisions may still differ between runs).
+    """
     try:
         import ray
         from ray import tune
+        from ray.tune.search.basic_variant import BasicVariantGenerator
     except ImportError:
         raise UsageError("An in-protocol search needs Ray Tune: pip install 'bob-bench[cluster]'.") from None
     if mode not in ("max", "min"):
@@ -123,6 +129,7 @@ def search_in_protocol(
                     mode=mode,
                     scheduler=_scheduler(scheduler, max_t, grace_period),
                     num_samples=num_samples,
+                    search_alg=BasicVariantGenerator(random_state=seed) if seed is not None else None,
                 ),
                 run_config=tune.RunConfig(storage_path=storage, verbose=0),
             )

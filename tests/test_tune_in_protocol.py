@@ -1,0 +1,76 @@
+"""The finetune suite's in-protocol lr search: Ray Tune trials with ASHA, then the final fit with the winner."""
+
+from __future__ import annotations
+
+import pytest
+
+from bob.errors import UsageError
+from bob.runner import RunOptions, execute
+from bob.spec import make_spec
+from bob.tasks.base import parse_task_args
+from bob.tasks.finetune import FinetuneSearchArgs
+
+SMALL_TIMM = "timm/mobilenetv3_small_050"
+
+
+def test_an_unknown_search_is_a_usage_error_before_any_run():
+    with pytest.raises(
+        UsageError, match=r"Unknown search for finetune 'learning_rate'.*Valid values: none, lr"
+    ):
+        parse_task_args(FinetuneSearchArgs, {"search": "learning_rate"}, "finetune/shapes-mini")
+    with pytest.raises(UsageError, match="Did you mean: lr"):
+        make_spec(SMALL_TIMM, "finetune/shapes-mini", "random", task_args={"search": "lrr"})
+    with pytest.raises(UsageError, match="search_samples must be a positive integer"):
+        parse_task_args(FinetuneSearchArgs, {"search": "lr", "search_samples": "0"}, "finetune/shapes-mini")
+
+
+def test_runs_without_a_search_keep_their_identity():
+    plain = make_spec(SMALL_TIMM, "finetune/shapes-mini", "random", task_args={"epochs": "2"})
+    assert "search" not in plain.task_args and "search_samples" not in plain.task_args
+    searched = make_spec(SMALL_TIMM, "finetune/shapes-mini", "random", task_args={"search": "lr"})
+    assert searched.task_args["search"] == "lr" and searched.task_args["search_samples"] == 4
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow  # Ray startup plus two fine-tuning trials
+def test_lr_search_lands_in_the_protocol_and_the_final_fit_uses_the_winner(
+    ray_session, results_dir, cache_dir
+):
+    args = {
+        "search": "lr",
+        "search_samples": "2",
+        "epochs": "2",
+        "warmup_epochs": "0",
+        "batch_size": "16",
+        "image_size": "32",
+    }
+    spec = make_spec(SMALL_TIMM, "finetune/shapes-mini", "random", task_args=args)
+    result = execute(spec, RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)).result
+    assert result.ok, result.error
+    search = result.protocol["search"]
+    assert search["metric"] == "val_top1" and search["scheduler"] == "asha" and search["mode"] == "max"
+    assert len(search["trials"]) == 2
+    for trial in search["trials"]:
+        assert 1e-5 <= trial["config"]["lr"] <= 3e-3
+        assert 1 <= trial["iterations"] == len(trial["scores"]) <= 2  # one val top-1 per epoch run
+        assert all(0.0 <= s <= 1.0 for s in trial["scores"]) and trial["score"] == max(trial["scores"])
+    assert search["best_config"] == {"lr": result.protocol["lr"]}
+    assert search["best_score"] == max(t["score"] for t in search["trials"])
+    # The final fit is the ordinary one, with the winning lr: its own history and a test score.
+    assert [h["epoch"] for h in result.protocol["history"]] == [1, 2]
+    assert set(result.metrics) >= {"top1", "val_top1"}
