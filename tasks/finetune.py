@@ -9,6 +9,8 @@ Protocol:
 BoB trains 100 epochs (5 warm-up) at batch 128 per GPU. Those are the defaults on real datasets; on
 embedded and generated datasets (small images, CPU budgets) the defaults are 3 epochs (1 warm-up) at
 batch 64. Every value used, resolved, is recorded in the result's protocol.
+With `search=lr`, a Ray Tune search (ASHA on val top-1, `search_space`) picks the lr before step 3,
+and the search lands in `protocol["search"]` (see docs/sweeps.md).
 """
 
 from __future__ import annotations
