@@ -74,3 +74,57 @@ def test_lr_search_lands_in_the_protocol_and_the_final_fit_uses_the_winner(
     # The final fit is the ordinary one, with the winning lr: its own history and a test score.
     assert [h["epoch"] for h in result.protocol["history"]] == [1, 2]
     assert set(result.metrics) >= {"top1", "val_top1"}
+
+
+# -------------------------------------------------------------------------------------- detection
+
+
+def test_detection_search_args_are_validated():
+    from bob.tasks.detection.task import DetectionArgs
+
+    with pytest.raises(UsageError, match=r"Unknown search for detection 'lrs'\. Did you mean: lr"):
+        parse_task_args(DetectionArgs, {"search": "lrs"}, "detection/scenes-mini")
+    with pytest.raises(UsageError, match="search_val_fraction must be in"):
+        parse_task_args(DetectionArgs, {"search": "lr", "search_val_fraction": "1"}, "detection/scenes-mini")
+    plain = make_spec("timm/resnet18", "detection/scenes-mini", "random", task_args={"iters": "2"})
+    assert "search" not in plain.task_args
+
+
+def test_the_detection_val_part_is_seeded_and_disjoint_from_the_train_part():
+    from bob.data import load_split
+    from bob.tasks.detection.task import holdout
+
+    train = load_split("scenes-mini", "train")
+    part, val = holdout(train, 0.25, seed=3)
+    again, val_again = holdout(train, 0.25, seed=3)
+    ids = lambda s: {im["id"] for im in s.coco["images"]}  # noqa: E731
+    assert ids(val) == ids(val_again) and ids(part) == ids(again)
+    assert not ids(part) & ids(val) and len(part) + len(val) == len(train)
+    assert {a["image_id"] for a in val.coco["annotations"]} <= ids(val)
+    assert val.image(0).size == train.image(0).size
+
+
+@pytest.mark.slow  # Ray startup plus four detector trainings
+def test_detection_lr_search_tries_bobs_grid_then_fits_the_winner(ray_session, results_dir, cache_dir):
+    args = {
+        "search": "lr",
+        "iters": "2",
+        "batch_size": "2",
+        "augment": "flip",
+        "fpn_channels": "32",
+        "image_size": "64",
+        "rois_per_image": "32",
+    }
+    spec = make_spec("timm/resnet18", "detection/scenes-mini", "random", task_args=args)
+    result = execute(spec, RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)).result
+    assert result.ok, result.error
+    search = result.protocol["search"]
+    assert search["metric"] == "val_box_ap" and search["scheduler"] == "fifo"
+    assert sorted(t["config"]["lr"] for t in search["trials"]) == [8e-5, 1e-4, 2e-4, 3e-4]
+    assert all(t["iterations"] == 1 and 0.0 <= t["score"] <= 1.0 for t in search["trials"])
+    assert search["best_config"] == {"lr": result.protocol["lr"]}
+    assert (
+        search["num_search_train"] + search["num_search_val"]
+        == result.protocol["data"]["train"]["num_samples"]
+    )
+    assert result.protocol["iterations"] == 2 and "box_ap" in result.metrics

@@ -94,6 +94,21 @@ class DetectionSplit(ImageSplit):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_instances": len(self.coco["annotations"])}
 
+    def take(self, indices: Any, split: str) -> DetectionSplit:
+        """A new split of images `indices` (and their annotations), e.g. a held-out validation part."""
+        indices = [int(i) for i in indices]
+        images = [self.coco["images"][i] for i in indices]
+        ids = {int(im["id"]) for im in images}
+        coco = {
+            **self.coco,
+            "images": images,
+            "annotations": [a for a in self.coco["annotations"] if int(a["image_id"]) in ids],
+        }
+        arrays = self.arrays[indices] if self.arrays is not None else None
+        return DetectionSplit(
+            self.dataset, split, coco, arrays=arrays, image_dir=self.image_dir, has_masks=self.has_masks
+        )
+
 
 # ------------------------------------------------------------------------------------- validation
 

@@ -8,29 +8,39 @@ Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/su
      steps at 27/36 and 33/36 of `epochs` (36 = mmdetection's 3×), LSJ augmentation by default;
   4. test-split predictions (100 per image) scored by pycocotools COCOeval: box AP (main metric)
      and, on datasets with masks, mask AP, each with AP50 / AP75 / AP_S / AP_M / AP_L.
+With `search=lr`, Ray Tune first scores every grid lr on a seeded held-out part of train (box AP) and
+step 3 uses the winner; the search lands in `protocol["search"]`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bob.errors import UsageError
+from bob.errors import UnknownNameError, UsageError
+from bob.registry import suggest
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
 
 if TYPE_CHECKING:
+    from bob.backbones.base import BackboneRef
     from bob.context import RunContext
+    from bob.tasks.detection.data import DetectionSplit
 
 MODES = ("finetune", "frozen")
 AUGMENTS = ("lsj", "flip")
 LR_GRID = (8e-5, 1e-4, 2e-4, 3e-4)  # BoB's detection sweep; one run per value
+SEARCHES = ("none", "lr")
 REAL_IMAGE_SIZE = 1024  # BoB's LSJ resolution, used when neither the task arg nor the dataset sets one
 
 
 @dataclass
 class DetectionArgs(TaskArgs):
+    # The declared search space (bob/sweep/tune.py syntax): search=lr tries BoB's grid, one trial each.
+    search_space: ClassVar[dict[str, Any]] = {"lr": list(LR_GRID)}
+
     mode: str = run_arg("finetune", "finetune (train the backbone) or frozen (backbone fixed, eval mode)")
     lr: float = run_arg(1e-4, "AdamW learning rate; BoB sweeps 8e-5, 1e-4, 2e-4, 3e-4 (one run each)")
     weight_decay: float = run_arg(0.05, "AdamW weight decay")
@@ -50,6 +60,17 @@ class DetectionArgs(TaskArgs):
     norm_eval: bool = run_arg(True, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
     amp: bool = run_arg(True, "float16 autocast with loss scaling on CUDA (ignored on CPU)")
     save_model: bool = run_arg(False, "save the trained detector's state_dict next to the result")
+    search: str = run_arg(
+        "none",
+        "in-protocol search first: none, or lr (Ray Tune over BoB's lr grid, box AP on held-out train)",
+    )
+    search_val_fraction: float = run_arg(0.2, "share of train held out (seeded) to score search=lr's trials")
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.search == "none":  # runs without a search keep the keys they had before search existed
+            del ident["search"], ident["search_val_fraction"]
+        return ident
 
     def validate(self) -> None:
         super().validate()
@@ -68,6 +89,13 @@ class DetectionArgs(TaskArgs):
             raise UsageError(f"iters must be a positive integer, got {self.iters}.")
         if self.warmup_iters < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise UsageError("lr must be positive; warmup_iters and weight_decay non-negative.")
+        if self.search not in SEARCHES:
+            hint = f"Valid values: {', '.join(SEARCHES)}."
+            raise UnknownNameError(
+                "search for detection", self.search, suggest(self.search, SEARCHES, 3), hint
+            )
+        if not 0.0 < self.search_val_fraction < 1.0:
+            raise UsageError(f"search_val_fraction must be in (0, 1), got {self.search_val_fraction}.")
         if len(self.lsj_scale) != 2 or not 0 < self.lsj_scale[0] <= self.lsj_scale[1]:
             raise UsageError(f"lsj_scale takes min,max with 0 < min <= max, got {self.lsj_scale}.")
 
@@ -93,7 +121,6 @@ class Detection(Task):
 
         from bob.tasks.detection.data import DetectionSplit
         from bob.tasks.detection.evaluate import coco_metrics
-        from bob.tasks.detection.model import accepts_any_size, build_detector
         from bob.tasks.detection.train import predict, train_detector, train_indices
 
         args: DetectionArgs = self.args  # type: ignore[assignment]
@@ -114,22 +141,14 @@ class Detection(Task):
             raise UsageError(f"{self.name}: no train image has a non-crowd instance; nothing to train on.")
         size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
         masks = train.has_masks and test.has_masks
-        cfg = self._train_config(args, n_train, size)
+        search = None
+        if args.search == "lr":  # before the final fit: a missing Ray fails here, not after training
+            search = search_lr(ctx, args, train, size, masks)
+            args = dataclasses.replace(args, **search["best_config"])
+        cfg = train_config(args, n_train, size)
         backbone = ctx.build_backbone(input_size=size)
-        pad_to = None if accepts_any_size(backbone, size) else size
         torch.manual_seed(ctx.seed)
-        model = build_detector(
-            backbone,
-            len(train.classes),
-            masks=masks,
-            image_size=size,
-            fpn_channels=args.fpn_channels,
-            anchor_size=args.anchor_size,
-            rois_per_image=args.rois_per_image,
-            frozen=args.mode == "frozen",
-            norm_eval=args.norm_eval,
-            pad_to=pad_to,
-        )
+        model, pad_to = detector(backbone, args, len(train.classes), masks, size)
         start = time.perf_counter()
         history = train_detector(model, train, cfg, ctx.device, ctx.seed, ctx.num_workers)
         train_s = time.perf_counter() - start
@@ -140,28 +159,13 @@ class Detection(Task):
             history, train_s=round(train_s, 2), num_detections=len(records), cocoeval_summary=summaries
         )
         protocol["data"] = {"train": train.describe(), "test": test.describe()}
+        if search is not None:
+            protocol["search"] = search
         artifacts = {}
         if args.save_model:
             state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
             artifacts["detector"] = ctx.save_artifact("detector", state)
         return TaskOutput(metrics, protocol, artifacts)
-
-    @staticmethod
-    def _train_config(args: DetectionArgs, n_train: int, size: int) -> Any:
-        from bob.tasks.detection.train import TrainConfig
-
-        iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
-        return TrainConfig(
-            iterations=iterations,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_iters=min(args.warmup_iters, iterations // 4),
-            augment=args.augment,
-            image_size=size,
-            lsj_scale=tuple(args.lsj_scale),  # type: ignore[arg-type]
-            amp=args.amp,
-        )
 
     @staticmethod
     def _protocol(
@@ -210,3 +214,129 @@ class Detection(Task):
             "evaluation": "pycocotools COCOeval, maxDets 100, score threshold 0.05, mask threshold 0.5",
             "lr_steps": lr_steps(cfg.iterations),
         }
+
+
+def train_config(args: DetectionArgs, n_train: int, size: int) -> Any:
+    """The training loop's config: `iters`, else `epochs` over `n_train` images."""
+    from bob.tasks.detection.train import TrainConfig
+
+    iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
+    return TrainConfig(
+        iterations=iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_iters=min(args.warmup_iters, iterations // 4),
+        augment=args.augment,
+        image_size=size,
+        lsj_scale=tuple(args.lsj_scale),  # type: ignore[arg-type]
+        amp=args.amp,
+    )
+
+
+def detector(
+    backbone: Any, args: DetectionArgs, num_classes: int, masks: bool, size: int
+) -> tuple[Any, int | None]:
+    """The detector on `backbone` as the task args ask, and the square pad size it needs (if any)."""
+    from bob.tasks.detection.model import accepts_any_size, build_detector
+
+    pad_to = None if accepts_any_size(backbone, size) else size
+    model = build_detector(
+        backbone,
+        num_classes,
+        masks=masks,
+        image_size=size,
+        fpn_channels=args.fpn_channels,
+        anchor_size=args.anchor_size,
+        rois_per_image=args.rois_per_image,
+        frozen=args.mode == "frozen",
+        norm_eval=args.norm_eval,
+        pad_to=pad_to,
+    )
+    return model, pad_to
+
+
+def holdout(train: DetectionSplit, fraction: float, seed: int) -> tuple[DetectionSplit, DetectionSplit]:
+    """(train part, val part): a seeded `fraction` of the trainable images becomes the val part."""
+    import numpy as np
+
+    from bob.tasks.detection.train import train_indices
+
+    usable = np.asarray(train_indices(train))
+    n_val = round(fraction * len(usable))
+    if n_val < 1 or n_val >= len(usable):
+        raise UsageError(
+            f"search=lr holds out search_val_fraction={fraction} of {len(usable)} trainable images: "
+            f"{n_val} for validation leaves no train or no val part; change search_val_fraction."
+        )
+    order = np.random.default_rng(seed).permutation(usable)
+    return train.take(np.sort(order[n_val:]), "train"), train.take(np.sort(order[:n_val]), "val")
+
+
+def search_lr(
+    ctx: RunContext, args: DetectionArgs, train: DetectionSplit, size: int, masks: bool
+) -> dict[str, Any]:
+    """Ray Tune over `args.search_space` (BoB's lr grid, one FIFO trial per lr): each trial trains a
+    fresh detector on the train part and reports box AP on the held-out val part; returns
+    `SearchResult.to_protocol()` with the val split's size and seed added."""
+    import torch
+
+    from bob.sweep.tune import search_in_protocol
+    from bob.tasks.detection.train import train_indices
+
+    part, val = holdout(train, args.search_val_fraction, ctx.seed)
+    on_cuda = torch.device(ctx.device).type == "cuda"
+    found = search_in_protocol(
+        _lr_trial,
+        args.search_space,
+        metric="val_box_ap",
+        mode="max",
+        scheduler="fifo",
+        cpus_per_trial=1,
+        gpus_per_trial=1 if on_cuda else 0,
+        seed=ctx.seed,
+        data={
+            "ref": ctx.ref,
+            "args": args,
+            "train": part,
+            "val": val,
+            "n_train": len(train_indices(part)),
+            "size": size,
+            "masks": masks,
+            "device": "cuda" if on_cuda else "cpu",
+            "seed": ctx.seed,
+        },
+    ).to_protocol()
+    found["val_split"] = f"seeded {args.search_val_fraction:.0%} of train (seed {ctx.seed})"
+    found["num_search_train"], found["num_search_val"] = len(part), len(val)
+    return found
+
+
+def _lr_trial(
+    config: dict[str, Any],
+    report: Any,
+    ref: BackboneRef,
+    args: DetectionArgs,
+    train: DetectionSplit,
+    val: DetectionSplit,
+    n_train: int,
+    size: int,
+    masks: bool,
+    device: str,
+    seed: int,
+) -> None:
+    """One search trial in a Ray worker: train with `config`'s lr, report box AP on the val part."""
+    import torch
+
+    from bob.tasks.detection.evaluate import coco_metrics
+    from bob.tasks.detection.train import predict, train_detector
+
+    torch.set_num_threads(1)
+    args = dataclasses.replace(args, **config)
+    backbone = ref.build(size if size != ref.data_config.input_size else None)
+    torch.manual_seed(seed)
+    model, _ = detector(backbone, args, len(train.classes), masks, size)
+    train_detector(model, train, train_config(args, n_train, size), device, seed, num_workers=0)
+    records = predict(model, val, args.batch_size, device, num_workers=0, amp=args.amp)
+    metrics, _ = coco_metrics(val.coco, records, ("bbox",))
+    report({"val_box_ap": metrics["box_ap"]})
