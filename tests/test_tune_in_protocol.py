@@ -31,6 +31,34 @@ def test_runs_without_a_search_keep_their_identity():
     assert searched.task_args["search"] == "lr" and searched.task_args["search_samples"] == 4
 
 
+@pytest.mark.parametrize(
+    ("backbone", "task", "extra"),
+    [
+        (SMALL_TIMM, "finetune/shapes-mini", {"epochs": "1", "warmup_epochs": "0"}),
+        ("timm/resnet18", "detection/scenes-mini", {"iters": "1", "image_size": "64"}),
+    ],
+)
+def test_without_ray_a_search_fails_clearly_before_any_training(
+    backbone, task, extra, monkeypatch, results_dir, cache_dir
+):
+    import sys
+
+    import bob.tasks.detection.train as detection_train
+    import bob.tasks.finetune_loop as finetune_loop
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started although the search cannot run")
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setattr(finetune_loop, "finetune_classifier", no_training)
+    monkeypatch.setattr(detection_train, "train_detector", no_training)
+    spec = make_spec(backbone, task, "random", task_args={"search": "lr", **extra})
+    result = execute(spec, RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)).result
+    assert not result.ok
+    assert result.error["type"] == "UsageError" and result.error["user_error"]
+    assert "needs Ray Tune: pip install 'bob-bench[cluster]'" in result.error["message"]
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
