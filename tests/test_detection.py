@@ -423,6 +423,7 @@ def test_box_only_real_layout_trains_faster_rcnn(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir: Path) -> None:
     args = {
         "iters": "60",

@@ -30,6 +30,7 @@ def outcomes(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize(
     ("task", "floor", "margin"), [("finetune/digits", 0.3, 0.2), ("few-label/shapes", 0.7, 0.3)]
 )
@@ -41,6 +42,7 @@ def test_pretrained_beats_random_init_by_a_clear_margin(outcomes, task, floor, m
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_finetune_results_record_the_recipe(outcomes):
     result = outcomes["finetune/digits", "pretrained"]
     p = result.protocol
