@@ -154,8 +154,10 @@ def check_backbone(
     weights: str = "pretrained",
     backbone_args: dict[str, Any] | None = None,
     image_size: int = DEFAULT_SIZE,
+    mock_runs: bool = True,
 ) -> list[CheckResult]:
-    """Every check, in order; later checks are skipped when the backbone cannot be built."""
+    """Every check, in order; later checks are skipped when the backbone cannot be built.
+    `mock_runs=False` stops after the contract checks (the gate `bob sweep` applies)."""
     from bob.backbones import resolve_backbone
 
     results: list[CheckResult] = []
@@ -173,6 +175,8 @@ def check_backbone(
 
     if _run(results, "resolve", resolve) and _run(results, "build", build):
         _contract_checks(state["model"], image_size, results)
+        if not mock_runs:
+            return results
         if all(r.status != "fail" for r in results):
             dense = bool(state["model"].feature_info)
             _mock_runs(backbone, weights, args, image_size, results, dense)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -99,6 +99,37 @@ def _executor_settings(executor: str, **flags: object) -> dict[str, object]:
     return {k: v for k, v in flags.items() if k in keep and v is not None}
 
 
+def own_backbones(plan: Plan) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, weights, backbone args) of every user backbone in the plan: a factory named in the
+    sweep file, or one an installed package registers under the `bob.backbones` entry points."""
+    from bob.backbones import BACKBONES
+    from bob.backbones.catalog import is_factory_name
+
+    seen: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for spec in plan.specs():
+        name = spec.backbone
+        own = is_factory_name(name) or (name in BACKBONES and "factory" in BACKBONES.get(name).meta)
+        if own:
+            key = json.dumps([name, spec.weights, spec.backbone_args], sort_keys=True, default=str)
+            seen.setdefault(key, (name, spec.weights, dict(spec.backbone_args)))
+    return list(seen.values())
+
+
+def check_own_backbones(plan: Plan) -> None:
+    """A user backbone joins a sweep only after it passes `bob check`'s contract checks (resolve,
+    build, pooled shape and finiteness, determinism, batch invariance, feature levels)."""
+    from bob.check import check_backbone
+
+    for name, weights, args in own_backbones(plan):
+        failed = [r for r in check_backbone(name, weights, args, mock_runs=False) if r.status == "fail"]
+        if failed:
+            first = failed[0]
+            raise UsageError(
+                f"Backbone '{name}' [{weights}] fails `bob check` ({first.name}: {first.detail}), so this "
+                f"sweep does not accept it; nothing ran. `bob check --backbone {name}` shows the whole report."
+            )
+
+
 def sweep(
     file: Annotated[
         Path, typer.Argument(metavar="FILE", help="Sweep file (YAML), e.g. sweeps/quickstart.yaml.")
@@ -162,6 +193,7 @@ def sweep(
         if results_dir.is_dir() and not as_json:
             _print_progress(plan, results_dir, mode)
         raise typer.Exit(0)
+    check_own_backbones(plan)
     settings = _executor_settings(
         executor,
         address=address,

@@ -187,3 +187,25 @@ def test_plain_module_without_stages_says_dense_suites_need_features(tmp_path):
 def test_example_file_is_short():
     code = [line for line in textwrap.dedent(EXAMPLE.read_text()).splitlines() if line.strip()]
     assert len(code) <= 25
+
+
+def test_a_sweep_refuses_a_user_backbone_that_fails_bob_check(broken, tmp_path):
+    from bob.cli_sweep import check_own_backbones, own_backbones
+    from bob.sweep.driver import plan_sweep
+    from bob.sweep.spec import load_sweep
+
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text(
+        f"name: mine\ngrids:\n  - backbones: ['{EXAMPLE}:tiny_convnet', '{broken}:nan']\n"
+        "    weights: [random]\n    tasks: [knn/shapes-mini]\n"
+    )
+    proc = _bob("sweep", str(sweep), "--results-dir", str(tmp_path / "raw"), "--device", "cpu", "-q")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"Backbone '{broken}:nan' [random] fails `bob check` (pooled output" in " ".join(proc.stderr.split())
+    assert not (tmp_path / "raw").exists(), "nothing may run before every user backbone passes"
+
+    good = tmp_path / "good.yaml"
+    good.write_text(sweep.read_text().replace(f", '{broken}:nan'", ""))
+    plan = plan_sweep(load_sweep(good))
+    assert [b for b, _, _ in own_backbones(plan)] == [f"{EXAMPLE}:tiny_convnet"]
+    check_own_backbones(plan)  # the example passes: no error
