@@ -69,7 +69,7 @@ def _print_progress(plan: Plan, results_dir: Path, mode: str) -> None:
 
 def _print_results(plan: Plan, results_dir: Path) -> None:
     """The result table (and random-init gaps) of a small sweep, as `bob run` prints them."""
-    from bob.cli_run import gap_table, results_table
+    from bob.cli_run import gap_table, results_tables
     from bob.errors import ResultFileError
     from bob.results import ResultStore
     from bob.runner import RunOutcome
@@ -84,7 +84,8 @@ def _print_results(plan: Plan, results_dir: Path) -> None:
         if result is not None:
             outcomes.append(RunOutcome(spec, result, store.path_for(spec)))
     out = stdout_console()
-    out.print(results_table(outcomes))
+    for table in results_tables(outcomes):
+        out.print(table)
     gaps = gap_table(outcomes)
     if gaps is not None:
         out.print(gaps)
