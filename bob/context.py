@@ -23,6 +23,7 @@ from bob.features import default_num_workers, extract_pooled, split_batches
 from bob.progress import progress_bar
 from bob.results import ResultStore
 from bob.spec import RunSpec
+from bob.weights import default_file_mode
 
 
 class RunContext:
@@ -160,6 +161,7 @@ class RunContext:
         os.close(fd)
         try:
             torch.save(obj, tmp)
+            os.chmod(tmp, default_file_mode())
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

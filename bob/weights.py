@@ -140,6 +140,14 @@ def _write_memo(path: Path, memo: dict[str, str]) -> None:
         log.debug("could not write %s", path)
 
 
+def default_file_mode() -> int:
+    """The mode `open()` would give a new file (0o666 minus the umask); `mkstemp` files are 0o600,
+    which would hide results in a shared folder from everyone else."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers never see a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +157,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

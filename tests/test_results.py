@@ -90,3 +90,19 @@ def test_iter_results_reports_bad_files_without_raising(tmp_path):
     found = dict(ResultStore(tmp_path).iter_results())
     assert isinstance(found[tmp_path / "a.json"], RunResult)
     assert isinstance(found[tmp_path / "b.json"], ResultFileError)
+
+
+def test_result_files_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from bob.weights import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644, "readable in a shared results folder"
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600, "the umask is respected"

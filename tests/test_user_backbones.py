@@ -201,7 +201,9 @@ def test_a_sweep_refuses_a_user_backbone_that_fails_bob_check(broken, tmp_path):
     )
     proc = _bob("sweep", str(sweep), "--results-dir", str(tmp_path / "raw"), "--device", "cpu", "-q")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"Backbone '{broken}:nan' [random] fails `bob check` (pooled output" in " ".join(proc.stderr.split())
+    assert f"Backbone '{broken}:nan' [random] fails `bob check` (pooled output" in " ".join(
+        proc.stderr.split()
+    )
     assert not (tmp_path / "raw").exists(), "nothing may run before every user backbone passes"
 
     good = tmp_path / "good.yaml"
