@@ -134,13 +134,16 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, float | None]:
     adapter_args = {"pooled": "post"} if name.startswith("open_clip/") else {}
     ref = resolve_backbone(name, weights="random", args=adapter_args, seed=0)
     device = torch.device(args.device)
-    backbone = ref.build(args.image_size).eval().to(device)
+    # open_clip's raw tower only runs at its native size (ModifiedResNet's attention pool has a fixed
+    # positional embedding; bob's adapter resamples it, the raw forward cannot), so it is benched there.
+    size = ref.data_config.input_size if ref.adapter == "open_clip" else args.image_size
+    backbone = ref.build(size).eval().to(device)
     model = raw_model(backbone)
     dim = backbone.pooled_dim
 
     gen = torch.Generator().manual_seed(0)
     sizes = [min(args.batch_size, args.num_images - s) for s in range(0, args.num_images, args.batch_size)]
-    batches = [torch.randn(b, 3, args.image_size, args.image_size, generator=gen) for b in sizes]
+    batches = [torch.randn(b, 3, size, size, generator=gen) for b in sizes]
     if device.type == "cuda":  # as bob's DataLoader hands them over: pinned host memory
         batches = [x.pin_memory() for x in batches]
 
