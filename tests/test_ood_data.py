@@ -31,9 +31,6 @@ def _images(folder: Path, n: int, ext: str = ".jpg", size: int = 40) -> None:
 
 
 def test_catalog_lists_the_fifteen_imagenet_c_corruptions():
-    from bob.data.catalog import _CORRUPTIONS
-
-    assert _CORRUPTIONS == CORRUPTIONS
     from imagecorruptions import get_corruption_names
 
     assert tuple(get_corruption_names("common")) == CORRUPTIONS

@@ -273,7 +273,7 @@ _real(
 # are the catalog's own, plus shifted evaluation sets (see bob.data.shifts). Shifts copy the
 # in-distribution entry's resolution and crop, so their train/test features share its cache entries.
 _SHIFT_LOADER = "bob.data.shifts:load_shift_split"
-_CORRUPTIONS = (
+CORRUPTIONS = (
     "gaussian_noise",
     "shot_noise",
     "impulse_noise",
@@ -289,7 +289,7 @@ _CORRUPTIONS = (
     "elastic_transform",
     "pixelate",
     "jpeg_compression",
-)  # ImageNet-C's 15, in its order (bob.data.corruptions.CORRUPTIONS checks this list)
+)  # ImageNet-C's 15, in its order; bob.data.corruptions uses this list
 # One corruption per ImageNet-C family (noise, blur, weather, digital): the embedded shifts' default.
 _EMBEDDED_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
 
@@ -321,7 +321,7 @@ def _corruption_sets(
     dataset: str, render: str | list[Any], loader: bool = False
 ) -> dict[str, dict[str, Any]]:
     sets: dict[str, dict[str, Any]] = {}
-    for corruption in _CORRUPTIONS:
+    for corruption in CORRUPTIONS:
         for severity in range(1, 6):
             if loader:
                 spec = {
