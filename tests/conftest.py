@@ -62,3 +62,19 @@ def results_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray per test module: startup costs seconds on a small machine. Workers import bob
+    from this checkout and run one torch thread each."""
+    ray = pytest.importorskip("ray")
+    repo = Path(__file__).resolve().parents[1]
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}},
+    )
+    yield
+    ray.shutdown()

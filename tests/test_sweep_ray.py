@@ -24,19 +24,6 @@ pytestmark = pytest.mark.slow  # a local Ray takes 10+ s to start and its worker
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for the module: startup costs seconds on a small machine."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}},
-    )
-    yield
-    ray.shutdown()
-
-
 def metrics(results: Path) -> dict[str, tuple]:
     out = {}
     for path in results.rglob("*.json"):

@@ -20,21 +20,6 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # Ray startup and ~1 s per Tune trial on a small machine
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}},
-    )
-    yield
-    ray.shutdown()
-
-
 def test_grid_search_scores_every_trial_and_picks_the_best(ray_session):
     from bob.sweep.tune import search_in_protocol
 

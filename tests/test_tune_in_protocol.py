@@ -59,22 +59,6 @@ def test_without_ray_a_search_fails_clearly_before_any_training(
     assert "needs Ray Tune: pip install 'bob-bench[cluster]'" in result.error["message"]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}},
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow  # Ray startup plus two fine-tuning trials
 def test_lr_search_lands_in_the_protocol_and_the_final_fit_uses_the_winner(
     ray_session, results_dir, cache_dir
