@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -40,3 +41,20 @@ LEGEND = (
     "† incomplete: misses some z-scored settings, so its scores average fewer settings and it is not given a "
     "position; rand: random-init baseline, scored against the pretrained backbones but not part of their mean/std."
 )
+
+
+SUMMARY_HEADER = ("backbones", "mean overall z", "std", "best")
+
+
+def summary_rows(summary: pd.DataFrame, by: str, esc: Callable[[object], str]) -> list[list[str]]:
+    """The cells of a group summary (family, method, …), escaped for the output format by `esc`."""
+    return [
+        [
+            esc(r[by]),
+            str(r["backbones"]),
+            num(r["mean_overall"], signed=True),
+            num(r["std_overall"]),
+            esc(r["best"]),
+        ]
+        for _, r in summary.iterrows()
+    ]

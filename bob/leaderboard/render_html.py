@@ -119,21 +119,7 @@ def analyses_html(board: Board, table: pd.DataFrame) -> str:
     for by, title in SUMMARIES.items():
         summary = group_summary(board, by, table)
         parts.append(f"<h3>{esc(title)}</h3>")
-        parts.append(
-            _simple_table(
-                [by, "backbones", "mean overall z", "std", "best"],
-                [
-                    [
-                        esc(r[by]),
-                        str(r["backbones"]),
-                        fmt.num(r["mean_overall"], signed=True),
-                        fmt.num(r["std_overall"]),
-                        esc(r["best"]),
-                    ]
-                    for _, r in summary.iterrows()
-                ],
-            )
-        )
+        parts.append(_simple_table([by, *fmt.SUMMARY_HEADER], fmt.summary_rows(summary, by, esc)))
     return "".join(parts)
 
 

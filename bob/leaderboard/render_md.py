@@ -91,19 +91,7 @@ def analyses_lines(board: Board, table: pd.DataFrame) -> list[str]:
     for by, title in SUMMARIES.items():
         summary = group_summary(board, by, table)
         lines += [f"## {title}", ""]
-        lines += _table(
-            [by, "backbones", "mean overall z", "std", "best"],
-            (
-                [
-                    esc(r[by]),
-                    str(r["backbones"]),
-                    fmt.num(r["mean_overall"], signed=True),
-                    fmt.num(r["std_overall"]),
-                    esc(r["best"]),
-                ]
-                for _, r in summary.iterrows()
-            ),
-        )
+        lines += _table([by, *fmt.SUMMARY_HEADER], fmt.summary_rows(summary, by, esc))
     matrix = task_correlation(board)
     if matrix.shape[0] > 1:
         lines += ["## Task × task Spearman correlation", ""]
