@@ -33,6 +33,16 @@ class FakeArgs(TaskArgs):
     marker: str = run_arg("", "die-once: the file that says the first attempt happened")
 
 
+def _first_to_create(path: str) -> bool:
+    """True for exactly one caller: O_EXCL makes check-and-create atomic, so two workers running
+    at once cannot both take the die-once branch."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 class FakeTask(Task):
     suite = SUITE
     version = "1"
@@ -56,8 +66,7 @@ class FakeTask(Task):
                 raise TrainingDivergedError(f"loss became {loss.item()} at step 1")
         if (a.behaviour == "oom" and ctx.batch_size > 32) or a.behaviour == "oom-always":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        if a.behaviour == "die-once" and not Path(a.marker).exists():
-            Path(a.marker).write_text("died")
+        if a.behaviour == "die-once" and _first_to_create(a.marker):
             os.kill(os.getpid(), signal.SIGKILL)
         if a.behaviour == "die-always":
             os.kill(os.getpid(), signal.SIGKILL)
