@@ -7,7 +7,8 @@
 
 Names: a curated catalog entry (`dino/vit_small_patch16`), a library namespace (`timm/…`,
 `torchvision/…`, `open_clip/…`), an installed package's `bob.backbones` entry point, or your own
-factory (`path/to/file.py:fn`, `package.module:fn`; see user.py). Importing this package is cheap:
+factory (`path/to/file.py:fn`, `package.module:fn`; see user.py), or `composite(<any of these>)`
+(two copies joined CBNetV2-style; see composite.py). Importing this package is cheap:
 adapters (and torch) load only when a backbone is resolved.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bob.backbones.catalog import BACKBONES, is_factory_name
+from bob.backbones.catalog import BACKBONES, composite_inner, is_factory_name
 
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone, BackboneRef
@@ -30,6 +31,13 @@ def resolve_backbone(
     from bob.weights import WeightsRequest
 
     request = WeightsRequest.parse(weights)
+    inner = composite_inner(name)
+    if inner is not None:
+        from bob.backbones import composite
+
+        args = dict(args or {})
+        zero_init = bool(args.pop("composite_zero_init", True))
+        return composite.resolve(name, resolve_backbone(inner, weights, args, seed), zero_init=zero_init)
     if is_factory_name(name):
         from bob.backbones import user
 

@@ -22,6 +22,16 @@ FACTORY = re.compile(r"^(?P<module>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]
 ENTRY_POINT_GROUP = "bob.backbones"
 
 
+# Two copies of a backbone joined CBNetV2-style (see composite.py): `composite(<backbone name>)`.
+COMPOSITE = re.compile(r"^composite\((?P<inner>.+)\)$")
+
+
+def composite_inner(name: str) -> str | None:
+    """`composite(timm/resnet18)` -> `timm/resnet18`; None for any other name."""
+    match = COMPOSITE.match(name.strip())
+    return match.group("inner").strip() if match else None
+
+
 def is_factory_name(name: str) -> bool:
     """`file.py:fn` or `package.module:fn`; registry names never look like either."""
     return FACTORY.match(name) is not None

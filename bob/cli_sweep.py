@@ -104,12 +104,13 @@ def own_backbones(plan: Plan) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, weights, backbone args) of every user backbone in the plan: a factory named in the
     sweep file, or one an installed package registers under the `bob.backbones` entry points."""
     from bob.backbones import BACKBONES
-    from bob.backbones.catalog import is_factory_name
+    from bob.backbones.catalog import composite_inner, is_factory_name
 
     seen: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for spec in plan.specs():
         name = spec.backbone
-        own = is_factory_name(name) or (name in BACKBONES and "factory" in BACKBONES.get(name).meta)
+        inner = composite_inner(name) or name  # a composite of a user backbone is checked whole
+        own = is_factory_name(inner) or (inner in BACKBONES and "factory" in BACKBONES.get(inner).meta)
         if own:
             key = json.dumps([name, spec.weights, spec.backbone_args], sort_keys=True, default=str)
             seen.setdefault(key, (name, spec.weights, dict(spec.backbone_args)))

@@ -74,6 +74,25 @@ def parse_backbone_args(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def validate_backbone_name(backbone: str) -> None:
+    """Check a backbone name without building anything (`composite(X)` checks X)."""
+    from bob.backbones.catalog import BACKBONES, composite_inner, is_factory_name
+
+    inner = composite_inner(backbone)
+    if inner is not None:
+        if composite_inner(inner) is not None:
+            raise UsageError(
+                f"{backbone}: composites of composites are not supported; compose a plain backbone."
+            )
+        validate_backbone_name(inner)
+    elif is_factory_name(backbone):
+        path = backbone.split(":", 1)[0]
+        if path.endswith(".py") and not Path(path).expanduser().is_file():
+            raise UsageError(f"Backbone file {path} does not exist (from --backbone {backbone}).")
+    else:
+        BACKBONES.get(backbone, live=True)  # the library is imported only for names missing from the index
+
+
 def make_spec(
     backbone: str,
     task: str,
@@ -83,17 +102,11 @@ def make_spec(
     task_args: dict[str, str] | None = None,
 ) -> RunSpec:
     """Validate names and args (without importing torch) and return the canonical spec."""
-    from bob.backbones.catalog import BACKBONES, is_factory_name
     from bob.tasks.base import parse_task_args
     from bob.tasks.catalog import parse_task_name, task_class
     from bob.weights import WeightsRequest
 
-    if is_factory_name(backbone):
-        path = backbone.split(":", 1)[0]
-        if path.endswith(".py") and not Path(path).expanduser().is_file():
-            raise UsageError(f"Backbone file {path} does not exist (from --backbone {backbone}).")
-    else:
-        BACKBONES.get(backbone, live=True)  # the library is imported only for names missing from the index
+    validate_backbone_name(backbone)
     request = WeightsRequest.parse(weights)
     name = parse_task_name(task)
     cls = task_class(name.suite)
