@@ -8,7 +8,8 @@ Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/su
      steps at 27/36 and 33/36 of `epochs` (36 = mmdetection's 3×), LSJ augmentation by default;
   4. test-split predictions (100 per image) scored by pycocotools COCOeval: box AP (main metric)
      and, on datasets with masks, mask AP, each with AP50 / AP75 / AP_S / AP_M / AP_L.
-With `search=lr`, Ray Tune first scores every grid lr on a seeded held-out part of train (box AP) and
+`head=query` replaces the RPN and RoI heads by a query-based head (query_head.py) on the same pyramid,
+loop and evaluation. With `search=lr`, Ray Tune first scores every grid lr on a seeded held-out part of train (box AP) and
 step 3 uses the winner; the search lands in `protocol["search"]`.
 """
 
@@ -33,6 +34,7 @@ MODES = ("finetune", "frozen")
 AUGMENTS = ("lsj", "flip")
 LR_GRID = (8e-5, 1e-4, 2e-4, 3e-4)  # BoB's detection sweep; one run per value
 SEARCHES = ("none", "lr")
+HEADS = ("rcnn", "query")
 REAL_IMAGE_SIZE = 1024  # BoB's LSJ resolution, used when neither the task arg nor the dataset sets one
 
 
@@ -65,11 +67,22 @@ class DetectionArgs(TaskArgs):
         "in-protocol search first: none, or lr (Ray Tune over BoB's lr grid, box AP on held-out train)",
     )
     search_val_fraction: float = run_arg(0.2, "share of train held out (seeded) to score search=lr's trials")
+    head: str = run_arg(
+        "rcnn",
+        "rcnn (Mask/Faster R-CNN: RPN + RoI heads) or query (Sparse R-CNN/StageInteractor-style "
+        "learnable queries, one-to-one Hungarian matching; boxes only)",
+    )
+    num_queries: int = run_arg(100, "head=query: learnable queries per image")
+    query_stages: int = run_arg(6, "head=query: refinement stages")
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         if self.search == "none":  # runs without a search keep the keys they had before search existed
             del ident["search"], ident["search_val_fraction"]
+        if self.head == "rcnn":  # likewise for runs from before the query head
+            del ident["head"], ident["num_queries"], ident["query_stages"]
+        else:  # the R-CNN-only knobs do not change a query-head run
+            del ident["rois_per_image"], ident["anchor_size"]
         return ident
 
     def validate(self) -> None:
@@ -89,6 +102,13 @@ class DetectionArgs(TaskArgs):
             raise UsageError(f"iters must be a positive integer, got {self.iters}.")
         if self.warmup_iters < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise UsageError("lr must be positive; warmup_iters and weight_decay non-negative.")
+        if self.head not in HEADS:
+            hint = f"Valid values: {', '.join(HEADS)}."
+            raise UnknownNameError("detection head", self.head, suggest(self.head, HEADS, 3), hint)
+        if self.num_queries < 1 or self.query_stages < 1:
+            raise UsageError(
+                f"num_queries and query_stages must be positive, got {self.num_queries} and {self.query_stages}."
+            )
         if self.search not in SEARCHES:
             hint = f"Valid values: {', '.join(SEARCHES)}."
             raise UnknownNameError(
@@ -106,7 +126,9 @@ class Detection(Task):
     main_metric = "box_ap"
     needs = ("features", "trainable")
     task_types = ("detection",)
-    description = "Mask/Faster R-CNN with an FPN on the backbone; COCOeval box and mask AP"
+    description = (
+        "Mask/Faster R-CNN (or a query-based head) with an FPN on the backbone; COCOeval box and mask AP"
+    )
     Args = DetectionArgs
     check_dataset: ClassVar[str] = "scenes-mini"
     check_args: ClassVar[dict[str, str]] = {
@@ -140,7 +162,9 @@ class Detection(Task):
         if n_train == 0:
             raise UsageError(f"{self.name}: no train image has a non-crowd instance; nothing to train on.")
         size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
-        masks = train.has_masks and test.has_masks
+        masks = (
+            train.has_masks and test.has_masks and args.head == "rcnn"
+        )  # the query head has no mask branch
         search = None
         if args.search == "lr":  # before the final fit: a missing Ray fails here, not after training
             search = search_lr(ctx, args, train, size, masks)
@@ -181,9 +205,26 @@ class Detection(Task):
         from bob.tasks.detection.train import lr_steps
 
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if args.head == "query":
+            head: dict[str, Any] = {
+                "detector": "query-based (Sparse R-CNN / StageInteractor-style)",
+                "heads": (
+                    f"{args.num_queries} learnable queries, {args.query_stages} stages of RoIAlign 7x7 + "
+                    "self-attention + dynamic interaction (own and previous stage's filters) + FFN"
+                ),
+                "assignment": "one-to-one Hungarian per stage, cost 2 focal + 5 L1 + 2 GIoU",
+                "losses": "sigmoid focal (alpha 0.25, gamma 2) x2, L1 on normalised boxes x5, GIoU x2",
+            }
+        else:
+            head = {
+                "detector": "Mask R-CNN" if masks else "Faster R-CNN",
+                "heads": "torchvision: RPNHead, TwoMLPHead box head" + (", MaskRCNNHeads" if masks else ""),
+                "anchor_sizes": [int(s[0]) for s in model.rpn.anchor_generator.sizes],
+                "rois_per_image": args.rois_per_image,
+            }
         return {
-            "detector": "Mask R-CNN" if masks else "Faster R-CNN",
-            "heads": "torchvision: RPNHead, TwoMLPHead box head" + (", MaskRCNNHeads" if masks else ""),
+            "head": args.head,
+            **head,
             "pyramid": model.backbone.plan.describe(),
             "mode": args.mode,
             "norm_eval": args.norm_eval,
@@ -204,9 +245,7 @@ class Detection(Task):
                 "std": list(backbone.data_config.std),
                 "pad": f"square {pad_to}" if pad_to else "batch to a multiple of 32",
             },
-            "anchor_sizes": [int(s[0]) for s in model.rpn.anchor_generator.sizes],
             "fpn_channels": args.fpn_channels,
-            "rois_per_image": args.rois_per_image,
             "amp": cfg.amp,
             "trainable_params": trainable,
             "num_train_images": n_train,
@@ -238,9 +277,15 @@ def detector(
     backbone: Any, args: DetectionArgs, num_classes: int, masks: bool, size: int
 ) -> tuple[Any, int | None]:
     """The detector on `backbone` as the task args ask, and the square pad size it needs (if any)."""
-    from bob.tasks.detection.model import accepts_any_size, build_detector
+    from bob.tasks.detection.model import BackboneWithPyramid, accepts_any_size, build_detector
+    from bob.tasks.detection.query_head import QueryDetector
 
     pad_to = None if accepts_any_size(backbone, size) else size
+    if args.head == "query":
+        body = BackboneWithPyramid(
+            backbone, args.fpn_channels, frozen=args.mode == "frozen", norm_eval=args.norm_eval, pad_to=pad_to
+        )
+        return QueryDetector(body, num_classes, size, args.num_queries, args.query_stages), pad_to
     model = build_detector(
         backbone,
         num_classes,

@@ -125,6 +125,12 @@ def train_indices(split: DetectionSplit) -> list[int]:
     return [i for i in range(len(split)) if any(not a["iscrowd"] for a in split.annotations(i))]
 
 
+def predicts_masks(model: torch.nn.Module) -> bool:
+    """Mask R-CNN predicts masks; Faster R-CNN and the query head predict boxes only."""
+    heads = getattr(model, "roi_heads", None)
+    return heads is not None and hasattr(heads, "mask_head") and heads.has_mask()
+
+
 def train_detector(
     model: torch.nn.Module, split: DetectionSplit, cfg: TrainConfig, device: Any, seed: int, num_workers: int
 ) -> dict[str, Any]:
@@ -134,7 +140,7 @@ def train_detector(
     dataset = DetectionDataset(
         split,
         train_indices(split),
-        masks=hasattr(model.roi_heads, "mask_head") and model.roi_heads.has_mask(),
+        masks=predicts_masks(model),
         transform=make_transform(cfg),
     )
     gen = torch.Generator().manual_seed(seed)
@@ -207,7 +213,7 @@ def predict(
     amp: bool = False,
 ) -> list[dict[str, Any]]:
     """COCO result records of the whole split (boxes and, for Mask R-CNN, masks in image pixels)."""
-    masks = hasattr(model.roi_heads, "mask_head") and model.roi_heads.has_mask()
+    masks = predicts_masks(model)
     dataset = DetectionDataset(split, list(range(len(split))), masks=False)
     loader = DataLoader(dataset, batch_size, shuffle=False, collate_fn=_collate, num_workers=num_workers)
     use_amp = amp and torch.device(device).type == "cuda"
