@@ -64,8 +64,17 @@ SUITES.register(
     "detection",
     "bob.tasks.detection.task:Detection",
     main_metric="box_ap",
-    task_types=("detection",),
+    task_types=("detection", "open-vocab"),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
+)
+
+SUITES.register(
+    "open-vocab",
+    "bob.tasks.detection.open_vocab:OpenVocab",
+    main_metric="box_ap_novel",
+    task_types=("open-vocab", "detection"),
+    description="ViLD-text: the detection suite's R-CNN classifying by cosine to category-name text "
+    "embeddings; trained on base categories, AP on novel ones",
 )
 
 

@@ -511,3 +511,27 @@ _real(
     description="Train on 10,000 GTA-V frames (Sim10k, class car), test on Cityscapes val (500 images, "
     "class car of instancesonly_filtered_gtFine_val.json). Both as COCO JSON; see docs/suites/detection.md.",
 )
+
+
+# Open-vocabulary detection: colour × shape scenes with held-out pairs, for `open-vocab/<dataset>`.
+_OV_PALETTE = ("red", "yellow", "green", "blue")
+_OV_NOVEL = ("green circle", "blue triangle", "red star", "yellow cross", "blue ring")
+for _name, _counts in (("scenes-ov", (1000, 200)), ("scenes-ov-mini", (96, 48))):
+    _register(
+        _name,
+        _SCENES,
+        options={"n_train": _counts[0], "n_test": _counts[1], "palette": _OV_PALETTE, "novel": _OV_NOVEL},
+        title="Colour × shape scenes with 5 held-out (novel) pairs" + (", mini" if "mini" in _name else ""),
+        kind="generated",
+        task_type="open-vocab",
+        num_classes=len(_OV_PALETTE) * 5,
+        splits=("train", "test"),
+        source="bob.tasks.detection.scenes.generate_scenes(palette=...)",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description="The detection scenes on CC0 textures, each object one of 4 named colours (red, yellow, "
+        "green, blue; hue ±0.02) × 5 shapes = 20 categories named '<colour> <shape>'. Novel (never "
+        f"annotated in training by open-vocab): {', '.join(_OV_NOVEL)}; every novel word also occurs in "
+        f"base names. {_counts[0]:,} train / {_counts[1]:,} test scenes.",
+    )

@@ -39,8 +39,22 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _scene(rng: np.random.Generator, size: int, domain: str, max_objects: int) -> tuple[np.ndarray, list]:
-    """One image (uint8 HxWx3) and its visible objects as (class index, boolean mask)."""
+# Named hues of the colour × shape scenes (open-vocabulary detection): hue in [0, 1), ±0.02 jitter.
+PALETTE: dict[str, float] = {"red": 0.0, "yellow": 0.15, "green": 0.33, "blue": 0.62}
+HUE_JITTER = 0.02
+
+
+def palette_classes(palette: tuple[str, ...]) -> tuple[str, ...]:
+    """Category names of the colour × shape scenes, shape-major: `red circle`, `yellow circle`, …"""
+    return tuple(f"{colour} {shape}" for shape in SCENE_CLASSES for colour in palette)
+
+
+def _scene(
+    rng: np.random.Generator, size: int, domain: str, max_objects: int, palette: tuple[str, ...] = ()
+) -> tuple[np.ndarray, list]:
+    """One image (uint8 HxWx3) and its visible objects as (class index, boolean mask).
+
+    With a `palette`, each object also draws a named colour and its class is (shape, colour)."""
     canvas = _BACKGROUNDS[domain](rng, size)
     outline = max(1.0, size / 48)
     objects: list[tuple[int, np.ndarray]] = []
@@ -50,7 +64,14 @@ def _scene(rng: np.random.Generator, size: int, domain: str, max_objects: int) -
         centre = radius + rng.random(2) * (size - 2 * radius)
         polys = _place(_UNIT_SHAPES[SCENE_CLASSES[cls]], centre, radius, rng.uniform(0, 2 * np.pi))
         cover = _mask(polys, size, None)
-        canvas = canvas * (1.0 - cover) + _fill_colour(rng.random(3), domain) * cover
+        if palette:
+            colour = int(rng.integers(len(palette)))
+            hue = (PALETTE[palette[colour]] + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
+            hsv = np.array([hue, *rng.random(2)])
+            cls = cls * len(palette) + colour
+        else:
+            hsv = rng.random(3)
+        canvas = canvas * (1.0 - cover) + _fill_colour(hsv, domain) * cover
         if domain == "cartoon":
             canvas *= 1.0 - _mask(polys, size, outline)
         visible = cover[..., 0] >= 0.5
@@ -60,9 +81,26 @@ def _scene(rng: np.random.Generator, size: int, domain: str, max_objects: int) -
 
 
 def generate_scenes(
-    n: int, *, size: int = 128, domain: str = "texture", max_objects: int = 4, seed: int = 0
+    n: int,
+    *,
+    size: int = 128,
+    domain: str = "texture",
+    max_objects: int = 4,
+    seed: int = 0,
+    palette: tuple[str, ...] = (),
+    novel: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """`n` scenes (uint8 N×size×size×3) and their COCO dict. Same arguments, same bytes."""
+    """`n` scenes (uint8 N×size×size×3) and their COCO dict. Same arguments, same bytes.
+
+    With a `palette` (names from PALETTE) the categories are colour × shape (`red star`), and those
+    named in `novel` are marked `"split": "novel"` (the rest `"base"`) for open-vocabulary detection."""
+    unknown = [c for c in palette if c not in PALETTE]
+    if unknown:
+        raise UsageError(f"Unknown scene colours {unknown}; valid colours are: {', '.join(PALETTE)}.")
+    names = palette_classes(palette) if palette else SCENE_CLASSES
+    missing = [c for c in novel if c not in names]
+    if missing:
+        raise UsageError(f"Novel categories {missing} are not scene categories ({', '.join(names)}).")
     if domain not in _BACKGROUNDS:
         raise UsageError(f"Unknown scenes domain '{domain}'; valid domains are: {', '.join(_BACKGROUNDS)}.")
     if size < 32 or n < 1 or max_objects < 1:
@@ -74,10 +112,13 @@ def generate_scenes(
     coco: dict[str, Any] = {
         "images": [],
         "annotations": [],
-        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(SCENE_CLASSES)],
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)],
     }
+    if palette:
+        for category in coco["categories"]:
+            category["split"] = "novel" if category["name"] in novel else "base"
     for i in range(n):
-        images[i], objects = _scene(rng, size, domain, max_objects)
+        images[i], objects = _scene(rng, size, domain, max_objects, palette)
         coco["images"].append({"id": i + 1, "file_name": f"{i:06d}.png", "width": size, "height": size})
         for cls, mask in objects:
             ys, xs = np.nonzero(mask)
@@ -103,8 +144,11 @@ def scenes_seed(domain: str, split: str) -> int:
 
 
 @lru_cache(maxsize=8)
-def _cached(n: int, size: int, domain: str, split: str) -> tuple[np.ndarray, str]:
-    images, coco = generate_scenes(n, size=size, domain=domain, seed=scenes_seed(domain, split))
+def _cached(
+    n: int, size: int, domain: str, split: str, palette: tuple[str, ...] = (), novel: tuple[str, ...] = ()
+) -> tuple[np.ndarray, str]:
+    seed = scenes_seed(domain, split) if not palette else scenes_seed(f"{domain}/{'-'.join(palette)}", split)
+    images, coco = generate_scenes(n, size=size, domain=domain, seed=seed, palette=palette, novel=novel)
     images.setflags(write=False)
     return images, json.dumps(coco)
 
@@ -120,13 +164,15 @@ def load_scenes(
     n_train: int = 1000,
     n_test: int = 200,
     size: int = 128,
+    palette: tuple[str, ...] = (),
+    novel: tuple[str, ...] = (),
 ) -> DetectionSplit:
     """Catalog loader: `train` scenes of `train_domain`, `test` scenes of `test_domain`; `root` is unused."""
     plan = {"train": (n_train, train_domain), "test": (n_test, test_domain)}
     if split not in plan:
         raise UsageError(f"Dataset '{info.name}' has no split '{split}'; its splits are: train, test.")
     n, domain = plan[split]
-    images, coco_json = _cached(n, size, domain, split)
+    images, coco_json = _cached(n, size, domain, split, tuple(palette), tuple(novel))
     return DetectionSplit(info.name, split, json.loads(coco_json), arrays=images.copy())
 
 

@@ -125,7 +125,7 @@ class Detection(Task):
     version = "1"
     main_metric = "box_ap"
     needs = ("features", "trainable")
-    task_types = ("detection",)
+    task_types = ("detection", "open-vocab")  # on open-vocab sets: the closed-vocabulary oracle
     description = (
         "Mask/Faster R-CNN (or a query-based head) with an FPN on the backbone; COCOeval box and mask AP"
     )
