@@ -176,6 +176,30 @@ def test_sigmoid_head_is_one_vs_rest_logistic_regression():
         assert b[0, c].item() == pytest.approx(ref.intercept_[0], abs=2e-3)
 
 
+def test_sigmoid_gradient_matches_autograd_for_every_candidate():
+    from bob.tasks.linear_head import _sigmoid_regression_grad
+
+    torch.manual_seed(0)
+    k, c, d, b = 3, 4, 5, 6
+    x, y = torch.randn(b, d), (torch.rand(b, c) < 0.4).float()
+    weight, bias = torch.randn(d, k * c), torch.randn(k * c)
+    lam = torch.tensor([0.0, 0.1, 1.0]).repeat_interleave(c)
+    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
+    _sigmoid_regression_grad(x, y, weight, bias, lam, k, c)
+    w, bb = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    logits = x @ w + bb
+    loss = sum(
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            logits[:, j * c : (j + 1) * c], y, reduction="sum"
+        )
+        / b
+        + 0.5 * lam[j * c] * w[:, j * c : (j + 1) * c].square().sum()
+        for j in range(k)
+    )
+    loss.backward()
+    assert torch.allclose(weight.grad, w.grad, atol=1e-6) and torch.allclose(bias.grad, bb.grad, atol=1e-6)
+
+
 def test_task_args_are_validated():
     with pytest.raises(UsageError, match="classifier"):
         MultiLabelArgs(classifier="oracle").validate()
