@@ -423,17 +423,27 @@ def test_scenes_run_end_to_end_and_loads_in_the_leaderboard(options):
 
 
 @pytest.mark.slow
-def test_imagenet_real_native_head_equals_timm_on_a_fake_val_tree(options, tmp_path, weights_dir):
-    """The real ImageNet MobileNetV2 head on a 6-image fake val tree; ReaL as timm computes it."""
+def test_imagenet_real_native_head_on_photos_equals_timm(options, tmp_path, weights_dir):
+    """The real ImageNet MobileNetV2 head on three CC0 photos laid out as ImageNet val. The cat is
+    filed as 'tabby' (281) with the ReaL set {tabby, tiger cat, Egyptian cat}; the network says
+    Egyptian cat (285, p≈0.7): wrong for plain top-1, right for ReaL — the point of ReaL."""
+    import skimage.data
+    from PIL import Image
     from timm.data import RealLabelsImagenet
 
     from bob.backbones import resolve_backbone
     from bob.data.real_shifts import imagenet_wnids
+    from bob.features import extract_pooled, split_batches
 
     wnids = imagenet_wnids()
-    real = [[1, 2], [], [3], [0, 3], [998], [5, 6, 7]]
-    _imagenet_tree(tmp_path, {wnids[1]: 2, wnids[3]: 2, wnids[5]: 2}, real)
-    args = {"root": str(tmp_path), "classifier": "native", "image_size": "64"}
+    photos = [("chelsea", 281), ("coffee", 967), ("astronaut", 0)]
+    for number, (name, label) in enumerate(photos, 1):
+        folder = tmp_path / "imagenet" / "val" / wnids[label]
+        folder.mkdir(parents=True)
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"ILSVRC2012_val_{number:08d}.JPEG")
+    real_json = tmp_path / "imagenet" / "real.json"
+    real_json.write_text(json.dumps([[281, 282, 285], [967, 968], []]))
+    args = {"root": str(tmp_path), "classifier": "native"}
     out = execute(
         make_spec("torchvision/mobilenet_v2", "multilabel/imagenet-real", "pretrained", task_args=args),
         options,
@@ -441,30 +451,43 @@ def test_imagenet_real_native_head_equals_timm_on_a_fake_val_tree(options, tmp_p
     assert out.result.ok, out.result.error
     m, p = out.result.metrics, out.result.protocol
     assert out.result.main_metric[0] == "real_top1" and p["num_real_excluded"] == 1
+    assert m["real_top1"] == 1.0 and m["top1_real_images"] == 0.5 and m["top1"] == pytest.approx(1 / 3)
     # Recompute the logits independently and score them with timm's evaluator.
     ref = resolve_backbone("torchvision/mobilenet_v2", "pretrained")
-    model = ref.build(64)
+    model = ref.build()
     head, space = model.native_classifier()
     assert space == "imagenet-1k"
     split = load_split("imagenet-real", "test", root=tmp_path)
-    from bob.features import extract_pooled, split_batches
-
-    cfg = ref.data_config.with_overrides(image_size=64, crop_pct=None)
-    feats = extract_pooled(model, split_batches(split, cfg, 8, 0, torch.device("cpu")), len(split), "cpu")
+    batches = split_batches(split, ref.data_config, 8, 0, torch.device("cpu"))
     with torch.no_grad():
-        logits = head(torch.as_tensor(feats))
-    timm_real = RealLabelsImagenet(
-        [p.name for p in split.source.paths], str(tmp_path / "imagenet" / "real.json")
-    )
+        logits = head(torch.as_tensor(extract_pooled(model, batches, len(split), "cpu")))
+    assert logits.argmax(1).tolist()[:2] == [285, 967]
+    timm_real = RealLabelsImagenet([p.name for p in split.source.paths], str(real_json))
     timm_real.add_result(logits)
     assert m["real_top1"] * 100 == pytest.approx(timm_real.get_accuracy(1))
     assert m["real_top5"] * 100 == pytest.approx(timm_real.get_accuracy(5))
-    assert m["top1"] == pytest.approx(float((logits.argmax(1).numpy() == split.labels).mean()))
     # A random init has no ImageNet head: a clear error, not a random classifier.
     rnd = execute(
         make_spec("torchvision/mobilenet_v2", "multilabel/imagenet-real", "random", task_args=args), options
     )
     assert not rnd.result.ok and "exposes no imagenet-1k classifier" in rnd.result.error["message"]
+
+
+@pytest.mark.slow
+def test_voc_run_uses_the_official_val_split_and_ignores_difficult_pairs(options, tmp_path):
+    objects = {
+        f"{i:06d}": [(("cat", "dog", "car")[i % 3], 0), ("person", int(i % 4 == 0))] for i in range(10)
+    }
+    ids = sorted(objects)
+    _voc_tree(tmp_path, objects, {"train": ids[:4], "val": ids[4:6], "test": ids[6:]})
+    args = {**FAST_ARGS, "image_size": "32", "root": str(tmp_path), "weight_decay": "0.01"}
+    out = execute(make_spec(TINY, "multilabel/voc2007-cls", "random", task_args=args), options)
+    assert out.result.ok, out.result.error
+    p = out.result.protocol
+    assert p["val_source"] == "official val split" and (p["num_train"], p["num_val"]) == (4, 2)
+    assert p["difficult_only_pairs"] == 1 and p["num_images"] == 4
+    # Test ids 6..9: cat, dog, car and person everywhere, which is difficult-only in 000008.
+    assert p["num_classes_scored"] == 4
 
 
 @pytest.mark.slow
