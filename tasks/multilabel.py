@@ -152,6 +152,7 @@ class MultiLabel(Task):
             raise UsageError(
                 f"{self.name}: the test split has no label sets; it is not a multi-label dataset."
             )
+        _require_positives(test.targets, test.ignore, f"{self.dataset}/test")
         if args.classifier == "native":
             scores, probs, protocol, artifacts = self._native(ctx), None, {}, {}
             protocol["classifier"] = f"native {NATIVE_LABEL_SPACES[self.dataset]} head of the backbone"
@@ -228,6 +229,7 @@ class MultiLabel(Task):
             fit_idx, held = random_holdout(len(features), self.args.val_fraction, ctx.seed)
             val = (features[held], split.targets[held], split.ignore[held])
             source = f"random {self.args.val_fraction:.0%} of train (seed {ctx.seed})"
+        _require_positives(val[1], val[2], f"the validation part ({source})")
         fit = (features[fit_idx], split.targets[fit_idx].astype(np.float32))
         return fit, (val[0], val[1].astype(np.float32), val[2]), source
 
@@ -242,3 +244,11 @@ class MultiLabel(Task):
         rest, held = stratified_partition(labels, self.args.val_fraction, ctx.seed)
         source = f"stratified {self.args.val_fraction:.0%} of train (seed {ctx.seed})"
         return (features[rest], labels[rest]), (features[held], labels[held]), source
+
+
+def _require_positives(targets: np.ndarray, ignore: np.ndarray, where: str) -> None:
+    """Refuse, before anything is trained, a scored set in which no class has a positive label."""
+    from bob.tasks.multilabel_metrics import scored_classes
+
+    if len(scored_classes(targets, ignore)) == 0:
+        raise UsageError(f"{where} has no image with a (non-ignored) label, so mAP cannot be computed.")

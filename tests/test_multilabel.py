@@ -401,6 +401,17 @@ def test_native_classifier_is_refused_before_any_extraction(options):
     assert out.stats["extractions"] == 0
 
 
+def test_a_test_set_without_any_scored_label_is_refused_before_extraction(options, tmp_path):
+    _voc_tree(
+        tmp_path, {"000001": [("cat", 0)], "000002": [("dog", 1)]}, {"train": ["000001"], "test": ["000002"]}
+    )
+    out = execute(
+        make_spec(TINY, "multilabel/voc2007-cls", "random", task_args={"root": str(tmp_path)}), options
+    )
+    assert not out.result.ok and "no image with a (non-ignored) label" in out.result.error["message"]
+    assert out.stats["extractions"] == 0
+
+
 @pytest.mark.slow
 def test_scenes_run_end_to_end_and_loads_in_the_leaderboard(options):
     from bob.leaderboard.load import load_results
