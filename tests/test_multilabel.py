@@ -200,6 +200,29 @@ def test_sigmoid_gradient_matches_autograd_for_every_candidate():
     assert torch.allclose(weight.grad, w.grad, atol=1e-6) and torch.allclose(bias.grad, bb.grad, atol=1e-6)
 
 
+def test_timm_pretrained_checkpoint_keeps_its_imagenet_head(tmp_path, monkeypatch):
+    """A timm checkpoint staged in the weights search path: the adapter drops the head from the
+    backbone but keeps it as the native classifier, and pooled → head equals timm's full forward."""
+    import timm
+    from safetensors.torch import save_file
+
+    from bob.backbones import resolve_backbone
+
+    torch.manual_seed(0)
+    full = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=1000).eval()
+    staged = tmp_path / "timm" / "mobilenetv3_small_050.lamb_in1k"
+    staged.mkdir(parents=True)
+    save_file(full.state_dict(), staged / "model.safetensors")
+    monkeypatch.setenv("BOB_WEIGHTS_PATH", str(tmp_path))
+    backbone = resolve_backbone("timm/mobilenetv3_small_050.lamb_in1k", "pretrained").build(64)
+    head, space = backbone.native_classifier()
+    assert space == "imagenet-1k" and not any(p is head.weight for p in backbone.parameters())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(head(backbone.forward_pooled(x)).numpy(), full(x).numpy(), atol=1e-4)
+    assert resolve_backbone("timm/mobilenetv3_small_050", "random").build(64).native_classifier() is None
+
+
 def test_task_args_are_validated():
     with pytest.raises(UsageError, match="classifier"):
         MultiLabelArgs(classifier="oracle").validate()
