@@ -8,7 +8,9 @@ A `Backbone` is an `nn.Module` with:
   - `forward_features(x, levels=None) -> list[[B, C_i, H/s_i, W/s_i]]`: NCHW maps for the requested
     levels (indices into `feature_info`, negatives allowed; None = every level); transformer
     tokens come back reshaped to NCHW with prefix (class/register) tokens dropped;
-  - `trainable()`: the module to fine-tune.
+  - `trainable()`: the module to fine-tune;
+  - optionally `native_classifier()`: the checkpoint's own classifier (pooled features → logits)
+    and the label space it predicts (e.g. "imagenet-1k"), where the adapter kept it; None otherwise.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ class Backbone(nn.Module):
 
     def trainable(self) -> nn.Module:
         return self
+
+    def native_classifier(self) -> tuple[nn.Module, str] | None:
+        """(classifier on `forward_pooled` outputs, its label space), or None when there is none."""
+        return self.__dict__.get("_native_classifier")
+
+    def set_native_classifier(self, head: nn.Module, label_space: str) -> None:
+        """Keep the checkpoint's classifier outside the module tree, so parameters, state_dict and
+        `trainable()` stay exactly the backbone's."""
+        self.__dict__["_native_classifier"] = (head.eval(), label_space)
 
     def resolve_levels(self, levels: Sequence[int] | None) -> list[int]:
         """Normalise level indices (negatives count from the end) and reject out-of-range ones."""

@@ -10,6 +10,7 @@ the classifier dropped afterwards so no key goes unchecked.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,6 +156,9 @@ def _create(ref: BackboneRef, input_size: int | None) -> torch.nn.Module:
         overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
         # Build with the original classifier so timm loads strictly, then drop it.
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        head = model.get_classifier()
+        if isinstance(head, torch.nn.Linear) and head.out_features == 1000:  # kept for classifier=native
+            model.__dict__["bob_native_head"] = copy.deepcopy(head)  # outside the module tree
         model.reset_classifier(0)
         return model
     torch.manual_seed(ref.weights.seed or 0)
@@ -196,7 +200,11 @@ def build(ref: BackboneRef, input_size: int | None = None) -> TimmBackbone:
     data_config = (
         ref.data_config if input_size is None else ref.data_config.with_overrides(image_size=input_size)
     )
-    return TimmBackbone(model, meta, data_config)
+    backbone = TimmBackbone(model, meta, data_config)
+    head = model.__dict__.pop("bob_native_head", None)
+    if head is not None:
+        backbone.set_native_classifier(head, "imagenet-1k")
+    return backbone
 
 
 def is_model(name: str) -> bool:

@@ -96,10 +96,11 @@ class TorchvisionBackbone(Backbone):
         return self.model
 
 
-def drop_classifier(model: nn.Module) -> None:
+def drop_classifier(model: nn.Module) -> nn.Linear | None:
     """Replace the last nn.Linear (the classifier) with Identity, so the model returns pooled features.
 
     Every torchvision classifier registers its final Linear last (after any auxiliary heads).
+    Returns the removed Linear (None for SqueezeNet, whose classifier is a conv).
     """
     last = None
     for name, module in model.named_modules():
@@ -108,14 +109,16 @@ def drop_classifier(model: nn.Module) -> None:
     if last is None and isinstance(getattr(model, "classifier", None), nn.Sequential):
         # SqueezeNet classifies with a 1x1 conv; its pooled feature is the GAP of the last map.
         model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        return
+        return None
     if last is None:
         raise BackboneContractError(
             f"{type(model).__name__} has no Linear classifier to remove; its pooled features are undefined here."
         )
     parent_name, _, child = last.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    removed = getattr(parent, child)
     setattr(parent, child, nn.Identity())
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ resolution
@@ -203,7 +206,7 @@ def _create(ref: BackboneRef, input_size: int | None) -> nn.Module:
 
 def build(ref: BackboneRef, input_size: int | None = None) -> TorchvisionBackbone:
     model = _create(ref, input_size)
-    drop_classifier(model)
+    head = drop_classifier(model)
     model.eval()
     arch, _, tag = ref.resolved_name.removeprefix("torchvision/").partition(".")
     random = ref.weights.kind == "random"
@@ -226,7 +229,10 @@ def build(ref: BackboneRef, input_size: int | None = None) -> TorchvisionBackbon
         architecture=arch,
         weights=ref.weights.to_dict(),
     )
-    return TorchvisionBackbone(model, meta, data_config, probe)
+    backbone = TorchvisionBackbone(model, meta, data_config, probe)
+    if head is not None and ref.weights.kind == "pretrained" and tag.startswith("IMAGENET1K"):
+        backbone.set_native_classifier(head, "imagenet-1k")
+    return backbone
 
 
 def is_model(name: str) -> bool:

@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection", "open-vocab"),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "multilabel",
+    "bob.tasks.multilabel:MultiLabel",
+    main_metric="map",
+    task_types=("multilabel",),
+    description="label sets per image: linear sigmoid head on frozen pooled features (or the backbone's own "
+    "ImageNet head); mAP, CF1/OF1, ReaL accuracy (main metric on imagenet-real) and plain top-1",
+)
 
 SUITES.register(
     "open-vocab",

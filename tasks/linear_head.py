@@ -8,7 +8,9 @@ exactly the trajectory it would follow alone. The objective of candidate k is
     mean cross-entropy + λ_k / 2 · ||W_k||²      (bias not penalised)
 
 on standardised features, which is scikit-learn's `LogisticRegression(C=1 / (λ_k · N))` — the same
-convex problem, so results can be checked against it.
+convex problem, so results can be checked against it. With `loss="sigmoid"` the targets are
+multi-hot [N, C] and cross-entropy becomes the per-class binary cross-entropy summed over classes:
+C independent one-vs-rest logistic regressions with the same coefficient.
 """
 
 from __future__ import annotations
@@ -58,11 +60,14 @@ def fit_heads(
     cfg: HeadConfig,
     seed: int,
     progress: Progress | None = None,
+    loss: str = "softmax",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one head per λ on (x, y) together. Returns W [K, D, C] and b [K, C].
 
     All heads live in one [D, K·C] matrix, so a minibatch costs one matrix product for every head.
+    `loss` is "softmax" (y: class indices [N]) or "sigmoid" (y: multi-hot float targets [N, C]).
     """
+    grad_fn = {"softmax": _softmax_regression_grad, "sigmoid": _sigmoid_regression_grad}[loss]
     n, d = x.shape
     k, c = len(lambdas), num_classes
     # Per-column L2 coefficients: candidate k owns columns k·C … (k+1)·C − 1.
@@ -82,7 +87,7 @@ def fit_heads(
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
             for group in optimizer.param_groups:  # cosine decay to zero, no warm-up
                 group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-            _softmax_regression_grad(xb, yb, weight, bias, lam, k, c)
+            grad_fn(xb, yb, weight, bias, lam, k, c)
             optimizer.step()
             step += 1
         # Checked once per epoch: a per-step check would force a device sync on every step.
@@ -115,6 +120,24 @@ def _softmax_regression_grad(
     probs = torch.softmax(torch.addmm(bias, xb, weight).view(b, k, c), dim=-1)
     probs[torch.arange(b, device=yb.device), :, yb] -= 1.0
     dlogits = probs.view(b, k * c)
+    torch.mm(xb.T, dlogits, out=weight.grad)
+    weight.grad.mul_(1.0 / b).addcmul_(lam, weight)
+    torch.sum(dlogits, dim=0, out=bias.grad)
+    bias.grad.mul_(1.0 / b)
+
+
+def _sigmoid_regression_grad(
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    lam: torch.Tensor,
+    k: int,
+    c: int,
+) -> None:
+    """Like `_softmax_regression_grad` for per-class binary cross-entropy: d/dlogits = (σ(z) − y) / B."""
+    b = len(yb)
+    dlogits = torch.sigmoid(torch.addmm(bias, xb, weight)).sub_(yb.repeat(1, k))
     torch.mm(xb.T, dlogits, out=weight.grad)
     weight.grad.mul_(1.0 / b).addcmul_(lam, weight)
     torch.sum(dlogits, dim=0, out=bias.grad)

@@ -535,3 +535,65 @@ for _name, _counts in (("scenes-ov", (1000, 200)), ("scenes-ov-mini", (96, 48)))
         f"annotated in training by open-vocab): {', '.join(_OV_NOVEL)}; every novel word also occurs in "
         f"base names. {_counts[0]:,} train / {_counts[1]:,} test scenes.",
     )
+
+
+# Multi-label: label sets per image, for the `multilabel/<dataset>` suite.
+_ML_SCENES_NOTE = (
+    "The detection scenes (1-4 shapes of 5 classes per 128 px CC0-texture image, generated from a fixed "
+    "seed per split) with image-level label sets: the classes visible in the scene. Primary label: the "
+    "largest object."
+)
+for _name, _counts in (("scenes-multilabel", (1000, 500)), ("scenes-multilabel-mini", (96, 48))):
+    _register(
+        _name,
+        "bob.data.multilabel:load_scenes_multilabel",
+        options={"n_train": _counts[0], "n_test": _counts[1]},
+        title=f"Multi-label scenes, {_counts[0]:,} / {_counts[1]:,} images",
+        kind="generated",
+        task_type="multilabel",
+        num_classes=5,
+        splits=("train", "test"),
+        source="bob.tasks.detection.scenes.generate_scenes",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description=f"{_ML_SCENES_NOTE} {_counts[0]:,} train / {_counts[1]:,} test.",
+    )
+_real(
+    "voc2007-cls",
+    "bob.data.multilabel:load_voc2007",
+    title="Pascal VOC 2007 classification (20 classes, multi-label)",
+    task_type="multilabel",
+    num_classes=20,
+    splits=("train", "val", "test"),
+    source="http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (Everingham et al., 2010)",
+    license="images under their Flickr terms; annotations for research use",
+    description="2,501 train / 2,510 val / 4,952 test images; label sets from the detection XMLs. A class "
+    "present only as 'difficult' objects is positive in training and ignored in scoring (ML-GCN). Read "
+    "from ROOT/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}.",
+)
+_real(
+    "coco-multilabel",
+    "bob.data.multilabel:load_coco_multilabel",
+    title="COCO 2014 image-level labels (80 classes, multi-label)",
+    task_type="multilabel",
+    num_classes=80,
+    options={"layout": "coco2014"},
+    source="https://cocodataset.org (Lin et al., 2014)",
+    license="annotations CC BY 4.0; images under their Flickr licenses",
+    description="train2014 / val2014 (the ML-GCN / ASL protocol), label sets = categories of an image's "
+    "instance annotations; images without any annotation are dropped. Read from "
+    "ROOT/coco/annotations/instances_{train,val}2014.json and ROOT/coco/{train,val}2014/.",
+)
+_real(
+    "imagenet-real",
+    "bob.data.multilabel:load_imagenet_real",
+    title="ImageNet val with the ReaL reassessed label sets",
+    task_type="multilabel",
+    num_classes=1000,
+    source="https://github.com/google-research/reassessed-imagenet (Beyer et al., 2020); ImageNet ILSVRC-2012",
+    license="ReaL labels Apache-2.0; ImageNet images under the ImageNet terms of access",
+    description="test: the 50,000 val images (ROOT/imagenet/val/<wnid>/ILSVRC2012_val_*.JPEG) with their ReaL "
+    "label sets (ROOT/imagenet/real.json, else the copy timm ships); train: ImageNet train for "
+    "classifier=probe. Main metric: ReaL top-1.",
+)
