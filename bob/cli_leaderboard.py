@@ -25,6 +25,8 @@ def run_leaderboard(
     top: int,
     group_by: str | None,
     efficiency_suites: list[str] | None = None,
+    pareto_y: str = "overall",
+    pareto_cost: str = "",
 ) -> int:
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard
     from bob.leaderboard import format as fmt
@@ -40,6 +42,8 @@ def run_leaderboard(
         min_backbones=min_backbones,
         suites=tuple(suites),
         efficiency_suites=tuple(efficiency_suites or ("efficiency",)),
+        pareto_y=pareto_y,
+        pareto_cost=pareto_cost,
     )
     parsed = [RowFilter.parse(f) for f in filters]
     out = build_leaderboard(results_dir, out_dir, options, parsed)

@@ -68,6 +68,15 @@ SUITES.register(
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
 
+SUITES.register(
+    "efficiency",
+    "bob.tasks.efficiency:Efficiency",
+    main_metric="latency_ms",
+    task_types=("input",),
+    description="cost at an input size on random tensors: params, MACs, batch-1 latency (main, ms), "
+    "max-batch throughput, train-step time, peak memory, energy",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

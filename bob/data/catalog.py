@@ -511,3 +511,22 @@ _real(
     description="Train on 10,000 GTA-V frames (Sim10k, class car), test on Cityscapes val (500 images, "
     "class car of instancesonly_filtered_gtFine_val.json). Both as COCO JSON; see docs/suites/detection.md.",
 )
+
+
+# Input sizes for the `efficiency/<size>` suite: no images, the task feeds random tensors itself.
+for _size in (32, 64, 128, 224, 256, 384):
+    _register(
+        str(_size),
+        "bob.tasks.efficiency:no_images",
+        title=f"Input size {_size}×{_size} (random tensors, no data)",
+        kind="generated",
+        task_type="input",
+        num_classes=None,
+        splits=("test",),
+        source="torch.randn inside the efficiency task; nothing is read or downloaded",
+        license="none needed (no data)",
+        image_size=_size,
+        crop_pct=1.0,
+        description=f"random tensors at {_size}×{_size}, no data: the efficiency suite measures the model "
+        "(params, MACs, latency, throughput, train step, memory, energy) at this input size.",
+    )

@@ -1,0 +1,254 @@
+"""The measurements of the efficiency suite: parameters, MACs, latency, throughput, train-step time.
+
+- MACs come from torch's own `torch.utils.flop_counter.FlopCounterMode`, which counts matmuls,
+  convolutions and attention (fvcore's convention: elementwise ops, norms and activations are free)
+  in FLOPs = 2 × MACs; bob stores MACs = FLOPs / 2. It counts whatever callable it is given — the
+  suite gives it the backbone's `forward_pooled`, i.e. the feature extractor without a classifier.
+- Times are wall-clock `time.perf_counter` intervals around each call, after warm-up calls, with
+  `torch.cuda.synchronize` before and after on a GPU so queued kernels are inside the interval.
+- Batch searches treat running out of memory as data, as timm's benchmark does: throughput doubles
+  the batch until it no longer fits (or hits a cap), the train step halves it until it fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+MACS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
+
+
+def count_params(module: Any) -> int:
+    """Every parameter element of `module` (trainable or not), as timm and bob's backbone index count them."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def count_macs(fn: Callable[[Any], Any], x: Any) -> int:
+    """Multiply-accumulates of one call `fn(x)`, counted by FlopCounterMode (FLOPs / 2), without grads."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn(x)
+    return int(counter.get_total_flops()) // 2
+
+
+def synchronizer(device: Any) -> Callable[[], None]:
+    """A function that waits for the device's queued work (a no-op on CPU)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast to the precision's dtype; fp32 runs as is."""
+    import torch
+
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=getattr(device, "type", str(device)), dtype=getattr(torch, dtype))
+
+
+@dataclass
+class Timing:
+    """Per-call wall times in seconds, with the settings they were taken under."""
+
+    seconds: list[float]
+    warmup: int
+    batch: int
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.seconds) * 1e3)
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.seconds, 90) * 1e3)
+
+    @property
+    def images_per_s(self) -> float:
+        return float(self.batch * len(self.seconds) / sum(self.seconds))
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    warmup: int,
+    iters: int,
+    sync: Callable[[], None],
+    batch: int = 1,
+    on_call: Callable[[], None] | None = None,
+) -> Timing:
+    """Call `fn` `warmup` times untimed, then `iters` times, timing each call on its own."""
+    if iters < 1:
+        raise ValueError(f"iters must be at least 1, got {iters}")
+    for _ in range(warmup):
+        fn()
+        if on_call:
+            on_call()
+    seconds = []
+    for _ in range(iters):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        seconds.append(time.perf_counter() - start)
+        if on_call:
+            on_call()
+    return Timing(seconds, warmup, batch)
+
+
+# ----------------------------------------------------------------------------------- batch searches
+
+
+def free_memory() -> None:
+    """Drop what a failed (out-of-memory) attempt left behind before the next attempt."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _is_oom(err: BaseException) -> bool:
+    from bob.runner import is_out_of_memory
+
+    return is_out_of_memory(err)
+
+
+@dataclass
+class BatchSearch:
+    """Which batch sizes were tried, which ran out of memory, and the one chosen."""
+
+    batch: int
+    tried: list[int] = field(default_factory=list)
+    out_of_memory: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "tried": self.tried, "out_of_memory": self.out_of_memory}
+
+
+def largest_fitting_batch(attempt: Callable[[int], Any], cap: int) -> BatchSearch:
+    """Double the batch from 1 while `attempt(batch)` fits in memory and the batch stays ≤ `cap`.
+
+    Returns the largest power of two that fitted. An out-of-memory error at batch 1 propagates;
+    any other error propagates at once (it is not a memory limit).
+    """
+    if cap < 1:
+        raise ValueError(f"the batch cap must be at least 1, got {cap}")
+    search = BatchSearch(batch=0)
+    batch = 1
+    while batch <= cap:
+        search.tried.append(batch)
+        try:
+            attempt(batch)
+        except Exception as err:
+            if not _is_oom(err) or search.batch == 0:
+                raise
+            search.out_of_memory.append(batch)
+            free_memory()
+            break
+        search.batch = batch
+        batch *= 2
+    return search
+
+
+def halving_batch(attempt: Callable[[int], Any], start: int) -> BatchSearch:
+    """Try `attempt(start)`, halving the batch on every out-of-memory error until one fits.
+
+    ResNet-RS's rule for its train-step times. If batch 1 does not fit either, its error propagates.
+    """
+    if start < 1:
+        raise ValueError(f"the starting batch must be at least 1, got {start}")
+    search = BatchSearch(batch=0)
+    batch = start
+    while True:
+        search.tried.append(batch)
+        try:
+            attempt(batch)
+        except Exception as err:
+            if not _is_oom(err) or batch == 1:
+                raise
+            search.out_of_memory.append(batch)
+            free_memory()
+            batch //= 2
+            continue
+        search.batch = batch
+        return search
+
+
+# ------------------------------------------------------------------------------------------ one step
+
+
+@dataclass
+class TrainStep:
+    """forward + backward + SGD step of the backbone under a linear classifier, on random labels."""
+
+    backbone: Any
+    device: Any
+    precision: str
+    num_classes: int = 1000
+    lr: float = 0.1
+    momentum: float = 0.9
+    _head: Any = None
+    _optimizer: Any = None
+    _scaler: Any = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self.backbone.train()
+        self._head = torch.nn.Linear(self.backbone.pooled_dim, self.num_classes).to(self.device)
+        params = [*self.backbone.trainable().parameters(), *self._head.parameters()]
+        self._optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        if self.precision == "fp16":
+            self._scaler = torch.amp.GradScaler(getattr(self.device, "type", str(self.device)))
+
+    def batch(self, size: int, image_size: int) -> tuple[Any, Any]:
+        import torch
+
+        x = torch.randn(size, 3, image_size, image_size, device=self.device)
+        y = torch.randint(0, self.num_classes, (size,), device=self.device)
+        return x, y
+
+    def __call__(self, x: Any, y: Any) -> None:
+        import torch.nn.functional as F
+
+        self._optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            logits = self._head(self.backbone.forward_pooled(x))
+        loss = F.cross_entropy(logits.float(), y)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self._optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            self._optimizer.step()
+
+
+@contextlib.contextmanager
+def inference_mode(backbone: Any) -> Iterator[None]:
+    """Eval mode and no autograd, as every inference measurement runs."""
+    import torch
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        backbone.train(was_training)
