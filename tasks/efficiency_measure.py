@@ -2,7 +2,9 @@
 
 - MACs come from torch's own `torch.utils.flop_counter.FlopCounterMode`, which counts matmuls,
   convolutions and attention (fvcore's convention: elementwise ops, norms and activations are free)
-  in FLOPs = 2 × MACs; bob stores MACs = FLOPs / 2. It counts whatever callable it is given — the
+  in FLOPs = 2 × MACs; bob stores MACs = FLOPs / 2. Two blind spots are closed while counting: the
+  CPU attention kernel gets torch's own sdpa formula, and nn.MultiheadAttention's fused inference
+  fast path is switched off (it would count as zero). It counts whatever callable it is given — the
   suite gives it the backbone's `forward_pooled`, i.e. the feature extractor without a classifier.
 - Times are wall-clock `time.perf_counter` intervals around each call, after warm-up calls, with
   `torch.cuda.synchronize` before and after on a GPU so queued kernels are inside the interval.
@@ -30,13 +32,46 @@ def count_params(module: Any) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
+def _cpu_attention_formulas() -> dict[Any, Callable[..., int]]:
+    """FlopCounterMode knows the GPU attention kernels but not the CPU one that
+    `F.scaled_dot_product_attention` dispatches to on CPU; count it with torch's own sdpa formula."""
+    import torch
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in flop_counter.flop_registry:
+        return {}
+
+    def flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    return {op: flops}
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """nn.MultiheadAttention's inference fast path is one fused op the counter cannot see into."""
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    enabled = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(enabled)
+
+
 def count_macs(fn: Callable[[Any], Any], x: Any) -> int:
     """Multiply-accumulates of one call `fn(x)`, counted by FlopCounterMode (FLOPs / 2), without grads."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
+    with torch.no_grad(), _mha_fastpath_off(), counter:
         fn(x)
     return int(counter.get_total_flops()) // 2
 
