@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_leaderboard_browser import page  # noqa: F401  (the headless Chromium fixture)
 
 from bob.errors import UsageError
 from bob.leaderboard import BoardOptions, build_leaderboard
@@ -209,3 +210,18 @@ def test_the_cli_takes_the_pareto_options(tmp_path):
     assert set(rows["y_column"]) == {"suite:linear-probe"} and rows["pareto"].any()
     bad = CliRunner().invoke(app, [*args, "--pareto-y", "mean_rank"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.slow
+def test_pareto_plot_renders_in_headless_chromium(tmp_path, page):  # noqa: F811  (the fixture)
+    build_leaderboard(_results(tmp_path / "raw"), tmp_path / "out")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "out" / "leaderboard.html").as_uri())
+    page.wait_for_selector("#plot-pareto .main-svg", timeout=20_000)
+    # 6 backbones with a cost and an accuracy (5 pretrained + 1 random baseline) + 3 front markers
+    assert page.eval_on_selector_all("#plot-pareto .scatterlayer .point", "e => e.length") == 6 + 3
+    legend = page.eval_on_selector_all("#plot-pareto .legendtext", "ts => ts.map(t => t.textContent)")
+    assert "Pareto front" in legend
+    assert page.eval_on_selector("#plot-pareto .xtitle", "t => t.textContent").startswith("GMACs per image")
+    assert not errors
