@@ -230,7 +230,7 @@ def test_a_run_records_every_cost_and_the_settings(results_dir, cache_dir):
 def test_weights_do_not_change_counts_and_bf16_runs(results_dir, cache_dir, weights_dir):
     """torchvision/mobilenet_v2: pretrained and random weights count the same params and MACs."""
     options = RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)
-    args = {**TINY, "train": "false"}
+    args = {"warmup": "0", "iters": "1", "max_batch": "1", "throughput_iters": "1", "train": "false"}
     out = {}
     for weights in ("pretrained", "random"):
         spec = make_spec("torchvision/mobilenet_v2", "efficiency/224", weights, 0, None, args)
@@ -239,5 +239,7 @@ def test_weights_do_not_change_counts_and_bf16_runs(results_dir, cache_dir, weig
     for name in ("params", "macs"):
         assert out["pretrained"].metrics[name] == out["random"].metrics[name]
     assert out["random"].metrics["gmacs"] == pytest.approx(0.30, rel=0.01)  # torchvision's card: 0.30 GFLOPS
-    bf16 = _run(results_dir, cache_dir, backbone="timm/resnet18", precision="bf16", train="false")
+    bf16 = _run(
+        results_dir, cache_dir, backbone="timm/resnet18", precision="bf16", train="false", max_batch="1"
+    )
     assert bf16.ok and bf16.protocol["autocast"] and bf16.protocol["precision"] == "bf16"
