@@ -117,8 +117,13 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
 
 def gap_table(outcomes: list[RunOutcome]) -> Table | None:
     """Pretrained minus random-init on the main metric, for every pair the grid contains."""
+    from bob.tasks.catalog import task_class
+
     by_key = {}
     for o in outcomes:
+        # A gap in points only means something for fractions (accuracy), not for costs.
+        if not getattr(task_class(o.spec.task.partition("/")[0]), "metrics_are_fractions", True):
+            continue
         if o.result.ok:
             by_key[(o.spec.backbone, o.spec.task, o.spec.seed, o.spec.weights)] = o.result
     rows = []

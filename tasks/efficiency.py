@@ -123,7 +123,10 @@ class Efficiency(Task):
         from bob.tasks.efficiency_run import measure_all
 
         size = ctx.data_config.input_size
-        backbone = ctx.backbone()
+        try:
+            backbone = ctx.backbone()
+        except (RuntimeError, ValueError, AssertionError) as err:  # e.g. a fixed-size model at another size
+            raise UsageError(f"{ctx.ref.name} cannot be built for {size}×{size} inputs: {err}") from err
         _check_size(backbone, size)
         with progress_bar(f"efficiency {backbone.meta.name} @{size}", 4, "phases") as bar:
             metrics, protocol = measure_all(ctx, backbone, args, size, energy, bar)

@@ -20,6 +20,7 @@ from bob.tasks.efficiency_measure import (
     halving_batch,
     inference_mode,
     largest_fitting_batch,
+    memory_access,
     synchronizer,
     time_calls,
 )
@@ -62,8 +63,10 @@ def count_phase(backbone: Any, size: int, device: Any, seed: int) -> tuple[dict[
             macs = count_macs(backbone.forward_pooled, x)
         except (RuntimeError, ValueError, AssertionError) as err:
             raise UsageError(f"{backbone.meta.name} cannot run at {size}×{size}: {err}") from err
+        access = memory_access(backbone, backbone.forward_pooled, x)
     params = count_params(backbone)
     metrics = {"params": float(params), "params_m": params / 1e6, "macs": float(macs), "gmacs": macs / 1e9}
+    metrics["memory_access_m"] = access / 1e6
     protocol = {
         "macs_counter": MACS_COUNTER,
         "macs_counter_torch": torch.__version__,
@@ -71,6 +74,8 @@ def count_phase(backbone: Any, size: int, device: Any, seed: int) -> tuple[dict[
         "batch 1; matmul/conv/attention only (elementwise ops, norms, activations are free), MACs = FLOPs/2",
         "params_counted": "every parameter of the backbone module (no classifier)",
         "params_meta": backbone.meta.params,
+        "memory_access_counted": "VoVNet's memory access cost, in millions of elements: input + output + "
+        "weight elements of every Conv2d and Linear layer in one batch-1 call (other layers not counted)",
     }
     return metrics, protocol
 

@@ -19,6 +19,7 @@ from bob.tasks.efficiency_measure import (
     count_params,
     halving_batch,
     largest_fitting_batch,
+    memory_access,
     time_calls,
 )
 from bob.tasks.efficiency_meters import PeakMemory, rapl_counters, resolve_energy_backend
@@ -66,6 +67,9 @@ def test_macs_of_a_hand_built_net_equal_the_hand_count():
     assert count_macs(net, torch.randn(1, 3, 10, 10)) == conv + fc
     assert count_macs(net, torch.randn(4, 3, 10, 10)) == 4 * (conv + fc)  # per batch, linear in it
     assert count_params(net) == 3 * 8 * 9 + 8 * 5 + 5
+    # VoVNet's memory access cost: conv h·w·(c_in + c_out) + k²·c_in·c_out, linear in + out + weights
+    conv_access = 10 * 10 * (3 + 8) + 3 * 3 * 3 * 8
+    assert memory_access(net, net, torch.randn(1, 3, 10, 10)) == conv_access + (8 + 5 + 8 * 5)
 
 
 def test_macs_of_attention_match_the_definition():
@@ -210,7 +214,8 @@ def test_a_run_records_every_cost_and_the_settings(results_dir, cache_dir):
     assert result.ok, result.error
     m, p = result.metrics, result.protocol
     assert result.main_metric[0] == "latency_ms" and result.task["higher_is_better"] is False
-    for name in ("latency_ms", "latency_p90_ms", "throughput_img_s", "train_step_ms", "train_img_s", "gmacs"):
+    costs = ("latency_ms", "latency_p90_ms", "throughput_img_s", "train_step_ms", "train_img_s", "gmacs")
+    for name in (*costs, "memory_access_m", "gmacs_per_s"):
         assert m[name] > 0 and np.isfinite(m[name]), name
     assert m["latency_p90_ms"] >= m["latency_ms"]
     assert m["params"] == load_index("timm")["architectures"]["mobilenetv3_small_050"]["params"]
