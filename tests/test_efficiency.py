@@ -11,6 +11,7 @@ from bob.backbones import resolve_backbone
 from bob.backbones.catalog import load_index
 from bob.data import dataset_info, load_split
 from bob.errors import UsageError
+from bob.leaderboard import load_results
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from bob.tasks.catalog import task_names
@@ -210,7 +211,13 @@ def test_fp16_on_cpu_and_a_size_below_the_stride_fail_clearly(results_dir, cache
 
 
 def test_a_run_records_every_cost_and_the_settings(results_dir, cache_dir):
-    result = _run(results_dir, cache_dir, backbone="timm/mobilenetv3_small_050", threads="1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = _run(results_dir, cache_dir, backbone="timm/mobilenetv3_small_050", threads="1")
+        assert torch.get_num_threads() == 2  # the run restores the thread setting it changed
+    finally:
+        torch.set_num_threads(before)
     assert result.ok, result.error
     m, p = result.metrics, result.protocol
     assert result.main_metric[0] == "latency_ms" and result.task["higher_is_better"] is False
@@ -226,9 +233,16 @@ def test_a_run_records_every_cost_and_the_settings(results_dir, cache_dir):
     assert p["macs_counter"] == "torch.utils.flop_counter.FlopCounterMode"
     assert p["macs_counter_torch"] == torch.__version__ and p["weights"] == "random"
     assert p["energy_backend"] in ("rapl", "proxy")
-    energy = "energy_j_per_img" if p["energy_backend"] == "rapl" else "energy_proxy_cpu_s_per_img"
-    assert m[energy] > 0 and "proxy" in p["energy_method"] if energy != "energy_j_per_img" else True
-    assert torch.get_num_threads() >= 1  # the run restores the thread setting it changed
+    if p["energy_backend"] == "proxy":  # never passed off as joules
+        assert m["energy_proxy_cpu_s_per_img"] > 0 and "energy_j_per_img" not in m
+        assert p["energy_method"].startswith("proxy:")
+    else:
+        assert m["energy_j_per_img"] > 0
+    assert p["memory_method"] and m["peak_mem_mb"] >= 0 and m["train_peak_mem_mb"] > 0
+    # The result file is a leaderboard row like any other: cost beside the board, not z-scored.
+    loaded = load_results(results_dir)
+    row = loaded.runs.set_index("task").loc["efficiency/64"]
+    assert (row["value"], row["metric:gmacs"]) == (m["latency_ms"], m["gmacs"]) and not loaded.skipped
 
 
 @pytest.mark.slow
