@@ -268,8 +268,8 @@ def leaderboard(
     pareto_cost: Annotated[
         str,
         typer.Option(
-            metavar="TASK",
-            help="Efficiency task whose GMACs are the Pareto view's cost, e.g. efficiency/224 "
+            metavar="SETTING",
+            help="Efficiency setting whose GMACs are the Pareto view's cost, e.g. efficiency/224 "
             "(default: the one that measured the most backbones).",
         ),
     ] = "",

@@ -205,6 +205,9 @@ def environment(args: EfficiencyArgs, device: Any) -> dict[str, Any]:
         "interop_threads": torch.get_num_interop_threads(),
         "torch": torch.__version__,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "timer": "time.perf_counter" + (" with torch.cuda.synchronize" if not _is_cpu(device) else ""),
     }

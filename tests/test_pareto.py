@@ -82,8 +82,10 @@ BOARD = {
 }
 
 
-def _write(root: Path, backbone: str, task: str, weights: str, metrics: dict, main: str, hib: bool) -> None:
-    spec = RunSpec(backbone, task, weights, 0, task_version="1")
+def _write(
+    root: Path, backbone: str, task: str, weights: str, metrics: dict, main: str, hib: bool, args=None
+) -> None:
+    spec = RunSpec(backbone, task, weights, 0, task_args=dict(args or {}), task_version="1")
     suite, _, dataset = task.partition("/")
     meta = {
         "name": backbone,
@@ -171,6 +173,22 @@ def test_pareto_y_choices_and_errors(tmp_path):
         build_leaderboard(root, tmp_path / "o2", BoardOptions(pareto_y="suite:nope"), formats=("csv",))
     with pytest.raises(UsageError, match="efficiency/64"):
         build_leaderboard(root, tmp_path / "o3", BoardOptions(pareto_cost="efficiency/64"), formats=("csv",))
+
+
+def test_costs_come_from_one_setting_never_a_mix(tmp_path):
+    root = _results(tmp_path / "raw")
+    for name, (_, gmacs) in BOARD.items():  # the same task at another resolution: other MACs
+        cost = {"latency_ms": 1.0, "gmacs": gmacs / 3}
+        _write(root, name, "efficiency/224", "random", cost, "latency_ms", False, {"image_size": 128})
+    options = BoardOptions(pareto_cost="efficiency/224 [image_size=128]")
+    out = build_leaderboard(root, tmp_path / "out", options, formats=("csv",))
+    frame = out.board.pareto(out.table).set_index("backbone_key")
+    assert frame.loc["vit-l [pretrained]", "gmacs"] == pytest.approx(17.6 / 3)
+    default = build_leaderboard(root, tmp_path / "o2", formats=("csv",)).board
+    chosen = default.pareto(default.table)
+    # Equally covered settings: the first label in sorted order ("…=128]" < "…=null]"), never a mix.
+    assert set(chosen["cost_task"]) == {"efficiency/224 [image_size=128]"}
+    assert chosen.set_index("backbone_key").loc["vit-l [pretrained]", "gmacs"] == pytest.approx(17.6 / 3)
 
 
 def test_lower_is_better_y_is_minimised(tmp_path):

@@ -1,8 +1,9 @@
 """Accuracy vs MACs: each backbone's GMACs from the efficiency results next to a board column, and
 the Pareto front of the two (fewer MACs, higher accuracy).
 
-- Cost: `gmacs` of the efficiency task chosen with `BoardOptions.pareto_cost` (e.g. `efficiency/224`),
-  by default the efficiency task that measured the most backbones. MACs do not depend on weights, so
+- Cost: `gmacs` of the efficiency setting chosen with `BoardOptions.pareto_cost` (e.g. `efficiency/224`,
+  or `efficiency/224 [image_size=128]` when runs of a task differ in args), by default the setting
+  that measured the most backbones. MACs do not depend on weights, so
   a backbone's pretrained row takes the MACs measured on any weights of the same backbone and args
   (efficiency runs are usually made with `--weights random`).
 - Accuracy: `BoardOptions.pareto_y`: `overall` (the board's overall z), `suite:<suite>`, `z:<setting>`
@@ -41,7 +42,8 @@ def _y_maximised(settings: pd.DataFrame, y: str) -> bool:
 
 
 def cost_by_backbone(eff_runs: pd.DataFrame, cost_task: str = "") -> tuple[str, pd.Series]:
-    """(the efficiency task used, mean GMACs per (backbone, backbone_args)); empty when none measured."""
+    """(the efficiency setting used, mean GMACs per (backbone, backbone_args) over its seeds and
+    weights); empty when none measured."""
     column = f"metric:{COST_METRIC}"
     if eff_runs.empty or column not in eff_runs.columns:
         if cost_task:
@@ -50,16 +52,17 @@ def cost_by_backbone(eff_runs: pd.DataFrame, cost_task: str = "") -> tuple[str, 
             )
         return "", pd.Series(dtype=float)
     runs = eff_runs[eff_runs[column].notna()]
-    counts = runs.groupby("task")["backbone"].nunique()
+    # Settings, not tasks: runs of one task with another image_size count different MACs.
+    counts = runs.groupby("setting")["backbone"].nunique()
     if cost_task and cost_task not in counts.index:
         raise UsageError(
-            f"--pareto-cost {cost_task!r} has no {COST_METRIC} results; tasks with some: "
+            f"--pareto-cost {cost_task!r} has no {COST_METRIC} results; settings with some: "
             f"{', '.join(counts.index) or 'none'}."
         )
     if not cost_task and len(counts):
-        # The task that measured the most backbones; ties go to the first name in sorted order.
+        # The setting that measured the most backbones; ties go to the first name in sorted order.
         cost_task = str(counts.sort_index().idxmax())
-    chosen = runs[runs["task"] == cost_task]
+    chosen = runs[runs["setting"] == cost_task]
     return cost_task, chosen.groupby(["backbone", "backbone_args"])[column].mean()
 
 
