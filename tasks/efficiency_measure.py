@@ -106,8 +106,11 @@ def synchronizer(device: Any) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on CPU)."""
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
         return lambda: torch.cuda.synchronize(device)
+    if kind == "mps":
+        return torch.mps.synchronize
     return lambda: None
 
 
@@ -215,17 +218,25 @@ def largest_fitting_batch(attempt: Callable[[int], Any], cap: int) -> BatchSearc
     batch = 1
     while batch <= cap:
         search.tried.append(batch)
-        try:
-            attempt(batch)
-        except Exception as err:
-            if not _is_oom(err) or search.batch == 0:
-                raise
+        if not _fits(attempt, batch, allow_oom=search.batch > 0):
             search.out_of_memory.append(batch)
-            free_memory()
             break
         search.batch = batch
         batch *= 2
     return search
+
+
+def _fits(attempt: Callable[[int], Any], batch: int, allow_oom: bool) -> bool:
+    """Run `attempt(batch)`; False if it ran out of memory (and that is allowed), memory freed
+    after the exception (and the tensors its traceback holds) is gone."""
+    try:
+        attempt(batch)
+        return True
+    except Exception as err:
+        if not (allow_oom and _is_oom(err)):
+            raise
+    free_memory()
+    return False
 
 
 def halving_batch(attempt: Callable[[int], Any], start: int) -> BatchSearch:
@@ -239,17 +250,11 @@ def halving_batch(attempt: Callable[[int], Any], start: int) -> BatchSearch:
     batch = start
     while True:
         search.tried.append(batch)
-        try:
-            attempt(batch)
-        except Exception as err:
-            if not _is_oom(err) or batch == 1:
-                raise
-            search.out_of_memory.append(batch)
-            free_memory()
-            batch //= 2
-            continue
-        search.batch = batch
-        return search
+        if _fits(attempt, batch, allow_oom=batch > 1):
+            search.batch = batch
+            return search
+        search.out_of_memory.append(batch)
+        batch //= 2
 
 
 # ------------------------------------------------------------------------------------------ one step

@@ -197,7 +197,7 @@ def environment(args: EfficiencyArgs, device: Any) -> dict[str, Any]:
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
-        if not _is_cpu(device)
+        if getattr(device, "type", "") == "cuda"
         else platform.processor() or platform.machine(),
         "precision": args.precision,
         "autocast": args.precision != "fp32",
@@ -209,7 +209,7 @@ def environment(args: EfficiencyArgs, device: Any) -> dict[str, Any]:
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "timer": "time.perf_counter" + (" with torch.cuda.synchronize" if not _is_cpu(device) else ""),
+        "timer": "time.perf_counter" + ("" if _is_cpu(device) else f" with {device.type} synchronize"),
     }
 
 
