@@ -200,6 +200,7 @@ class EnergyMeter:
         self.device = device
         self.reading = EnergyReading(backend, None, "", "off")
         self._start: Any = None
+        self._on_cpu = getattr(device, "type", str(device)) == "cpu"
 
     def _read(self) -> Any:
         if self.backend == "rapl":
@@ -211,7 +212,7 @@ class EnergyMeter:
             handle = pynvml.nvmlDeviceGetHandleByIndex(getattr(self.device, "index", None) or 0)
             return pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # millijoules
         if self.backend == "proxy":
-            return time.process_time() if getattr(self.device, "type", "") != "cuda" else time.perf_counter()
+            return time.process_time() if self._on_cpu else time.perf_counter()
         return None
 
     def __enter__(self) -> EnergyMeter:
@@ -228,11 +229,10 @@ class EnergyMeter:
                 "nvml", (end - self._start) / 1e3, "J", "NVML nvmlDeviceGetTotalEnergyConsumption"
             )
         elif self.backend == "proxy":
-            cuda = getattr(self.device, "type", "") == "cuda"
             method = (
-                "proxy: device wall-seconds (no energy counter)"
-                if cuda
-                else "proxy: process CPU-seconds, all threads (no energy counter)"
+                "proxy: process CPU-seconds, all threads (no energy counter)"
+                if self._on_cpu
+                else "proxy: device wall-seconds (no energy counter)"
             )
             self.reading = EnergyReading("proxy", end - self._start, "s", method)
 
