@@ -35,6 +35,7 @@ from bob.errors import UsageError
 
 ENERGY_BACKENDS = ("auto", "rapl", "nvml", "proxy", "off")
 _STATUS = Path("/proc/self/status")
+POWERCAP = Path("/sys/class/powercap")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 MB = 2**20
 
@@ -141,7 +142,7 @@ class PeakMemory:
 def rapl_counters() -> list[Path]:
     """Readable top-level RAPL package counters (intel-rapl:N, not their sub-zones)."""
     found = []
-    for zone in sorted(glob.glob("/sys/class/powercap/intel-rapl:*")):
+    for zone in sorted(glob.glob(str(POWERCAP / "intel-rapl:*"))):
         if Path(zone).name.count(":") != 1:
             continue
         counter = Path(zone) / "energy_uj"

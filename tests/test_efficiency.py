@@ -166,6 +166,31 @@ def test_energy_backend_is_a_real_counter_or_the_labelled_proxy():
             resolve_energy_backend("rapl", cpu)
 
 
+def test_rapl_energy_sums_packages_and_handles_wraparound(tmp_path, monkeypatch):
+    from bob.tasks import efficiency_meters as meters
+
+    for zone, (energy, top) in {"intel-rapl:0": (1000, 5000), "intel-rapl:1": (200, 0)}.items():
+        (tmp_path / zone).mkdir()
+        (tmp_path / zone / "energy_uj").write_text(str(energy))
+        if top:
+            (tmp_path / zone / "max_energy_range_uj").write_text(str(top))
+    (tmp_path / "intel-rapl:0:0").mkdir()  # a sub-zone (core): already inside its package
+    (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("7")
+    monkeypatch.setattr(meters, "POWERCAP", tmp_path)
+    cpu = torch.device("cpu")
+    assert [c.parent.name for c in meters.rapl_counters()] == ["intel-rapl:0", "intel-rapl:1"]
+    assert resolve_energy_backend("auto", cpu) == "rapl"
+    with meters.EnergyMeter("rapl", cpu) as meter:
+        (tmp_path / "intel-rapl:0" / "energy_uj").write_text("500")  # wrapped past 5000
+        (tmp_path / "intel-rapl:1" / "energy_uj").write_text("1200")
+    assert meter.reading.value == pytest.approx((4500 + 1000) / 1e6) and meter.reading.unit == "J"
+    with meters.EnergyMeter("proxy", cpu) as proxy:
+        sum(i * i for i in range(20000))
+    assert (
+        proxy.reading.unit == "s" and proxy.reading.value >= 0 and proxy.reading.method.startswith("proxy:")
+    )
+
+
 # ---------------------------------------------------------------------------------------- bad input
 
 
