@@ -267,6 +267,7 @@ class TrainStep:
     backbone: Any
     device: Any
     precision: str
+    image_size: int
     num_classes: int = 1000
     lr: float = 0.1
     momentum: float = 0.9
@@ -278,11 +279,20 @@ class TrainStep:
         import torch
 
         self.backbone.train()
-        self._head = torch.nn.Linear(self.backbone.pooled_dim, self.num_classes).to(self.device)
+        self._head = torch.nn.Linear(self._pooled_dim(), self.num_classes).to(self.device)
         params = [*self.backbone.trainable().parameters(), *self._head.parameters()]
         self._optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         if self.precision == "fp16":
             self._scaler = torch.amp.GradScaler(getattr(self.device, "type", str(self.device)))
+
+    def _pooled_dim(self) -> int:
+        """The declared embedding width, else the width of a probe call (user backbones may not declare it)."""
+        import torch
+
+        if self.backbone.meta.pooled_dim is not None:
+            return int(self.backbone.meta.pooled_dim)
+        with torch.no_grad():
+            return int(self.backbone.forward_pooled(self.batch(2, self.image_size)[0]).shape[-1])
 
     def batch(self, size: int, image_size: int) -> tuple[Any, Any]:
         import torch

@@ -155,7 +155,7 @@ def train_phase(ctx: RunContext, args: EfficiencyArgs, size: int) -> tuple[dict[
     start = min(args.train_batch, args.cpu_max_batch) if _is_cpu(device) else args.train_batch
     backbone = ctx.build_backbone(input_size=size)  # a private copy: training never touches the shared one
     torch.manual_seed(ctx.seed)
-    step = TrainStep(backbone, device, args.precision)
+    step = TrainStep(backbone, device, args.precision, size)
     sync = synchronizer(device)
 
     def attempt(batch: int) -> None:
