@@ -29,9 +29,6 @@ from bob.tasks.efficiency_meters import ENERGY_BACKENDS
 if TYPE_CHECKING:
     from bob.context import RunContext
 
-INPUT_SIZES = (32, 64, 128, 224, 256, 384)
-
-
 @dataclass
 class EfficiencyArgs(TaskArgs):
     precision: str = run_arg(
