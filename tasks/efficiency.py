@@ -29,6 +29,7 @@ from bob.tasks.efficiency_meters import ENERGY_BACKENDS
 if TYPE_CHECKING:
     from bob.context import RunContext
 
+
 @dataclass
 class EfficiencyArgs(TaskArgs):
     precision: str = run_arg(
