@@ -224,6 +224,7 @@ def test_the_cli_takes_the_pareto_options(tmp_path):
         app, [*args, "--pareto-y", "suite:linear-probe", "--pareto-cost", "efficiency/224"]
     )
     assert ok.exit_code == 0, ok.output
+    assert "efficiency (not z-scored)" in ok.output
     rows = pd.read_csv(tmp_path / "out" / "leaderboard_pareto.csv")
     assert set(rows["y_column"]) == {"suite:linear-probe"} and rows["pareto"].any()
     bad = CliRunner().invoke(app, [*args, "--pareto-y", "mean_rank"])
