@@ -257,6 +257,22 @@ def leaderboard(
             help="Suites shown beside the board, never z-scored (repeatable; default: efficiency).",
         ),
     ] = None,
+    pareto_y: Annotated[
+        str,
+        typer.Option(
+            metavar="COLUMN",
+            help="Accuracy axis of the accuracy-vs-MACs Pareto view: overall, suite:SUITE, z:SETTING or "
+            "value:SETTING.",
+        ),
+    ] = "overall",
+    pareto_cost: Annotated[
+        str,
+        typer.Option(
+            metavar="SETTING",
+            help="Efficiency setting whose GMACs are the Pareto view's cost, e.g. efficiency/224 "
+            "(default: the one that measured the most backbones).",
+        ),
+    ] = "",
     top: Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")] = 20,
     group_by: Annotated[
         str | None,
@@ -282,6 +298,8 @@ def leaderboard(
         top,
         group_by,
         efficiency_suite or ["efficiency"],
+        pareto_y=pareto_y,
+        pareto_cost=pareto_cost,
     )
     raise typer.Exit(code)
 

@@ -25,6 +25,8 @@ def run_leaderboard(
     top: int,
     group_by: str | None,
     efficiency_suites: list[str] | None = None,
+    pareto_y: str = "overall",
+    pareto_cost: str = "",
 ) -> int:
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard
     from bob.leaderboard import format as fmt
@@ -40,6 +42,8 @@ def run_leaderboard(
         min_backbones=min_backbones,
         suites=tuple(suites),
         efficiency_suites=tuple(efficiency_suites or ("efficiency",)),
+        pareto_y=pareto_y,
+        pareto_cost=pareto_cost,
     )
     parsed = [RowFilter.parse(f) for f in filters]
     out = build_leaderboard(results_dir, out_dir, options, parsed)
@@ -80,6 +84,8 @@ def run_leaderboard(
             fmt.num(r["mean_rank"], 1), fmt.coverage(r), *raw_values,
         )  # fmt: skip
     stdout_console().print(grid)
+    if not board.efficiency.empty:
+        stdout_console().print(_efficiency_table(board.efficiency))
     if group_by:
         from bob.leaderboard.analyses import group_summary
 
@@ -90,3 +96,26 @@ def run_leaderboard(
     err.print(fmt.LEGEND, style="dim", highlight=False)
     err.print("wrote " + ", ".join(str(p) for p in out.paths), highlight=False)
     return 0
+
+
+MAX_EFFICIENCY_COLUMNS = 6
+
+
+def _efficiency_table(eff) -> Table:
+    """The efficiency view's first columns (each setting's main metric, then its GMACs …)."""
+    from bob.leaderboard import format as fmt
+
+    cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
+    shown = cols[:MAX_EFFICIENCY_COLUMNS]
+    more = len(cols) - len(shown)
+    caption = f"{more} more columns in leaderboard_efficiency.csv" if more > 0 else None
+    grid = Table(title="efficiency (not z-scored)", title_justify="left", caption=caption)
+    for name in ["backbone", "params", *shown]:
+        grid.add_column(Text(name), justify="left" if name == "backbone" else "right")
+    for _, r in eff.iterrows():
+        grid.add_row(
+            Text(str(r["backbone_key"])),
+            fmt.params(r["params"]),
+            *(f"{r[c]:.4g}" if r[c] == r[c] else "–" for c in shown),
+        )
+    return grid

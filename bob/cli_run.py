@@ -62,8 +62,10 @@ def _scope_task_args(args: dict[str, str]) -> dict[str, dict[str, str]]:
     return scoped
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}" if 0 <= value <= 1 else f"{value:.4g}"
+def _fmt(value: float | None, fractions: bool = True) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:.2f}" if fractions and 0 <= value <= 1 else f"{value:.4g}"
 
 
 MAX_METRIC_COLUMNS = 8
@@ -88,13 +90,18 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
     hidden = len(metric_names) - MAX_METRIC_COLUMNS
     metric_names = metric_names[:MAX_METRIC_COLUMNS]
     caption = f"{hidden} more metrics in each result file" if hidden > 0 else None
-    table = Table(title=f"bob results: {suite} (fractions in %)", title_justify="left", caption=caption)
+    from bob.tasks.catalog import task_class
+
+    # Suites whose metrics are not fractions (costs: ms, MACs, MB) print them as they are.
+    fractions = getattr(task_class(suite), "metrics_are_fractions", True)
+    title = f"bob results: {suite}" + (" (fractions in %)" if fractions else "")
+    table = Table(title=title, title_justify="left", caption=caption)
     for col in ("backbone", "weights", "task", "seed", "status", *metric_names, "time"):
         table.add_column(col, justify="right" if col in metric_names or col in ("seed", "time") else "left")
     for o in outcomes:
         r = o.result
         status = Text("done" if o.skipped else r.status, style="green" if r.ok else "bold red")
-        cells = [_fmt(r.metrics.get(m)) for m in metric_names]
+        cells = [_fmt(r.metrics.get(m), fractions) for m in metric_names]
         time_s = r.timings.get("total_s")
         table.add_row(
             o.spec.backbone,
@@ -110,8 +117,13 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
 
 def gap_table(outcomes: list[RunOutcome]) -> Table | None:
     """Pretrained minus random-init on the main metric, for every pair the grid contains."""
+    from bob.tasks.catalog import task_class
+
     by_key = {}
     for o in outcomes:
+        # A gap in points only means something for fractions (accuracy), not for costs.
+        if not getattr(task_class(o.spec.task.partition("/")[0]), "metrics_are_fractions", True):
+            continue
         if o.result.ok:
             by_key[(o.spec.backbone, o.spec.task, o.spec.seed, o.spec.weights)] = o.result
     rows = []

@@ -85,6 +85,15 @@ SUITES.register(
     "embeddings; trained on base categories, AP on novel ones",
 )
 
+SUITES.register(
+    "efficiency",
+    "bob.tasks.efficiency:Efficiency",
+    main_metric="latency_ms",
+    task_types=("input",),
+    description="cost at an input size on random tensors: params, MACs, batch-1 latency (main, ms), "
+    "max-batch throughput, train-step time, peak memory, energy",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

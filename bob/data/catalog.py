@@ -597,3 +597,22 @@ _real(
     "label sets (ROOT/imagenet/real.json, else the copy timm ships); train: ImageNet train for "
     "classifier=probe. Main metric: ReaL top-1.",
 )
+
+
+# Input sizes for the `efficiency/<size>` suite: no images, the task feeds random tensors itself.
+for _size in (32, 64, 128, 224, 256, 384):
+    _register(
+        str(_size),
+        "bob.tasks.efficiency:no_images",
+        title=f"Input size {_size}×{_size} (random tensors, no data)",
+        kind="generated",
+        task_type="input",
+        num_classes=None,
+        splits=("test",),
+        source="torch.randn inside the efficiency task; nothing is read or downloaded",
+        license="none needed (no data)",
+        image_size=_size,
+        crop_pct=1.0,
+        description=f"random tensors at {_size}×{_size}, no data: the efficiency suite measures the model "
+        "(params, MACs, latency, throughput, train step, memory, energy) at this input size.",
+    )

@@ -53,6 +53,9 @@ class BoardOptions:
     suites: tuple[str, ...] = ()
     # Suites that measure cost, not quality (#7's efficiency results): shown beside the board, never z-scored.
     efficiency_suites: tuple[str, ...] = ("efficiency",)
+    # The accuracy-vs-MACs Pareto view: the board column on y, the efficiency task whose GMACs are x.
+    pareto_y: str = "overall"
+    pareto_cost: str = ""
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -87,6 +90,13 @@ class Board:
     suites: list[str] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # backbone × efficiency setting
+
+    def pareto(self, table: pd.DataFrame) -> pd.DataFrame:
+        """GMACs vs `options.pareto_y` for the backbones of `table`, with the Pareto front marked."""
+        from bob.leaderboard.pareto_view import pareto_frame
+
+        eff_runs = self.runs[self.runs["suite"].isin(self.options.efficiency_suites)]
+        return pareto_frame(table, eff_runs, self.settings, self.options.pareto_y, self.options.pareto_cost)
 
 
 def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFrame:
@@ -217,13 +227,39 @@ def _backbone_table(
     return table.reset_index()
 
 
+# The cost metrics an efficiency view shows beside each setting's main metric, when results carry them.
+COST_METRICS = (
+    "gmacs",
+    "latency_ms",
+    "latency_p90_ms",
+    "throughput_img_s",
+    "train_step_ms",
+    "peak_mem_mb",
+    "train_peak_mem_mb",
+    "energy_j_per_img",
+)
+
+
 def _efficiency(runs: pd.DataFrame) -> pd.DataFrame:
-    """Seed means of each efficiency setting's main metric, one row per backbone (`<setting> (<metric>)`)."""
+    """Seed means of each efficiency setting's main metric, then of the cost metrics its results carry,
+    one row per backbone (columns `<setting> (<metric>)`)."""
     if runs.empty:
         return pd.DataFrame()
     cells = runs.groupby(["backbone_key", "setting", "main_metric"], sort=True)["value"].mean().reset_index()
     cells["column"] = cells["setting"] + " (" + cells["main_metric"] + ")"
-    wide = cells.pivot(index="backbone_key", columns="column", values="value")
+    frames = [cells[["backbone_key", "setting", "column", "value"]].assign(order=-1)]
+    for order, metric in enumerate(COST_METRICS):
+        column = f"metric:{metric}"
+        if column not in runs.columns:
+            continue
+        extra = runs[runs[column].notna() & (runs["main_metric"] != metric)]
+        extra = extra.groupby(["backbone_key", "setting"], sort=True)[column].mean().reset_index()
+        extra = extra.rename(columns={column: "value"})
+        frames.append(extra.assign(column=extra["setting"] + f" ({metric})", order=order))
+    long = pd.concat(frames, ignore_index=True)
+    order = long.drop_duplicates("column").sort_values(["setting", "order"], kind="stable")["column"]
+    wide = long.pivot(index="backbone_key", columns="column", values="value")[list(order)]
+    wide.columns.name = None
     params = runs.groupby("backbone_key")["params"].first()
     return wide.join(params).reset_index()
 
@@ -249,6 +285,9 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
     reference = ~cells["backbone_key"].map(meta).astype(bool)
     cells, settings = _zscore(cells, reference, options.min_backbones)
     table = _backbone_table(scored, cells, settings, options.weighting)
+    from bob.leaderboard.pareto_view import check_y
+
+    check_y(table, options.pareto_y)
     return Board(
         options=options,
         runs=runs,

@@ -1,5 +1,6 @@
 """The board's plotly figures: z-score heatmap (backbones × suites), overall z vs parameter count
-coloured by family, and the task × task correlation heatmap. plotly.js is embedded once, inline.
+coloured by family, the task × task correlation heatmap and, when efficiency results measured MACs,
+accuracy vs GMACs with the Pareto front. plotly.js is embedded once, inline.
 
 Figures are plain plotly figure dicts (no graph_objects validation: the board builds them itself and
 this keeps building a board fast); labels are HTML-escaped because plotly reads tags inside them.
@@ -15,6 +16,7 @@ import pandas as pd
 from bob.leaderboard.aggregate import Board
 
 PLOT_IDS = ("plot-suite-heatmap", "plot-params", "plot-task-corr")
+PARETO_PLOT_ID = "plot-pareto"  # drawn only when efficiency results carry MACs
 
 
 def _e(text: object) -> str:
@@ -105,12 +107,66 @@ def corr_heatmap(matrix: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def pareto_scatter(frame: pd.DataFrame) -> dict[str, Any]:
+    """GMACs (log x) vs the chosen accuracy column; the front as a line, its members ringed."""
+    y_label, cost_task = str(frame["y_column"].iloc[0]), str(frame["cost_task"].iloc[0])
+    front = frame[frame["pareto"]].sort_values("gmacs")
+    traces = []
+    for family, group in frame.groupby("family", sort=True):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": _e(family),
+                "x": [float(v) for v in group["gmacs"]],
+                "y": [round(float(v), 4) for v in group["y"]],
+                "text": [
+                    _e(k) + (" (Pareto front)" if p else "")
+                    for k, p in zip(group["backbone_key"], group["pareto"], strict=True)
+                ],
+                "marker": {"size": 10, "symbol": ["x" if r else "circle" for r in group["is_random"]]},
+                "hovertemplate": "%{text}<br>%{x:.3g} GMACs<br>%{y:.4g}<extra></extra>",
+            }
+        )
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "Pareto front",
+            "x": [float(v) for v in front["gmacs"]],
+            "y": [round(float(v), 4) for v in front["y"]],
+            "text": [_e(k) for k in front["backbone_key"]],
+            "line": {"shape": "hv", "color": "black", "dash": "dot"},
+            "marker": {"size": 16, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
+            "hovertemplate": "%{text}<br>on the front<extra></extra>",
+        }
+    )
+    return {
+        "data": traces,
+        "layout": {
+            "title": {
+                "text": _e(
+                    f"{y_label} vs GMACs per image ({cost_task}); ringed = Pareto front, × = random init"
+                )
+            },
+            "xaxis": {"type": "log", "title": {"text": _e(f"GMACs per image ({cost_task})")}},
+            "yaxis": {"title": {"text": _e(y_label)}},
+            "height": 480,
+        },
+    }
+
+
 def figures_html(board: Board, table: pd.DataFrame, matrix: pd.DataFrame) -> str:
     import plotly.io as pio
 
     figures = [suite_heatmap(board, table), params_scatter(table), corr_heatmap(matrix)]
+    ids = list(PLOT_IDS)
+    pareto = board.pareto(table)
+    if len(pareto):
+        figures.append(pareto_scatter(pareto))
+        ids.append(PARETO_PLOT_ID)
     parts = []
-    for i, (div_id, fig) in enumerate(zip(PLOT_IDS, figures, strict=True)):
+    for i, (div_id, fig) in enumerate(zip(ids, figures, strict=True)):
         parts.append(
             pio.to_html(
                 fig,

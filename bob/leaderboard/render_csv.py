@@ -1,4 +1,6 @@
-"""`leaderboard.csv` (one row per backbone) and `leaderboard_long.csv` (one row per run)."""
+"""`leaderboard.csv` (one row per backbone) and `leaderboard_long.csv` (one row per run); with
+efficiency results also `leaderboard_efficiency.csv` and, when they carry MACs,
+`leaderboard_pareto.csv` (GMACs, the chosen accuracy column and a `pareto` flag per backbone)."""
 
 from __future__ import annotations
 
@@ -44,4 +46,8 @@ def write_csv(board: Board, table: pd.DataFrame, out_dir: Path) -> list[Path]:
     if not board.efficiency.empty:
         paths.append(out_dir / "leaderboard_efficiency.csv")
         board.efficiency.to_csv(paths[-1], index=False, float_format="%.6g")
+    pareto = board.pareto(table)
+    if len(pareto):
+        paths.append(out_dir / "leaderboard_pareto.csv")
+        pareto.to_csv(paths[-1], index=False, float_format="%.6g")
     return paths

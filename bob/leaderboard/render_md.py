@@ -118,6 +118,21 @@ def efficiency_lines(board: Board) -> list[str]:
     )
 
 
+def pareto_lines(board: Board, table: pd.DataFrame) -> list[str]:
+    frame = board.pareto(table)
+    if frame.empty:
+        return []
+    y, task = frame["y_column"].iloc[0], frame["cost_task"].iloc[0]
+    lines = [f"## Accuracy vs MACs: Pareto front ({esc(y)} vs GMACs of {esc(task)})", ""]
+    return lines + _table(
+        ["backbone", "GMACs", esc(y), "on the front"],
+        (
+            [esc(r["backbone_key"]), fmt.num(r["gmacs"], 3), fmt.num(r["y"], 4), "yes" if r["pareto"] else ""]
+            for _, r in frame.iterrows()
+        ),
+    )
+
+
 def problems_lines(board: Board) -> list[str]:
     lines: list[str] = []
     if len(board.failed):
@@ -139,6 +154,7 @@ def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str)
     lines = [f"# {esc(title)}", "", f"Convention: {esc(board.options.convention())}", "", esc(fmt.LEGEND), ""]
     lines += board_lines(board, table)
     lines += efficiency_lines(board)
+    lines += pareto_lines(board, table)
     lines += ["## Settings", "", *settings_lines(board)]
     lines += analyses_lines(board, table)
     lines += problems_lines(board)
