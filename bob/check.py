@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bob.errors import UsageError
+
 DEFAULT_SIZE = 64
 MOCK_DATASET = "shapes-mini"
 
@@ -111,6 +113,18 @@ def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
         _run(results, check, fn)
 
 
+def selected_suites(pattern: str) -> set[str]:
+    """The suite names a `--suites` glob selects; none is a usage error that lists the suites."""
+    from bob.registry import match
+    from bob.tasks.catalog import SUITES
+
+    names = [e.name for e in SUITES.entries()]
+    selected = set(match(pattern, names))
+    if not selected:
+        raise UsageError(f"--suites '{pattern}' matches no suite; the suites are: {', '.join(names)}.")
+    return selected
+
+
 def _mock_runs(
     backbone: str,
     weights: str,
@@ -118,14 +132,21 @@ def _mock_runs(
     size: int,
     results: list[CheckResult],
     dense: bool = True,
+    suites: str = "*",
 ) -> None:
     from bob.runner import RunOptions, execute
     from bob.spec import make_spec
     from bob.tasks.catalog import SUITES, task_class
 
+    selected = selected_suites(suites)
     with tempfile.TemporaryDirectory(prefix="bob-check-") as tmp:
         options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
         for entry in SUITES.entries():
+            if entry.name not in selected:
+                results.append(
+                    CheckResult(f"mock run: {entry.name}", "skip", f"not selected by --suites {suites}")
+                )
+                continue
             cls = task_class(entry.name)
             if "features" in cls.needs and not dense:
                 reason = "skipped: the backbone declares no feature levels, which this dense suite needs"
@@ -155,11 +176,14 @@ def check_backbone(
     backbone_args: dict[str, Any] | None = None,
     image_size: int = DEFAULT_SIZE,
     mock_runs: bool = True,
+    suites: str = "*",
 ) -> list[CheckResult]:
     """Every check, in order; later checks are skipped when the backbone cannot be built.
     `mock_runs=False` stops after the contract checks (the gate `bob sweep` applies)."""
     from bob.backbones import resolve_backbone
 
+    if mock_runs:
+        selected_suites(suites)  # a bad pattern stops before anything is built
     results: list[CheckResult] = []
     args = dict(backbone_args or {})
     state: dict[str, Any] = {}
@@ -179,7 +203,7 @@ def check_backbone(
             return results
         if all(r.status != "fail" for r in results):
             dense = bool(state["model"].feature_info)
-            _mock_runs(backbone, weights, args, image_size, results, dense)
+            _mock_runs(backbone, weights, args, image_size, results, dense, suites)
             return results
     results.append(CheckResult("mock runs", "skip", "skipped: fix the failures above first"))
     return results

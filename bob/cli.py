@@ -168,6 +168,12 @@ def check(
     image_size: Annotated[
         int, typer.Option("--image-size", min=16, metavar="N", help="Input size of the checks.")
     ] = 64,
+    suites: Annotated[
+        str,
+        typer.Option(
+            "--suites", metavar="PATTERN", help="Mock-run only the suites matching this glob (default: all)."
+        ),
+    ] = "*",
 ) -> None:
     """The submission gate: contract checks, then a mock run of every suite; writes no results.
 
@@ -175,7 +181,7 @@ def check(
     """
     from bob.cli_check import run_check
 
-    raise typer.Exit(run_check(backbone, weights, backbone_arg or [], image_size))
+    raise typer.Exit(run_check(backbone, weights, backbone_arg or [], image_size, suites))
 
 
 @app.command(name="ls")

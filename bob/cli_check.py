@@ -13,9 +13,11 @@ from bob.tasks.base import parse_assignments
 _STYLE = {"pass": ("PASS", "green"), "fail": ("FAIL", "bold red"), "skip": ("skip", "yellow")}
 
 
-def run_check(backbone: str, weights: str, backbone_args: list[str], image_size: int) -> int:
+def run_check(
+    backbone: str, weights: str, backbone_args: list[str], image_size: int, suites: str = "*"
+) -> int:
     args = parse_backbone_args(parse_assignments(backbone_args, "--backbone-arg"))
-    results = check_backbone(backbone, weights, args, image_size)
+    results = check_backbone(backbone, weights, args, image_size, suites=suites)
     table = Table(title=f"bob check {backbone} [{weights}]", title_justify="left")
     for col in ("check", "result", "detail", "time"):
         table.add_column(col, overflow="fold")

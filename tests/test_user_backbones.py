@@ -160,10 +160,14 @@ def test_module_factory_and_entry_point(tmp_path):
     env = {"PYTHONPATH": str(tmp_path)}
     listed = _bob("ls", "backbones", "my-*", "--json", env=env)
     assert '"my-convnet"' in listed.stdout
-    ok = _bob("check", "-b", "my-convnet", "-w", "random", env=env)
+    # the full gate runs in test_the_example_passes_bob_check; here one suite's mock run is enough
+    ok = _bob("check", "-b", "my-convnet", "-w", "random", "--suites", "knn", env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    by_module = _bob("check", "-b", "my_nets:tiny_convnet", "-w", "random", env=env)
+    assert "mock run: knn" in ok.stdout and "not selected by --suites knn" in ok.stdout
+    by_module = _bob("check", "-b", "my_nets:tiny_convnet", "-w", "random", "--suites", "knn", env=env)
     assert by_module.returncode == 0, by_module.stdout + by_module.stderr
+    nothing = _bob("check", "-b", "my-convnet", "-w", "random", "--suites", "knnn", env=env)
+    assert nothing.returncode == 2 and "matches no suite" in nothing.stdout + nothing.stderr
     bad = _bob("check", "-b", "broken-net", "-w", "random", env=env)
     assert bad.returncode == 1
     assert "check 'import' failed: entry point 'broken-net' (my-nets)" in bad.stdout
