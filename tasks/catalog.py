@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "iqa",
+    "bob.tasks.iqa.task:IQA",
+    main_metric="srcc",
+    task_types=("iqa",),
+    description="image quality: frozen multi-scale features → MLP (mode=nr), or LPIPS-style feature "
+    "distances to the reference → ridge (mode=fr); SRCC, KRCC, PLCC (raw and 4-parameter logistic)",
+)
 
 
 @dataclass(frozen=True)
