@@ -227,3 +227,14 @@ def test_fr_on_a_real_layout_and_the_result_loads_in_the_leaderboard(options, tm
     assert result.metrics["srcc"] > 0.5  # noise level drives both the distance and the score
     loaded = load_results(options.results_dir)
     assert not loaded.skipped and list(loaded.runs["task"]) == ["iqa/kadid10k"]
+
+
+@pytest.mark.long
+def test_imagenet_mobilenet_beats_random_weights_without_reference(options, weights_dir):
+    """The embedded default (1,800 images at 128 px, nr): minutes on two CPU cores."""
+    task = "iqa/skimage-distortions"
+    pretrained = _run(options, task, "pretrained", "torchvision/mobilenet_v2").result
+    random = _run(options, task, "random", "torchvision/mobilenet_v2").result
+    assert pretrained.ok and random.ok, (pretrained.error, random.error)
+    assert pretrained.metrics["srcc"] - random.metrics["srcc"] >= 0.05, (pretrained.metrics, random.metrics)
+    assert pretrained.metrics["plcc_logistic4"] > random.metrics["plcc_logistic4"]

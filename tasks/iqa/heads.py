@@ -31,8 +31,8 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
 class MLPConfig:
     hidden: int = 256
     dropout: float = 0.1
-    epochs: int = 60
-    batch_size: int = 16
+    epochs: int = 50
+    batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-5
     loss: str = "mse"

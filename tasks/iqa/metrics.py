@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 
-
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """VQEG's monotonic 4-parameter logistic; |b4| keeps it increasing in x when b1 > b2."""
     return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
