@@ -186,6 +186,23 @@ def test_bad_args_are_usage_errors(args, error, message):
         make_spec(TINY, "iqa/skimage-distortions-mini", "random", task_args=args)
 
 
+def test_losses_follow_pyiqa_definitions():
+    import torch
+
+    from bob.tasks.iqa.heads import nin_loss, plcc_loss
+
+    pred = torch.tensor([0.1, 0.5, 0.2, 0.9, 0.4])
+    # Both are invariant to a positive affine map of the targets: 0 for a perfect linear fit.
+    assert nin_loss(pred, 3 * pred + 1).item() == pytest.approx(0.0, abs=1e-6)
+    assert plcc_loss(pred, 3 * pred + 1).item() == pytest.approx(0.0, abs=1e-6)
+    assert plcc_loss(pred, -pred).item() == pytest.approx(1.0, abs=1e-6)
+    # norm-in-norm with p=1, q=2: ||u(pred) - u(target)||_1 / (2 * sqrt(N)), u = centred unit vector.
+    target = torch.tensor([1.0, 2.0, 0.0, 4.0, 3.0])
+    u = lambda v: (v - v.mean()) / (v - v.mean()).norm()  # noqa: E731
+    expected = (u(pred) - u(target)).abs().sum() / (2 * np.sqrt(5))
+    assert nin_loss(pred, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 # --- generated set and runs -------------------------------------------------------------------------
 
 
@@ -200,6 +217,7 @@ def test_generated_set_is_deterministic_and_split_by_photo():
     assert (np.diff(ladders, axis=1) < 0).mean() > 0.9 and (test.scores <= 1.0).all()
 
 
+@pytest.mark.slow
 def test_nr_and_fr_runs_record_their_protocol(options):
     nr = _run(options, "iqa/skimage-distortions-mini", epochs=3, image_size=32).result
     assert nr.ok, nr.error
@@ -216,6 +234,7 @@ def test_nr_and_fr_runs_record_their_protocol(options):
     assert again.cache["extractions"] == 0 and again.cache["hits"] == 2
 
 
+@pytest.mark.slow
 def test_fr_on_a_real_layout_and_the_result_loads_in_the_leaderboard(options, tmp_path):
     from bob.leaderboard import load_results
 
