@@ -86,19 +86,24 @@ def generate(
     """References, distorted images (reference-major, then type, then severity) and their SSIM."""
     from skimage.metrics import structural_similarity
 
+    from bob.progress import progress_bar
+
     refs = reference_crops(photos, crops_per_photo, size)
     images, scores, ref_index, types = [], [], [], []
     base = _seed("noise")
-    for r, ref in enumerate(refs):
-        pil = Image.fromarray(ref, mode="RGB")
-        for t, name in enumerate(distortions):
-            for severity in SEVERITIES:
-                seed = image_seed(base % (2**31), name, severity, r)
-                out = np.asarray(corrupt_image(pil, name, severity, seed), dtype=np.uint8)
-                images.append(out)
-                scores.append(structural_similarity(ref, out, channel_axis=2, data_range=255))
-                ref_index.append(r)
-                types.append(t)
+    total = len(refs) * len(distortions) * len(SEVERITIES)
+    with progress_bar("generating skimage-distortions", total, "images") as bar:
+        for r, ref in enumerate(refs):
+            pil = Image.fromarray(ref, mode="RGB")
+            for t, name in enumerate(distortions):
+                for severity in SEVERITIES:
+                    seed = image_seed(base % (2**31), name, severity, r)
+                    out = np.asarray(corrupt_image(pil, name, severity, seed), dtype=np.uint8)
+                    images.append(out)
+                    scores.append(structural_similarity(ref, out, channel_axis=2, data_range=255))
+                    ref_index.append(r)
+                    types.append(t)
+                bar.advance(len(SEVERITIES))
     return {
         "references": refs,
         "images": np.stack(images),
