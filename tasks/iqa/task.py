@@ -112,9 +112,8 @@ class IQA(Task):
     check_args: ClassVar[dict[str, str]] = {"epochs": "2"}
 
     def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.progress import progress_bar
-        from bob.tasks.iqa import heads
         from bob.tasks.iqa.features import iqa_features
+        from bob.tasks.iqa.heads import head_artifact
         from bob.tasks.iqa.metrics import iqa_metrics, within_group_srcc
 
         args: IQAArgs = self.args  # type: ignore[assignment]
@@ -123,53 +122,65 @@ class IQA(Task):
         levels = list(args.levels) if args.levels is not None else None
         x_train = iqa_features(ctx, train, args.mode, levels)
         x_test = iqa_features(ctx, test, args.mode, levels)
-        protocol: dict[str, Any] = {"mode": args.mode, "head": args.resolved_head}
-        if args.resolved_head == "mlp":
-            cfg = heads.MLPConfig(
-                args.hidden, args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay, args.loss
-            )
-            with progress_bar("fitting IQA MLP", args.epochs, "epochs") as bar:
-                head = heads.fit_mlp(x_train, train.scores, cfg, ctx.seed, bar, ctx.device)
-            pred = heads.predict_mlp(head, x_test)
-            protocol["mlp"] = {
-                "layers": f"Linear({x_train.shape[1]}, {args.hidden}) → ReLU → Dropout({args.dropout}) → Linear(1)",
-                "optimizer": "AdamW, cosine to zero over all steps",
-                **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "loss")},
-                "targets": "z-scored with train mean/std, mapped back for scoring",
-            }
-        else:
-            if args.ridge_alpha is None:
-                alpha, sweep = heads.select_ridge_alpha(x_train, train.scores, train.content, args.cv_folds)
-                protocol["ridge"] = {"selected_alpha": alpha, "cv_folds": args.cv_folds, "sweep": sweep}
-            else:
-                alpha = args.ridge_alpha
-                protocol["ridge"] = {"selected_alpha": alpha, "fixed": True}
-            head = heads.fit_linear(x_train, train.scores, alpha)
-            pred = heads.predict_linear(head, x_test)
+        head, pred, head_protocol = fit_and_predict(args, x_train, train, x_test, ctx)
         metrics, fit = iqa_metrics(pred, test.scores)
         per_type = within_group_srcc(pred, test.scores, test.labels)
         if len(per_type) > 1:
             metrics["srcc_within_type"] = float(np.mean(list(per_type.values())))
-        protocol.update(
-            {
-                "features": {
-                    "nr": "forward_features levels, global average pooled, concatenated",
-                    "fr": "per level/channel mean_hw of (x̂_dist − x̂_ref)², x̂ = x / (‖x‖₂ over channels + 1e-10)",
-                }[args.mode],
-                "levels": list(args.levels) if args.levels is not None else "all",
-                "feature_dim": int(x_train.shape[1]),
-                "score": train.score_note,
-                "direction": "higher score = better quality",
-                "split": train.split_note,
-                "plcc_logistic4_fit": fit,
-                "srcc_per_type": {test.classes[k]: v for k, v in per_type.items()},
-                "num_train": len(train),
-                "num_test": len(test),
-                "train_scenes": len(np.unique(train.content)),
-                "test_scenes": len(np.unique(test.content)),
-                "metrics_reference": "scipy.stats spearmanr / kendalltau (tau-b) / pearsonr; "
-                "scipy.optimize.curve_fit for the logistic (pyiqa initial values)",
-            }
-        )
-        path = ctx.save_artifact("head", heads.head_artifact(head))
+        protocol = {
+            "mode": args.mode,
+            "head": args.resolved_head,
+            **head_protocol,
+            "features": FEATURES[args.mode],
+            "levels": levels if levels is not None else "all",
+            "feature_dim": int(x_train.shape[1]),
+            "score": train.score_note,
+            "direction": "higher score = better quality",
+            "split": train.split_note,
+            "plcc_logistic4_fit": fit,
+            "srcc_per_type": {test.classes[k]: v for k, v in per_type.items()},
+            "num_train": len(train),
+            "num_test": len(test),
+            "train_scenes": len(np.unique(train.content)),
+            "test_scenes": len(np.unique(test.content)),
+            "metrics_reference": "scipy.stats spearmanr / kendalltau (tau-b) / pearsonr; "
+            "scipy.optimize.curve_fit for the logistic (pyiqa initial values)",
+        }
+        path = ctx.save_artifact("head", head_artifact(head))
         return TaskOutput(metrics, protocol, {"head": path})
+
+
+FEATURES = {
+    "nr": "forward_features levels, global average pooled, concatenated",
+    "fr": "per level/channel mean_hw of (x̂_dist − x̂_ref)², x̂ = x / (‖x‖₂ over channels + 1e-10)",
+}
+
+
+def fit_and_predict(
+    args: IQAArgs, x_train: np.ndarray, train: IQASplit, x_test: np.ndarray, ctx: RunContext
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Fit the chosen head on train; returns (head, test predictions, the head's protocol record)."""
+    from bob.progress import progress_bar
+    from bob.tasks.iqa import heads
+
+    if args.resolved_head == "mlp":
+        cfg = heads.MLPConfig(
+            args.hidden, args.dropout, args.epochs, args.batch_size, args.lr, args.weight_decay, args.loss
+        )
+        with progress_bar("fitting IQA MLP", args.epochs, "epochs") as bar:
+            head = heads.fit_mlp(x_train, train.scores, cfg, ctx.seed, bar, ctx.device)
+        record = {
+            "layers": f"Linear({x_train.shape[1]}, {args.hidden}) → ReLU → Dropout({args.dropout}) → Linear(1)",
+            "optimizer": "AdamW, cosine to zero over all steps",
+            **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "loss")},
+            "targets": "z-scored with train mean/std, mapped back for scoring",
+        }
+        return head, heads.predict_mlp(head, x_test), {"mlp": record}
+    if args.ridge_alpha is None:
+        alpha, sweep = heads.select_ridge_alpha(x_train, train.scores, train.content, args.cv_folds)
+        record = {"selected_alpha": alpha, "cv_folds": args.cv_folds, "sweep": sweep}
+    else:
+        alpha = args.ridge_alpha
+        record = {"selected_alpha": alpha, "fixed": True}
+    head = heads.fit_linear(x_train, train.scores, alpha)
+    return head, heads.predict_linear(head, x_test), {"ridge": record}
