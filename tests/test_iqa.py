@@ -258,6 +258,7 @@ def test_fr_on_a_real_layout_and_the_result_loads_in_the_leaderboard(options, tm
     assert not loaded.skipped and list(loaded.runs["task"]) == ["iqa/kadid10k"]
 
 
+@pytest.mark.slow
 @pytest.mark.long
 def test_imagenet_mobilenet_beats_random_weights_without_reference(options, weights_dir):
     """The embedded default (1,800 images at 128 px, nr): minutes on two CPU cores."""
