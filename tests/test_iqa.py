@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,18 @@ def make_kadid(root: Path, refs: int = 5, types: int = 2, levels: int = 3) -> li
                 rows.append([name, ref, 5.0 - lv + 0.1 * t, 0.1])
     _write_csv(root / "kadid10k" / "dmos.csv", ["dist_img", "ref_img", "dmos", "var"], rows)
     return rows
+
+
+def test_listing_finds_the_suite_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from bob.tasks.catalog import task_names\n"
+        "import bob.tasks.iqa.task, bob.tasks.iqa.real, bob.tasks.iqa.skimage_set\n"
+        "names = task_names('iqa/*')\n"
+        "assert {'iqa/skimage-distortions', 'iqa/koniq10k', 'iqa/kadid10k', 'iqa/live', 'iqa/tid2013'} <= set(names)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- layouts and bad inputs -----------------------------------------------------------------------
