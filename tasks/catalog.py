@@ -94,6 +94,15 @@ SUITES.register(
     "max-batch throughput, train-step time, peak memory, energy",
 )
 
+SUITES.register(
+    "iqa",
+    "bob.tasks.iqa.task:IQA",
+    main_metric="srcc",
+    task_types=("iqa",),
+    description="image quality: frozen multi-scale features → MLP (mode=nr), or LPIPS-style feature "
+    "distances to the reference → ridge (mode=fr); SRCC, KRCC, PLCC (raw and 4-parameter logistic)",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

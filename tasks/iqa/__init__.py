@@ -1,0 +1,1 @@
+"""`iqa/<dataset>`: image quality assessment, no-reference (nr) and full-reference (fr)."""
