@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "segmentation",
+    "bob.tasks.segmentation.task:Segmentation",
+    main_metric="miou",
+    task_types=("segmentation",),
+    description="Semantic FPN (or FCN / linear head) on the backbone, PVT's AdamW + poly recipe; "
+    "dataset-accumulated mIoU, aAcc, mAcc",
+)
 
 
 @dataclass(frozen=True)

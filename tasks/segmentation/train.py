@@ -1,0 +1,238 @@
+"""Training and inference loops of the segmentation suite (torch; imported only when a run starts).
+
+Training follows PVT's Semantic FPN recipe on mmseg where it can: AdamW (betas 0.9/0.999), poly
+learning-rate decay `lr·(1 − t/T)^power` to 0 stepped per iteration (torch's `PolynomialLR`),
+pixel-wise cross-entropy with 255 ignored and averaged over all pixels of the batch (mmseg's default
+`avg_non_ignore=False`). Augmentation (`augment=jitter`, torchvision v2): random rescale of the
+shorter side to 0.5–2.0 × `crop_size`, random `crop_size`² crop (padded with 0 / ignore where the
+image is smaller), horizontal flip, and photometric jitter (brightness, contrast, saturation, hue);
+`augment=flip` only rescales the shorter side to `crop_size`, crops and flips.
+
+Inference rescales each test image like mmseg's `Resize(scale=(4·s, s), keep_ratio=True)` with
+s = `test_size` (the shorter side to s unless the longer would pass 4·s), predicts the whole image
+at once (`whole`) or, for backbones that only run at their build size, in overlapping
+`crop_size`² windows whose logits are averaged (`slide`, stride 2/3 of the crop), resizes the logits
+bilinearly to the label map's size and takes the argmax. Scores accumulate in one `IoUAccumulator`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from bob.errors import TrainingDivergedError
+from bob.progress import progress_bar
+from bob.tasks.segmentation.data import SegmentationSplit
+from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
+
+RATIO_RANGE = (0.5, 2.0)  # mmseg's random rescale range around the crop size
+# mmseg PhotoMetricDistortion: brightness ±32/255, contrast and saturation 0.5–1.5, hue ±18/180.
+PHOTOMETRIC = {"brightness": 32 / 255, "contrast": 0.5, "saturation": 0.5, "hue": 0.1}
+
+
+@dataclass
+class TrainConfig:
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    power: float
+    crop_size: int
+    augment: str
+    amp: bool = False
+
+
+@dataclass
+class EvalConfig:
+    test_size: int
+    crop_size: int
+    mode: str  # "whole" | "slide"
+    batch_size: int = 8
+    amp: bool = False
+
+    @property
+    def stride(self) -> int:
+        return max(1, math.ceil(self.crop_size * 2 / 3))
+
+
+class SegmentationDataset(Dataset):
+    """(image float [3,H,W] in 0..1, label map int64 [H,W]) pairs, optionally augmented."""
+
+    def __init__(self, split: SegmentationSplit, transform: Any = None) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
+
+        image = TF.to_image(self.split.image(index))
+        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(self.split.mask(index))))
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return TF.to_dtype(image, torch.float32, scale=True), mask.as_subclass(torch.Tensor).long()
+
+
+def make_transform(cfg: TrainConfig) -> Any:
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    size = cfg.crop_size
+    crop = v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
+    flip = v2.RandomHorizontalFlip(0.5)
+    if cfg.augment == "flip":
+        return v2.Compose([v2.Resize(size, antialias=True), crop, flip])
+    low, high = (round(r * size) for r in RATIO_RANGE)
+    return v2.Compose(
+        [v2.RandomResize(low, high + 1, antialias=True), crop, flip, v2.ColorJitter(**PHOTOMETRIC)]
+    )
+
+
+def train_segmenter(
+    model: torch.nn.Module,
+    split: SegmentationSplit,
+    cfg: TrainConfig,
+    device: Any,
+    seed: int,
+    num_workers: int,
+) -> dict[str, Any]:
+    """Train in place for `cfg.iterations` steps; returns the loss history (mean per 1% of training)."""
+    dataset = SegmentationDataset(split, make_transform(cfg))
+    loader = DataLoader(
+        dataset,
+        cfg.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= cfg.batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)
+    kind = torch.device(device).type
+    use_amp = cfg.amp and kind == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    model.to(device).train()
+    history: list[float] = []
+    window: list[float] = []
+    every = max(1, cfg.iterations // 100)
+    it = 0
+    with progress_bar("training segmenter", cfg.iterations, "iters") as bar:
+        while it < cfg.iterations:
+            for images, masks in loader:
+                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+                with torch.autocast(kind, dtype=torch.float16, enabled=use_amp):
+                    logits = model(images)
+                per_pixel = F.cross_entropy(
+                    logits.float(), masks, ignore_index=IGNORE_INDEX, reduction="none"
+                )
+                loss = per_pixel.sum() / per_pixel.numel()
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"segmentation loss became {float(loss)} at iteration {it}; try a lower lr."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                it += 1
+                window.append(float(loss.detach()))
+                if len(window) == every:
+                    history.append(float(np.mean(window)))
+                    window = []
+                bar.advance(1)
+                if it >= cfg.iterations:
+                    break
+    return {"loss_history": history, "final_loss": float(np.mean(window or history[-1:] or [math.nan]))}
+
+
+def eval_scale(height: int, width: int, size: int) -> tuple[int, int]:
+    """mmseg `Resize(scale=(4·size, size), keep_ratio=True)`: the (height, width) to predict at."""
+    factor = min(4 * size / max(height, width), size / min(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def slide_logits(model: torch.nn.Module, image: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """mmseg's slide inference: logits of overlapping crop² windows, averaged where they overlap."""
+    _, _, h, w = image.shape
+    rows = max(h - crop + stride - 1, 0) // stride + 1
+    cols = max(w - crop + stride - 1, 0) // stride + 1
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, h, w, device=image.device)
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop, h), min(c * stride + crop, w)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            logits = model(image[:, :, y1:y2, x1:x2])
+            if total is None:
+                total = image.new_zeros(1, logits.shape[1], h, w)
+            total[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+    assert total is not None
+    return total / count
+
+
+def _collate(batch: list) -> tuple[list, list]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    split: SegmentationSplit,
+    cfg: EvalConfig,
+    device: Any,
+    num_workers: int,
+) -> IoUAccumulator:
+    """Predict every image of `split` and accumulate the dataset-level confusion matrix."""
+    loader = DataLoader(
+        SegmentationDataset(split),
+        cfg.batch_size,
+        shuffle=False,
+        collate_fn=_collate,
+        num_workers=num_workers,
+    )
+    kind = torch.device(device).type
+    model.to(device).eval()
+    acc = IoUAccumulator(len(split.classes))
+    with progress_bar("evaluating segmenter", len(split), "images") as bar:
+        for images, masks in loader:
+            for logits, mask in zip(_predict(model, images, cfg, device, kind), masks, strict=True):
+                pred = logits.argmax(0).cpu().numpy()
+                acc.update(pred, mask.numpy())
+            bar.advance(len(images))
+    return acc
+
+
+def _predict(model: Any, images: list[torch.Tensor], cfg: EvalConfig, device: Any, kind: str) -> list:
+    """Logits at each image's own size; same-size images go through the model as one batch."""
+    use_amp = cfg.amp and kind == "cuda"
+    sizes = {tuple(im.shape[-2:]) for im in images}
+    groups = [torch.stack(images)] if len(sizes) == 1 and cfg.mode == "whole" else [im[None] for im in images]
+    out = []
+    for batch in groups:
+        h, w = batch.shape[-2:]
+        batch = batch.to(device)
+        th, tw = eval_scale(h, w, cfg.test_size)
+        if (th, tw) != (h, w):
+            batch = F.interpolate(batch, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        with torch.autocast(kind, dtype=torch.float16, enabled=use_amp):
+            if cfg.mode == "slide":
+                logits = slide_logits(model, batch, cfg.crop_size, cfg.stride)
+            else:
+                logits = model(batch)
+        logits = logits.float()
+        if (th, tw) != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        out.extend(logits)
+    return out
