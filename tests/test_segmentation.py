@@ -310,6 +310,9 @@ def test_task_args_are_validated() -> None:
     args = parse_task_args(SegmentationArgs, {"head": "fcn", "iters": "7"}, "segmentation/ade20k")
     assert args.resolved("real") == {"iters": 7, "batch_size": 16, "fpn_channels": 256, "head_channels": 512}
     assert args.resolved("generated")["head_channels"] == 128
+    from bob.tasks.segmentation.task import Segmentation
+
+    parse_task_args(SegmentationArgs, {**Segmentation.check_args, "image_size": "64"}, "segmentation/x")
 
 
 def test_listing_segmentation_tasks_stays_torch_free() -> None:
@@ -371,3 +374,16 @@ def test_plain_vit_runs_with_sliding_window_inference(tmp_path: Path) -> None:
         "mode": "slide",
         "slide": {"crop": 64, "stride": 43},
     }
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir: Path) -> None:
+    """Frozen backbone, Semantic FPN trained on top: ImageNet features separate the shapes, random ones do not."""
+    args = {"mode": "frozen", "iters": "100", "augment": "flip", "lr": "1e-3"}
+    miou = {}
+    for weights in ("pretrained", "random"):
+        result = _run("torchvision/mobilenet_v2", weights, args, tmp_path)
+        assert result.ok, result.error
+        miou[weights] = result.metrics["miou"]
+    assert miou["pretrained"] > miou["random"] + 0.1, miou
