@@ -387,3 +387,38 @@ def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir
         assert result.ok, result.error
         miou[weights] = result.metrics["miou"]
     assert miou["pretrained"] > miou["random"] + 0.1, miou
+
+
+@pytest.mark.slow
+def test_real_layout_run_with_rescaled_inference(tmp_path: Path) -> None:
+    """ADE20K's layout on disk with images of several sizes: reduce_zero_label, jitter, whole-image
+    inference at test_size with logits resized back to each label map."""
+    from bob.tasks.detection.scenes import generate_scenes
+    from bob.tasks.segmentation.data import semantic_maps
+
+    base = tmp_path / "data" / "ADEChallengeData2016"
+    sizes = ((96, 96), (64, 96), (96, 80), (48, 96))
+    for split, folder in (("train", "training"), ("test", "validation")):
+        images, coco = generate_scenes(4, size=96, seed=len(split))
+        maps = semantic_maps(coco, 4, 96)
+        for i, (h, w) in enumerate(sizes):
+            _png(base / "images" / folder / f"{i}.jpg", images[i, :h, :w])
+            _png(base / "annotations" / folder / f"{i}.png", maps[i, :h, :w] + 1)  # 0 = "other" in the files
+    args = {
+        "root": str(tmp_path / "data"),
+        "iters": "2",
+        "batch_size": "2",
+        "image_size": "64",
+        "test_size": "32",
+        "fpn_channels": "16",
+        "head_channels": "8",
+    }
+    result = _run("timm/resnet18", "random", args, tmp_path, dataset="ade20k")
+    assert result.ok, result.error
+    p = result.protocol
+    assert p["reduce_zero_label"] and p["inference"]["test_size"] == 32 and p["crop_size"] == 64
+    pixels = sum(h * w for h, w in sizes)  # scored at each label map's own size, nothing ignored
+    table = p["per_class"]
+    assert sum(row["label_pixels"] for row in table.values()) == pixels
+    assert sum(row["pred_pixels"] for row in table.values()) == pixels
+    assert set(p["class_pixels"]["test"]) == set(table) and len(table) == 150

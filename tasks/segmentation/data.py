@@ -121,27 +121,6 @@ class SegmentationSplit(ImageSplit):
             "reduce_zero_label": self.reduce_zero_label,
         }
 
-    def take(self, indices: Any, split: str) -> SegmentationSplit:
-        """A new split of images `indices`, e.g. a small subset for a quick run."""
-        idx = [int(i) for i in indices]
-        if self.images is not None:
-            return SegmentationSplit(
-                self.dataset,
-                split,
-                self.classes,
-                images=self.images[idx],
-                masks=self.masks[idx],  # type: ignore[index]
-            )
-        return SegmentationSplit(
-            self.dataset,
-            split,
-            self.classes,
-            image_paths=[self.image_paths[i] for i in idx],  # type: ignore[index]
-            mask_paths=[self.mask_paths[i] for i in idx],  # type: ignore[index]
-            root=self.root,
-            reduce_zero_label=self.reduce_zero_label,
-        )
-
 
 def validate_masks(split: SegmentationSplit) -> dict[str, int]:
     """Read every label map once; a bad one raises `MaskError` naming it (before any training).
