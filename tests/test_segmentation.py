@@ -292,6 +292,27 @@ def test_slide_inference_equals_whole_for_a_pointwise_model() -> None:
     assert eval_scale(128, 128, 128) == (128, 128)
 
 
+def test_cat_max_ratio_crop_redraws_crops_one_class_dominates() -> None:
+    import torch
+    from torchvision import tv_tensors
+
+    from bob.tasks.segmentation.train import CatMaxRatioCrop
+
+    torch.manual_seed(0)
+    mask = torch.zeros(1, 8, 32, dtype=torch.uint8)
+    mask[..., 28:] = 1  # only crops starting at x = 23 or 24 have class 0 below 75 %
+    image = torch.arange(32, dtype=torch.uint8).expand(3, 8, 32)
+    for _ in range(20):
+        img, crop = CatMaxRatioCrop(8, 0.75, attempts=1000)(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        assert int(img[0, 0, 0]) in (23, 24) and (crop == 1).sum() in (24, 32)
+    small_img, small_mask = CatMaxRatioCrop(16, 1.0)(
+        tv_tensors.Image(image[:, :, :8]), tv_tensors.Mask(mask[..., :8])
+    )
+    assert small_img.shape == (3, 16, 16) and small_mask.shape == (1, 16, 16)
+    assert (small_mask[..., 8:, :] == 255).all() and (small_mask[..., :, 8:] == 255).all()
+    assert (small_mask[..., :8, :8] == 0).all() and (small_img[..., 8:, :] == 0).all()
+
+
 def test_task_args_are_validated() -> None:
     from bob.tasks.base import parse_task_args
     from bob.tasks.segmentation.task import SegmentationArgs
@@ -304,6 +325,7 @@ def test_task_args_are_validated() -> None:
         ({"test_size": "0"}, "test_size must be a positive multiple of 32"),
         ({"batch_size": "0"}, "batch_size must be a positive integer"),
         ({"lr": "-1"}, "lr and poly_power must be > 0"),
+        ({"cat_max_ratio": "0"}, r"cat_max_ratio must be in \(0, 1\]"),
     ]:
         with pytest.raises(UsageError, match=message):
             parse_task_args(SegmentationArgs, raw, "segmentation/scenes-seg")

@@ -62,6 +62,9 @@ class SegmentationArgs(TaskArgs):
     augment: str = run_arg(
         "jitter", "jitter (rescale 0.5-2.0, crop, flip, photometric) or flip (crop and flip only)"
     )
+    cat_max_ratio: float = run_arg(
+        0.75, "augment=jitter: redraw a crop (up to 10 times) while one class covers this share; 1 = off"
+    )
     test_size: int | None = run_arg(
         None, "shorter side of test images at inference (default: image_size, mmseg's (4s, s) rule)"
     )
@@ -98,6 +101,8 @@ class SegmentationArgs(TaskArgs):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be a positive integer, got {value}.")
+        if not 0 < self.cat_max_ratio <= 1:
+            raise UsageError(f"cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}.")
         if not self.lr > 0 or self.weight_decay < 0 or not self.poly_power > 0:
             raise UsageError(
                 f"lr and poly_power must be > 0 and weight_decay >= 0, got lr={self.lr}, "
@@ -170,17 +175,18 @@ class Segmentation(Task):
         return train, test  # type: ignore[return-value]
 
 
-def _augment_protocol(augment: str) -> dict[str, Any]:
+def _augment_protocol(args: SegmentationArgs) -> dict[str, Any]:
     from bob.tasks.segmentation.train import PHOTOMETRIC, RATIO_RANGE
 
-    if augment == "flip":
+    if args.augment == "flip":
         return {"name": "flip", "steps": ["shorter side to crop_size", "random crop", "flip 0.5"]}
     return {
         "name": "jitter",
         "ratio_range": list(RATIO_RANGE),
+        "cat_max_ratio": args.cat_max_ratio,
         "steps": [
             "shorter side to ratio × crop_size",
-            "random crop (pad 0 / 255)",
+            "random crop, redrawn up to 10× while one class covers >= cat_max_ratio (pad 0 / 255)",
             "flip 0.5",
             "colour jitter",
         ],
@@ -224,6 +230,7 @@ def run_configs(
         power=args.poly_power,
         crop_size=size,
         augment=args.augment,
+        cat_max_ratio=args.cat_max_ratio,
         amp=args.amp,
     )
     test = EvalConfig(
@@ -254,7 +261,7 @@ def run_protocol(
         "iterations": cfg.iterations,
         "batch_size": cfg.batch_size,
         "crop_size": cfg.crop_size,
-        "augment": _augment_protocol(args.augment),
+        "augment": _augment_protocol(args),
         "loss": "cross-entropy, ignore 255, averaged over all pixels (mmseg avg_non_ignore=False)",
         "amp": args.amp and device.startswith("cuda"),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

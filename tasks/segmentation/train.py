@@ -4,9 +4,10 @@ Training follows PVT's Semantic FPN recipe on mmseg where it can: AdamW (betas 0
 learning-rate decay `lr·(1 − t/T)^power` to 0 stepped per iteration (torch's `PolynomialLR`),
 pixel-wise cross-entropy with 255 ignored and averaged over all pixels of the batch (mmseg's default
 `avg_non_ignore=False`). Augmentation (`augment=jitter`, torchvision v2): random rescale of the
-shorter side to 0.5–2.0 × `crop_size`, random `crop_size`² crop (padded with 0 / ignore where the
-image is smaller), horizontal flip, and photometric jitter (brightness, contrast, saturation, hue);
-`augment=flip` only rescales the shorter side to `crop_size`, crops and flips.
+shorter side to 0.5–2.0 × `crop_size`, random `crop_size`² crop redrawn while one class dominates
+it (mmseg's `cat_max_ratio`; padded with 0 / ignore where the image is smaller), horizontal flip,
+and photometric jitter (brightness, contrast, saturation, hue); `augment=flip` only rescales the
+shorter side to `crop_size`, takes a plain random crop and flips.
 
 Inference rescales each test image like mmseg's `Resize(scale=(4·s, s), keep_ratio=True)` with
 s = `test_size` (the shorter side to s unless the longer would pass 4·s), predicts the whole image
@@ -45,6 +46,7 @@ class TrainConfig:
     power: float
     crop_size: int
     augment: str
+    cat_max_ratio: float = 0.75
     amp: bool = False
 
 
@@ -81,18 +83,56 @@ class SegmentationDataset(Dataset):
         return TF.to_dtype(image, torch.float32, scale=True), mask.as_subclass(torch.Tensor).long()
 
 
+class CatMaxRatioCrop:
+    """mmseg's `RandomCrop(cat_max_ratio)`: a random `size`² crop, redrawn up to `attempts` times while
+    one class covers `cat_max_ratio` or more of its labelled pixels (or it has one class only); the
+    last draw is kept. Images smaller than `size` are padded at the bottom/right (0 / ignore), as
+    mmseg's crop-then-`Pad` does. `cat_max_ratio=1` is a plain random crop."""
+
+    def __init__(self, size: int, cat_max_ratio: float, attempts: int = 10) -> None:
+        self.size, self.cat_max_ratio, self.attempts = size, cat_max_ratio, attempts
+
+    def __call__(self, image: Any, mask: Any) -> tuple[Any, Any]:
+        from torchvision.transforms.v2 import functional as TF
+
+        size = self.size
+        pad_h, pad_w = max(size - image.shape[-2], 0), max(size - image.shape[-1], 0)
+        if pad_h or pad_w:
+            image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
+            mask = TF.pad(mask, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)
+        h, w = image.shape[-2:]
+        for _ in range(self.attempts):
+            y = int(torch.randint(0, h - size + 1, ()))
+            x = int(torch.randint(0, w - size + 1, ()))
+            if self.cat_max_ratio >= 1:
+                break
+            crop = mask[..., y : y + size, x : x + size]
+            counts = torch.bincount(crop[crop != IGNORE_INDEX].flatten().long())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() < self.cat_max_ratio * counts.sum():
+                break
+        return TF.crop(image, y, x, size, size), TF.crop(mask, y, x, size, size)
+
+
 def make_transform(cfg: TrainConfig) -> Any:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
     size = cfg.crop_size
-    crop = v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})
     flip = v2.RandomHorizontalFlip(0.5)
     if cfg.augment == "flip":
-        return v2.Compose([v2.Resize(size, antialias=True), crop, flip])
+        fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+        return v2.Compose(
+            [v2.Resize(size, antialias=True), v2.RandomCrop(size, pad_if_needed=True, fill=fill), flip]
+        )
     low, high = (round(r * size) for r in RATIO_RANGE)
     return v2.Compose(
-        [v2.RandomResize(low, high + 1, antialias=True), crop, flip, v2.ColorJitter(**PHOTOMETRIC)]
+        [
+            v2.RandomResize(low, high + 1, antialias=True),
+            CatMaxRatioCrop(size, cfg.cat_max_ratio),
+            flip,
+            v2.ColorJitter(**PHOTOMETRIC),
+        ]
     )
 
 
