@@ -86,7 +86,7 @@ class SegmentationDataset(Dataset):
 class CatMaxRatioCrop:
     """mmseg's `RandomCrop(cat_max_ratio)`: a random `size`² crop, redrawn up to `attempts` times while
     one class covers `cat_max_ratio` or more of its labelled pixels (or it has one class only); the
-    last draw is kept. Images smaller than `size` are padded at the bottom/right (0 / ignore), as
+    last redraw is kept unchecked. Images smaller than `size` are padded at the bottom/right (0 / ignore), as
     mmseg's crop-then-`Pad` does. `cat_max_ratio=1` is a plain random crop."""
 
     def __init__(self, size: int, cat_max_ratio: float, attempts: int = 10) -> None:
@@ -101,16 +101,18 @@ class CatMaxRatioCrop:
             image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
             mask = TF.pad(mask, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)
         h, w = image.shape[-2:]
-        for _ in range(self.attempts):
-            y = int(torch.randint(0, h - size + 1, ()))
-            x = int(torch.randint(0, w - size + 1, ()))
-            if self.cat_max_ratio >= 1:
-                break
+
+        def draw() -> tuple[int, int]:
+            return int(torch.randint(0, h - size + 1, ())), int(torch.randint(0, w - size + 1, ()))
+
+        y, x = draw()
+        for _ in range(self.attempts if self.cat_max_ratio < 1 else 0):  # mmseg: check 10, keep the 11th
             crop = mask[..., y : y + size, x : x + size]
             counts = torch.bincount(crop[crop != IGNORE_INDEX].flatten().long())
             counts = counts[counts > 0]
             if len(counts) > 1 and counts.max() < self.cat_max_ratio * counts.sum():
                 break
+            y, x = draw()
         return TF.crop(image, y, x, size, size), TF.crop(mask, y, x, size, size)
 
 
