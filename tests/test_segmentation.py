@@ -313,6 +313,26 @@ def test_cat_max_ratio_crop_redraws_crops_one_class_dominates() -> None:
     assert (small_mask[..., :8, :8] == 0).all() and (small_img[..., 8:, :] == 0).all()
 
 
+def test_photometric_distortion_changes_colours_not_labels() -> None:
+    import torch
+    from torchvision import tv_tensors
+
+    from bob.tasks.segmentation.train import PhotoMetricDistortion
+
+    torch.manual_seed(0)
+    rgb = tv_tensors.Image(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8))
+    gray = tv_tensors.Image(torch.full((3, 16, 16), 100, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.randint(0, 5, (16, 16), dtype=torch.uint8))
+    changed = 0
+    for _ in range(8):
+        out, same = PhotoMetricDistortion()(rgb, mask)
+        assert out.dtype == torch.uint8 and out.shape == rgb.shape and same is mask
+        changed += int(not torch.equal(out, rgb))
+        g, _ = PhotoMetricDistortion()(gray, mask)
+        assert (g == g[0, 0, 0]).all()  # saturation and hue leave a gray image gray
+    assert changed >= 4
+
+
 def test_task_args_are_validated() -> None:
     from bob.tasks.base import parse_task_args
     from bob.tasks.segmentation.task import SegmentationArgs

@@ -6,7 +6,8 @@ pixel-wise cross-entropy with 255 ignored and averaged over all pixels of the ba
 `avg_non_ignore=False`). Augmentation (`augment=jitter`, torchvision v2): random rescale of the
 shorter side to 0.5–2.0 × `crop_size`, random `crop_size`² crop redrawn while one class dominates
 it (mmseg's `cat_max_ratio`; padded with 0 / ignore where the image is smaller), horizontal flip,
-and photometric jitter (brightness, contrast, saturation, hue); `augment=flip` only rescales the
+and mmseg's photometric distortion (brightness, contrast, HSV saturation and hue, each with
+p 0.5); `augment=flip` only rescales the
 shorter side to `crop_size`, takes a plain random crop and flips.
 
 Inference rescales each test image like mmseg's `Resize(scale=(4·s, s), keep_ratio=True)` with
@@ -33,8 +34,13 @@ from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
 
 RATIO_RANGE = (0.5, 2.0)  # mmseg's random rescale range around the crop size
-# mmseg PhotoMetricDistortion: brightness ±32/255, contrast and saturation 0.5–1.5, hue ±18/180.
-PHOTOMETRIC = {"brightness": 32 / 255, "contrast": 0.5, "saturation": 0.5, "hue": 0.1}
+# mmseg's PhotoMetricDistortion: each applied with probability 0.5, on 0..255 pixel values.
+PHOTOMETRIC = {
+    "brightness_delta": 32,  # added, uniform in ±32
+    "contrast_range": (0.5, 1.5),  # multiplied
+    "saturation_range": (0.5, 1.5),  # HSV saturation multiplied
+    "hue_delta": 18,  # HSV hue shifted by an integer in ±18 of 180 (OpenCV's 8-bit hue scale)
+}
 
 
 @dataclass
@@ -116,6 +122,45 @@ class CatMaxRatioCrop:
         return TF.crop(image, y, x, size, size), TF.crop(mask, y, x, size, size)
 
 
+class PhotoMetricDistortion:
+    """mmseg's `PhotoMetricDistortion` on a uint8 image (the label map passes through): random
+    brightness, then contrast either first or last, saturation and hue in HSV, each with p 0.5."""
+
+    def __call__(self, image: Any, mask: Any) -> tuple[Any, Any]:
+        from skimage.color import hsv2rgb, rgb2hsv
+        from torchvision import tv_tensors
+
+        def coin() -> bool:
+            return bool(torch.randint(2, ()))
+
+        def uniform(low: float, high: float) -> float:
+            return float(torch.empty(()).uniform_(low, high))
+
+        p = PHOTOMETRIC
+        img = image.as_subclass(torch.Tensor).float()
+        if coin():
+            img = (img + uniform(-p["brightness_delta"], p["brightness_delta"])).clamp(0, 255)
+        contrast_first = coin()
+
+        def contrast(x: torch.Tensor) -> torch.Tensor:
+            return (x * uniform(*p["contrast_range"])).clamp(0, 255) if coin() else x
+
+        if contrast_first:
+            img = contrast(img)
+        saturate, shift = coin(), coin()
+        if saturate or shift:
+            hsv = rgb2hsv(img.permute(1, 2, 0).numpy() / 255.0)
+            if saturate:
+                hsv[..., 1] = np.clip(hsv[..., 1] * uniform(*p["saturation_range"]), 0, 1)
+            if shift:
+                delta = int(torch.randint(-p["hue_delta"], p["hue_delta"], ()))
+                hsv[..., 0] = (hsv[..., 0] + delta / 180) % 1.0
+            img = torch.from_numpy(hsv2rgb(hsv) * 255.0).permute(2, 0, 1).float()
+        if not contrast_first:
+            img = contrast(img)
+        return tv_tensors.Image(img.round().clamp(0, 255).to(torch.uint8)), mask
+
+
 def make_transform(cfg: TrainConfig) -> Any:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
@@ -133,7 +178,7 @@ def make_transform(cfg: TrainConfig) -> Any:
             v2.RandomResize(low, high + 1, antialias=True),
             CatMaxRatioCrop(size, cfg.cat_max_ratio),
             flip,
-            v2.ColorJitter(**PHOTOMETRIC),
+            PhotoMetricDistortion(),
         ]
     )
 
