@@ -7,8 +7,8 @@ pixel-wise cross-entropy with 255 ignored and averaged over all pixels of the ba
 shorter side to 0.5–2.0 × `crop_size`, random `crop_size`² crop redrawn while one class dominates
 it (mmseg's `cat_max_ratio`; padded with 0 / ignore where the image is smaller), horizontal flip,
 and mmseg's photometric distortion (brightness, contrast, HSV saturation and hue, each with
-p 0.5); `augment=flip` only rescales the
-shorter side to `crop_size`, takes a plain random crop and flips.
+p 0.5); `augment=flip` only rescales the shorter side to `crop_size`, takes a plain random crop
+and flips.
 
 Inference rescales each test image like mmseg's `Resize(scale=(4·s, s), keep_ratio=True)` with
 s = `test_size` (the shorter side to s unless the longer would pass 4·s), predicts the whole image
