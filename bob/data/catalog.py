@@ -521,9 +521,9 @@ _SCENE_MAPS_NOTE = (
     "the occlusion-aware visible masks; each split generated from a fixed seed derived from (domain, split)."
 )
 for _name, _train, _test, _counts, _title in (
-    ("scenes-seg", "texture", "texture", (1000, 200), "Segmentation scenes on CC0 textures"),
-    ("scenes-seg-shifted", "texture", "cartoon", (1000, 200), "Segmentation scenes, textures → cartoon (OOD)"),
-    ("scenes-seg-mini", "texture", "texture", (96, 48), "Segmentation scenes on CC0 textures, 96 / 48 images"),
+    ("scenes-seg", "texture", "texture", (1000, 200), "Scene label maps on CC0 textures"),
+    ("scenes-seg-shifted", "texture", "cartoon", (1000, 200), "Scene label maps, textures → cartoon (OOD)"),
+    ("scenes-seg-mini", "texture", "texture", (96, 48), "Scene label maps on CC0 textures, 96 / 48"),
 ):
     _register(
         _name,
