@@ -188,7 +188,7 @@ def _augment_protocol(args: SegmentationArgs) -> dict[str, Any]:
             "shorter side to ratio × crop_size",
             "random crop, redrawn up to 10× while one class covers >= cat_max_ratio (pad 0 / 255)",
             "flip 0.5",
-            "colour jitter",
+            "mmseg PhotoMetricDistortion",
         ],
         "photometric": PHOTOMETRIC,
     }
