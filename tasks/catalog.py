@@ -103,6 +103,15 @@ SUITES.register(
     "distances to the reference → ridge (mode=fr); SRCC, KRCC, PLCC (raw and 4-parameter logistic)",
 )
 
+SUITES.register(
+    "segmentation",
+    "bob.tasks.segmentation.task:Segmentation",
+    main_metric="miou",
+    task_types=("segmentation",),
+    description="Semantic FPN (or FCN / linear head) on the backbone, PVT's AdamW + poly recipe; "
+    "dataset-accumulated mIoU, aAcc, mAcc",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

@@ -704,3 +704,70 @@ for _name, (_loader, _title, _source, _license, _description) in _IQA_REAL.items
         crop_pct=1.0,  # shorter side resized to the input size, then centre-cropped: no extra zoom
         description=_description,
     )
+
+
+# Segmentation: the generated scenes' semantic maps and the real benchmarks, for `segmentation/<dataset>`.
+_SCENE_MAPS = "bob.tasks.segmentation.data:load_scene_maps"
+_SCENE_MAPS_NOTE = (
+    "The detection scenes (1-4 shapes per 128 px image at random position, size, rotation and colour) "
+    "as per-pixel label maps: background 0, circle 1, triangle 2, star 3, cross 4, ring 5, painted from "
+    "the occlusion-aware visible masks; each split generated from a fixed seed derived from (domain, split)."
+)
+for _name, _train, _test, _counts, _title in (
+    ("scenes-seg", "texture", "texture", (1000, 200), "Scene label maps on CC0 textures"),
+    ("scenes-seg-shifted", "texture", "cartoon", (1000, 200), "Scene label maps, textures → cartoon (OOD)"),
+    ("scenes-seg-mini", "texture", "texture", (96, 48), "Scene label maps on CC0 textures, 96 / 48"),
+):
+    _register(
+        _name,
+        _SCENE_MAPS,
+        options={"train_domain": _train, "test_domain": _test, "n_train": _counts[0], "n_test": _counts[1]},
+        title=_title,
+        kind="generated",
+        task_type="segmentation",
+        num_classes=6,
+        splits=("train", "test"),
+        source="bob.tasks.detection.scenes.generate_scenes → bob.tasks.segmentation.data.semantic_maps",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description=f"{_SCENE_MAPS_NOTE} {_counts[0]:,} train ({_train}) / {_counts[1]:,} test ({_test}).",
+    )
+_SEG_LAYOUT = "bob.tasks.segmentation.real:load_segmentation_layout"
+_real(
+    "ade20k",
+    _SEG_LAYOUT,
+    title="ADE20K SceneParsing (150 classes)",
+    task_type="segmentation",
+    num_classes=150,
+    options={"layout": "ade20k"},
+    source="http://sceneparsing.csail.mit.edu (Zhou et al., 2017), ADEChallengeData2016.zip",
+    license="images: see the ADE20K terms (research use); annotations BSD-3-Clause",
+    description="20,210 training / 2,000 validation images; bob's test split is validation. Read from "
+    "ROOT/ADEChallengeData2016/{images,annotations}/{training,validation}/ with reduce_zero_label "
+    "(file value 0 = ignore).",
+)
+_real(
+    "cityscapes-seg",
+    _SEG_LAYOUT,
+    title="Cityscapes fine semantic labels (19 classes)",
+    task_type="segmentation",
+    num_classes=19,
+    options={"layout": "cityscapes-seg"},
+    source="https://www.cityscapes-dataset.com (Cordts et al., 2016)",
+    license="Cityscapes non-commercial research license",
+    description="2,975 train / 500 val images (bob's test split is val), 19 trainId classes, 255 ignore. "
+    "Read from ROOT/cityscapes/leftImg8bit/ and gtFine/*_labelTrainIds.png (made by cityscapesscripts).",
+)
+_real(
+    "voc2012-seg",
+    _SEG_LAYOUT,
+    title="Pascal VOC 2012 segmentation (21 classes)",
+    task_type="segmentation",
+    num_classes=21,
+    options={"layout": "voc2012-seg"},
+    source="http://host.robots.ox.ac.uk/pascal/VOC/voc2012 (Everingham et al., 2010)",
+    license="images under their Flickr terms; annotations per the VOC challenge terms",
+    description="1,464 train / 1,449 val images (bob's test split is val), background + 20 classes, 255 "
+    "ignore. Read from ROOT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}.",
+)
