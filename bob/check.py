@@ -114,12 +114,12 @@ def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
 
 
 def selected_suites(pattern: str) -> set[str]:
-    """The suite names a `--suites` glob selects; none is a usage error that lists the suites."""
+    """The suite names `--suites` selects (globs, comma-separated); none is a usage error listing them."""
     from bob.registry import match
     from bob.tasks.catalog import SUITES
 
     names = [e.name for e in SUITES.entries()]
-    selected = set(match(pattern, names))
+    selected = {name for part in pattern.split(",") if part.strip() for name in match(part.strip(), names)}
     if not selected:
         raise UsageError(f"--suites '{pattern}' matches no suite; the suites are: {', '.join(names)}.")
     return selected

@@ -171,7 +171,9 @@ def check(
     suites: Annotated[
         str,
         typer.Option(
-            "--suites", metavar="PATTERN", help="Mock-run only the suites matching this glob (default: all)."
+            "--suites",
+            metavar="PATTERN",
+            help="Mock-run only the suites matching these globs, comma-separated (default: all).",
         ),
     ] = "*",
 ) -> None:

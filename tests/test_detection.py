@@ -450,7 +450,12 @@ def test_bob_check_skips_detection_for_a_pooled_only_backbone(tmp_path: Path) ->
         "    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16))\n"
         "    return net, {'input_size': 32, 'mean': (0.5,) * 3, 'std': (0.5,) * 3}\n"
     )
-    results = {r.name: r for r in check_backbone(f"{tmp_path}/flat.py:mlp", weights="random", image_size=32)}
+    results = {
+        r.name: r
+        for r in check_backbone(
+            f"{tmp_path}/flat.py:mlp", weights="random", image_size=32, suites="detection,linear-probe"
+        )
+    }
     assert results["mock run: detection"].status == "skip"
     assert "no feature levels" in results["mock run: detection"].detail
     assert results["mock run: linear-probe"].status == "pass"

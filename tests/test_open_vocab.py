@@ -180,3 +180,28 @@ def test_bob_run_open_vocab(tmp_path):
         "blue ring",
     ]
     assert "bag-of-words" in protocol["text_encoder"] and protocol["train_annotations_dropped"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_pretrained_mobilenet_finds_novel_categories(tmp_path, weights_dir):
+    """ImageNet features reach novel colour × shape pairs through the bag-of-words text embeddings."""
+    from bob.runner import RunOptions, execute
+    from bob.spec import make_spec
+
+    args = {
+        "iters": "60",
+        "batch_size": "4",
+        "augment": "flip",
+        "fpn_channels": "64",
+        "rois_per_image": "128",
+    }
+    args["lr"] = "3e-4"
+    options = RunOptions(tmp_path / "r", tmp_path / "c", device="cpu", num_workers=0)
+    ap = {}
+    for weights in ("pretrained", "random"):
+        spec = make_spec("torchvision/mobilenet_v2", "open-vocab/scenes-ov-mini", weights, 0, {}, args)
+        result = execute(spec, options).result
+        assert result.ok, result.error
+        ap[weights] = result.metrics["box_ap_novel"]
+    assert ap["pretrained"] > ap["random"] + 0.03, ap
