@@ -9,6 +9,9 @@ A `Backbone` is an `nn.Module` with:
     levels (indices into `feature_info`, negatives allowed; None = every level); transformer
     tokens come back reshaped to NCHW with prefix (class/register) tokens dropped;
   - `trainable()`: the module to fine-tune.
+Optional, for vision-language checkpoints (zero-shot tasks): `has_text_tower = True` with
+`encode_image(x) -> [B, D]` and `encode_text(texts) -> [N, D]`, unnormalised embeddings in one
+joint space. Every other backbone keeps the defaults (no text tower; zero-shot skips it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from bob.weights import ResolvedWeights
 
 class Backbone(nn.Module):
     """Base class of every adapter. Subclasses implement `forward_pooled` and `forward_features`."""
+
+    has_text_tower: bool = False  # True where `encode_image` / `encode_text` share a joint space
 
     def __init__(self, meta: BackboneMeta, data_config: DataConfig, feature_info: list[FeatureInfo]) -> None:
         super().__init__()
@@ -51,6 +56,14 @@ class Backbone(nn.Module):
 
     def trainable(self) -> nn.Module:
         return self
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Joint-space image embeddings [B, D] (unnormalised), for backbones with a text tower."""
+        raise NotImplementedError(f"{type(self).__name__} has no joint image-text embedding")
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Joint-space text embeddings [N, D] (unnormalised) of `texts`, for backbones with a text tower."""
+        raise NotImplementedError(f"{type(self).__name__} has no text tower")
 
     def resolve_levels(self, levels: Sequence[int] | None) -> list[int]:
         """Normalise level indices (negatives count from the end) and reject out-of-range ones."""

@@ -67,6 +67,13 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "zero-shot",
+    "bob.tasks.zero_shot:ZeroShot",
+    main_metric="top1",
+    task_types=("classification",),
+    description="CLIP zero-shot: class-name prompts through the backbone's text tower (skipped without one)",
+)
 
 
 @dataclass(frozen=True)
