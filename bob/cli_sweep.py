@@ -62,6 +62,7 @@ def _print_progress(plan: Plan, results_dir: Path, mode: str) -> None:
     state = survey(plan.specs(), ResultStore(results_dir), mode)
     stdout_console().print(
         f"in {results_dir}: {len(state.todo)} to run · {state.done} done · {state.failed_before} failed"
+        + (f" · {state.not_applicable_before} not applicable" if state.not_applicable_before else "")
         + (f" · {len(state.damaged)} unreadable" if state.damaged else ""),
         highlight=False,
     )

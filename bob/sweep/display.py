@@ -22,6 +22,7 @@ class SweepDisplay:
         self.total = total
         self.console.print(
             f"{total} runs to do · {state.done} done earlier · {state.failed_before} failed earlier"
+            + (f" · {state.not_applicable_before} not applicable" if state.not_applicable_before else "")
             + (f" · {len(state.damaged)} unreadable result files left alone" if state.damaged else ""),
             highlight=False,
         )
