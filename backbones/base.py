@@ -116,6 +116,9 @@ class BackboneRef:
     # The curated catalog entry this backbone came from, if any: its facts (family, pretraining
     # method and data, license) replace what adapters read off names.
     catalog: dict[str, Any] | None = None
+    # Whether the built backbone will have a text tower, where the adapter knows without building
+    # (zero-shot skips a backbone without one before building it); None: build and ask the model.
+    text_tower: bool | None = None
 
     def identity(self) -> dict[str, Any]:
         """What makes this backbone's features what they are (the transform is keyed separately)."""

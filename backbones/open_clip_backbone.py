@@ -406,6 +406,7 @@ def resolve(
         args=args,
         library_version=open_clip.__version__,
         builder=build,
+        text_tower=True,
     )
 
 

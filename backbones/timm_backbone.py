@@ -132,6 +132,7 @@ def resolve(
         args=dict(args),
         library_version=timm.__version__,
         builder=build,
+        text_tower=False,
     )
 
 

@@ -118,6 +118,13 @@ def zero_shot_logits(images: np.ndarray, text: torch.Tensor, logit_scale: float)
     return (logit_scale * image @ text.float().T).numpy()
 
 
+def _no_text_tower(name: str) -> str:
+    return (
+        f"{name} has no text tower; zero-shot classification needs a vision-language backbone "
+        "(e.g. open_clip/<arch>:<tag>)."
+    )
+
+
 class ZeroShot(Task):
     suite = "zero-shot"
     version = "1"
@@ -133,12 +140,11 @@ class ZeroShot(Task):
         from bob.tasks.metrics import classification_metrics
 
         classnames = prompt_classnames(self.dataset, ctx.classes)
+        if ctx.ref.text_tower is False:  # the adapter knows: skip without building the model
+            raise TaskNotApplicable(_no_text_tower(ctx.ref.name))
         backbone = ctx.backbone()
         if not backbone.has_text_tower:
-            raise TaskNotApplicable(
-                f"{backbone.meta.name} has no text tower; zero-shot classification needs a "
-                "vision-language backbone (e.g. open_clip/<arch>:<tag>)."
-            )
+            raise TaskNotApplicable(_no_text_tower(backbone.meta.name))
         templates = template_set(self.args.templates)
         n_prompts = len(classnames) * len(templates)
         with progress_bar("encoding class prompts", n_prompts, "prompts") as bar:

@@ -136,14 +136,22 @@ class _StubCLIP(Backbone):
         return torch.tensor(np.stack(out))
 
 
-def _fake_ctx(backbone: _StubCLIP, classes: list[str], images: np.ndarray, labels: np.ndarray):
+def _fake_ctx(
+    backbone: _StubCLIP, classes: list[str], images: np.ndarray, labels: np.ndarray, text_tower=None
+):
+    """A run context whose backbone ref says `text_tower` (None: unknown until built, as user factories)."""
     seen = {}
 
     def pooled(split: str, output: str = "pooled"):
         seen["output"] = output
         return SimpleNamespace(features=images, labels=labels)
 
-    ctx = SimpleNamespace(classes=tuple(classes), backbone=lambda: backbone, pooled=pooled)
+    def build():
+        seen["built"] = True
+        return backbone
+
+    ref = SimpleNamespace(name="stub-clip", text_tower=text_tower)
+    ctx = SimpleNamespace(classes=tuple(classes), backbone=build, pooled=pooled, ref=ref)
     return ctx, seen
 
 
@@ -172,7 +180,20 @@ def test_backbone_without_text_tower_is_not_applicable_before_any_extraction():
     ctx, seen = _fake_ctx(_StubCLIP(classes, text=False), classes, np.zeros((2, D)), np.zeros(2))
     with pytest.raises(TaskNotApplicable, match="no text tower"):
         ZeroShot("animals", ZeroShotArgs()).run(ctx)
-    assert not seen, "nothing was extracted"
+    assert seen == {"built": True}, "built to ask the model, nothing extracted"
+    # an adapter that knows it has no text tower (timm, torchvision, ...) is skipped unbuilt
+    ctx, seen = _fake_ctx(_StubCLIP(classes), classes, np.zeros((2, D)), np.zeros(2), text_tower=False)
+    with pytest.raises(TaskNotApplicable, match="stub-clip has no text tower"):
+        ZeroShot("animals", ZeroShotArgs()).run(ctx)
+    assert not seen, "neither built nor extracted"
+
+
+def test_adapters_declare_their_text_tower_without_building():
+    from bob.backbones import resolve_backbone
+
+    assert resolve_backbone("open_clip/ViT-S-32-alt", "random", {}, 0).text_tower is True
+    assert resolve_backbone("timm/test_resnet", "random", {}, 0).text_tower is False
+    assert resolve_backbone("torchvision/mobilenet_v2", "random", {}, 0).text_tower is False
 
 
 def _run(tmp_path: Path, backbone: str, task: str, *task_args: str, overwrite: bool = False) -> int:
