@@ -11,6 +11,9 @@ A `Backbone` is an `nn.Module` with:
   - `trainable()`: the module to fine-tune;
   - optionally `native_classifier()`: the checkpoint's own classifier (pooled features → logits)
     and the label space it predicts (e.g. "imagenet-1k"), where the adapter kept it; None otherwise.
+Optional, for vision-language checkpoints (zero-shot tasks): `has_text_tower = True` with
+`encode_image(x) -> [B, D]` and `encode_text(texts) -> [N, D]`, unnormalised embeddings in one
+joint space. Every other backbone keeps the defaults (no text tower; zero-shot skips it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from bob.weights import ResolvedWeights
 
 class Backbone(nn.Module):
     """Base class of every adapter. Subclasses implement `forward_pooled` and `forward_features`."""
+
+    has_text_tower: bool = False  # True where `encode_image` / `encode_text` share a joint space
 
     def __init__(self, meta: BackboneMeta, data_config: DataConfig, feature_info: list[FeatureInfo]) -> None:
         super().__init__()
@@ -62,6 +67,14 @@ class Backbone(nn.Module):
         """Keep the checkpoint's classifier outside the module tree, so parameters, state_dict and
         `trainable()` stay exactly the backbone's."""
         self.__dict__["_native_classifier"] = (head.eval(), label_space)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Joint-space image embeddings [B, D] (unnormalised), for backbones with a text tower."""
+        raise NotImplementedError(f"{type(self).__name__} has no joint image-text embedding")
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Joint-space text embeddings [N, D] (unnormalised) of `texts`, for backbones with a text tower."""
+        raise NotImplementedError(f"{type(self).__name__} has no text tower")
 
     def resolve_levels(self, levels: Sequence[int] | None) -> list[int]:
         """Normalise level indices (negatives count from the end) and reject out-of-range ones."""
@@ -114,6 +127,9 @@ class BackboneRef:
     # The curated catalog entry this backbone came from, if any: its facts (family, pretraining
     # method and data, license) replace what adapters read off names.
     catalog: dict[str, Any] | None = None
+    # Whether the built backbone will have a text tower, where the adapter knows without building
+    # (zero-shot skips a backbone without one before building it); None: build and ask the model.
+    text_tower: bool | None = None
 
     def identity(self) -> dict[str, Any]:
         """What makes this backbone's features what they are (the transform is keyed separately)."""

@@ -209,4 +209,5 @@ def resolve(name: str, inner_ref: BackboneRef, zero_init: bool = True) -> Backbo
         library_version=inner_ref.library_version,
         builder=build,
         catalog=None,
+        text_tower=False,  # the composite is a vision trunk; its lead's text tower (if any) is not wired
     )

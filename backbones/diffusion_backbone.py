@@ -288,6 +288,7 @@ def resolve(
         args=settings,
         library_version=diffusers.__version__,
         builder=build,
+        text_tower=False,
     )
 
 

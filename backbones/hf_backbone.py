@@ -301,6 +301,7 @@ def resolve(
         args={},
         library_version=transformers.__version__,
         builder=build,
+        text_tower=False,
     )
 
 

@@ -115,6 +115,8 @@ class TextTower(nn.Module):
 class OpenClipBackbone(Backbone):
     """The image tower of an open_clip model behind the bob contract; the text tower on request."""
 
+    has_text_tower = True
+
     def __init__(
         self,
         visual: nn.Module,
@@ -191,6 +193,12 @@ class OpenClipBackbone(Backbone):
             self._lazy["text"] = self._lazy["factory"]()
         tower = self._lazy["text"]
         return tower.tokenizer, tower
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Joint-space text embeddings (unnormalised), on this backbone's device."""
+        _, tower = self.text_encoder()
+        tower.to(next(self.visual.parameters()).device)
+        return tower.encode(texts, normalize=False)
 
 
 def feature_levels(visual: nn.Module) -> list[FeatureInfo]:
@@ -398,6 +406,7 @@ def resolve(
         args=args,
         library_version=open_clip.__version__,
         builder=build,
+        text_tower=True,
     )
 
 

@@ -226,6 +226,7 @@ def resolve(
         args={"architecture": name, "format": fmt.name, "model_args": model_args},
         library_version=timm.__version__,
         builder=build,
+        text_tower=False,
         catalog=catalog,
     )
 

@@ -133,6 +133,7 @@ def resolve(
         args=dict(args),
         library_version=timm.__version__,
         builder=build,
+        text_tower=False,
     )
 
 

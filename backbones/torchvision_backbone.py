@@ -170,6 +170,7 @@ def resolve(
         args=dict(args),
         library_version=torchvision.__version__,
         builder=build,
+        text_tower=False,
     )
 
 

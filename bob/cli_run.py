@@ -100,7 +100,7 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
         table.add_column(col, justify="right" if col in metric_names or col in ("seed", "time") else "left")
     for o in outcomes:
         r = o.result
-        status = Text("done" if o.skipped else r.status, style="green" if r.ok else "bold red")
+        status = _status_cell(o)
         cells = [_fmt(r.metrics.get(m), fractions) for m in metric_names]
         time_s = r.timings.get("total_s")
         table.add_row(
@@ -113,6 +113,14 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
             f"{time_s:.1f}s" if time_s is not None else "",
         )
     return table
+
+
+def _status_cell(o: RunOutcome) -> Text:
+    """`done` (stored earlier), `ok`, `failed`, or `skipped: <reason>` for a task that does not apply."""
+    r = o.result
+    if r.status == "skipped":
+        return Text(f"skipped: {r.reason}", style="yellow")
+    return Text("done" if o.skipped else r.status, style="green" if r.ok else "bold red")
 
 
 def gap_table(outcomes: list[RunOutcome]) -> Table | None:
@@ -160,7 +168,7 @@ def run_grid(
     progress: bool = True,
     debug: bool = False,
 ) -> int:
-    """Run the grid; returns the exit code (0 all ok, 1 any run failed)."""
+    """Run the grid; returns the exit code (0 all ok or skipped as not applicable, 1 any run failed)."""
     specs = build_specs(backbones, tasks, weights, seeds, task_args, backbone_args)
     options = RunOptions(results_dir, cache_dir, device, batch_size, num_workers, overwrite)
     _set_progress(progress)
@@ -179,7 +187,7 @@ def run_grid(
     if gaps is not None:
         out.print(gaps)
     err.print(f"results: {options.results_dir} (one JSON per run)", highlight=False)
-    failed = [o for o in outcomes if not o.result.ok]
+    failed = [o for o in outcomes if o.result.status == "failed"]
     for o in failed:
         e = o.result.error or {}
         err.print(

@@ -62,6 +62,7 @@ def _print_progress(plan: Plan, results_dir: Path, mode: str) -> None:
     state = survey(plan.specs(), ResultStore(results_dir), mode)
     stdout_console().print(
         f"in {results_dir}: {len(state.todo)} to run · {state.done} done · {state.failed_before} failed"
+        + (f" · {state.not_applicable_before} not applicable" if state.not_applicable_before else "")
         + (f" · {len(state.damaged)} unreadable" if state.damaged else ""),
         highlight=False,
     )
@@ -89,6 +90,14 @@ def _print_results(plan: Plan, results_dir: Path) -> None:
     gaps = gap_table(outcomes)
     if gaps is not None:
         out.print(gaps)
+
+
+def _not_applicable_note(counts: dict[str, int]) -> str:
+    """Runs skipped because the task does not apply to the backbone: settled, counted apart."""
+    now, before = counts.get("not_applicable", 0), counts.get("not_applicable_before", 0)
+    if not now and not before:
+        return ""
+    return f" · {now} not applicable (skipped)" + (f", {before} earlier" if before else "")
 
 
 def _executor_settings(executor: str, **flags: object) -> dict[str, object]:
@@ -219,6 +228,7 @@ def sweep(
         f"{c.get('done_before', 0)} done earlier · {c.get('failed_before', 0)} failed earlier"
         + (" (re-run them with --retry-failed)" if c.get("failed_before") and mode == "missing" else "")
         + (f" · {c['busy']} running in another sweep" if c.get("busy") else "")
+        + _not_applicable_note(c)
         + f" · {summary.extractions} extractions · {summary.seconds:.1f}s · results in {results_dir}",
         highlight=False,
     )

@@ -25,6 +25,22 @@ from bob.results import ResultStore
 from bob.spec import RunSpec
 from bob.weights import default_file_mode
 
+_OUTPUTS = ("pooled", "image_embedding")
+
+
+class _ImageEmbedding:
+    """A backbone seen through `encode_image`, for `extract_pooled` (which calls `forward_pooled`)."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone, self.meta = backbone, backbone.meta
+
+    def eval(self) -> _ImageEmbedding:
+        self.backbone.eval()
+        return self
+
+    def forward_pooled(self, x: Any) -> Any:
+        return self.backbone.encode_image(x)
+
 
 class RunContext:
     def __init__(
@@ -119,13 +135,19 @@ class RunContext:
         return self._backbone_meta or {}
 
     # -------------------------------------------------------------------------------------- features
-    def pooled(self, split_name: str) -> FeatureSet:
-        """Pooled features of a split, from the cache or extracted once and cached."""
+    def pooled(self, split_name: str, output: str = "pooled") -> FeatureSet:
+        """Pooled features of a split, from the cache or extracted once and cached.
+
+        `output="image_embedding"`: the joint image-text embedding (`encode_image`) of backbones with
+        a text tower, cached under its own key.
+        """
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {sorted(_OUTPUTS)}, got {output!r}")
         split = self.split(split_name)
         key_spec = {
             "backbone": self.ref.identity(),
             "transform": self.data_config.to_dict(),
-            "output": "pooled",
+            "output": output,
             "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
             "dtype": "float32",
         }
@@ -140,7 +162,8 @@ class RunContext:
         start = time.perf_counter()
         with progress_bar(f"extracting {split.dataset}/{split_name}", len(split), "images") as bar:
             batches = split_batches(split, self.data_config, self.batch_size, self.num_workers, self.device)
-            features = extract_pooled(backbone, batches, len(split), self.device, bar)
+            model = backbone if output == "pooled" else _ImageEmbedding(backbone)
+            features = extract_pooled(model, batches, len(split), self.device, bar)  # type: ignore[arg-type]
         self.extract_s += time.perf_counter() - start
         self.extractions += 1
         meta = {

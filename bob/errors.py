@@ -56,3 +56,13 @@ class BackboneContractError(BobError):
 
 class TrainingDivergedError(BobError):
     """A head whose loss became NaN or infinite."""
+
+
+class TaskNotApplicable(BobError):
+    """The task cannot run on this backbone by design (e.g. zero-shot needs a text tower).
+
+    Raised by a task before any heavy work; the runner records a `skipped` result with the message as
+    its reason, which is done (never retried), exits 0 and stays off the leaderboard.
+    """
+
+    exit_code = 0

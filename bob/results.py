@@ -19,7 +19,8 @@ from bob.spec import RunSpec, slug
 from bob.weights import atomic_write_text
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed")
+# `skipped`: the task does not apply to the backbone (TaskNotApplicable); `reason` says why.
+STATUSES = ("ok", "failed", "skipped")
 
 
 def _finite(obj: Any) -> Any:
@@ -49,10 +50,16 @@ class RunResult:
     error: dict[str, Any] | None = None
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
+    reason: str | None = None  # why a `skipped` run did not apply; absent from the JSON otherwise
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def settled(self) -> bool:
+        """Done for good: ok, or skipped because the task does not apply (re-running changes nothing)."""
+        return self.status in ("ok", "skipped")
 
     @property
     def main_metric(self) -> tuple[str, float | None]:
@@ -60,7 +67,10 @@ class RunResult:
         return name, self.metrics.get(name)
 
     def to_json(self) -> str:
-        return json.dumps(_finite(asdict(self)), indent=2, sort_keys=False, default=str) + "\n"
+        data = asdict(self)
+        if data["reason"] is None:
+            del data["reason"]  # results that were not skipped keep the layout they always had
+        return json.dumps(_finite(data), indent=2, sort_keys=False, default=str) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, source: Path | str = "<memory>") -> RunResult:

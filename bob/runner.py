@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bob.cache import FeatureCache
-from bob.errors import BobError, ResultFileError, UsageError
+from bob.errors import BobError, ResultFileError, TaskNotApplicable, UsageError
 from bob.results import ResultStore, RunResult
 from bob.spec import RunSpec
 
@@ -90,7 +90,7 @@ def execute(spec: RunSpec, options: RunOptions) -> RunOutcome:
             raise ResultFileError(
                 f"{err} bob left it untouched; delete it, or pass --overwrite to replace it."
             ) from None
-        if existing is not None and existing.ok:
+        if existing is not None and existing.settled:
             return RunOutcome(spec, existing, path, skipped=True)
     device = resolve_device(options.device)
     result, stats = _run(spec, options, store, device)
@@ -178,6 +178,10 @@ def _run(
         output = task.run(ctx)
         result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts
         result.protocol.setdefault("transform", ctx.data_config.to_dict())
+    except TaskNotApplicable as err:  # by design, not a failure: the run is done, with its reason
+        result.status, result.reason = "skipped", str(err)
+        result.metrics, result.protocol, result.artifacts = {}, {}, {}
+        log.info("run %s skipped: %s", spec.id, err)
     except Exception as err:  # every failure becomes data; KeyboardInterrupt still stops the run
         result.status = "failed"
         result.error = {

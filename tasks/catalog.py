@@ -112,6 +112,14 @@ SUITES.register(
     "dataset-accumulated mIoU, aAcc, mAcc",
 )
 
+SUITES.register(
+    "zero-shot",
+    "bob.tasks.zero_shot:ZeroShot",
+    main_metric="top1",
+    task_types=("classification",),
+    description="CLIP zero-shot: class-name prompts through the backbone's text tower (skipped without one)",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

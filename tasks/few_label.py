@@ -9,6 +9,8 @@ Protocol:
      `mode=linear`: the linear-probe protocol (tasks/linear_probe.py) on the cached train features,
      indexed by the subset, so it costs no extraction when the linear probe ran before;
   4. top-1 / top-5 / mean per-class recall on the full test split.
+With `teacher=<backbone>` (fine-tune mode) the student also learns from the teacher's soft labels on
+the unlabeled pool, the train images outside the subset (SimCLRv2's distillation; tasks/distill.py).
 Fine-tuning defaults: BoB's recipe; 60 epochs (5 warm-up) at batch 128 on real data, as in BoB's
 low-data ImageNet runs; 10 epochs (1 warm-up) at batch 64 on embedded and generated data.
 """
@@ -54,6 +56,9 @@ class FewLabelArgs(FinetuneArgs):
     probe_epochs: int = run_arg(10, "linear mode: minimum epochs per head")
     probe_min_steps: int = run_arg(250, "linear mode: minimum optimizer steps per head")
     probe_lr: float = run_arg(1e-2, "linear mode: Adam learning rate of the head")
+    kd_unlabeled: bool = run_arg(
+        True, "with a teacher: distil on the unlabeled pool (train images outside the subset) too"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -70,6 +75,8 @@ class FewLabelArgs(FinetuneArgs):
             raise UsageError("probe_epochs and probe_min_steps must be positive integers, probe_lr positive.")
         if self.probe_weight_decay is not None and self.probe_weight_decay < 0:
             raise UsageError(f"probe_weight_decay must be non-negative, got {self.probe_weight_decay}.")
+        if self.teacher is not None and self.mode != "finetune":
+            raise UsageError("teacher= distils by fine-tuning the student: use it with mode=finetune.")
 
 
 class FewLabel(Task):
@@ -96,6 +103,8 @@ class FewLabel(Task):
         }
         if self.args.mode == "linear":
             output = self._linear(ctx, subset, held_out)
+        elif self.args.teacher is not None:
+            output = self._distill(ctx, subset, held_out)
         else:
             train = ctx.split("train")
             rest, held = (subset.indices[part] for part in held_out)
@@ -104,6 +113,25 @@ class FewLabel(Task):
                 ctx, train.subset(rest, "train"), val, self.args.config(ctx.info.kind), self.args.drop_path
             )
         output.protocol.update(protocol)
+        return output
+
+    def _distill(
+        self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
+    ) -> TaskOutput:
+        """Teacher soft labels on the labelled rows and, with kd_unlabeled, on the unlabeled pool."""
+        import numpy as np
+
+        from bob.tasks.distill import distill_and_test
+
+        train = ctx.split("train")
+        rest, held = (subset.indices[part] for part in held_out)
+        pool = np.setdiff1d(np.arange(len(train)), subset.indices) if self.args.kd_unlabeled else np.arange(0)
+        val = train.subset(held, "val") if len(held) else None
+        cfg = self.args.config(ctx.info.kind)
+        output = distill_and_test(ctx, self.args, rest, pool, val, cfg)
+        output.protocol["distillation"]["unlabeled_pool"] = (
+            f"the {len(pool)} train images outside the labelled subset" if len(pool) else "not used"
+        )
         return output
 
     def _subset(self, ctx: RunContext) -> LabelSubset:

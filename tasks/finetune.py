@@ -9,7 +9,8 @@ Protocol:
 BoB trains 100 epochs (5 warm-up) at batch 128 per GPU. Those are the defaults on real datasets; on
 embedded and generated datasets (small images, CPU budgets) the defaults are 3 epochs (1 warm-up) at
 batch 64. Every value used, resolved, is recorded in the result's protocol.
-With `search=lr`, a Ray Tune search (ASHA on val top-1, `search_space`) picks the lr before step 3,
+With `teacher=<backbone>` the student learns from that backbone's soft labels (tasks/distill.py,
+docs/suites/distillation.md). With `search=lr`, a Ray Tune search (ASHA on val top-1, `search_space`) picks the lr before step 3,
 and the search lands in `protocol["search"]` (see docs/sweeps.md).
 """
 
@@ -25,10 +26,12 @@ from bob.data.base import ImageSplit, stratified_partition
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
+from bob.tasks.distill import check_distill_args
 
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone, BackboneRef
     from bob.context import RunContext
+    from bob.tasks.distill import SoftTargets
     from bob.tasks.finetune_loop import FinetuneConfig
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,17 @@ REAL_SCHEDULE = (100, 5, 128)
 SMALL_SCHEDULE = (3, 1, 64)
 # The build-time argument that sets drop-path (stochastic depth), per backbone adapter.
 DROP_PATH_ARGS = {"timm": "drop_path_rate", "torchvision": "stochastic_depth_prob"}
+# The distillation args: part of a run's identity only when a teacher is set, so runs without one keep
+# the ids they had before distillation existed.
+DISTILL_ARGS = (
+    "teacher",
+    "teacher_weights",
+    "kd_temperature",
+    "kd_alpha",
+    "kd_loss",
+    "kd_baseline",
+    "kd_unlabeled",
+)
 
 
 @dataclass
@@ -62,9 +76,29 @@ class FinetuneArgs(TaskArgs):
     val_fraction: float = run_arg(
         0.1, "share of train held out for epoch selection when the dataset has no val split"
     )
+    teacher: str | None = run_arg(
+        None, "distil from this backbone (a linear probe on its features of the labelled images); none = off"
+    )
+    teacher_weights: str = run_arg("pretrained", "the teacher's weights: pretrained, random or a file")
+    kd_temperature: float = run_arg(1.0, "distillation temperature T (SimCLRv2 and SSLD: 1)")
+    kd_alpha: float = run_arg(
+        1.0, "weight of the distillation loss; 1 - kd_alpha goes to the labels' cross-entropy"
+    )
+    kd_loss: str = run_arg("kl", "kl (KL(teacher || student)) or js (SSLD's Jensen-Shannon divergence)")
+    kd_baseline: bool = run_arg(
+        False, "with a teacher: also fine-tune without it in the same run and report gain_top1"
+    )
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.teacher is None:
+            for name in DISTILL_ARGS:
+                ident.pop(name, None)
+        return ident
 
     def validate(self) -> None:
         super().validate()
+        check_distill_args(self)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -138,6 +172,8 @@ class FinetuneSearchArgs(FinetuneArgs):
             )
         if self.search_samples < 1:
             raise UsageError(f"search_samples must be a positive integer, got {self.search_samples}.")
+        if self.search != "none" and self.teacher is not None:
+            raise UsageError("search=lr does not distil: run the lr search without a teacher, then distil.")
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -205,15 +241,27 @@ def finetune_and_test(
     val: ImageSplit | None,
     cfg: FinetuneConfig,
     drop_path: float,
+    distill: SoftTargets | None = None,
+    artifact: str = "checkpoint",
 ) -> TaskOutput:
-    """Fine-tune on `train` (selecting on `val`), score on the test split, save the checkpoint."""
+    """Fine-tune on `train` (selecting on `val`), score on the test split, save the checkpoint.
+    `distill`: a teacher's soft labels for every row of `train` (tasks/distill.py)."""
     from bob.tasks.finetune_loop import evaluate, finetune_classifier
     from bob.tasks.metrics import classification_metrics
 
     backbone, drop = trainable_backbone(ctx, drop_path)
     cfg_data = ctx.data_config
     out = finetune_classifier(
-        backbone, train, val, ctx.num_classes, cfg, cfg_data, ctx.device, ctx.seed, ctx.num_workers
+        backbone,
+        train,
+        val,
+        ctx.num_classes,
+        cfg,
+        cfg_data,
+        ctx.device,
+        ctx.seed,
+        ctx.num_workers,
+        distill=distill,
     )
     test = ctx.split("test")
     logits = evaluate(out.model, test, cfg_data, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp)
@@ -229,7 +277,7 @@ def finetune_and_test(
         "data_config": cfg_data.to_dict(),
         **drop,
     }
-    return TaskOutput(metrics, protocol, {"checkpoint": ctx.save_artifact("checkpoint", checkpoint)})
+    return TaskOutput(metrics, protocol, {artifact: ctx.save_artifact(artifact, checkpoint)})
 
 
 def search_lr(
@@ -324,6 +372,8 @@ class Finetune(Task):
 
     def run(self, ctx: RunContext) -> TaskOutput:
         cfg = self.args.config(ctx.info.kind)
+        if self.args.teacher is not None:
+            return self._distill(ctx, cfg)
         if ctx.has_split("val"):
             train, val = ctx.split("train"), ctx.split("val")
             val_source = "official val split"
@@ -338,4 +388,21 @@ class Finetune(Task):
         output.protocol["val_source"] = val_source
         if search is not None:
             output.protocol["search"] = search
+        return output
+
+    def _distill(self, ctx: RunContext, cfg: FinetuneConfig) -> TaskOutput:
+        """The student learns from the teacher's soft labels on the train images (no unlabeled pool)."""
+        import numpy as np
+
+        from bob.tasks.distill import distill_and_test
+
+        train = ctx.split("train")
+        if ctx.has_split("val"):
+            rows, val, val_source = np.arange(len(train)), ctx.split("val"), "official val split"
+        else:
+            rows, held = stratified_partition(train.labels, self.args.val_fraction, seed=ctx.seed)
+            val = train.subset(held, "val")
+            val_source = f"stratified {self.args.val_fraction:.0%} of train (seed {ctx.seed})"
+        output = distill_and_test(ctx, self.args, rows, np.arange(0), val, cfg)
+        output.protocol["val_source"] = val_source
         return output

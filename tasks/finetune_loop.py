@@ -11,7 +11,8 @@ BoB's recipe (timm 0.6 `train.py` + the `*_ft.yaml` defaults):
   - AMP on CUDA (bfloat16 where supported, else float16 with a grad scaler);
   - after every epoch the model is scored on `val` and the best epoch's weights are kept (ties keep
     the earlier epoch); with no `val`, the last epoch is kept.
-A non-finite loss stops the run with `TrainingDivergedError`. The head follows BoB's
+With `distill` (tasks/distill.py) the targets are a teacher's soft labels instead (labelled and
+unlabeled images). A non-finite loss stops the run with `TrainingDivergedError`. The head follows BoB's
 `reset_classifier`: a new Linear with Xavier-normal weights and zero bias.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from bob.progress import progress_bar
 from bob.tasks.layer_decay import layer_decay_groups
 from bob.tasks.metrics import classification_metrics
 from bob.transforms import eval_transform
+
+if TYPE_CHECKING:
+    from bob.tasks.distill import SoftTargets
 
 RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 
@@ -179,11 +183,13 @@ def finetune_classifier(
     seed: int,
     num_workers: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    distill: SoftTargets | None = None,
 ) -> FinetuneResult:
     """Fine-tune `backbone` + a new head on `train`; select the epoch on `val` (else the last one).
 
     `on_epoch`, if given, is called with each epoch's record (epoch, train_loss, lr and, with a
     `val`, val_top1) once that epoch is scored: an in-protocol search reports it to Ray Tune.
+    `distill`, if given, holds a teacher's logits for every row of `train` (see tasks/distill.py).
     """
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
@@ -194,8 +200,9 @@ def finetune_classifier(
     model = _classifier(backbone, num_classes, data_config.input_size).to(device)
     groups = layer_decay_groups(backbone, model.head, cfg.weight_decay, cfg.layer_decay)
     optimizer = create_optimizer_v2(groups.groups, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    transform = train_transform(cfg, data_config)
     loader = torch.utils.data.DataLoader(
-        _LabelledImages(train, train_transform(cfg, data_config)),
+        _LabelledImages(train, transform) if distill is None else distill.dataset(train, transform),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,  # mixup pairs a batch with its own reversal: it needs an even, full batch
@@ -213,13 +220,13 @@ def finetune_classifier(
         warmup_lr_init=cfg.warmup_lr,
         t_in_epochs=False,
     )
-    step = _Stepper(cfg, num_classes, optimizer, scheduler, device)
+    step = _Stepper(cfg, num_classes, optimizer, scheduler, device, distill)
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None = None
     history: list[dict[str, float]] = []
     with progress_bar("fine-tuning", total_steps, "steps") as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            losses = [step(model, x, y, epoch, bar) for x, y in loader]
+            losses = [step(model, batch, epoch, bar) for batch in loader]
             record = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": _top_lr(optimizer)}
             if val is not None:
                 logits = evaluate(model, val, data_config, device, batch_size, num_workers, cfg.amp)
@@ -245,7 +252,7 @@ def finetune_classifier(
         "layer_decay_depths": groups.num_layers,
         "train_transform": "timm create_transform(is_training=True)",
         "mixup_active": step.mixup is not None,
-        "loss": type(step.criterion).__name__,
+        "loss": type(step.criterion).__name__ if distill is None else "distillation (tasks/distill.py)",
         "amp": str(step.amp_dtype).removeprefix("torch.") if step.amp_dtype is not None else "off",
         "train_batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
@@ -261,21 +268,25 @@ class _Stepper:
     """One optimizer step: mixup, forward under autocast, the divergence check, backward, schedule."""
 
     def __init__(
-        self, cfg: FinetuneConfig, num_classes: int, optimizer: Any, scheduler: Any, device: Any
+        self,
+        cfg: FinetuneConfig,
+        num_classes: int,
+        optimizer: Any,
+        scheduler: Any,
+        device: Any,
+        distill: SoftTargets | None = None,
     ) -> None:
         self.cfg, self.optimizer, self.scheduler, self.device = cfg, optimizer, scheduler, device
+        self.num_classes, self.distill = num_classes, distill
         self.mixup, self.criterion = _mixup_and_loss(cfg, num_classes)
         self.amp_dtype = _amp_dtype(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.count = 0
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, bar: Any) -> float:
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        if self.mixup is not None:
-            x, y = self.mixup(x, y)
+    def __call__(self, model: nn.Module, batch: Any, epoch: int, bar: Any) -> float:
         dtype = self.amp_dtype or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
-            loss = self.criterion(model(x), y)
+            loss = self._loss(model, batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingDivergedError(
@@ -294,6 +305,17 @@ class _Stepper:
         self.scheduler.step_update(num_updates=self.count)
         bar.advance(1)
         return value
+
+    def _loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        if self.distill is not None:
+            from bob.tasks.distill import batch_loss
+
+            cfg, smoothing = self.distill.config, self.cfg.label_smoothing
+            return batch_loss(model, batch, self.mixup, cfg, self.num_classes, smoothing, self.device)
+        x, y = (t.to(self.device, non_blocking=True) for t in batch)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        return self.criterion(model(x), y)
 
 
 def _classifier(backbone: Backbone, num_classes: int, input_size: int) -> Classifier:

@@ -123,6 +123,8 @@ def test_text_encoders_and_args():
     assert "bag-of-words" in name and emb.shape == (2, 512)
 
     class Tower:
+        has_text_tower = True
+
         def encode_text(self, prompts):
             assert prompts == ["a photo of a red star.", "a photo of a blue ring."]
             return torch.tensor([[3.0, 4.0], [0.0, 2.0]])

@@ -44,7 +44,8 @@ def _require_results(results_dir: Path, loaded: LoadedResults) -> None:
     if loaded.runs.empty:
         raise UsageError(
             f"Results dir {results_dir} holds {loaded.files_seen} file(s) but no successful run to rank "
-            f"({len(loaded.failed)} failed, {len(loaded.skipped)} unreadable)."
+            f"({len(loaded.failed)} failed, {len(loaded.skipped)} unreadable, "
+            f"{len(loaded.not_applicable)} skipped as not applicable)."
         )
 
 

@@ -57,12 +57,15 @@ class Skipped:
 
 @dataclass
 class LoadedResults:
-    """`runs`: one row per ok run; `failed`: one row per failed run (never averaged in)."""
+    """`runs`: one row per ok run; `failed`: one row per failed run (never averaged in);
+    `not_applicable`: one row per run whose task did not apply to its backbone (status `skipped`),
+    kept off the board and out of the failures."""
 
     runs: pd.DataFrame
     failed: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     files_seen: int = 0
+    not_applicable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LONG_COLUMNS))
 
 
 def _canonical(obj: Any) -> str:
@@ -137,7 +140,9 @@ def _row(rel: str, data: RunResult) -> dict[str, Any]:
         "seed": seed,
         "total_s": (data.timings or {}).get("total_s", math.nan),
         "created_at": str(data.created_at or ""),
-        "error": f"{error.get('type', '')}: {error.get('message', '')}".strip(": ") if error else "",
+        "error": f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
+        if error
+        else data.reason or "",
         "path": rel,
         "metrics": {k: v for k, v in data.metrics.items() if isinstance(v, (int, float))},
     }
@@ -194,12 +199,13 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         seen_ids[row["id"]] = rel
         rows.append(row)
     frame = _frame(rows)
-    ok = frame["status"] == "ok"
+    ok, na = frame["status"] == "ok", frame["status"] == "skipped"
     return LoadedResults(
         runs=frame[ok].reset_index(drop=True),
-        failed=frame[~ok].reset_index(drop=True),
+        failed=frame[~ok & ~na].reset_index(drop=True),
         skipped=skipped,
         files_seen=len(paths),
+        not_applicable=frame[na].reset_index(drop=True),
     )
 
 

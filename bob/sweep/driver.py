@@ -20,7 +20,7 @@ from bob.sweep.executors import Executor, SweepJob
 from bob.sweep.expand import expand
 from bob.sweep.plan import Plan, RunGroup, make_plan
 from bob.sweep.spec import SweepSpec
-from bob.sweep.worker import RunReport, wanted
+from bob.sweep.worker import RunReport, report_status, wanted
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class SweepState:
     todo: list[RunSpec] = field(default_factory=list)
     done: int = 0
     failed_before: int = 0
+    not_applicable_before: int = 0  # `skipped` results: the task does not apply to the backbone
     damaged: list[str] = field(default_factory=list)
 
 
@@ -51,6 +52,8 @@ def survey(specs: list[RunSpec], store: ResultStore, mode: str) -> SweepState:
             state.todo.append(spec)
         elif stored is not None and stored.ok:
             state.done += 1
+        elif stored is not None and stored.status == "skipped":
+            state.not_applicable_before += 1
         elif stored is not None:
             state.failed_before += 1
     return state
@@ -117,7 +120,7 @@ class Collector:
                 except ResultFileError:
                     stored = None
                 if stored is not None:
-                    self.on_report(RunReport(spec.id, stored.status))
+                    self.on_report(RunReport(spec.id, report_status(stored.status)))
                     continue
             self.store.write(lost_result(spec, why), spec)
             self.on_report(RunReport(spec.id, "lost", error=why))
@@ -155,6 +158,8 @@ def run_sweep(
         if display is not None:
             display.stop()
     counts: dict[str, int] = {"done_before": state.done, "failed_before": state.failed_before}
+    if state.not_applicable_before:
+        counts["not_applicable_before"] = state.not_applicable_before
     counts["damaged"] = len(state.damaged)
     for report in collector.reports.values():
         counts[report.status] = counts.get(report.status, 0) + 1

@@ -26,7 +26,8 @@ MODES = ("missing", "failed", "all")
 
 @dataclass
 class RunReport:
-    """The outcome of one run as the driver sees it. `status`: ok | failed | skipped | busy | damaged."""
+    """The outcome of one run as the driver sees it. `status`: ok | failed | not_applicable (a
+    `skipped` result: the task does not apply to the backbone) | skipped (not wanted) | busy | damaged."""
 
     id: str
     status: str
@@ -40,12 +41,19 @@ class RunReport:
 
 
 def wanted(stored: RunResult | None, mode: str) -> bool:
-    """Whether a run with this stored result should run under `mode`."""
+    """Whether a run with this stored result should run under `mode`. A run skipped because its task
+    does not apply is settled like an ok one: --retry-failed leaves it alone."""
     if mode == "all":
         return True
     if mode == "failed":
-        return stored is not None and not stored.ok
+        return stored is not None and stored.status == "failed"
     return stored is None
+
+
+def report_status(result_status: str) -> str:
+    """A result's status as a report's: `skipped` results (not applicable) get their own name, since
+    a report's `skipped` means "not wanted by this sweep"."""
+    return "not_applicable" if result_status == "skipped" else result_status
 
 
 def run_spec(
@@ -66,7 +74,9 @@ def run_spec(
             stored = None
         path = store.path_for(spec)
         if stored is not None and fresh_after is not None and path.stat().st_mtime >= fresh_after:
-            return RunReport(spec.id, stored.status, result_json=None, error="written earlier by this sweep")
+            return RunReport(
+                spec.id, report_status(stored.status), result_json=None, error="written earlier by this sweep"
+            )
         if not wanted(stored, mode):
             return RunReport(spec.id, "skipped")
         try:
@@ -75,11 +85,13 @@ def run_spec(
             return RunReport(spec.id, "failed", error=f"{type(err).__name__}: {err}")
     result = outcome.result
     message = (
-        "" if result.ok else f"{(result.error or {}).get('type')}: {(result.error or {}).get('message')}"
+        f"{(result.error or {}).get('type')}: {(result.error or {}).get('message')}"
+        if result.status == "failed"
+        else result.reason or ""
     )
     return RunReport(
         spec.id,
-        result.status,
+        report_status(result.status),
         round(time.perf_counter() - start, 3),
         message,
         result.to_json(),

@@ -16,7 +16,7 @@ of the softmax. Evaluation scores all categories at once (the open vocabulary) w
 reports AP on the novel categories (the main metric), on the base ones and on all.
 
 Text embeddings (`text_encoder`):
-  - `backbone`: the backbone's own text tower (`encode_text`, CLIP-style backbones), with `prompt`;
+  - `backbone`: the backbone's own text tower (`has_text_tower`, `encode_text`: open_clip backbones), with `prompt`;
   - `open_clip:<model>[/<pretrained>]`: an open_clip text tower, with `prompt`;
   - `bow`: bob's fixed bag-of-words encoder — each word a seeded Gaussian vector (seed from the
     word's sha256), a name the normalised mean of its words. It knows no semantics, but it is
@@ -109,19 +109,19 @@ def text_embeddings(args: OpenVocabArgs, backbone: Any, names: list[str]) -> tup
     import torch
 
     enc = args.text_encoder
-    tower = getattr(backbone, "encode_text", None)
+    has_tower = bool(getattr(backbone, "has_text_tower", False))
     if enc == "auto":
-        enc = "backbone" if callable(tower) else "bow"
+        enc = "backbone" if has_tower else "bow"
     if enc == "bow":
         return bow_embeddings(names), f"bob bag-of-words (hashed Gaussian words, {BOW_DIM}-d)"
     prompts = [args.prompt.format(n) for n in names]
     if enc == "backbone":
-        if not callable(tower):
+        if not has_tower:
             raise UsageError(
                 f"{backbone.meta.name} has no text tower (encode_text); use text_encoder=bow or open_clip:<model>."
             )
         with torch.no_grad():
-            emb = tower(prompts)
+            emb = backbone.encode_text(prompts)
         return torch.nn.functional.normalize(emb.float().cpu(), dim=1), f"{backbone.meta.name} text tower"
     import open_clip
 
