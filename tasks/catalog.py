@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "video-cls",
+    "bob.tasks.video_cls:VideoCls",
+    main_metric="top1",
+    task_types=("video",),
+    description="per-frame features, order-aware temporal pooling (mean+diff); linear (frozen) or fine-tuned; "
+    "top-1 of the softmax averaged over clips × crops (CVRL: 10×3)",
+)
 
 
 @dataclass(frozen=True)
