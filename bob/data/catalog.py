@@ -515,15 +515,23 @@ _real(
 
 # Video classification: generated moving sprites and real video folders, for `video-cls/<dataset>`.
 _SPRITES_NOTE = (
-    "One sprite on a CC0 texture crop per clip, 24 frames of 64×80 px; the label is its motion (right, left, "
-    "down, up, clockwise, counter-clockwise, grow, shrink): four pairs that differ only by the direction of time."
+    "One sprite per clip, 24 frames of 64×80 px; the label is its motion (right, left, down, up, clockwise, "
+    "counter-clockwise, grow, shrink): four pairs that differ only by the direction of time."
 )
-for _name, _counts in (("moving-sprites", (320, 160)), ("moving-sprites-mini", (48, 24))):
+_SPRITE_BACKGROUNDS = {
+    "cartoon": "a flat light colour per clip",
+    "texture": "a crop of a CC0 scikit-image texture or photo per clip (much harder)",
+}
+for _name, _domain, _counts in (
+    ("moving-sprites", "cartoon", (320, 160)),
+    ("moving-sprites-mini", "cartoon", (48, 24)),
+    ("moving-sprites-texture", "texture", (320, 160)),
+):
     _register(
         _name,
         "bob.data.moving_sprites:load_moving_sprites",
-        options={"n_train": _counts[0], "n_test": _counts[1]},
-        title=f"Moving sprites, 8 motion classes, {_counts[0]} / {_counts[1]} clips",
+        options={"domain": _domain, "n_train": _counts[0], "n_test": _counts[1]},
+        title=f"Moving sprites on {_domain} backgrounds, 8 motion classes, {_counts[0]} / {_counts[1]} clips",
         kind="generated",
         task_type="video",
         num_classes=8,
@@ -532,8 +540,8 @@ for _name, _counts in (("moving-sprites", (320, 160)), ("moving-sprites-mini", (
         license=_SHAPES_LICENSE,
         image_size=64,
         crop_pct=1.0,
-        description=f"{_SPRITES_NOTE} {_counts[0]:,} train / {_counts[1]:,} test clips, each split generated "
-        "from a fixed seed.",
+        description=f"{_SPRITES_NOTE} Backgrounds: {_SPRITE_BACKGROUNDS[_domain]}. {_counts[0]:,} train / "
+        f"{_counts[1]:,} test clips, each split generated from a fixed seed.",
     )
 _VIDEO_FOLDERS = "bob.data.video_folders:load_video_folder"
 for _name, _classes, _title in (

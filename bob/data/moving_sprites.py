@@ -6,7 +6,8 @@ frame of some clip from class `2k + 1` played backwards, so any clip feature tha
 order (the mean of per-frame features) cannot tell a pair apart; an order-aware one can.
 
 Each clip: one sprite (an asymmetric subset of the `bob.data.shapes` outlines) in a saturated
-colour on a static background of a `bob.data.shapes` domain (CC0 texture crops by default),
+colour on a static background of a `bob.data.shapes` domain (by default `cartoon`: a flat light
+colour per clip; `texture`, CC0 photo crops, makes a much harder set),
 `num_frames` frames of `height × width` pixels, wider than tall so that the three spatial crops of
 multi-view testing differ. The motion spans the whole clip: translations cover 45 % of the frame,
 rotations turn 0.15 rad a frame, sizes go from 0.6× to 1.4× the base radius. Everything is a pure
@@ -91,7 +92,7 @@ def generate_moving_sprites(
     num_frames: int = 24,
     height: int = 64,
     width: int = 80,
-    domain: str = "texture",
+    domain: str = "cartoon",
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n` clips (uint8 N×T×H×W×3) and their balanced int64 motion labels. Same arguments, same bytes."""
@@ -132,7 +133,7 @@ def load_moving_sprites(
     *,
     root: Path | None = None,
     download: bool = False,
-    domain: str = "texture",
+    domain: str = "cartoon",
     n_train: int = 320,
     n_test: int = 160,
     num_frames: int = 24,
