@@ -18,6 +18,7 @@ single-view top-1 is reported too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -131,10 +132,11 @@ def _check_readable(ctx: RunContext, *splits: Any) -> None:
     from bob.progress import progress_bar
 
     for split in splits:
-        with progress_bar(f"checking {split.dataset}/{split.split} videos", len(split), "videos") as bar:
-            split.check_readable(bar)
         if len(np.unique(split.labels)) < 2:
             raise UsageError(f"{split.dataset}/{split.split} needs videos of at least 2 classes.")
+        if split.decodes_files:
+            with progress_bar(f"checking {split.dataset}/{split.split} videos", len(split), "videos") as bar:
+                split.check_readable(bar)
 
 
 def multi_view_metrics(view_logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -170,7 +172,11 @@ def _train_features(ctx: RunContext, train: Any, spec: Any, args: VideoClsArgs) 
     return ctx.cached("train", key, extract, "per-frame pooled, random clips").features
 
 
-def _test_views(ctx: RunContext, test: Any, spec: Any, views: Any, args: VideoClsArgs) -> list[np.ndarray]:
+def _test_views(
+    ctx: RunContext, test: Any, spec: Any, views: Any, args: VideoClsArgs
+) -> Iterator[np.ndarray]:
+    """Per test video, its views' frame features [V, T, D], one video at a time (all at once can be
+    far larger than the cached rows they are cut from)."""
     from bob.progress import progress_bar
     from bob.tasks.video_features import eval_view_features, gather_views
 
@@ -182,7 +188,7 @@ def _test_views(ctx: RunContext, test: Any, spec: Any, views: Any, args: VideoCl
         return rows, test.labels, {"frame_counts": counts.tolist()}
 
     hit = ctx.cached("test", key, extract, "per-frame pooled, test views")
-    return list(gather_views(hit.features, np.asarray(hit.meta["frame_counts"]), spec, views))
+    return gather_views(hit.features, np.asarray(hit.meta["frame_counts"]), spec, views)
 
 
 def _linear(
@@ -191,7 +197,7 @@ def _linear(
     from bob.data.base import stratified_partition
 
     train_feats = _train_features(ctx, train, spec, args)  # [N, K, T, D]
-    test_views = _test_views(ctx, test, spec, views, args)  # N × [V, T, D]
+    test_views = _test_views(ctx, test, spec, views, args)  # per video [V, T, D]
     rest, held = stratified_partition(train.labels, args.val_fraction, seed=ctx.seed)
     if args.pool in FIXED_POOLS:
         out = _fixed_pool_probe(ctx, train_feats, train.labels, test_views, test.labels, rest, held, args)

@@ -9,6 +9,7 @@ cached random training clips, with fixed hyperparameters (no search: the head is
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ def fit_temporal_conv(
     ctx: Any,
     train_feats: np.ndarray,
     train_labels: np.ndarray,
-    test_views: list[np.ndarray],
+    test_views: Iterable[np.ndarray],
     test_labels: np.ndarray,
     args: Any,
 ) -> dict[str, Any]:

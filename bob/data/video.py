@@ -133,6 +133,8 @@ def probe_video(path: Path) -> None:
 class VideoSplit(ImageSplit):
     """A split of videos; `frames(i)` is video `i` as uint8 [T, H, W, 3]."""
 
+    decodes_files = False  # True where reading a video can fail (files), so it is checked first
+
     def frames(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -173,6 +175,8 @@ class ArrayVideoSplit(VideoSplit):
 
 class FileVideoSplit(VideoSplit):
     """Video files under `root`, decoded with PyAV on demand."""
+
+    decodes_files = True
 
     def __init__(self, dataset: str, split: str, classes, root: Path, paths: list[Path], labels) -> None:
         super().__init__(dataset, split, classes, labels)
