@@ -6,9 +6,10 @@ Per-frame features `f_1 … f_T` ([..., T, D]) become a clip feature:
   - `mean+diff` (default): concat[mean_t f_t, mean_t (f_{t+1} − f_t)]. The second half telescopes to
     (f_T − f_1) / (T − 1) and flips sign under time reversal, so direction survives; still a fixed
     feature, so the probe on top stays linear.
-  - `temporal-conv`: a learned head, not a fixed pooling: Conv1d over time (kernel 3, `TCONV_WIDTH`
-    channels) → GELU → mean over time → linear classifier. A kernel spanning neighbouring frames
-    can compute their differences, so it is order-aware too.
+  - `temporal-conv`: a learned head, not a fixed pooling. Each step t = 2…T carries
+    [f_t, f_t − f_{t−1}], batch-normalised per channel (frame differences are much smaller than the
+    frames; unscaled, the head fits appearance and ignores them), then a depthwise Conv1d over time
+    (kernel 3) → GELU → mean over time → dropout 0.5 → linear classifier. Order-aware by its input.
 `mean` and `mean+diff` are numpy functions; the head imports torch only when built.
 """
 
@@ -20,8 +21,8 @@ import numpy as np
 
 POOLS: tuple[str, ...] = ("mean", "mean+diff", "temporal-conv")
 FIXED_POOLS: tuple[str, ...] = ("mean", "mean+diff")
-TCONV_WIDTH = 256
 TCONV_KERNEL = 3
+TCONV_DROPOUT = 0.5
 
 
 def pool_frames(frames: np.ndarray, pool: str) -> np.ndarray:
@@ -68,13 +69,19 @@ def temporal_head(pool: str, frame_dim: int, num_classes: int) -> Any:
     class TemporalConvHead(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = nn.Conv1d(frame_dim, TCONV_WIDTH, TCONV_KERNEL, padding=TCONV_KERNEL // 2)
+            width = 2 * frame_dim
+            self.norm = nn.BatchNorm1d(width)
+            self.conv = nn.Conv1d(width, width, TCONV_KERNEL, padding=TCONV_KERNEL // 2, groups=width)
             self.act = nn.GELU()
-            self.fc = nn.Linear(TCONV_WIDTH, num_classes)
+            self.drop = nn.Dropout(TCONV_DROPOUT)
+            self.fc = nn.Linear(width, num_classes)
 
         def forward(self, frames: Any) -> Any:
-            hidden = self.act(self.conv(frames.transpose(1, 2)))  # [B, W, T]
-            return self.fc(hidden.mean(dim=2))
+            import torch
+
+            steps = torch.cat([frames[:, 1:], torch.diff(frames, dim=1)], dim=2)  # [B, T-1, 2D]
+            hidden = self.act(self.conv(self.norm(steps.transpose(1, 2))))  # [B, 2D, T-1]
+            return self.fc(self.drop(hidden.mean(dim=2)))
 
     if pool in FIXED_POOLS:
         return FixedPoolHead()

@@ -82,7 +82,8 @@ def fit_temporal_conv(
         },
     )
     protocol = {
-        "head": "temporal-conv: Conv1d(D, 256, k=3) → GELU → mean over time → linear",
+        "head": "temporal-conv: [f_t, f_t - f_t-1] → BatchNorm → depthwise Conv1d(k=3) → GELU → mean over time "
+        "→ dropout 0.5 → linear",
         "optimizer": "AdamW, cosine to zero",
         "head_epochs": args.head_epochs,
         "head_lr": args.head_lr,
