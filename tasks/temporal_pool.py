@@ -57,14 +57,16 @@ def temporal_head(pool: str, frame_dim: int, num_classes: int) -> Any:
     from torch import nn
 
     class FixedPoolHead(nn.Module):
-        """Parameter-free temporal pooling, then a linear classifier."""
+        """Parameter-free temporal pooling, batch-normalised (the learned counterpart of the linear
+        probe's standardisation: the difference half is far smaller than the mean half), then linear."""
 
         def __init__(self) -> None:
             super().__init__()
+            self.norm = nn.BatchNorm1d(pooled_dim(pool, frame_dim))
             self.fc = nn.Linear(pooled_dim(pool, frame_dim), num_classes)
 
         def forward(self, frames: Any) -> Any:
-            return self.fc(pool_frames_torch(frames, pool))
+            return self.fc(self.norm(pool_frames_torch(frames, pool)))
 
     class TemporalConvHead(nn.Module):
         def __init__(self) -> None:

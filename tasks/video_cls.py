@@ -128,10 +128,16 @@ class VideoCls(Task):
         return TaskOutput(out["metrics"], out["protocol"], out.get("artifacts", {}))
 
 
-def _check_readable(ctx: RunContext, *splits: Any) -> None:
+def _check_readable(ctx: RunContext, train: Any, test: Any) -> None:
     from bob.progress import progress_bar
 
-    for split in splits:
+    if train.classes != test.classes:
+        only = sorted(set(train.classes) ^ set(test.classes))
+        raise UsageError(
+            f"{train.dataset}: the train and test splits have different classes (in one split only: "
+            f"{', '.join(only[:10]) or 'none; the order differs'}); labels would not line up."
+        )
+    for split in (train, test):
         if len(np.unique(split.labels)) < 2:
             raise UsageError(f"{split.dataset}/{split.split} needs videos of at least 2 classes.")
         if split.decodes_files:

@@ -382,6 +382,11 @@ def test_broken_video_fails_the_run_before_extraction(tmp_path: Path) -> None:
     result = _run("random", {**SMOKE, "root": str(tmp_path / "data")}, tmp_path, dataset="kinetics400").result
     assert not result.ok and "blue0.mp4" in result.error["message"]
     assert result.cache["extractions"] == 0  # failed while checking, before any features or training
+    import shutil
+
+    shutil.rmtree(tmp_path / "data" / "kinetics400" / "val" / "blue")
+    result = _run("random", {**SMOKE, "root": str(tmp_path / "data")}, tmp_path, dataset="kinetics400").result
+    assert not result.ok and "different classes (in one split only: blue)" in result.error["message"]
 
 
 @pytest.mark.slow
