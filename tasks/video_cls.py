@@ -95,7 +95,7 @@ class VideoCls(Task):
 
     def run(self, ctx: RunContext) -> TaskOutput:
         from bob.data.video import Views, require_video_split
-        from bob.tasks.video_features import ClipSpec
+        from bob.tasks.video_features import RRC_RATIO, RRC_SCALE, ClipSpec
 
         args: VideoClsArgs = self.args  # type: ignore[assignment]
         train = require_video_split(ctx.split("train"), self.name)
@@ -121,6 +121,8 @@ class VideoCls(Task):
                 "views": str(views),
                 "view_layout": "uniformly spaced clips × crops along the long side (1: centre; 3: both ends + centre)",
                 "view_aggregation": "mean of softmax probabilities",
+                "train_clip_sampling": "uniform random start; one random resized crop per clip (area "
+                f"{RRC_SCALE[0]}-{RRC_SCALE[1]}, aspect {RRC_RATIO[0]}-{RRC_RATIO[1]}); no flip",
                 "num_train_videos": len(train),
                 "num_test_videos": len(test),
             }
@@ -159,10 +161,10 @@ def multi_view_metrics(view_logits: np.ndarray, labels: np.ndarray, num_classes:
 
 def _train_features(ctx: RunContext, train: Any, spec: Any, args: VideoClsArgs) -> np.ndarray:
     from bob.progress import progress_bar
-    from bob.tasks.video_features import train_view_features
+    from bob.tasks.video_features import RRC_RATIO, RRC_SCALE, train_view_features
 
     key = {
-        "transform": {**spec.to_dict(), "crop": "random resized", "scale": [0.3, 1.0], "ratio": [0.5, 2.0]},
+        "transform": {**spec.to_dict(), "crop": "random resized", "scale": RRC_SCALE, "ratio": RRC_RATIO},
         "views": {"random_clips": args.train_clips, "seed": ctx.seed},
         "dataset": train.describe(),
         "dtype": "float32",
@@ -237,6 +239,10 @@ def _fixed_pool_probe(
     logits = std @ head["weight"].numpy() + head["bias"].numpy()  # [N, V, C]
     metrics = multi_view_metrics(logits, test_labels, ctx.num_classes)
     head_path = ctx.save_artifact("head", {**head, "pool": args.pool, "classes": list(ctx.classes)})
-    protocol = {**out["protocol"], "head": "linear probe (tasks/linear_probe.py) on pooled clip features"}
+    protocol = {
+        **out["protocol"],
+        "head": "linear probe (tasks/linear_probe.py) on pooled clip features",
+        "probe_rows": "num_train / num_val count training clips, num_test counts test views",
+    }
     protocol["train_clips_per_video"] = k
     return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": head_path}}
