@@ -359,6 +359,10 @@ def test_smoke_run_caches_features_and_records_views(tmp_path: Path) -> None:
     assert set(result.cache["keys"]) == {"train", "test"} and result.cache["extractions"] == 2
     again = _run("random", {**SMOKE, "lr": "0.02"}, tmp_path)  # another head, same features
     assert again.result.ok and again.result.cache["hits"] == 2 and again.result.cache["extractions"] == 0
+    from bob.leaderboard import load_results
+
+    runs = load_results(tmp_path / "results").runs  # the leaderboard reads the results as they are
+    assert len(runs) == 2 and set(runs["task"]) == {"video-cls/moving-sprites-mini"}
 
 
 @pytest.mark.slow
