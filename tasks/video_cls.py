@@ -49,8 +49,8 @@ class VideoClsArgs(LinearProbeArgs):
     head_epochs: int = run_arg(60, "temporal-conv head epochs (linear mode)")
     head_lr: float = run_arg(1e-3, "temporal-conv head AdamW learning rate")
     head_weight_decay: float = run_arg(5e-2, "temporal-conv head AdamW weight decay")
-    ft_epochs: int | None = run_arg(None, "finetune mode: epochs (default: 30 real, 4 generated)")
-    ft_lr: float = run_arg(1e-4, "finetune mode: AdamW peak learning rate (head: 10×)")
+    ft_epochs: int | None = run_arg(None, "finetune mode: epochs (default: 30 real, 10 generated)")
+    ft_lr: float = run_arg(3e-4, "finetune mode: AdamW peak learning rate (head: 10×)")
     ft_batch: int = run_arg(8, "finetune mode: clips per step")
 
     def validate(self) -> None:
