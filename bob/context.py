@@ -173,6 +173,30 @@ class RunContext:
         }
         return self.cache.put(key, features, split.labels, meta)
 
+    def cached(
+        self, split_name: str, key_spec: dict[str, Any], extract: Any, description: str = "features"
+    ) -> FeatureSet:
+        """Task-defined features of a split (e.g. per-frame features of video clips), cached like `pooled`.
+
+        `key_spec` must identify everything the features depend on; `extract(backbone)` returns
+        (features, labels, extra meta) on a miss and is timed and counted like an extraction.
+        """
+        key = cache_key({"backbone": self.ref.identity(), "output": description, **key_spec})
+        self.cache_keys[split_name] = key
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
+            return hit
+        backbone = self.backbone()
+        start = time.perf_counter()
+        features, labels, extra = extract(backbone)
+        elapsed = time.perf_counter() - start
+        self.extract_s += elapsed
+        self.extractions += 1
+        meta = {"spec": key_spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed, **extra}
+        return self.cache.put(key, features, labels, meta)
+
     # ------------------------------------------------------------------------------------- artifacts
     def save_artifact(self, name: str, obj: Any) -> str:
         """torch.save `obj` atomically next to the run's result file; returns the path."""

@@ -120,6 +120,15 @@ SUITES.register(
     description="CLIP zero-shot: class-name prompts through the backbone's text tower (skipped without one)",
 )
 
+SUITES.register(
+    "video-cls",
+    "bob.tasks.video_cls:VideoCls",
+    main_metric="top1",
+    task_types=("video",),
+    description="per-frame features, order-aware temporal pooling (mean+diff); linear (frozen) or fine-tuned; "
+    "top-1 of the softmax averaged over clips × crops (CVRL: 10×3)",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

@@ -771,3 +771,76 @@ _real(
     description="1,464 train / 1,449 val images (bob's test split is val), background + 20 classes, 255 "
     "ignore. Read from ROOT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}.",
 )
+
+
+# Video classification: generated moving sprites and real video folders, for `video-cls/<dataset>`.
+_SPRITES_NOTE = (
+    "One sprite per clip, 24 frames of 64×80 px; the label is its motion (right, left, down, up, clockwise, "
+    "counter-clockwise, grow, shrink): four pairs that differ only by the direction of time."
+)
+_SPRITE_BACKGROUNDS = {
+    "cartoon": "a flat light colour per clip",
+    "texture": "a crop of a CC0 scikit-image texture or photo per clip (much harder)",
+}
+for _name, _domain, _counts in (
+    ("moving-sprites", "cartoon", (320, 160)),
+    ("moving-sprites-mini", "cartoon", (48, 24)),
+    ("moving-sprites-texture", "texture", (320, 160)),
+):
+    _register(
+        _name,
+        "bob.data.moving_sprites:load_moving_sprites",
+        options={"domain": _domain, "n_train": _counts[0], "n_test": _counts[1]},
+        title=f"Moving sprites on {_domain} backgrounds, 8 motion classes, {_counts[0]} / {_counts[1]} clips",
+        kind="generated",
+        task_type="video",
+        num_classes=8,
+        splits=("train", "test"),
+        source="bob.data.moving_sprites.generate_moving_sprites",
+        license=_SHAPES_LICENSE,
+        image_size=64,
+        crop_pct=1.0,
+        description=f"{_SPRITES_NOTE} Backgrounds: {_SPRITE_BACKGROUNDS[_domain]}. {_counts[0]:,} train / "
+        f"{_counts[1]:,} test clips, each split generated from a fixed seed.",
+    )
+_VIDEO_FOLDERS = "bob.data.video_folders:load_video_folder"
+for _name, _classes, _title in (
+    ("kinetics400", 400, "Kinetics-400"),
+    ("kinetics600", 600, "Kinetics-600"),
+):
+    _real(
+        _name,
+        _VIDEO_FOLDERS,
+        title=_title,
+        task_type="video",
+        num_classes=_classes,
+        options={"subdir": _name, "split_dirs": {"test": "val"}},
+        source="https://github.com/cvdfoundation/kinetics-dataset (Kay et al., 2017; Carreira et al., 2018)",
+        license="annotations CC BY 4.0; videos under their YouTube owners' terms",
+        description=f"~10 s YouTube clips of {_classes} human actions; bob's test split is the official val set. "
+        f"Read from ROOT/{_name}/{{train,val}}/<class>/<video>.mp4.",
+    )
+_real(
+    "ucf101",
+    _VIDEO_FOLDERS,
+    title="UCF-101 (split 1)",
+    task_type="video",
+    num_classes=101,
+    options={"subdir": "ucf101", "split_lists": "ucf101"},
+    source="https://www.crcv.ucf.edu/data/UCF101.php (Soomro et al., 2012)",
+    license="research use (per the authors)",
+    description="13,320 clips of 101 actions; official train/test split 1 (9,537 / 3,783) from "
+    "ROOT/ucf101/splits/{classInd,trainlist01,testlist01}.txt over ROOT/ucf101/videos/<class>/*.avi.",
+)
+_real(
+    "hmdb51",
+    _VIDEO_FOLDERS,
+    title="HMDB-51 (split 1)",
+    task_type="video",
+    num_classes=51,
+    options={"subdir": "hmdb51", "split_lists": "hmdb51"},
+    source="https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (Kuehne et al., 2011)",
+    license="CC BY 4.0 (per the authors)",
+    description="6,766 clips of 51 actions; official split 1 (3,570 train / 1,530 test) from "
+    "ROOT/hmdb51/splits/<class>_test_split1.txt over ROOT/hmdb51/videos/<class>/*.avi.",
+)
