@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "reid",
+    "bob.tasks.reid:Reid",
+    main_metric="map",
+    task_types=("reid",),
+    description="person re-ID: query vs gallery (same person + camera removed), cosine distance; mAP, CMC "
+    "rank-1/5/10 (torchreid eval_market1501); frozen features or a fine-tuned BNNeck embedding",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,145 @@
+"""Re-ID data: the synthetic `shapes-reid` sets and the Market-1501 / DukeMTMC-reID folder layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bob.data import dataset_info, load_split
+from bob.data.reid import pad_to_square, reid_arrays
+from bob.data.reid_shapes import ReidShapesConfig, generate_reid_shapes
+from bob.errors import DatasetNotFoundError, UsageError
+
+MARKET = {
+    "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s3_000101_02.jpg"],
+    "query": ["0001_c1s1_001051_00.jpg", "0003_c2s1_000301_00.jpg"],
+    "bounding_box_test": [
+        "0001_c2s1_000301_01.jpg",
+        "0001_c1s1_001051_01.jpg",
+        "0003_c6s2_000151_02.jpg",
+        "0000_c4s1_000100_01.jpg",
+        "-1_c1s1_000401_03.jpg",
+        "-1_c3s1_000401_03.jpg",
+    ],
+}
+DUKE = {
+    "bounding_box_train": ["0005_c2_f0046182.jpg", "0005_c5_f0046999.jpg"],
+    "query": ["0011_c7_f0000001.jpg"],
+    "bounding_box_test": ["0011_c8_f0000002.jpg", "0011_c7_f0000003.jpg", "0042_c1_f0000004.jpg"],
+}
+
+
+def make_reid_folder(folder: Path, files: dict[str, list[str]]) -> Path:
+    """Tiny 16×8 jpgs under `folder`, one colour per person."""
+    for sub, names in files.items():
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            pid = abs(int(name.split("_")[0]))
+            Image.new("RGB", (8, 16), (pid * 30 % 256, 80, 160)).save(folder / sub / name)
+    (folder / "query" / "Thumbs.db").write_bytes(b"not an image")  # shipped in Market's folders
+    return folder
+
+
+def make_market(root: Path, nested: bool = False) -> Path:
+    return make_reid_folder(root / ("market1501/Market-1501-v15.09.15" if nested else "market1501"), MARKET)
+
+
+def make_duke(root: Path) -> Path:
+    return make_reid_folder(root / "dukemtmc-reid", DUKE)
+
+
+def test_synthetic_splits_follow_market():
+    cfg = ReidShapesConfig(train_ids=4, test_ids=3, cameras=3, per_camera=2, distractors=5, size=32)
+    arrays = generate_reid_shapes(cfg, seed=1)
+    train, query, gallery = arrays["train"], arrays["query"], arrays["gallery"]
+    assert len(train[0]) == 4 * 3 * 2 and len(query[0]) == 3 * 3 and len(gallery[0]) == 3 * 3 + 5
+    assert set(train[1]) == {1, 2, 3, 4} and set(query[1]) == {5, 6, 7}
+    assert set(gallery[1]) == {0, 5, 6, 7} and np.count_nonzero(gallery[1] == 0) == 5
+    # one query per test identity and camera
+    assert sorted(zip(query[1].tolist(), query[2].tolist(), strict=True)) == [
+        (p, c) for p in (5, 6, 7) for c in range(3)
+    ]
+    assert train[0].shape[1:] == (32, 32, 3) and train[0].dtype == np.uint8
+    again = generate_reid_shapes(cfg, seed=1)
+    assert all(np.array_equal(a, b) for s in arrays for a, b in zip(arrays[s], again[s], strict=True))
+    assert not np.array_equal(generate_reid_shapes(cfg, seed=2)["query"][0], query[0])
+
+
+def test_registered_synthetic_sets_are_fingerprinted_reid_splits():
+    info = dataset_info("shapes-reid-mini")
+    assert info.task_type == "reid" and info.splits == ("train", "query", "gallery")
+    query = load_split("shapes-reid-mini", "query")
+    pids, camids = reid_arrays(query)
+    assert len(query) == 12 * 3 and set(camids) == {0, 1, 2} and pids.min() == 13
+    assert query.fingerprint == load_split("shapes-reid-mini", "query").fingerprint
+    assert query.fingerprint != load_split("shapes-reid-mini", "gallery").fingerprint
+    assert query.image(0).size == (64, 64)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_market_layout_drops_junk_and_keeps_distractors(tmp_path, nested):
+    make_market(tmp_path, nested)
+    gallery = load_split("market1501", "gallery", root=tmp_path)
+    assert gallery.junk_dropped == 2
+    assert gallery.labels.tolist() == [0, 1, 1, 3]  # sorted by file name; -1 gone, 0000 kept
+    assert gallery.camids.tolist() == [3, 0, 1, 5]  # 0-based
+    query = load_split("market1501", "query", root=tmp_path)  # Thumbs.db is not a jpg: ignored
+    assert query.labels.tolist() == [1, 3] and query.camids.tolist() == [0, 1]
+    assert query.image(0).size == (16, 16)  # 8×16 padded to a square
+
+
+def test_duke_layout(tmp_path):
+    make_duke(tmp_path)
+    train = load_split("dukemtmc-reid", "train", root=tmp_path)
+    assert train.labels.tolist() == [5, 5] and train.camids.tolist() == [1, 4]
+    assert load_split("dukemtmc-reid", "gallery", root=tmp_path).camids.tolist() == [6, 7, 0]
+
+
+def test_pad_to_square_centres_the_image():
+    img = pad_to_square(Image.new("RGB", (4, 8), (255, 255, 255)))
+    array = np.asarray(img)
+    assert img.size == (8, 8) and array[:, :2].max() == 0 and array[:, 2:6].min() == 255
+
+
+def test_missing_dataset_names_where_bob_looked_and_the_layout(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="bounding_box_train/, query/, bounding_box_test/") as err:
+        load_split("market1501", "query", root=tmp_path)
+    assert str(tmp_path / "market1501") in str(err.value)
+
+
+def test_missing_split_folder_is_named(tmp_path):
+    folder = make_market(tmp_path)
+    (folder / "query" / "Thumbs.db").unlink()
+    for f in (folder / "query").iterdir():
+        f.unlink()
+    (folder / "query").rmdir()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks query/"):
+        load_split("market1501", "train", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("0001_c1_f0001.jpg", "cannot read person and camera"), ("0001_c9s1_000001_00.jpg", "camera 9")],
+)
+def test_bad_file_names_are_named(tmp_path, name, message):
+    folder = make_market(tmp_path)
+    Image.new("RGB", (8, 16)).save(folder / "query" / name)
+    with pytest.raises(UsageError, match=message) as err:
+        load_split("market1501", "query", root=tmp_path)
+    assert name in str(err.value)
+
+
+def test_empty_query_folder_is_an_error(tmp_path):
+    folder = make_market(tmp_path)
+    for f in (folder / "query").glob("*.jpg"):
+        f.unlink()
+    with pytest.raises(UsageError, match="holds no usable image"):
+        load_split("market1501", "query", root=tmp_path)
+
+
+def test_download_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="does not download"):
+        load_split("dukemtmc-reid", "query", root=tmp_path, download=True)
