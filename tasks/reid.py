@@ -16,6 +16,7 @@ removed from each ranking, queries without a valid match skipped and counted.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +30,17 @@ if TYPE_CHECKING:
     from bob.context import RunContext
 
 MODES = ("frozen", "finetune")
-FINETUNE_ONLY = ("train_on",)
+FINETUNE_ONLY = (
+    "train_on",
+    "epochs",
+    "lr",
+    "weight_decay",
+    "ids_per_batch",
+    "images_per_id",
+    "triplet_weight",
+    "margin",
+    "label_smoothing",
+)
 
 
 @dataclass
@@ -95,14 +106,13 @@ class Reid(Task):
     task_types: ClassVar[tuple[str, ...]] = ("reid",)
     description = "person re-ID: query vs gallery, cosine distance; mAP and CMC (torchreid eval_market1501)"
     Args = ReidArgs
-    check_args: ClassVar[dict[str, str]] = {"epochs": "1"}
 
     def run(self, ctx: RunContext) -> TaskOutput:
         from bob.data.reid import reid_arrays
 
         args: ReidArgs = self.args  # type: ignore[assignment]
-        if args.mode == "frozen" and args.train_on is not None:
-            raise UsageError("train_on only applies to mode=finetune; frozen features are not trained.")
+        if args.mode == "frozen":
+            self._reject_finetune_args(args)
         query, gallery = ctx.split("query"), ctx.split("gallery")
         q_pids, q_camids = reid_arrays(query)
         g_pids, g_camids = reid_arrays(gallery)
@@ -123,6 +133,15 @@ class Reid(Task):
         return TaskOutput(
             *self._score(args, q_feats, g_feats, (q_pids, g_pids, q_camids, g_camids), protocol)
         )
+
+    def _reject_finetune_args(self, args: ReidArgs) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(ReidArgs)}
+        given = [name for name in FINETUNE_ONLY if getattr(args, name) != defaults[name]]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} only apply to mode=finetune; frozen features are not trained. Add "
+                "--task-arg mode=finetune or drop them."
+            )
 
     def _score(self, args: ReidArgs, q_feats, g_feats, ids, protocol: dict[str, Any]):
         from bob.progress import progress_bar

@@ -3,11 +3,13 @@ and ImageNet MobileNetV2 beating random weights."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bob.errors import UnknownNameError, UsageError
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
+from bob.tasks.reid_train import identity_batches
 from tests.test_reid_data import make_market
 
 TINY = "timm/test_resnet"
@@ -27,7 +29,7 @@ def _run(options, task, weights="random", backbone=TINY, **task_args):
 
 
 def test_frozen_run_on_the_mini_set(options):
-    result = _run(options, "reid/shapes-reid-mini").result
+    result = _run(options, "reid/shapes-reid-mini", image_size=32).result
     assert result.ok, result.error
     assert set(result.metrics) == {"map", "rank1", "rank5", "rank10"}
     assert result.metrics["rank10"] >= result.metrics["rank5"] >= result.metrics["rank1"]
@@ -37,7 +39,7 @@ def test_frozen_run_on_the_mini_set(options):
     assert protocol["queries_valid"] == 36 and protocol["queries_skipped"] == 0
     assert protocol["mode"] == "frozen" and protocol["distance"] == "cosine"
     assert result.cache["extractions"] == 2  # query and gallery; train is not needed
-    again = _run(options, "reid/shapes-reid-mini", distance="euclidean", ranks="1,3").result
+    again = _run(options, "reid/shapes-reid-mini", image_size=32, distance="euclidean", ranks="1,3").result
     assert again.ok and again.cache["extractions"] == 0 and set(again.metrics) == {"map", "rank1", "rank3"}
 
 
@@ -59,9 +61,90 @@ def test_no_valid_query_fails_before_any_extraction(options, tmp_path):
     assert "no query has a gallery image" in result.error["message"] and result.cache["extractions"] == 0
 
 
+def test_finetune_trains_a_bnneck_embedding(options):
+    result = _run(
+        options,
+        "reid/shapes-reid-mini",
+        mode="finetune",
+        epochs=1,
+        ids_per_batch=4,
+        images_per_id=2,
+        image_size=32,
+    ).result
+    assert result.ok, result.error
+    p = result.protocol
+    assert p["mode"] == "finetune" and p["train_on"] == "shapes-reid-mini" and not p["cross_domain"]
+    assert (p["num_train_ids"], p["num_train_images"]) == (12, 72)
+    assert 7 <= p["steps"] <= 9  # 12 identities × 3 chunks of K = 2, 4 identities per batch
+    assert np.isfinite(p["final_epoch_loss"]) and 0.0 <= result.metrics["map"] <= 1.0
+    assert result.cache["extractions"] == 0  # fine-tuned features never enter the feature cache
+
+
+def test_cross_domain_trains_on_another_dataset(options, tmp_path):
+    make_market(tmp_path / "data")
+    result = _run(
+        options,
+        "reid/market1501",
+        root=tmp_path / "data",
+        mode="finetune",
+        train_on="shapes-reid-mini",
+        epochs=1,
+        ids_per_batch=4,
+        images_per_id=2,
+        image_size=32,
+    ).result
+    assert result.ok, result.error
+    assert result.protocol["train_on"] == "shapes-reid-mini" and result.protocol["cross_domain"]
+    assert result.protocol["num_train_ids"] == 12 and result.protocol["queries_valid"] == 2
+
+
+def test_too_few_training_identities_fail_before_training(options, tmp_path):
+    make_market(tmp_path / "data")  # its train split has 2 identities
+    result = _run(options, "reid/market1501", root=tmp_path / "data", mode="finetune", ids_per_batch=4).result
+    assert (
+        not result.ok
+        and result.error["user_error"]
+        and "fewer than ids_per_batch=4" in result.error["message"]
+    )
+
+
+def test_identity_batches_follow_the_random_identity_sampler():
+    labels = np.repeat(np.arange(6), [5, 4, 4, 8, 1, 3])
+    batches = identity_batches(labels, 3, 2, np.random.default_rng(0))
+    assert batches and all(len(b) == 6 for b in batches)
+    for batch in batches:
+        ids, counts = np.unique(labels[batch], return_counts=True)
+        assert len(ids) == 3 and set(counts) == {2}
+    used = np.concatenate(batches)
+    many = used[labels[used] != 4]  # identity 4 has one image, resampled to K = 2
+    assert len(np.unique(many)) == len(many)  # otherwise no image twice in an epoch
+
+
+def test_batch_hard_triplet_matches_a_loop():
+    import torch
+
+    from bob.tasks.reid_train import batch_hard_triplet
+
+    gen = torch.Generator().manual_seed(0)
+    feat, labels = torch.randn(12, 5, generator=gen), torch.arange(4).repeat_interleave(3)
+    expected = []
+    for a in range(12):
+        d = [float(torch.dist(feat[a], feat[j])) for j in range(12)]
+        pos = max(d[j] for j in range(12) if labels[j] == labels[a])
+        neg = min(d[j] for j in range(12) if labels[j] != labels[a])
+        expected.append(max(0.0, pos - neg + 0.3))
+    assert float(batch_hard_triplet(feat, labels, 0.3)) == pytest.approx(np.mean(expected), abs=1e-5)
+
+
+def test_finetune_args_in_frozen_mode_are_refused(options):
+    result = _run(options, "reid/shapes-reid-mini", epochs=3).result
+    assert not result.ok and "epochs only apply to mode=finetune" in result.error["message"]
+    assert result.cache["extractions"] == 0
+
+
 def test_train_on_needs_finetune(options):
     result = _run(options, "reid/shapes-reid-mini", train_on="shapes-reid").result
-    assert not result.ok and "train_on only applies to mode=finetune" in result.error["message"]
+    assert not result.ok and "train_on only apply to mode=finetune" in result.error["message"]
     assert result.cache["extractions"] == 0
 
 
