@@ -106,6 +106,7 @@ class Reid(Task):
     task_types: ClassVar[tuple[str, ...]] = ("reid",)
     description = "person re-ID: query vs gallery, cosine distance; mAP and CMC (torchreid eval_market1501)"
     Args = ReidArgs
+    check_dataset: ClassVar[str] = "shapes-reid-mini"  # `bob check`'s mock run needs a re-ID set
 
     def run(self, ctx: RunContext) -> TaskOutput:
         from bob.data.reid import reid_arrays
