@@ -10,7 +10,7 @@ from PIL import Image
 
 from bob.data import dataset_info, load_split
 from bob.data.reid import pad_to_square, reid_arrays
-from bob.data.reid_shapes import ReidShapesConfig, generate_reid_shapes
+from bob.data.reid_shapes import ReidShapesConfig, generate_reid_shapes, reid_shapes_seed
 from bob.errors import DatasetNotFoundError, UsageError
 
 MARKET = {
@@ -143,3 +143,15 @@ def test_empty_query_folder_is_an_error(tmp_path):
 def test_download_is_refused(tmp_path):
     with pytest.raises(UsageError, match="does not download"):
         load_split("dukemtmc-reid", "query", root=tmp_path, download=True)
+
+
+def test_second_synthetic_domain_has_other_identities_and_cameras():
+    a = ReidShapesConfig(train_ids=2, test_ids=2, cameras=2, per_camera=2, distractors=0, size=32)
+    b = ReidShapesConfig(**{**a.__dict__, "first_camera": 2, "domain": "b"})
+    arrays_a = generate_reid_shapes(a, reid_shapes_seed("a"))
+    arrays_b = generate_reid_shapes(b, reid_shapes_seed("b"))
+    assert reid_shapes_seed("a") != reid_shapes_seed("b")
+    assert not np.array_equal(arrays_a["train"][0], arrays_b["train"][0])
+    assert dataset_info("shapes-reid-b").task_type == "reid"
+    with pytest.raises(UsageError, match="does not fit"):
+        generate_reid_shapes(ReidShapesConfig(cameras=4, first_camera=3), 0)

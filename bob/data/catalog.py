@@ -528,6 +528,11 @@ for _name, _options, _title in (
         {"train_ids": 12, "test_ids": 12, "cameras": 3, "per_camera": 2, "distractors": 8},
         "Synthetic re-ID figures, 3 cameras, 12 + 12 identities",
     ),
+    (
+        "shapes-reid-b",
+        {"first_camera": 2, "domain": "b"},
+        "Synthetic re-ID figures, second domain: other identities, cameras 3-6 (cross-domain target)",
+    ),
 ):
     _c = {**_REID_SHAPES_DEFAULT, **_options}  # the defaults of bob.data.reid_shapes.ReidShapesConfig
     _register(

@@ -10,7 +10,9 @@ and brightness), so two images are never the same.
 Splits follow Market-1501: train and test identities are disjoint; for every test identity and camera
 the first image is a query and the others go to the gallery, which also holds distractor figures with
 person id 0 (identities seen nowhere else). Person ids start at 1; cameras are 0-based. A pure function
-of a fixed seed, so the pixels (and the fingerprints) never change.
+of a fixed seed, so the pixels (and the fingerprints) never change. A second domain (`shapes-reid-b`)
+draws other identities and sees them through other cameras, for cross-domain runs (train on one,
+evaluate on the other, as Market→Duke).
 """
 
 from __future__ import annotations
@@ -139,13 +141,18 @@ class ReidShapesConfig:
     train_ids: int = 48
     test_ids: int = 48
     cameras: int = 4
+    first_camera: int = 0  # cameras used: CAMERAS[first_camera : first_camera + cameras]
+    domain: str = "a"  # part of the seed: another domain draws other identities
     per_camera: int = 3  # images per identity per camera
     distractors: int = 48
     size: int = 64
 
     def check(self) -> None:
-        if not 1 <= self.cameras <= len(CAMERAS):
-            raise UsageError(f"shapes-reid has 1..{len(CAMERAS)} cameras, got {self.cameras}.")
+        if self.cameras < 1 or self.first_camera < 0 or self.first_camera + self.cameras > len(CAMERAS):
+            raise UsageError(
+                f"shapes-reid has {len(CAMERAS)} camera views; cameras={self.cameras} from "
+                f"first_camera={self.first_camera} does not fit."
+            )
         if self.per_camera < 2 or self.train_ids < 1 or self.test_ids < 1 or self.distractors < 0:
             raise UsageError(
                 "shapes-reid needs ≥1 train and test identity, ≥2 images per camera, ≥0 distractors."
@@ -154,9 +161,10 @@ class ReidShapesConfig:
             raise UsageError(f"size must be at least 32 pixels, got {self.size}.")
 
 
-def reid_shapes_seed() -> int:
-    """The fixed generation seed (part of the dataset's definition)."""
-    return int.from_bytes(hashlib.sha256(b"bob.shapes-reid").digest()[:8], "little")
+def reid_shapes_seed(domain: str = "a") -> int:
+    """The fixed generation seed of a domain (part of the dataset's definition)."""
+    tag = "bob.shapes-reid" if domain == "a" else f"bob.shapes-reid/{domain}"
+    return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "little")
 
 
 def generate_reid_shapes(
@@ -171,12 +179,13 @@ def generate_reid_shapes(
         pid = index + 1
         for cam in range(cfg.cameras):
             for k in range(cfg.per_camera):
-                image = render(person, CAMERAS[cam], rng, cfg.size)
+                image = render(person, CAMERAS[cfg.first_camera + cam], rng, cfg.size)
                 split = "train" if pid <= cfg.train_ids else ("query" if k == 0 else "gallery")
                 out[split].append((image, pid, cam))
     for person in people[cfg.train_ids + cfg.test_ids :]:
         cam = int(rng.integers(cfg.cameras))
-        out["gallery"].append((render(person, CAMERAS[cam], rng, cfg.size), DISTRACTOR_PID, cam))
+        view = CAMERAS[cfg.first_camera + cam]
+        out["gallery"].append((render(person, view, rng, cfg.size), DISTRACTOR_PID, cam))
     return {
         name: (
             np.stack([r[0] for r in rows]),
@@ -189,7 +198,7 @@ def generate_reid_shapes(
 
 @lru_cache(maxsize=4)
 def _arrays(cfg: ReidShapesConfig) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    arrays = generate_reid_shapes(cfg, reid_shapes_seed())
+    arrays = generate_reid_shapes(cfg, reid_shapes_seed(cfg.domain))
     for triple in arrays.values():
         for array in triple:
             array.setflags(write=False)
