@@ -188,3 +188,15 @@ def test_imagenet_mobilenet_beats_random_weights_on_the_default_set(options, wei
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
     assert pretrained.metrics["map"] - random.metrics["map"] >= 0.05, (pretrained.metrics, random.metrics)
     assert pretrained.metrics["rank1"] > random.metrics["rank1"]
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_finetuned_embedding_beats_frozen_features(options, weights_dir):
+    frozen = _run(options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2").result
+    tuned = _run(
+        options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2", mode="finetune"
+    ).result
+    assert frozen.ok and tuned.ok, (frozen.error, tuned.error)
+    assert tuned.metrics["map"] - frozen.metrics["map"] >= 0.3, (tuned.metrics, frozen.metrics)
+    assert tuned.metrics["rank1"] > frozen.metrics["rank1"]
