@@ -2,8 +2,8 @@
 
 Two modes:
 
-- **frozen** (default): the backbone's pooled features of the `query` and `gallery` splits (from the
-  feature cache), cosine distance of the L2-normalised features, no training.
+- **frozen** (default): the backbone's pooled features of the `test` split (queries first, then the
+  gallery; from the feature cache), cosine distance of the L2-normalised features, no training.
 - **finetune**: the backbone is trained on the `train` split of the dataset, or of another re-ID dataset
   (`train_on=`, the cross-domain Market↔Duke protocol), as a BNNeck embedding: pooled features →
   BatchNorm → bias-free linear classifier over the train identities, label-smoothed cross-entropy plus
@@ -109,14 +109,20 @@ class Reid(Task):
     check_dataset: ClassVar[str] = "shapes-reid-mini"  # `bob check`'s mock run needs a re-ID set
 
     def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.data.reid import reid_arrays
+        from bob.data.reid import num_queries, reid_arrays
 
         args: ReidArgs = self.args  # type: ignore[assignment]
         if args.mode == "frozen":
             self._reject_finetune_args(args)
-        query, gallery = ctx.split("query"), ctx.split("gallery")
-        q_pids, q_camids = reid_arrays(query)
-        g_pids, g_camids = reid_arrays(gallery)
+        test = ctx.split("test")
+        n_query = num_queries(test)
+        pids, camids = reid_arrays(test)
+        q_pids, g_pids, q_camids, g_camids = (
+            pids[:n_query],
+            pids[n_query:],
+            camids[:n_query],
+            camids[n_query:],
+        )
         n_valid = valid_query_count(q_pids, g_pids, q_camids, g_camids)
         if n_valid == 0:
             raise UsageError(
@@ -124,13 +130,14 @@ class Reid(Task):
                 "camera, so there is nothing to score. Check that query/ and bounding_box_test/ belong together."
             )
         if args.mode == "frozen":
-            q_feats, g_feats = ctx.pooled("query").features, ctx.pooled("gallery").features
+            features = ctx.pooled("test").features
             protocol: dict[str, Any] = {"features": "pooled backbone features, frozen"}
         else:
             from bob.tasks.reid_train import finetune_embedding
 
-            q_feats, g_feats, protocol = finetune_embedding(ctx, args, query, gallery)
-        protocol["junk_images_dropped"] = sum(getattr(s, "junk_dropped", 0) for s in (query, gallery))
+            features, protocol = finetune_embedding(ctx, args, test)
+        q_feats, g_feats = features[:n_query], features[n_query:]
+        protocol["junk_images_dropped"] = int(getattr(test, "junk_dropped", 0))
         return TaskOutput(
             *self._score(args, q_feats, g_feats, (q_pids, g_pids, q_camids, g_camids), protocol)
         )

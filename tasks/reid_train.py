@@ -138,9 +138,10 @@ def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
 
 
 def finetune_embedding(
-    ctx: RunContext, args: ReidArgs, query: ImageSplit, gallery: ImageSplit
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train the BNNeck embedding, then embed query and gallery; returns their features and the protocol."""
+    ctx: RunContext, args: ReidArgs, test: ImageSplit
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train the BNNeck embedding, then embed the test split (queries and gallery); returns the features
+    and the protocol."""
     from bob.data.reid import reid_arrays
     from bob.progress import progress_bar
 
@@ -186,8 +187,8 @@ def finetune_embedding(
                 scheduler.step()
                 losses.append(float(loss.detach()))
                 bar.advance(1)
-    with progress_bar("embedding query and gallery", len(query) + len(gallery), "images") as bar:
-        q_feats, g_feats = _embed(ctx, model, query, bar), _embed(ctx, model, gallery, bar)
+    with progress_bar("embedding queries and gallery", len(test), "images") as bar:
+        features = _embed(ctx, model, test, bar)
     protocol = {
         "features": "BNNeck embedding (pooled → BatchNorm1d), backbone fine-tuned",
         "train_on": train_name,
@@ -205,4 +206,4 @@ def finetune_embedding(
         "image_size": ctx.data_config.input_size,
         "final_epoch_loss": float(np.mean(losses[-len(epochs[-1]) :])),
     }
-    return q_feats, g_feats, protocol
+    return features, protocol

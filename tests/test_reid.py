@@ -38,7 +38,7 @@ def test_frozen_run_on_the_mini_set(options):
     assert (protocol["num_query"], protocol["num_gallery"], protocol["gallery_distractors"]) == (36, 44, 8)
     assert protocol["queries_valid"] == 36 and protocol["queries_skipped"] == 0
     assert protocol["mode"] == "frozen" and protocol["distance"] == "cosine"
-    assert result.cache["extractions"] == 2  # query and gallery; train is not needed
+    assert result.cache["extractions"] == 1  # the test split (queries + gallery); train is not needed
     again = _run(options, "reid/shapes-reid-mini", image_size=32, distance="euclidean", ranks="1,3").result
     assert again.ok and again.cache["extractions"] == 0 and set(again.metrics) == {"map", "rank1", "rank3"}
 

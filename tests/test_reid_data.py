@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bob.data import dataset_info, load_split
-from bob.data.reid import pad_to_square, reid_arrays
+from bob.data.reid import num_queries, pad_to_square, reid_arrays
 from bob.data.reid_shapes import ReidShapesConfig, generate_reid_shapes, reid_shapes_seed
 from bob.errors import DatasetNotFoundError, UsageError
 
@@ -70,32 +70,35 @@ def test_synthetic_splits_follow_market():
 
 def test_registered_synthetic_sets_are_fingerprinted_reid_splits():
     info = dataset_info("shapes-reid-mini")
-    assert info.task_type == "reid" and info.splits == ("train", "query", "gallery")
-    query = load_split("shapes-reid-mini", "query")
-    pids, camids = reid_arrays(query)
-    assert len(query) == 12 * 3 and set(camids) == {0, 1, 2} and pids.min() == 13
-    assert query.fingerprint == load_split("shapes-reid-mini", "query").fingerprint
-    assert query.fingerprint != load_split("shapes-reid-mini", "gallery").fingerprint
-    assert query.image(0).size == (64, 64)
+    assert info.task_type == "reid" and info.splits == ("train", "test")
+    test = load_split("shapes-reid-mini", "test")
+    n_query = num_queries(test)
+    pids, camids = reid_arrays(test)
+    assert n_query == 12 * 3 and len(test) == n_query + 12 * 3 + 8
+    assert set(camids[:n_query]) == {0, 1, 2} and pids[:n_query].min() == 13
+    assert test.fingerprint == load_split("shapes-reid-mini", "test").fingerprint
+    assert test.fingerprint != load_split("shapes-reid-mini", "train").fingerprint
+    assert test.image(0).size == (64, 64)
+    with pytest.raises(UsageError, match="does not say which images are queries"):
+        num_queries(load_split("shapes-reid-mini", "train"))
 
 
 @pytest.mark.parametrize("nested", [False, True])
 def test_market_layout_drops_junk_and_keeps_distractors(tmp_path, nested):
     make_market(tmp_path, nested)
-    gallery = load_split("market1501", "gallery", root=tmp_path)
-    assert gallery.junk_dropped == 2
-    assert gallery.labels.tolist() == [0, 1, 1, 3]  # sorted by file name; -1 gone, 0000 kept
-    assert gallery.camids.tolist() == [3, 0, 1, 5]  # 0-based
-    query = load_split("market1501", "query", root=tmp_path)  # Thumbs.db is not a jpg: ignored
-    assert query.labels.tolist() == [1, 3] and query.camids.tolist() == [0, 1]
-    assert query.image(0).size == (16, 16)  # 8×16 padded to a square
+    test = load_split("market1501", "test", root=tmp_path)  # Thumbs.db is not a jpg: ignored
+    assert num_queries(test) == 2 and test.junk_dropped == 2
+    # queries, then the gallery sorted by file name: -1 gone, 0000 kept; cameras 0-based
+    assert test.labels.tolist() == [1, 3, 0, 1, 1, 3]
+    assert test.camids.tolist() == [0, 1, 3, 0, 1, 5]
+    assert test.image(0).size == (16, 16)  # 8×16 padded to a square
 
 
 def test_duke_layout(tmp_path):
     make_duke(tmp_path)
     train = load_split("dukemtmc-reid", "train", root=tmp_path)
     assert train.labels.tolist() == [5, 5] and train.camids.tolist() == [1, 4]
-    assert load_split("dukemtmc-reid", "gallery", root=tmp_path).camids.tolist() == [6, 7, 0]
+    assert load_split("dukemtmc-reid", "test", root=tmp_path).camids.tolist() == [6, 6, 7, 0]
 
 
 def test_pad_to_square_centres_the_image():
@@ -106,7 +109,7 @@ def test_pad_to_square_centres_the_image():
 
 def test_missing_dataset_names_where_bob_looked_and_the_layout(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="bounding_box_train/, query/, bounding_box_test/") as err:
-        load_split("market1501", "query", root=tmp_path)
+        load_split("market1501", "test", root=tmp_path)
     assert str(tmp_path / "market1501") in str(err.value)
 
 
@@ -128,7 +131,7 @@ def test_bad_file_names_are_named(tmp_path, name, message):
     folder = make_market(tmp_path)
     Image.new("RGB", (8, 16)).save(folder / "query" / name)
     with pytest.raises(UsageError, match=message) as err:
-        load_split("market1501", "query", root=tmp_path)
+        load_split("market1501", "test", root=tmp_path)
     assert name in str(err.value)
 
 
@@ -137,12 +140,12 @@ def test_empty_query_folder_is_an_error(tmp_path):
     for f in (folder / "query").glob("*.jpg"):
         f.unlink()
     with pytest.raises(UsageError, match="holds no usable image"):
-        load_split("market1501", "query", root=tmp_path)
+        load_split("market1501", "test", root=tmp_path)
 
 
 def test_download_is_refused(tmp_path):
     with pytest.raises(UsageError, match="does not download"):
-        load_split("dukemtmc-reid", "query", root=tmp_path, download=True)
+        load_split("dukemtmc-reid", "test", root=tmp_path, download=True)
 
 
 def test_second_synthetic_domain_has_other_identities_and_cameras():

@@ -513,7 +513,8 @@ _real(
 )
 
 
-# Person re-identification (task type "reid": train / query / gallery splits with person and camera ids).
+# Person re-identification (task type "reid"): train and test splits with person and camera ids; test holds
+# the queries first and the gallery after them (bob.data.reid).
 _REID_SHAPES_NOTE = (
     "Synthetic person re-ID: an identity is a fixed figure (head, torso and legs shapes with their own colours, "
     "optional emblem, body scale), a camera a fixed view (background domain, colour cast, scale, blur, mirror); "
@@ -543,7 +544,7 @@ for _name, _options, _title in (
         kind="generated",
         task_type="reid",
         num_classes=_c["train_ids"],
-        splits=("train", "query", "gallery"),
+        splits=("train", "test"),
         source="bob.data.reid_shapes.generate_reid_shapes",
         license=_SHAPES_LICENSE,
         image_size=128,
@@ -575,7 +576,7 @@ for _name, _title, _source, _sizes in (
         kind="real",
         task_type="reid",
         num_classes=None,
-        splits=("train", "query", "gallery"),
+        splits=("train", "test"),
         needs_root=True,
         source=_source,
         license="research use only (per the authors); not downloadable by bob",

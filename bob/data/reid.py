@@ -1,9 +1,10 @@
 """Person re-identification data: splits that carry identities and cameras, and the Market/Duke layouts.
 
-A re-ID dataset (task type "reid") has three splits, as Market-1501 and DukeMTMC-reID ship them:
-`train` (bounding_box_train/), `query` (query/) and `gallery` (bounding_box_test/). Every image has a
-person id (`pids`, also the split's `labels`) and a 0-based camera id (`camids`); the task evaluates
-queries against the gallery (bob.tasks.reid_metrics) and trains, if asked, on `train`.
+A re-ID dataset (task type "reid") has two splits: `train` (Market/Duke's bounding_box_train/) and
+`test`, which holds the queries first (query/) and the gallery after them (bounding_box_test/), the
+convention of bob's retrieval sets (`bob.data.relevance.mark_queries`), so one extraction serves both.
+Every image has a person id (`pids`, also the split's `labels`) and a 0-based camera id (`camids`); the
+task evaluates queries against the gallery (bob.tasks.reid_metrics) and trains, if asked, on `train`.
 
 Real layouts are read the way torchreid reads them (`torchreid/data/datasets/image/market1501.py`,
 `dukemtmcreid.py`): only `*.jpg` files, person and camera parsed from the file name, the camera made
@@ -25,9 +26,10 @@ import numpy as np
 from PIL import Image
 
 from bob.data.base import ArraySplit, DatasetInfo, FileSplit, ImageSplit
+from bob.data.relevance import mark_queries
 from bob.errors import DatasetNotFoundError, UsageError
 
-REID_SPLITS = ("train", "query", "gallery")
+REID_SPLITS = ("train", "test")
 JUNK_PID = -1  # Market-1501: images the official evaluation ignores
 DISTRACTOR_PID = 0  # Market-1501: gallery distractors, kept as negatives
 
@@ -44,7 +46,7 @@ class ReidLayout:
         ("train", "bounding_box_train"),
         ("query", "query"),
         ("gallery", "bounding_box_test"),
-    )
+    )  # bob's test split = query, then gallery
 
 
 LAYOUTS: dict[str, ReidLayout] = {
@@ -114,6 +116,17 @@ def pad_to_square(img: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", (side, side))
     canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
     return canvas
+
+
+def num_queries(split: ImageSplit) -> int:
+    """How many leading images of a re-ID `test` split are queries (the rest is the gallery)."""
+    count = getattr(split, "num_queries", None)
+    if count is None:
+        raise UsageError(
+            f"Dataset '{split.dataset}' split '{split.split}' does not say which images are queries; re-ID "
+            "evaluates the `test` split of a re-ID loader (bob.data.reid), queries first, then the gallery."
+        )
+    return int(count)
 
 
 def reid_arrays(split: ImageSplit) -> tuple[np.ndarray, np.ndarray]:
@@ -199,11 +212,17 @@ def load_reid_layout(
             "the data root instead."
         )
     spec = LAYOUTS[key]
-    subfolders = dict(spec.subfolders)
-    if split not in subfolders:
+    if split not in REID_SPLITS:
         raise UsageError(
             f"Dataset '{info.name}' has no split '{split}'; its splits are: {', '.join(REID_SPLITS)}."
         )
     base = find_layout_folder(info.name, spec, Path(root))
-    paths, pids, camids, dropped = parse_reid_folder(info.name, spec, base / subfolders[split])
-    return ReidFileSplit(info.name, split, base, paths, pids, camids, dropped)
+    folders = dict(spec.subfolders)
+    parts = [parse_reid_folder(info.name, spec, base / folders[name]) for name in _PARTS[split]]
+    paths = [path for part in parts for path in part[0]]
+    pids, camids = (np.concatenate([part[i] for part in parts]) for i in (1, 2))
+    out = ReidFileSplit(info.name, split, base, paths, pids, camids, sum(part[3] for part in parts))
+    return mark_queries(out, len(parts[0][0])) if split == "test" else out
+
+
+_PARTS = {"train": ("train",), "test": ("query", "gallery")}

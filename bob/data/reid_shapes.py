@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from bob.data.base import DatasetInfo
 from bob.data.reid import DISTRACTOR_PID, REID_SPLITS, ReidArraySplit
+from bob.data.relevance import mark_queries
 from bob.data.shapes import _BACKGROUNDS, _UNIT_SHAPES, SHAPE_CLASSES, _mask, _place
 from bob.errors import UsageError
 
@@ -174,7 +175,7 @@ def generate_reid_shapes(
     cfg.check()
     rng = np.random.default_rng(seed)
     people = [_identity(rng) for _ in range(cfg.train_ids + cfg.test_ids + cfg.distractors)]
-    out: dict[str, list[tuple[np.ndarray, int, int]]] = {name: [] for name in REID_SPLITS}
+    out: dict[str, list[tuple[np.ndarray, int, int]]] = {name: [] for name in ("train", "query", "gallery")}
     for index, person in enumerate(people[: cfg.train_ids + cfg.test_ids]):
         pid = index + 1
         for cam in range(cfg.cameras):
@@ -208,10 +209,13 @@ def _arrays(cfg: ReidShapesConfig) -> dict[str, tuple[np.ndarray, np.ndarray, np
 def load_reid_shapes(
     info: DatasetInfo, split: str, *, root: Path | None = None, download: bool = False, **options: int
 ) -> ReidArraySplit:
-    """Catalog loader: one of train / query / gallery; `options` are ReidShapesConfig fields."""
+    """Catalog loader: `train`, or `test` = queries then gallery; `options` are ReidShapesConfig fields."""
     if split not in REID_SPLITS:
         raise UsageError(
             f"Dataset '{info.name}' has no split '{split}'; its splits are: {', '.join(REID_SPLITS)}."
         )
-    images, pids, camids = _arrays(ReidShapesConfig(**options))[split]
-    return ReidArraySplit(info.name, split, images.copy(), pids.copy(), camids.copy())
+    arrays = _arrays(ReidShapesConfig(**options))
+    if split == "train":
+        return ReidArraySplit(info.name, split, *(a.copy() for a in arrays["train"]))
+    images, pids, camids = (np.concatenate([arrays["query"][i], arrays["gallery"][i]]) for i in range(3))
+    return mark_queries(ReidArraySplit(info.name, split, images, pids, camids), len(arrays["query"][1]))
