@@ -129,6 +129,15 @@ SUITES.register(
     "top-1 of the softmax averaged over clips × crops (CVRL: 10×3)",
 )
 
+SUITES.register(
+    "reid",
+    "bob.tasks.reid:Reid",
+    main_metric="map",
+    task_types=("reid",),
+    description="person re-ID: query vs gallery (same person + camera removed), cosine distance; mAP, CMC "
+    "rank-1/5/10 (torchreid eval_market1501); frozen features or a fine-tuned BNNeck embedding",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

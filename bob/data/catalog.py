@@ -844,3 +844,75 @@ _real(
     description="6,766 clips of 51 actions; official split 1 (3,570 train / 1,530 test) from "
     "ROOT/hmdb51/splits/<class>_test_split1.txt over ROOT/hmdb51/videos/<class>/*.avi.",
 )
+
+
+# Person re-identification (task type "reid"): train and test splits with person and camera ids; test holds
+# the queries first and the gallery after them (bob.data.reid).
+_REID_SHAPES_NOTE = (
+    "Synthetic person re-ID: an identity is a fixed figure (head, torso and legs shapes with their own colours, "
+    "optional emblem, body scale), a camera a fixed view (background domain, colour cast, scale, blur, mirror); "
+    "jitter per image. Train and test identities are disjoint; one query per test identity and camera, the "
+    "rest of its images plus distractors (person id 0) form the gallery. Fixed seed."
+)
+_REID_SHAPES_DEFAULT = {"train_ids": 48, "test_ids": 48, "cameras": 4, "per_camera": 3, "distractors": 48}
+for _name, _options, _title in (
+    ("shapes-reid", {}, "Synthetic re-ID figures, 4 cameras"),
+    (
+        "shapes-reid-mini",
+        {"train_ids": 12, "test_ids": 12, "cameras": 3, "per_camera": 2, "distractors": 8},
+        "Synthetic re-ID figures, 3 cameras, 12 + 12 identities",
+    ),
+    (
+        "shapes-reid-b",
+        {"first_camera": 2, "domain": "b"},
+        "Synthetic re-ID figures, second domain: other identities, cameras 3-6 (cross-domain target)",
+    ),
+):
+    _c = {**_REID_SHAPES_DEFAULT, **_options}  # the defaults of bob.data.reid_shapes.ReidShapesConfig
+    _register(
+        _name,
+        "bob.data.reid_shapes:load_reid_shapes",
+        options=_options,
+        title=_title,
+        kind="generated",
+        task_type="reid",
+        num_classes=_c["train_ids"],
+        splits=("train", "test"),
+        source="bob.data.reid_shapes.generate_reid_shapes",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description=f"{_REID_SHAPES_NOTE} {_c['train_ids']} train identities × {_c['cameras']} cameras × "
+        f"{_c['per_camera']} images; {_c['test_ids']} test identities → {_c['test_ids'] * _c['cameras']} "
+        f"queries, {_c['test_ids'] * _c['cameras'] * (_c['per_camera'] - 1) + _c['distractors']} gallery images.",
+    )
+for _name, _title, _source, _sizes in (
+    (
+        "market1501",
+        "Market-1501",
+        "https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html (Zheng et al., ICCV 2015)",
+        "751 train identities (12,936 images), 3,368 queries and 15,913 gallery images (after dropping the "
+        "2,798 junk images) from 6 cameras. Read from ROOT/market1501/{bounding_box_train,query,bounding_box_test}/",
+    ),
+    (
+        "dukemtmc-reid",
+        "DukeMTMC-reID",
+        "https://github.com/sxzrt/DukeMTMC-reID_evaluation (Zheng et al., ICCV 2017)",
+        "702 train identities (16,522 images), 2,228 queries and 17,661 gallery images from 8 cameras. Read "
+        "from ROOT/dukemtmc-reid/{bounding_box_train,query,bounding_box_test}/",
+    ),
+):
+    _register(
+        _name,
+        "bob.data.reid:load_reid_layout",
+        title=_title,
+        kind="real",
+        task_type="reid",
+        num_classes=None,
+        splits=("train", "test"),
+        needs_root=True,
+        source=_source,
+        license="research use only (per the authors); not downloadable by bob",
+        crop_pct=1.0,
+        description=f"{_sizes} (torchreid's nested folder names work too). Images are padded to a square.",
+    )

@@ -1,0 +1,209 @@
+"""`reid/<dataset> mode=finetune`: a BNNeck re-ID embedding trained end to end (Luo et al.'s strong baseline).
+
+Model: backbone `forward_pooled` → BatchNorm1d (the "neck", its shift frozen at 0) → bias-free linear
+classifier over the training identities. Loss: label-smoothed cross-entropy on the classifier logits
+plus `triplet_weight` × batch-hard triplet loss (Hermans et al.; Euclidean, `margin`) on the pooled
+features before the neck. Batches hold P identities × K images, drawn like torchreid's
+`RandomIdentitySampler` (each identity's images shuffled and cut into chunks of K, the last chunk filled
+by resampling; P identities with chunks left are picked at random until fewer than P remain). Adam with a
+one-epoch linear warm-up and cosine decay to 0, stepped per batch. Training transform: resize to the
+task resolution, random horizontal flip, zero-pad by 1/16 + random crop, colour jitter 0.2 (AdvStyle's
+flip + colour jitter). Queries and gallery are embedded with the neck's (BatchNorm'd) features.
+
+The training split is this dataset's `train`, or `train_on`'s (cross-domain: train on Market-1501,
+evaluate on DukeMTMC-reID, as AdvStyle does). Identities are relabelled 0..N-1 in sorted order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bob.data.base import ImageSplit
+from bob.errors import TrainingDivergedError, UsageError
+
+if TYPE_CHECKING:
+    from bob.backbones.base import Backbone
+    from bob.backbones.meta import DataConfig
+    from bob.context import RunContext
+    from bob.tasks.reid import ReidArgs
+
+JITTER = 0.2
+
+
+class BNNeckEmbedding(nn.Module):
+    def __init__(self, backbone: Backbone, num_ids: int, dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = nn.BatchNorm1d(dim)
+        self.neck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(dim, num_ids, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.backbone.forward_pooled(x)
+        return feat, self.classifier(self.neck(feat))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone.forward_pooled(x))
+
+
+def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean(relu(d(a, hardest positive) − d(a, hardest negative) + margin)), Euclidean distances."""
+    dist = torch.cdist(feat, feat)
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = dist.masked_fill(~same, 0.0).amax(dim=1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
+    return F.relu(hardest_pos - hardest_neg + margin).mean()
+
+
+def identity_batches(labels: np.ndarray, p: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of P×K batches (torchreid's RandomIdentitySampler; see the module docstring)."""
+    chunks: dict[int, list[np.ndarray]] = {}
+    for pid in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == pid))
+        if len(members) < k:
+            members = rng.choice(members, k, replace=True)
+        usable = len(members) // k * k
+        chunks[int(pid)] = [members[i : i + k] for i in range(0, usable, k)]
+    available = sorted(chunks)
+    batches = []
+    while len(available) >= p:
+        chosen = rng.choice(available, p, replace=False)
+        batches.append(np.concatenate([chunks[int(pid)].pop() for pid in chosen]))
+        available = [pid for pid in available if chunks[pid]]
+    return batches
+
+
+def train_transform(cfg: DataConfig) -> Any:
+    from torchvision import transforms as T
+
+    size = cfg.input_size
+    return T.Compose(
+        [
+            T.Resize((size, size), interpolation=T.InterpolationMode(cfg.interpolation)),
+            T.RandomHorizontalFlip(),
+            T.Pad(max(1, size // 16)),
+            T.RandomCrop(size),
+            T.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+            T.ToTensor(),
+            T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        ]
+    )
+
+
+def training_split(ctx: RunContext, args: ReidArgs) -> tuple[str, ImageSplit]:
+    from bob.data import load_split
+
+    if args.train_on is None or args.train_on == ctx.dataset:
+        return ctx.dataset, ctx.split("train")
+    split = load_split(args.train_on, "train", root=ctx.spec.data_root, download=ctx.spec.download)
+    return args.train_on, split
+
+
+def _schedule(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Any) -> np.ndarray:
+    from bob.features import split_batches
+
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for x in split_batches(split, ctx.data_config, ctx.batch_size, ctx.num_workers, ctx.device):
+            out.append(model.embed(x.to(ctx.device)).float().cpu().numpy())
+            bar.advance(len(x))
+    return np.concatenate(out)
+
+
+def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
+    from bob.tasks.finetune_loop import _pooled_dim
+
+    backbone = ctx.build_backbone()
+    trainable = {id(p) for p in backbone.trainable().parameters()}
+    if not trainable:
+        raise UsageError(f"{backbone.meta.name}: trainable() has no parameters; it cannot be fine-tuned.")
+    for param in backbone.parameters():
+        param.requires_grad_(id(param) in trainable)
+    dim = _pooled_dim(backbone, ctx.data_config.input_size)
+    return BNNeckEmbedding(backbone, num_ids, dim).to(ctx.device)
+
+
+def finetune_embedding(
+    ctx: RunContext, args: ReidArgs, test: ImageSplit
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train the BNNeck embedding, then embed the test split (queries and gallery); returns the features
+    and the protocol."""
+    from bob.data.reid import reid_arrays
+    from bob.progress import progress_bar
+
+    train_name, train = training_split(ctx, args)
+    pids, _ = reid_arrays(train)
+    ids = np.unique(pids)
+    if len(ids) < args.ids_per_batch:
+        raise UsageError(
+            f"'{train_name}' has {len(ids)} training identities, fewer than ids_per_batch={args.ids_per_batch}; "
+            "lower ids_per_batch."
+        )
+    labels = np.searchsorted(ids, pids)
+    rng = np.random.default_rng(ctx.seed)
+    torch.manual_seed(ctx.seed)
+    model = _model(ctx, len(ids))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    epochs = [
+        identity_batches(labels, args.ids_per_batch, args.images_per_id, rng) for _ in range(args.epochs)
+    ]
+    total = sum(len(batches) for batches in epochs)
+    warmup = len(epochs[0])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total))
+    transform = train_transform(ctx.data_config)
+    losses: list[float] = []
+    with progress_bar(f"training the re-ID embedding on {train_name}", total, "steps") as bar:
+        for epoch, batches in enumerate(epochs):
+            model.train()
+            for batch in batches:
+                x = torch.stack([transform(train.image(int(i))) for i in batch]).to(ctx.device)
+                y = torch.as_tensor(labels[batch], device=ctx.device)
+                feat, logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+                if args.triplet_weight > 0:
+                    loss = loss + args.triplet_weight * batch_hard_triplet(feat, y, args.margin)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"re-ID training loss became {loss.item()} in epoch {epoch + 1}."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                bar.advance(1)
+    with progress_bar("embedding queries and gallery", len(test), "images") as bar:
+        features = _embed(ctx, model, test, bar)
+    protocol = {
+        "features": "BNNeck embedding (pooled → BatchNorm1d), backbone fine-tuned",
+        "train_on": train_name,
+        "cross_domain": train_name != ctx.dataset,
+        "num_train_ids": len(ids),
+        "num_train_images": len(pids),
+        "epochs": args.epochs,
+        "steps": total,
+        "batch": f"{args.ids_per_batch} identities × {args.images_per_id} images (RandomIdentitySampler)",
+        "optimizer": f"Adam lr={args.lr}, weight_decay={args.weight_decay}, 1-epoch linear warm-up, cosine to 0",
+        "loss": f"cross-entropy (label smoothing {args.label_smoothing}) + {args.triplet_weight} × batch-hard "
+        f"triplet (margin {args.margin}) on pre-neck features",
+        "augmentation": f"resize, horizontal flip, pad {max(1, ctx.data_config.input_size // 16)} + random crop, "
+        f"colour jitter {JITTER}",
+        "image_size": ctx.data_config.input_size,
+        "final_epoch_loss": float(np.mean(losses[-len(epochs[-1]) :])),
+    }
+    return features, protocol
