@@ -25,6 +25,8 @@ FEATURE_CACHE_SUITES: dict[str, tuple[str, str] | None] = {
     "retrieval": None,
     "ood": ("mode", "linear"),
     "few-label": ("mode", "linear"),
+    "multilabel": None,
+    "reid": ("mode", "frozen"),
 }
 
 
