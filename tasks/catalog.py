@@ -67,6 +67,14 @@ SUITES.register(
     task_types=("detection",),
     description="Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP",
 )
+SUITES.register(
+    "dg",
+    "bob.tasks.dg:DG",
+    main_metric="top1_target",
+    task_types=("domains",),
+    description="single-source domain generalisation: train on one domain (fine-tune, or linear on frozen "
+    "features; optional MixStyle/AdvStyle), top-1 on the others, averaged over sources",
+)
 
 
 @dataclass(frozen=True)
