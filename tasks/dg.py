@@ -20,7 +20,7 @@ at batch 32, lr 0.01 (CPU minutes). Every value used is recorded in the result's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -64,6 +64,10 @@ class DGArgs(TaskArgs):
     weight_decay: float = run_arg(5e-4, "weight decay (not on biases and norms)")
     amp: bool = run_arg(True, "mixed precision on CUDA (ignored on CPU)")
     val_fraction: float = run_arg(0.2, "linear mode: share of the source's train part for the λ sweep")
+    probe_epochs: int = run_arg(10, "linear mode: minimum head-training epochs (linear-probe's epochs)")
+    probe_min_steps: int = run_arg(
+        250, "linear mode: minimum head optimizer steps (linear-probe's min_steps)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -85,7 +89,7 @@ class DGArgs(TaskArgs):
             raise UsageError(
                 f"advstyle_eps must be in (0, 1) (σ·(1 ± ε) stays positive), got {self.advstyle_eps}."
             )
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "probe_epochs", "probe_min_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be a positive integer, got {value}.")
@@ -125,6 +129,7 @@ class Domains:
 
     splits: dict[str, ImageSplit]
     parts: dict[str, tuple[np.ndarray, np.ndarray]]
+    pooled: dict[str, Any] = field(default_factory=dict)  # linear mode: cached features, read once
 
     def train(self, domain: str) -> ImageSplit:
         return self.splits[domain].subset(self.parts[domain][0], f"{domain}-train")
@@ -298,11 +303,15 @@ def linear_source(
     """The linear-probe protocol on frozen pooled features of the source's train part."""
     from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
 
-    feats = {d: ctx.pooled(d) for d in domains.splits}  # one cached extraction per domain
+    if not domains.pooled:  # one cached extraction per domain, shared by every source
+        domains.pooled.update({d: ctx.pooled(d) for d in domains.splits})
+    feats = domains.pooled
     train_idx, held_idx = domains.parts[source]
     x, y = feats[source].features[train_idx], feats[source].labels[train_idx]
     rest, val = stratified_partition(y, args.val_fraction, seed=ctx.seed)
-    probe_args = LinearProbeArgs(val_fraction=args.val_fraction)
+    probe_args = LinearProbeArgs(
+        val_fraction=args.val_fraction, epochs=args.probe_epochs, min_steps=args.probe_min_steps
+    )
     held = (feats[source].features[held_idx], feats[source].labels[held_idx])
     num_classes = len(domains.splits[source].classes)
     out = run_linear_probe(
