@@ -215,7 +215,7 @@ class DG(Task):
         return TaskOutput(summarise_matrix(matrix), protocol)
 
 
-def _score_row(ctx: RunContext, domains: Domains, source: str, logits_of: Any) -> dict[str, float]:
+def _score_row(domains: Domains, source: str, logits_of: Any) -> dict[str, float]:
     from bob.tasks.metrics import top_k_accuracy
 
     row = {}
@@ -265,7 +265,7 @@ def finetune_source(
             out.model, split, ctx.data_config, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp
         )
 
-    row = _score_row(ctx, domains, source, logits_of)
+    row = _score_row(domains, source, logits_of)
     protocol = {
         **out.protocol,
         **drop,
@@ -325,5 +325,5 @@ def linear_source(
         x_t = feats[target].features[held_idx] if target == source else feats[target].features
         return ((x_t - mean) / std) @ weight + bias
 
-    row = _score_row(ctx, domains, source, logits_of)
+    row = _score_row(domains, source, logits_of)
     return row, out["protocol"]
