@@ -76,6 +76,12 @@ class DGArgs(TaskArgs):
             if value not in valid:
                 hint = f"Valid values: {', '.join(valid)}."
                 raise UnknownNameError(f"{name} for dg", value, suggest(value, valid, 3), hint)
+        tuned = [n for n in ("epochs", "batch_size", "lr") if getattr(self, n) is not None]
+        if tuned and self.mode == "linear":
+            raise UsageError(
+                f"{', '.join(tuned)} set the fine-tuning schedule and mean nothing in mode=linear "
+                "(its head takes probe_epochs and probe_min_steps); drop them or use mode=finetune."
+            )
         if self.style_aug != "none" and self.mode == "linear":
             raise UsageError(
                 "style_aug needs mode=finetune: frozen features cannot be style-augmented during training."

@@ -176,6 +176,8 @@ def test_style_aug_on_a_backbone_without_stages_names_it():
 def test_task_args_are_checked_before_any_run():
     with pytest.raises(UsageError, match="mode=finetune"):
         parse_task_args(DGArgs, {"mode": "linear", "style_aug": "mixstyle"}, "dg/x")
+    with pytest.raises(UsageError, match="epochs, lr set the fine-tuning schedule"):
+        parse_task_args(DGArgs, {"mode": "linear", "epochs": "3", "lr": "0.1"}, "dg/x")
     with pytest.raises(UnknownNameError, match="mixstyle"):
         parse_task_args(DGArgs, {"style_aug": "mixstyel"}, "dg/x")
     with pytest.raises(UsageError, match="holdout_fraction"):
