@@ -204,10 +204,10 @@ def test_listing_dg_imports_no_torch():
 PACS = ("art_painting", "cartoon", "photo", "sketch")
 
 
-def _tree(root: Path, domains=PACS, classes=("dog", "horse"), n: int = 2) -> Path:
+def _tree(root: Path, domains=PACS, classes=("dog", "horse"), n: int = 2, subdir: str = "pacs") -> Path:
     for d in domains:
         for c in classes:
-            folder = root / "pacs" / d / c
+            folder = root / subdir / d / c
             folder.mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.jpg")
@@ -219,6 +219,12 @@ def test_a_valid_domain_tree_loads_every_domain(tmp_path):
     split = load_split("pacs", "sketch", root=root)
     assert split.classes == ("dog", "horse") and len(split) == 4
     assert split.labels.tolist() == [0, 0, 1, 1] and split.image(0).size == (8, 8)
+
+
+def test_office_home_real_world_folder_may_keep_its_archive_spelling(tmp_path):
+    root = _tree(tmp_path, domains=("Art", "Clipart", "Product", "Real World"), subdir="office-home")
+    split = load_split("office-home", "Real_World", root=root)
+    assert len(split) == 4 and "Real World" in str(split.paths[0])
 
 
 def test_a_missing_domain_is_named(tmp_path):

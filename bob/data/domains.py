@@ -51,6 +51,14 @@ def _layout_hint(base: Path, domains: tuple[str, ...]) -> str:
     )
 
 
+def _domain_folder(base: Path, domain: str) -> Path | None:
+    """The folder of `domain`; archives that spell it with spaces (Office-Home's "Real World") also match."""
+    for candidate in dict.fromkeys((domain, domain.replace("_", " "))):
+        if (base / candidate).is_dir():
+            return base / candidate
+    return None
+
+
 def scan_domain_tree(name: str, base: Path, domains: tuple[str, ...]) -> DomainTree:
     """Validate `base/<domain>/<class>/<image>` for every domain in `domains` and list its files.
 
@@ -63,35 +71,38 @@ def scan_domain_tree(name: str, base: Path, domains: tuple[str, ...]) -> DomainT
             f"Dataset '{name}' was not found: {base} does not exist. {hint} Point bob at the folder that "
             f"holds '{base.name}/' with `--task-arg root=DIR`, or set the BOB_DATA_ROOT environment variable."
         )
-    missing = [d for d in domains if not (base / d).is_dir()]
+    folders = {d: _domain_folder(base, d) for d in domains}
+    missing = [d for d in domains if folders[d] is None]
     if missing:
         present = _subdirs(base)
         raise DatasetNotFoundError(
             f"Dataset '{name}': domain folder(s) {', '.join(str(base / d) for d in missing)} missing "
             f"(found: {', '.join(present) or 'nothing'}). {hint}"
         )
-    class_sets = {d: _subdirs(base / d) for d in domains}
+    class_sets = {d: _subdirs(folders[d]) for d in domains}
     reference = domains[0]
     classes = class_sets[reference]
     if not classes:
-        raise UsageError(f"Dataset '{name}': domain folder {base / reference} holds no class folder. {hint}")
+        raise UsageError(
+            f"Dataset '{name}': domain folder {folders[reference]} holds no class folder. {hint}"
+        )
     for domain in domains[1:]:
         if class_sets[domain] != classes:
             only_here = sorted(set(class_sets[domain]) - set(classes))
             only_ref = sorted(set(classes) - set(class_sets[domain]))
             raise UsageError(
                 f"Dataset '{name}': the class folders of domain '{domain}' differ from those of "
-                f"'{reference}' (only in {base / domain}: {', '.join(only_here) or 'none'}; only in "
-                f"{base / reference}: {', '.join(only_ref) or 'none'}). Every domain must hold the same classes."
+                f"'{reference}' (only in {folders[domain]}: {', '.join(only_here) or 'none'}; only in "
+                f"{folders[reference]}: {', '.join(only_ref) or 'none'}). Every domain must hold the same classes."
             )
     files = {}
     for domain in domains:
-        paths, labels = scan_image_folder(base / domain, classes)
+        paths, labels = scan_image_folder(folders[domain], classes)
         present = set(np.unique(labels).tolist())
         empty = [c for i, c in enumerate(classes) if i not in present]
         if empty:  # scan_image_folder rejects empty folders; this catches folders it could not see
             raise UsageError(
-                f"Dataset '{name}': class folder(s) {', '.join(str(base / domain / c) for c in empty)} hold no "
+                f"Dataset '{name}': class folder(s) {', '.join(str(folders[domain] / c) for c in empty)} hold no "
                 f"image (looked for {', '.join(IMG_EXTENSIONS)}, any case)."
             )
         files[domain] = (paths, labels)
