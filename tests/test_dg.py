@@ -162,6 +162,8 @@ def test_stages_of_a_cnn_are_its_middle_feature_levels():
     backbone = _backbone("timm/resnet18")
     assert [n for n, _ in stage_modules(backbone)] == ["layer1", "layer2", "layer3"]
     assert [n for n, _ in stage_modules(backbone, [1, -1])] == ["layer1", "layer4"]
+    mobilenet = _backbone("torchvision/mobilenet_v2")  # levels found by the adapter's probe pass
+    assert [n for n, _ in stage_modules(mobilenet)] == ["features.3", "features.6", "features.13"]
 
 
 def test_style_aug_on_a_backbone_without_stages_names_it():
