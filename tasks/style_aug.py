@@ -12,7 +12,8 @@ its "style" and replace them while training:
     x ← (x − μ)/σ · (σ + δσ) + (μ + δμ); the clean loss's gradient with respect to them gives the
     ascent direction, and a second pass uses δ = ε · σ · sign(∇δ) (a signed, FGSM-style step whose
     radius is a fraction ε of each channel's own σ, so it does not depend on the loss scale). The
-    training loss is the clean loss plus the loss on the adversarially re-styled batch.
+    training loss is the clean loss plus the loss on the adversarially re-styled batch; the second
+    pass leaves BatchNorm running statistics untouched (see `frozen_norm_statistics`).
 
 Hooks sit on the backbone's stage modules, found through its `feature_info` (the module of each
 feature level, relative to `trainable()`). A stage is a level whose output is an NCHW map; a backbone
@@ -23,7 +24,8 @@ the hooked module is in training mode, so evaluation and feature extraction are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -191,11 +193,31 @@ class StyleHooks:
                 for j, name in enumerate(names)
             }
             self.mode = "apply"
-            adv = criterion(model(x), y)
+            with frozen_norm_statistics(model):
+                adv = criterion(model(x), y)
         finally:
             self.mode = "off"
             self.deltas = {}
         return clean + adv
+
+
+@contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but leave their running statistics alone.
+
+    The adversarially re-styled pass must not pull the running mean/var (what evaluation uses)
+    towards perturbed styles: mixing clean and adversarial statistics in one BatchNorm costs clean
+    accuracy (Xie et al., AdvProp, CVPR 2020). Momentum 0 keeps them as they are.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 def adversarial_restyle(x: torch.Tensor, s_mu: torch.Tensor, s_sig: torch.Tensor, eps: float) -> torch.Tensor:

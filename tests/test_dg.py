@@ -142,6 +142,21 @@ def test_advstyle_step_increases_the_loss_on_the_perturbed_batch():
     assert losses["ascent"] > clean > losses["descent"], (losses, clean)
 
 
+def test_advstyle_pass_leaves_batchnorm_running_statistics_to_the_clean_pass():
+    net, x, y = _adv_setup()
+    bn = net[1]
+    start = bn.running_mean.clone(), bn.running_var.clone()
+    with torch.no_grad():
+        net(x)  # one clean update
+    expected = bn.running_mean.clone(), bn.running_var.clone()
+    bn.running_mean.copy_(start[0]), bn.running_var.copy_(start[1])
+    with StyleHooks([("0", net[0])], "advstyle", eps=0.5) as hooks:
+        hooks.adversarial_loss(net, x, y, nn.CrossEntropyLoss())
+    torch.testing.assert_close(bn.running_mean, expected[0])
+    torch.testing.assert_close(bn.running_var, expected[1])
+    assert bn.momentum == 0.1
+
+
 def test_advstyle_is_inactive_in_eval_mode():
     net, x, y = _adv_setup()
     net.eval()
