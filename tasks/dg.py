@@ -297,7 +297,7 @@ def _style_protocol(args: DGArgs, stage_names: list[str]) -> dict[str, Any]:
             {
                 "advstyle_eps": args.advstyle_eps,
                 "advstyle_step": "one signed gradient-ascent step on per-channel mean/std, radius eps·std",
-                "advstyle_loss": "clean + adversarially re-styled cross-entropy",
+                "advstyle_loss": "mean of clean and adversarially re-styled cross-entropy",
             }
         )
     return out

@@ -12,7 +12,7 @@ its "style" and replace them while training:
     x ← (x − μ)/σ · (σ + δσ) + (μ + δμ); the clean loss's gradient with respect to them gives the
     ascent direction, and a second pass uses δ = ε · σ · sign(∇δ) (a signed, FGSM-style step whose
     radius is a fraction ε of each channel's own σ, so it does not depend on the loss scale). The
-    training loss is the clean loss plus the loss on the adversarially re-styled batch; the second
+    training loss is the mean of the clean loss and the loss on the re-styled batch; the second
     pass leaves BatchNorm running statistics untouched (see `frozen_norm_statistics`).
 
 Hooks sit on the backbone's stage modules, found through its `feature_info` (the module of each
@@ -178,7 +178,10 @@ class StyleHooks:
     def adversarial_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module
     ) -> torch.Tensor:
-        """Clean loss + loss after one gradient-ascent step on the style statistics (AdvStyle)."""
+        """Mean of the clean loss and the loss after one gradient-ascent step on the style statistics.
+
+        The mean, not the sum: as ε → 0 the step's gradient is the plain one, so the optimizer's
+        learning rate means what it means without style augmentation."""
         self.deltas, self.signs = {}, {}
         self.mode = "probe"
         try:
@@ -198,7 +201,7 @@ class StyleHooks:
         finally:
             self.mode = "off"
             self.deltas = {}
-        return clean + adv
+        return 0.5 * (clean + adv)
 
 
 @contextmanager
