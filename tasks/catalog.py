@@ -138,6 +138,15 @@ SUITES.register(
     "rank-1/5/10 (torchreid eval_market1501); frozen features or a fine-tuned BNNeck embedding",
 )
 
+SUITES.register(
+    "dg",
+    "bob.tasks.dg:DG",
+    main_metric="top1_target",
+    task_types=("domains",),
+    description="single-source domain generalisation: train on one domain (fine-tune, or linear on frozen "
+    "features; optional MixStyle/AdvStyle), top-1 on the others, averaged over sources",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

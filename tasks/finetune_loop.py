@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from bob.tasks.distill import SoftTargets
 
 RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+_OPTIMIZER_NAMES = {"adamw": "AdamW", "momentum": "SGD with momentum"}
+# (model, images, targets, criterion) -> the step's loss; see `finetune_classifier(loss_fn=...)`.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
 
 
 @dataclass
@@ -61,6 +64,10 @@ class FinetuneConfig:
     color_jitter: float = 0.4
     random_erasing: float = 0.25
     amp: bool = True
+    # Additions for suites with other recipes (dg: SGD with momentum, milder crops); the defaults are BoB's.
+    opt: str = "adamw"  # a timm optimizer name ("momentum" = SGD with momentum, no Nesterov)
+    momentum: float = 0.9  # used by the SGD-type optimizers only
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
 
 
 @dataclass
@@ -120,6 +127,7 @@ def train_transform(cfg: FinetuneConfig, data_config: DataConfig) -> Any:
         color_jitter=cfg.color_jitter,
         re_prob=cfg.random_erasing,
         re_mode="pixel",
+        scale=tuple(cfg.crop_scale),
         interpolation=data_config.interpolation,
         mean=tuple(data_config.mean),
         std=tuple(data_config.std),
@@ -184,22 +192,29 @@ def finetune_classifier(
     num_workers: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     distill: SoftTargets | None = None,
+    loss_fn: LossFn | None = None,
 ) -> FinetuneResult:
     """Fine-tune `backbone` + a new head on `train`; select the epoch on `val` (else the last one).
 
     `on_epoch`, if given, is called with each epoch's record (epoch, train_loss, lr and, with a
     `val`, val_top1) once that epoch is scored: an in-protocol search reports it to Ray Tune.
     `distill`, if given, holds a teacher's logits for every row of `train` (see tasks/distill.py).
+    `loss_fn(model, x, y, criterion)`, if given, computes a step's loss in place of
+    `criterion(model(x), y)` (e.g. a style-adversarial step with two forward passes).
     """
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
+    if distill is not None and loss_fn is not None:
+        raise UsageError("fine-tuning takes a teacher (distill) or a custom loss_fn, not both.")
     device = torch.device(device)
     torch.manual_seed(seed)
     batch_size = _train_batch_size(len(train), cfg.batch_size)
     model = _classifier(backbone, num_classes, data_config.input_size).to(device)
     groups = layer_decay_groups(backbone, model.head, cfg.weight_decay, cfg.layer_decay)
-    optimizer = create_optimizer_v2(groups.groups, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = create_optimizer_v2(
+        groups.groups, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+    )
     transform = train_transform(cfg, data_config)
     loader = torch.utils.data.DataLoader(
         _LabelledImages(train, transform) if distill is None else distill.dataset(train, transform),
@@ -220,7 +235,7 @@ def finetune_classifier(
         warmup_lr_init=cfg.warmup_lr,
         t_in_epochs=False,
     )
-    step = _Stepper(cfg, num_classes, optimizer, scheduler, device, distill)
+    step = _Stepper(cfg, num_classes, optimizer, scheduler, device, distill, loss_fn)
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, float]] | None = None
     history: list[dict[str, float]] = []
     with progress_bar("fine-tuning", total_steps, "steps") as bar:
@@ -246,7 +261,7 @@ def finetune_classifier(
     model.load_state_dict(state)
     protocol = {
         **asdict(cfg),
-        "optimizer": "AdamW (timm create_optimizer_v2)",
+        "optimizer": f"{_OPTIMIZER_NAMES.get(cfg.opt, cfg.opt)} (timm create_optimizer_v2)",
         "schedule": "timm CosineLRScheduler, per step, linear warm-up",
         "layer_decay_grouping": groups.grouping,
         "layer_decay_depths": groups.num_layers,
@@ -275,9 +290,10 @@ class _Stepper:
         scheduler: Any,
         device: Any,
         distill: SoftTargets | None = None,
+        loss_fn: LossFn | None = None,
     ) -> None:
         self.cfg, self.optimizer, self.scheduler, self.device = cfg, optimizer, scheduler, device
-        self.num_classes, self.distill = num_classes, distill
+        self.num_classes, self.distill, self.loss_fn = num_classes, distill, loss_fn
         self.mixup, self.criterion = _mixup_and_loss(cfg, num_classes)
         self.amp_dtype = _amp_dtype(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -315,6 +331,8 @@ class _Stepper:
         x, y = (t.to(self.device, non_blocking=True) for t in batch)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
+        if self.loss_fn is not None:
+            return self.loss_fn(model, x, y, self.criterion)
         return self.criterion(model(x), y)
 
 

@@ -916,3 +916,69 @@ for _name, _title, _source, _sizes in (
         crop_pct=1.0,
         description=f"{_sizes} (torchreid's nested folder names work too). Images are padded to a square.",
     )
+
+
+# Multi-domain datasets for `dg/<dataset>`: one split per domain, the same classes in every domain.
+_SHAPES_DG_DOMAINS = tuple(_SHAPES_DOMAINS)
+for _name, _n, _title in (
+    ("shapes-multidomain", 500, "Shapes in five domains (500 images each)"),
+    ("shapes-multidomain-mini", 60, "Shapes in five domains, 60 images each (smoke tests)"),
+):
+    _register(
+        _name,
+        "bob.data.domains:load_shapes_domain",
+        options={"n": _n},
+        title=_title,
+        kind="generated",
+        task_type="domains",
+        num_classes=10,
+        splits=_SHAPES_DG_DOMAINS,
+        source="bob.data.shapes.generate_shapes",
+        license=_SHAPES_LICENSE,
+        image_size=64,
+        crop_pct=1.0,
+        description=f"The ten `shapes` classes drawn in the domains {', '.join(_SHAPES_DG_DOMAINS)}: "
+        f"{_n:,} class-balanced images per domain, each domain generated from its own fixed seed.",
+    )
+for _name, _subdir, _domains, _classes, _title, _source, _license in (
+    (
+        "pacs",
+        "pacs",
+        ("art_painting", "cartoon", "photo", "sketch"),
+        7,
+        "PACS (photo, art painting, cartoon, sketch; 9,991 images, 7 classes)",
+        "https://domaingeneralization.github.io (Li et al., ICCV 2017)",
+        "research use (per the PACS authors)",
+    ),
+    (
+        "office-home",
+        "office-home",
+        ("Art", "Clipart", "Product", "Real_World"),
+        65,
+        "Office-Home (art, clipart, product, real world; 15,588 images, 65 classes)",
+        "https://www.hemanthdv.org/officeHomeDataset.html (Venkateswara et al., CVPR 2017)",
+        "non-commercial research and educational use (per the Office-Home terms)",
+    ),
+    (
+        "domainnet",
+        "domainnet",
+        ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
+        345,
+        "DomainNet (six domains, ~586k images, 345 classes)",
+        "https://ai.bu.edu/M3SDA/ (Peng et al., ICCV 2019)",
+        "fair use for research (per the DomainNet authors)",
+    ),
+):
+    _real(
+        _name,
+        "bob.data.domains:load_domain_folder",
+        options={"subdir": _subdir, "domains": _domains},
+        title=_title,
+        task_type="domains",
+        num_classes=_classes,
+        splits=_domains,
+        source=_source,
+        license=_license,
+        description=f"Read as a folder of domains: ROOT/{_subdir}/<domain>/<class>/<image> for the domains "
+        f"{', '.join(_domains)}. Every domain is one split; the dg suite holds out part of each domain.",
+    )
