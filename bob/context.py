@@ -151,27 +151,16 @@ class RunContext:
             "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
             "dtype": "float32",
         }
-        key = cache_key(key_spec)
-        self.cache_keys[split_name] = key
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.cache_hits += 1
-            self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
-            return hit
-        backbone = self.backbone()
-        start = time.perf_counter()
-        with progress_bar(f"extracting {split.dataset}/{split_name}", len(split), "images") as bar:
-            batches = split_batches(split, self.data_config, self.batch_size, self.num_workers, self.device)
-            model = backbone if output == "pooled" else _ImageEmbedding(backbone)
-            features = extract_pooled(model, batches, len(split), self.device, bar)  # type: ignore[arg-type]
-        self.extract_s += time.perf_counter() - start
-        self.extractions += 1
-        meta = {
-            "spec": key_spec,
-            "backbone": backbone.meta.to_dict(),
-            "extract_s": time.perf_counter() - start,
-        }
-        return self.cache.put(key, features, split.labels, meta)
+
+        def extract(backbone: Backbone) -> tuple[Any, Any, dict[str, Any]]:
+            with progress_bar(f"extracting {split.dataset}/{split_name}", len(split), "images") as bar:
+                batches = split_batches(
+                    split, self.data_config, self.batch_size, self.num_workers, self.device
+                )
+                model = backbone if output == "pooled" else _ImageEmbedding(backbone)
+                return extract_pooled(model, batches, len(split), self.device, bar), split.labels, {}  # type: ignore[arg-type]
+
+        return self._cached_or_extracted(split_name, key_spec, extract)
 
     def cached(
         self, split_name: str, key_spec: dict[str, Any], extract: Any, description: str = "features"
@@ -181,7 +170,12 @@ class RunContext:
         `key_spec` must identify everything the features depend on; `extract(backbone)` returns
         (features, labels, extra meta) on a miss and is timed and counted like an extraction.
         """
-        key = cache_key({"backbone": self.ref.identity(), "output": description, **key_spec})
+        full_spec = {"backbone": self.ref.identity(), "output": description, **key_spec}
+        return self._cached_or_extracted(split_name, full_spec, extract)
+
+    def _cached_or_extracted(self, split_name: str, key_spec: dict[str, Any], extract: Any) -> FeatureSet:
+        """The cache entry of `key_spec`, or `extract(backbone)` timed, counted and stored under it."""
+        key = cache_key(key_spec)
         self.cache_keys[split_name] = key
         hit = self.cache.get(key)
         if hit is not None:
