@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up, then lint and run the test suite, slow tests included (about 10 minutes on
-# 2 cores). Only the tests marked `long` (minutes-long fine-tuning and detection training checks)
-# are left out; `bash scripts/test.sh -m long` runs them. Arguments replace that selection and go
-# to pytest: `bash scripts/test.sh -k cache` (plain `pytest` skips the slow tests too).
+# 2 cores). Only the tests marked `long` (minutes-long training checks) are left out;
+# `bash scripts/test.sh -m long` runs them. Arguments replace that selection and go to pytest:
+# `bash scripts/test.sh -k cache` (plain `pytest` skips the slow and the long tests).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # The leaderboard's browser test drives the system Chromium through playwright's executable_path,
