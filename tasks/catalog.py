@@ -147,6 +147,15 @@ SUITES.register(
     "features; optional MixStyle/AdvStyle), top-1 on the others, averaged over sources",
 )
 
+SUITES.register(
+    "tradeoff",
+    "bob.tasks.tradeoff:Tradeoff",
+    main_metric="hypervolume",
+    task_types=("classification",),
+    description="accuracy-vs-MACs curve: SN-Net stitches of ViT anchors (least-squares init), or a list of "
+    "backbones; Pareto front and its normalised hypervolume",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:
