@@ -72,7 +72,7 @@ class Tradeoff(Task):
     task_types = ("classification",)
     description = "accuracy-vs-MACs curve of stitched ViTs (SN-Net) or of a list of backbones; Pareto front, hypervolume"
     Args = TradeoffArgs
-    metrics_are_fractions = False  # counts (num_points, num_pareto) sit beside fractions: print as they are
+    metrics_are_fractions: ClassVar[bool] = False  # counts sit beside fractions: print as they are
     check_args: ClassVar[dict[str, str]] = {
         "mode": "curve",
         "anchors": "timm/test_resnet",
