@@ -69,14 +69,14 @@ class DynamicInteraction(nn.Module):
         second = params[:, self.dim * DYNAMIC_DIM :].view(-1, DYNAMIC_DIM, self.dim)
         return first, second
 
-    def apply(self, roi: torch.Tensor, filters: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def interact(self, roi: torch.Tensor, filters: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         first, second = filters  # roi: [Q, 49, C]
         roi = F.relu(self.norm1(torch.bmm(roi, first)))
         return F.relu(self.norm2(torch.bmm(roi, second)))
 
     def forward(self, roi: torch.Tensor, filters: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         for f in filters:
-            roi = self.apply(roi, f)
+            roi = self.interact(roi, f)
         return self.out(roi.flatten(1))
 
 
