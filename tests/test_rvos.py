@@ -235,6 +235,40 @@ def test_loss_matches_the_best_query_and_inference_picks_the_top_score() -> None
     assert picked.shape == (1, 2, 8, 8) and torch.equal(picked, masks[:, :, 2])
 
 
+def test_head_shapes_frozen_cache_and_gradients() -> None:
+    """Cached frozen levels equal recomputed ones; fine-tuning reaches the backbone, frozen does not."""
+    import torch
+
+    from bob.backbones import build_backbone
+    from bob.data import load_split
+    from bob.tasks.rvos.model import ReferringHead, referring_loss
+    from bob.tasks.rvos.train import VideoFrames
+
+    split = load_split("rvos-sprites-mini", "train")
+    backbone = build_backbone("timm/resnet18", "random", input_size=64)
+    text = torch.randn(2, 12)
+    for frozen in (True, False):
+        torch.manual_seed(0)
+        model = ReferringHead(backbone, 12, dim=16, num_queries=3, layers=1, frozen=frozen).train()
+        cached = VideoFrames(split, model, 64, (0.5,) * 3, (0.25,) * 3, "cpu")
+        window = slice(1, 4)
+        levels = [torch.cat(v) for v in zip(cached.levels(0, window), cached.levels(1, window), strict=True)]
+        scores, masks = model(levels, text)
+        assert scores.shape == (2, 3, 3) and masks.shape == (2, 3, 3, 16, 16)
+        target = torch.stack([cached.targets(0, 1, window), cached.targets(1, 1, window)])
+        assert target.shape == (2, 3, 64, 64) and target.sum() > 0
+        referring_loss(scores, masks, target)[0].backward()
+        grads = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in backbone.parameters()]
+        assert any(grads) != frozen and model.queries.weight.grad is not None
+        backbone.zero_grad(set_to_none=True)
+    model = ReferringHead(backbone, 12, dim=16, frozen=True).eval()
+    uncached = VideoFrames(split, model, 64, (0.5,) * 3, (0.25,) * 3, "cpu", cache_bytes=0)
+    cached = VideoFrames(split, model, 64, (0.5,) * 3, (0.25,) * 3, "cpu")
+    for a, b in zip(cached.levels(2, slice(2, 5)), uncached.levels(2, slice(2, 5)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert 2 in cached._levels and not uncached._levels
+
+
 def test_task_args_are_validated() -> None:
     from bob.tasks.base import parse_task_args
     from bob.tasks.rvos.task import Rvos, RvosArgs

@@ -65,11 +65,16 @@ class RvosSplit(ImageSplit):
         self._frames, self._masks = frames, masks
         self.expressions = list(expressions)
 
-    def frames(self, video: int) -> np.ndarray:
-        return self._frames[video]
+    def frames(self, video: int, window: slice = slice(None)) -> np.ndarray:
+        """uint8 [T, H, W, 3] of `video` (only the frames in `window`)."""
+        return self._frames[video][window]
 
-    def masks(self, video: int) -> np.ndarray:
-        return self._masks[video]
+    def masks(self, video: int, window: slice = slice(None)) -> np.ndarray:
+        """uint8 [T, H, W] object ids of `video` (only the frames in `window`)."""
+        return self._masks[video][window]
+
+    def num_frames(self, video: int) -> int:
+        return len(self._frames[video])
 
     def image(self, index: int) -> Image.Image:
         frames = self.frames(index)
@@ -90,16 +95,19 @@ class FileRvosSplit(RvosSplit):
         super().__init__(dataset, split, names, None, None, expressions)
         self.root, self.files = Path(root), files
 
-    def frames(self, video: int) -> np.ndarray:
+    def num_frames(self, video: int) -> int:
+        return len(self.files[video])
+
+    def frames(self, video: int, window: slice = slice(None)) -> np.ndarray:
         out = []
-        for jpg, _ in self.files[video]:
+        for jpg, _ in self.files[video][window]:
             with Image.open(jpg) as img:
                 out.append(np.asarray(img.convert("RGB")))
         return np.stack(out)
 
-    def masks(self, video: int) -> np.ndarray:
+    def masks(self, video: int, window: slice = slice(None)) -> np.ndarray:
         out = []
-        for _, png in self.files[video]:
+        for _, png in self.files[video][window]:
             with Image.open(png) as img:
                 if img.mode not in ("P", "L"):
                     raise UsageError(f"Mask {png} is a {img.mode} image; expected a palette (P) or grey PNG.")

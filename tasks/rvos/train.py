@@ -33,36 +33,53 @@ class TrainConfig:
     size: int
 
 
-class VideoFrames:
-    """Frames and object-id masks of a split at `size`², with cached backbone levels when frozen."""
+CACHE_BYTES = 2 * 1024**3  # frozen backbone levels kept in memory; beyond this they are recomputed
 
-    def __init__(self, split: RvosSplit, model: ReferringHead, size: int, mean, std, device) -> None:
+
+class VideoFrames:
+    """Frames and object-id masks of a split at `size`², with cached backbone levels when frozen
+    (up to `cache_bytes`: small sets are extracted once, large real sets are read window by window)."""
+
+    def __init__(
+        self,
+        split: RvosSplit,
+        model: ReferringHead,
+        size: int,
+        mean,
+        std,
+        device,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.split, self.model, self.size, self.device = split, model, size, device
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._levels: dict[int, list[torch.Tensor]] = {}
+        self._free = cache_bytes
 
-    def images(self, video: int) -> torch.Tensor:
-        x = torch.from_numpy(np.array(self.split.frames(video))).permute(0, 3, 1, 2).float() / 255
+    def images(self, video: int, window: slice = slice(None)) -> torch.Tensor:
+        x = torch.from_numpy(np.array(self.split.frames(video, window))).permute(0, 3, 1, 2).float() / 255
         x = F.interpolate(
             x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
         )
         return ((x - self.mean) / self.std).to(self.device)
 
-    def targets(self, video: int, obj_id: int) -> torch.Tensor:
-        m = torch.from_numpy((self.split.masks(video) == obj_id).astype(np.float32))[:, None]
+    def targets(self, video: int, obj_id: int, window: slice = slice(None)) -> torch.Tensor:
+        m = torch.from_numpy((self.split.masks(video, window) == obj_id).astype(np.float32))[:, None]
         return F.interpolate(m, size=(self.size, self.size), mode="nearest")[:, 0].to(self.device)
 
-    def levels(self, video: int, frames: slice) -> list[torch.Tensor]:
-        if not self.model.body.frozen:
-            return self.model.backbone_maps(self.images(video)[frames])
-        if video not in self._levels:
-            with torch.no_grad():
-                self._levels[video] = [m.detach() for m in self.model.backbone_maps(self.images(video))]
-        return [m[frames] for m in self._levels[video]]
+    def levels(self, video: int, window: slice) -> list[torch.Tensor]:
+        if video in self._levels:
+            return [m[window] for m in self._levels[video]]
+        if not self.model.body.frozen or self._free <= 0:
+            return self.model.backbone_maps(self.images(video, window))
+        with torch.no_grad():
+            maps = [m.detach() for m in self.model.backbone_maps(self.images(video))]
+        self._free -= sum(m.numel() * m.element_size() for m in maps)
+        self._levels[video] = maps
+        return [m[window] for m in maps]
 
     def num_frames(self, video: int) -> int:
-        return len(self.split.frames(video)) if video not in self._levels else len(self._levels[video][0])
+        return self.split.num_frames(video)
 
 
 def _param_groups(model: ReferringHead, cfg: TrainConfig) -> list[dict]:
@@ -95,7 +112,7 @@ def train_head(
                 window = slice(start, start + t)
                 maps.append(data.levels(e.video, window))
                 texts.append(text[e.text])
-                targets.append(data.targets(e.video, e.obj_id)[window])
+                targets.append(data.targets(e.video, e.obj_id, window))
             lengths = {len(t) for t in targets}
             if len(lengths) > 1:  # videos shorter than num_frames: train on the shortest window
                 n = min(lengths)
