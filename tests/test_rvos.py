@@ -210,6 +210,10 @@ def test_real_layout_reads_palette_masks_and_expressions(tmp_path: Path) -> None
     broken = load_referring_layout(info, "train", root=tmp_path, **opts)
     with pytest.raises(UsageError, match="refers to object 9 of video 'train0'"):
         validate_split(broken, "rvos/ref-davis17")
+    Image.new("RGB", (32, 32)).save(tmp_path / "ref-davis" / "train" / "JPEGImages" / "train1" / "00000.jpg")
+    resized = load_referring_layout(info, "train", root=tmp_path, **opts)
+    with pytest.raises(UsageError, match=r"video 'train1' has frames of sizes \[\(32, 32\), \(64, 64\)\]"):
+        validate_split(resized, "rvos/ref-davis17")
     data["videos"]["train0"]["expressions"]["0"] = {"exp": "x"}
     meta.write_text(json.dumps(data))
     with pytest.raises(UsageError, match="expression 0 of 'train0' is malformed"):

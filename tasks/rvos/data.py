@@ -76,6 +76,10 @@ class RvosSplit(ImageSplit):
     def num_frames(self, video: int) -> int:
         return len(self._frames[video])
 
+    def frame_sizes(self, video: int) -> list[tuple[int, int]]:
+        """(H, W) of every frame of `video`, without decoding pixels where it can."""
+        return [tuple(self._frames[video].shape[1:3])] * self.num_frames(video)
+
     def image(self, index: int) -> Image.Image:
         frames = self.frames(index)
         return Image.fromarray(frames[len(frames) // 2], mode="RGB")
@@ -97,6 +101,13 @@ class FileRvosSplit(RvosSplit):
 
     def num_frames(self, video: int) -> int:
         return len(self.files[video])
+
+    def frame_sizes(self, video: int) -> list[tuple[int, int]]:
+        sizes = []
+        for jpg, _ in self.files[video]:
+            with Image.open(jpg) as img:  # reads the header only
+                sizes.append((img.height, img.width))
+        return sizes
 
     def frames(self, video: int, window: slice = slice(None)) -> np.ndarray:
         out = []
@@ -132,17 +143,21 @@ def validate_split(split: RvosSplit, where: str) -> dict[str, int]:
     """Check every video's frames and masks agree and every expression's object appears; counts."""
     if len(split) == 0 or not split.expressions:
         raise UsageError(f"{where}: split '{split.split}' has no videos or no expressions.")
+    from bob.progress import progress_bar
+
     present: dict[int, set[int]] = {}
     frames = 0
-    for v in range(len(split)):
-        f, m = split.frames(v), split.masks(v)
-        if f.shape[0] != m.shape[0] or f.shape[1:3] != m.shape[1:3]:
-            raise UsageError(
-                f"{where}: video '{split.names[v]}' has frames {f.shape[:3]} but masks {m.shape}; "
-                "every frame needs a mask of its size."
-            )
-        present[v] = {int(i) for i in np.unique(m)} - {0}
-        frames += len(f)
+    with progress_bar(f"checking {split.dataset}/{split.split}", len(split), "videos") as bar:
+        for v in range(len(split)):
+            sizes, m = split.frame_sizes(v), split.masks(v)
+            if len(sizes) != len(m) or any(s != m.shape[1:3] for s in sizes):
+                raise UsageError(
+                    f"{where}: video '{split.names[v]}' has frames of sizes {sorted(set(sizes))} but masks "
+                    f"{m.shape}; every frame needs a mask of its size."
+                )
+            present[v] = {int(i) for i in np.unique(m)} - {0}
+            frames += len(sizes)
+            bar.advance(1)
     for e in split.expressions:
         if not 0 <= e.video < len(split) or e.obj_id not in present[e.video]:
             name = split.names[e.video] if 0 <= e.video < len(split) else e.video
