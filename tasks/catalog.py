@@ -156,6 +156,15 @@ SUITES.register(
     "backbones; Pareto front and its normalised hypervolume",
 )
 
+SUITES.register(
+    "rvos",
+    "bob.tasks.rvos.task:Rvos",
+    main_metric="j_and_f",
+    task_types=("rvos",),
+    description="referring video object segmentation, ReferFormer-style: expression embedding as queries "
+    "over per-frame pyramid features, dynamic mask kernels, queries linked across frames; DAVIS J&F",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

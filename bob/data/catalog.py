@@ -982,3 +982,53 @@ for _name, _subdir, _domains, _classes, _title, _source, _license in (
         description=f"Read as a folder of domains: ROOT/{_subdir}/<domain>/<class>/<image> for the domains "
         f"{', '.join(_domains)}. Every domain is one split; the dg suite holds out part of each domain.",
     )
+
+
+# Referring video object segmentation: generated sprite videos and ReferFormer's real layouts, for `rvos/<dataset>`.
+for _name, _counts in (("rvos-sprites", (40, 20)), ("rvos-sprites-mini", (8, 4))):
+    _register(
+        _name,
+        "bob.tasks.rvos.data:load_referring_sprites",
+        options={"n_train": _counts[0], "n_test": _counts[1]},
+        title=f"Referring sprites: {_counts[0]} / {_counts[1]} videos of 2-3 moving named-colour shapes",
+        kind="generated",
+        task_type="rvos",
+        num_classes=None,
+        splits=("train", "test"),
+        source="bob.tasks.rvos.data.generate_referring_sprites",
+        license=_SHAPES_LICENSE,
+        image_size=64,
+        crop_pct=1.0,
+        description="5 frames of 64×64 px per video on a flat light background; 2-3 sprites per video, each a "
+        "distinct (colour, shape) pair of red/yellow/green/blue × circle/triangle/star/cross/ring, moving and "
+        'turning; one expression per sprite ("the red star") with its per-frame visible mask. '
+        f"{_counts[0]} train / {_counts[1]} test videos, each split generated from a fixed seed.",
+    )
+for _name, _subdir, _title, _source in (
+    (
+        "ref-youtube-vos",
+        "ref-youtube-vos",
+        "Ref-YouTube-VOS (3,978 videos, ~15k expressions)",
+        "https://youtube-vos.org/dataset/rvos/ (Seo et al., ECCV 2020)",
+    ),
+    (
+        "ref-davis17",
+        "ref-davis",
+        "Ref-DAVIS17 (90 videos; 2 annotators × 2 expressions per object)",
+        "https://www.mpi-inf.mpg.de/departments/computer-vision-and-machine-learning/research/video-segmentation/"
+        "video-object-segmentation-with-language-referring-expressions (Khoreva et al., ACCV 2018)",
+    ),
+):
+    _real(
+        _name,
+        "bob.tasks.rvos.data:load_referring_layout",
+        options={"subdir": _subdir, "splits": {"train": "train", "test": "valid"}},
+        title=_title,
+        task_type="rvos",
+        num_classes=None,
+        source=_source,
+        license="research use (per the dataset authors); videos under their owners' terms",
+        description=f"ReferFormer's layout: ROOT/{_subdir}/{{train,valid}}/JPEGImages/<video>/<frame>.jpg, "
+        f"ROOT/{_subdir}/{{train,valid}}/Annotations/<video>/<frame>.png (palette, value = object id), "
+        f"ROOT/{_subdir}/meta_expressions/{{train,valid}}/meta_expressions.json. bob's test split is valid.",
+    )
