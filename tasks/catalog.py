@@ -147,6 +147,15 @@ SUITES.register(
     "features; optional MixStyle/AdvStyle), top-1 on the others, averaged over sources",
 )
 
+SUITES.register(
+    "vis",
+    "bob.tasks.vis.task:Vis",
+    main_metric="ap",
+    task_types=("vis",),
+    description="video instance segmentation: per-frame pyramid features, a clip query head trained with "
+    "Hungarian matching over whole tracks; YouTube-VIS AP/AR (track mask IoU, COCOeval)",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:
