@@ -6,6 +6,7 @@ an FPN, or ViTDet's simple pyramid for plain ViTs). Then, per clip:
     decoder) to the stride-16 tokens of every frame of the clip, each token tagged with its frame;
   - each query gives class logits (K classes + "no object") and a mask embedding; its mask in frame t
     is the dot product of that embedding with frame t's stride-4 pyramid map (Mask2Former-style).
+  - memory tokens and mask maps both get a learned linear embedding of their (y, x) position.
 One query is one track: it keeps its identity across the clip by construction.
 
 Training matches queries to ground-truth tracks per clip with scipy's `linear_sum_assignment` on
@@ -28,6 +29,7 @@ class ClipQueryHead(nn.Module):
         super().__init__()
         self.queries = nn.Embedding(num_queries, dim)
         self.frame_embed = nn.Embedding(max_frames, dim)
+        self.pos = nn.Linear(2, dim)  # (y, x) in [-1, 1] → added to memory tokens and mask maps
         layer = nn.TransformerDecoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers)
         self.cls = nn.Linear(dim, num_classes + 1)
@@ -37,11 +39,18 @@ class ClipQueryHead(nn.Module):
         """memory [B, T, C, h, w], mask_maps [B, T, C, H, W] → logits [B, Q, K+1], mask logits [B, Q, T, H, W]."""
         b, t, c = memory.shape[:3]
         tokens = memory.flatten(3).transpose(2, 3)  # [B, T, hw, C]
-        tokens = tokens + self.frame_embed.weight[:t, None, :]
+        tokens = tokens + self.frame_embed.weight[:t, None, :] + self._pos(*memory.shape[-2:]).flatten(0, 1)
         tokens = tokens.reshape(b, -1, c)
         q = self.decoder(self.queries.weight.expand(b, -1, -1), tokens)
+        mask_maps = mask_maps + self._pos(*mask_maps.shape[-2:]).permute(2, 0, 1)
         masks = torch.einsum("bqc,btchw->bqthw", self.mask_embed(q), mask_maps)
         return self.cls(q), masks
+
+    def _pos(self, h: int, w: int) -> torch.Tensor:
+        """[h, w, C] embedding of every position's normalised (y, x)."""
+        ys = torch.linspace(-1, 1, h, device=self.pos.weight.device)
+        xs = torch.linspace(-1, 1, w, device=self.pos.weight.device)
+        return self.pos(torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1))
 
 
 def _dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
