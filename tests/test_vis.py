@@ -391,4 +391,5 @@ def test_pretrained_mobilenet_beats_random_on_vis_sprites(tmp_path: Path, weight
     pretrained = _run("pretrained", {}, tmp_path, "vis-sprites")
     random = _run("random", {}, tmp_path, "vis-sprites")
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
-    assert pretrained.metrics["ap"] > random.metrics["ap"] + 0.05, (pretrained.metrics, random.metrics)
+    assert pretrained.metrics["ap"] > random.metrics["ap"] + 0.03, (pretrained.metrics, random.metrics)
+    assert pretrained.metrics["ap50"] > random.metrics["ap50"] + 0.05, (pretrained.metrics, random.metrics)
