@@ -165,6 +165,15 @@ SUITES.register(
     "over per-frame pyramid features, dynamic mask kernels, queries linked across frames; DAVIS J&F",
 )
 
+SUITES.register(
+    "vis",
+    "bob.tasks.vis.task:Vis",
+    main_metric="ap",
+    task_types=("vis",),
+    description="video instance segmentation: per-frame pyramid features, a clip query head trained with "
+    "Hungarian matching over whole tracks; YouTube-VIS AP/AR (track mask IoU, COCOeval)",
+)
+
 
 @dataclass(frozen=True)
 class TaskName:

@@ -1032,3 +1032,63 @@ for _name, _subdir, _title, _source in (
         f"ROOT/{_subdir}/{{train,valid}}/Annotations/<video>/<frame>.png (palette, value = object id), "
         f"ROOT/{_subdir}/meta_expressions/{{train,valid}}/meta_expressions.json. bob's test split is valid.",
     )
+
+
+# Video instance segmentation (task type "vis"): clips with per-frame instance masks and track ids.
+for _name, _counts, _frames in (("vis-sprites", (64, 32), 6), ("vis-sprites-mini", (12, 6), 4)):
+    _register(
+        _name,
+        "bob.tasks.vis.data:load_vis_sprites",
+        options={"n_train": _counts[0], "n_test": _counts[1], "num_frames": _frames},
+        title=f"Moving sprite instances, 3 shape classes, {_counts[0]} / {_counts[1]} clips of {_frames} frames",
+        kind="generated",
+        task_type="vis",
+        num_classes=3,
+        splits=("train", "test"),
+        source="bob.tasks.vis.data.generate_vis_sprites",
+        license=_SHAPES_LICENSE,
+        image_size=128,
+        crop_pct=1.0,
+        description="2-4 sprites (triangle, star, heart; random colours) per 64×64 clip move on bouncing straight "
+        "paths over a flat background and occlude each other; an instance's mask is its visible pixels in each "
+        "frame, its track id is kept over the clip. Each split generated from a fixed seed.",
+    )
+for _name, _subdir, _classes, _title, _source, _license in (
+    (
+        "youtube-vis-2019",
+        "youtube-vis-2019",
+        40,
+        "YouTube-VIS 2019 (2,883 videos, 40 categories)",
+        "https://youtube-vos.org/dataset/vis/ (Yang et al., ICCV 2019)",
+        "CC BY 4.0 annotations; videos under their YouTube owners' terms",
+    ),
+    (
+        "youtube-vis-2021",
+        "youtube-vis-2021",
+        40,
+        "YouTube-VIS 2021 (3,859 videos, 40 categories)",
+        "https://youtube-vos.org/dataset/vis/ (Yang et al., ICCV 2019)",
+        "CC BY 4.0 annotations; videos under their YouTube owners' terms",
+    ),
+    (
+        "ovis",
+        "ovis",
+        25,
+        "OVIS, occluded video instance segmentation (901 videos, 25 categories)",
+        "https://songbai.site/ovis/ (Qi et al., IJCV 2022)",
+        "CC BY-NC-SA 4.0 (per the OVIS authors)",
+    ),
+):
+    _real(
+        _name,
+        "bob.tasks.vis.data:load_ytvis",
+        options={"subdir": _subdir},
+        title=_title,
+        task_type="vis",
+        num_classes=_classes,
+        source=_source,
+        license=_license,
+        description=f"Read from ROOT/{_subdir}/{{train,test}}/instances.json (YouTube-VIS JSON) over "
+        f"ROOT/{_subdir}/{{train,test}}/JPEGImages/<video>/<frame>.jpg. The official val/test annotations are "
+        "not public, so bob's test split is an annotated set you hold out (e.g. part of the official train).",
+    )
