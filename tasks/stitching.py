@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bob.errors import UsageError
@@ -120,3 +121,35 @@ def least_squares_layer(x: torch.Tensor, y: torch.Tensor) -> nn.Linear:
     layer.weight.data.copy_(sol[:-1].T.float())
     layer.bias.data.copy_(sol[-1].float())
     return layer
+
+
+def train_stitch(
+    module: StitchedViT, x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int, lr: float, seed: int
+) -> tuple[float, float]:
+    """Briefly train one stitching layer: Adam on cross-entropy through a temporary linear classifier on
+    the stitch's pooled output, on images `x` with labels `y`; the anchors stay frozen (and in eval
+    mode). Returns the first and last step's loss."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    module.eval()
+    anchors = [*module.front.parameters(), *module.end.parameters()]
+    was = [p.requires_grad for p in anchors]
+    for p in anchors:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            dim = module.forward_pooled(x[:1]).shape[1]
+        head = nn.Linear(dim, num_classes).to(x.device)
+        optimizer = torch.optim.Adam([*module.layer.parameters(), *head.parameters()], lr=lr)
+        losses = []
+        for _ in range(steps):
+            idx = torch.randint(len(x), (min(32, len(x)),), generator=gen).to(x.device)
+            loss = F.cross_entropy(head(module.forward_pooled(x[idx])), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    finally:
+        for p, flag in zip(anchors, was, strict=True):
+            p.requires_grad_(flag)
+    return losses[0], losses[-1]

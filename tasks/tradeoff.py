@@ -3,7 +3,8 @@
 `mode=stitch` (SN-Net, Pan et al. CVPR 2023): the run's backbone and the `anchors` (ViTs of one
 family, e.g. DeiT-Ti/S/B) are sorted by MACs; every nearest pair (Ti↔S, S↔B) is stitched at SN-Net's
 paired sliding-window positions (tasks/stitching.py), each stitching layer initialised by least
-squares on `ls_init_samples` train images. Every anchor and every stitch is one point.
+squares on `ls_init_samples` train images and, with `stitch_steps`, then trained briefly on them
+(the layer alone, anchors frozen). Every anchor and every stitch is one point.
 
 `mode=curve`: each backbone (the run's and the `anchors`, any family) is one point, as ViT-ResNAS
 and ResNet-RS draw their scaling curves.
@@ -45,6 +46,10 @@ class TradeoffArgs(TaskArgs):
     ls_init_samples: int = run_arg(
         100, "train images whose tokens initialise each stitching layer by least squares"
     )
+    stitch_steps: int = run_arg(
+        0, "after least squares, train each stitching layer this many Adam steps (0 = least squares only)"
+    )
+    stitch_lr: float = run_arg(1e-3, "learning rate of that brief stitching-layer training")
     val_fraction: float = run_arg(0.2, "share of train held out (stratified, seeded) to choose the probe's λ")
     anchor_weights: str = run_arg("same", "weights of the anchors: same (as the run), pretrained or random")
 
@@ -56,6 +61,10 @@ class TradeoffArgs(TaskArgs):
             raise UsageError("tradeoff needs at least one more backbone: -a anchors=<name>[,<name>…].")
         if self.ls_init_samples < 1:
             raise UsageError(f"ls_init_samples must be positive, got {self.ls_init_samples}.")
+        if self.stitch_steps < 0 or self.stitch_lr <= 0:
+            raise UsageError(
+                f"stitch_steps must be >= 0 and stitch_lr positive, got {self.stitch_steps} and {self.stitch_lr}."
+            )
         if self.anchor_weights not in ("same", "pretrained", "random"):
             raise UsageError(
                 f"anchor_weights must be same, pretrained or random, got '{self.anchor_weights}'."

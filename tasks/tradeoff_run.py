@@ -23,6 +23,7 @@ from bob.tasks.stitching import (
     block_tokens,
     least_squares_layer,
     paired_stitches,
+    train_stitch,
     vit_trunk,
 )
 from bob.tasks.tradeoff import REFERENCE_MARGIN, TradeoffArgs
@@ -37,7 +38,7 @@ class Point:
     kind: str  # "anchor" | "stitch" | "backbone"
     module: Any
     params: int
-    stitch: dict[str, int] | None = None
+    stitch: dict[str, Any] | None = None
     macs: int = 0
     top1: float = 0.0
 
@@ -79,6 +80,7 @@ def _stitch_params(front: Any, end: Any, i: int, j: int, layer: Any) -> int:
 def _stitch_points(ctx: RunContext, args: TradeoffArgs, backbones: list[Any], train: Any) -> list[Point]:
     trunks = [vit_trunk(b) for b in backbones]
     x = torch.stack(_first_images(ctx, train, args.ls_init_samples))
+    y = torch.as_tensor(train.labels[: len(x)], dtype=torch.long, device=ctx.device)
     one = x[:1].to(ctx.device)
     anchors = [AnchorViT(t, b.meta.name) for t, b in zip(trunks, backbones, strict=True)]
     order = sorted(range(len(anchors)), key=lambda k: count_macs(anchors[k].forward_pooled, one))
@@ -94,7 +96,18 @@ def _stitch_points(ctx: RunContext, args: TradeoffArgs, backbones: list[Any], tr
                 layer = least_squares_layer(tokens_f[i].cpu(), tokens_e[j].cpu()).to(ctx.device)
                 name = f"{backbones[a].meta.name}[..{i}] -> {backbones[b].meta.name}[{j + 1}..]"
                 module = StitchedViT(front, end, i, j, layer, name)
-                stitch = {"front": a, "end": b, "i": i, "j": j}
+                stitch: dict[str, Any] = {"front": a, "end": b, "i": i, "j": j}
+                if args.stitch_steps:
+                    first, last = train_stitch(
+                        module,
+                        x.to(ctx.device),
+                        y,
+                        ctx.num_classes,
+                        args.stitch_steps,
+                        args.stitch_lr,
+                        ctx.seed,
+                    )
+                    stitch["train_loss"] = {"first": first, "last": last}
                 points.append(Point(name, "stitch", module, _stitch_params(front, end, i, j, layer), stitch))
             bar.advance(1)
     return points
@@ -198,7 +211,13 @@ def _output(points: list[Point], args: TradeoffArgs, chosen: float | None, confi
                 "windows": f"kernel {args.stitch_kernel}, stride {args.stitch_stride}",
                 "pairs": "nearest anchors by MACs, front = cheaper",
                 "init": f"least squares on the tokens of {args.ls_init_samples} train images",
-                "training": "none (least-squares init only)",
+                "training": (
+                    f"the layer alone, {args.stitch_steps} Adam steps (lr {args.stitch_lr}, batch 32) of "
+                    f"cross-entropy through a temporary linear classifier, on the same {args.ls_init_samples} "
+                    "images; anchors frozen"
+                    if args.stitch_steps
+                    else "none (least-squares init only)"
+                ),
             }
             if args.mode == "stitch"
             else None

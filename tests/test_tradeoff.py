@@ -113,7 +113,7 @@ def _check_front(result):
 def test_stitch_run_scores_every_stitch_and_its_front(tmp_path):
     result = _run(
         tmp_path, "timm/vit_tiny_patch16_224", "anchors=timm/vit_small_patch16_224", "stitch_kernel=1",
-        "stitch_stride=4", "ls_init_samples=16",
+        "stitch_stride=4", "ls_init_samples=16", "stitch_steps=3",
     )  # fmt: skip
     points = _check_front(result)
     assert [p["kind"] for p in points] == ["anchor", "anchor", "stitch", "stitch", "stitch"]
@@ -121,6 +121,8 @@ def test_stitch_run_scores_every_stitch_and_its_front(tmp_path):
     assert anchors[0]["macs"] < anchors[1]["macs"]  # sorted by cost; stitches in between
     assert all(anchors[0]["macs"] < s["macs"] < anchors[1]["macs"] for s in stitches)
     assert [(s["stitch"]["i"], s["stitch"]["j"]) for s in stitches] == [(0, 0), (4, 4), (8, 8)]
+    assert all(set(s["stitch"]["train_loss"]) == {"first", "last"} for s in stitches)
+    assert "3 Adam steps" in result["protocol"]["stitching"]["training"]
     assert result["metrics"]["num_points"] == 5
 
 
@@ -130,3 +132,26 @@ def test_curve_run_over_any_backbones(tmp_path):
     points = _check_front(result)
     assert [p["kind"] for p in points] == ["backbone", "backbone"]
     assert {"top1/timm/resnet18", "top1/timm/test_resnet"} <= set(result["metrics"])
+
+
+def test_brief_training_lowers_the_stitchs_loss_and_touches_only_the_layer():
+    from bob.tasks.stitching import train_stitch
+
+    tiny, small = _vit("timm/vit_tiny_patch16_224"), _vit("timm/vit_small_patch16_224", 1)
+    ft, fs = vit_trunk(tiny), vit_trunk(small)
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
+    with torch.no_grad():
+        layer = least_squares_layer(block_tokens(ft, x)[5], block_tokens(fs, x)[5])
+    module = StitchedViT(ft, fs, 5, 5, layer, "t->s")
+    before = {
+        k: v.clone()
+        for k, v in {**ft.state_dict(), **{f"e.{k}": v for k, v in fs.state_dict().items()}}.items()
+    }
+    weight = layer.weight.detach().clone()
+    first, last = train_stitch(module, x, y, 4, steps=30, lr=1e-2, seed=0)
+    assert last < first
+    assert not torch.equal(layer.weight, weight)
+    after = {**ft.state_dict(), **{f"e.{k}": v for k, v in fs.state_dict().items()}}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the anchors did not move
+    assert all(p.requires_grad for p in ft.parameters())  # and their flags are restored
