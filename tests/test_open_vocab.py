@@ -207,3 +207,63 @@ def test_pretrained_mobilenet_finds_novel_categories(tmp_path, weights_dir):
         assert result.ok, result.error
         ap[weights] = result.metrics["box_ap_novel"]
     assert ap["pretrained"] > ap["random"] + 0.03, ap
+
+
+def _lvis_tree(root):
+    """Two 64 px images in COCO's folders and an LVIS v1-style JSON naming them by coco_url."""
+    from PIL import Image
+
+    (root / "coco" / "val2017").mkdir(parents=True)
+    (root / "lvis").mkdir()
+    images = []
+    for i in (1, 2):
+        Image.new("RGB", (64, 64), (i * 50, 0, 0)).save(root / "coco" / "val2017" / f"{i:012d}.jpg")
+        images.append(
+            {"id": i, "width": 64, "height": 64, "coco_url": f"http://images.cocodataset.org/val2017/{i:012d}.jpg",
+             "neg_category_ids": [3] if i == 1 else [], "not_exhaustive_category_ids": []}
+        )  # fmt: skip
+    cats = [{"id": 1, "name": "ant", "frequency": "r"}, {"id": 2, "name": "bee", "frequency": "c"},
+            {"id": 3, "name": "cat", "frequency": "f"}]  # fmt: skip
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400},
+        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [30, 30, 20, 20], "area": 400},
+        {"id": 3, "image_id": 2, "category_id": 3, "bbox": [2, 2, 10, 10], "area": 100},
+    ]
+    for a in anns:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    (root / "lvis" / "lvis_v1_val.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
+    return anns
+
+
+def test_lvis_layout_and_federated_ap(tmp_path):
+    from bob.data import dataset_info
+    from bob.errors import DatasetNotFoundError
+    from bob.tasks.detection.lvis import is_lvis, load_lvis, lvis_metrics
+
+    anns = _lvis_tree(tmp_path)
+    split = load_lvis(dataset_info("lvis-v1"), "test", root=tmp_path)
+    assert split.image_info(0)["file_name"] == "val2017/000000000001.jpg" and is_lvis(split.coco)
+    assert novel_ids(split, (), "t") == {1}  # LVIS's rare categories are the novel set
+    perfect = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in anns
+    ]
+    got = lvis_metrics(split.coco, perfect, ("bbox",))
+    assert got["lvis_box_AP"] == pytest.approx(1.0)
+    assert got["lvis_box_APr"] == got["lvis_box_APc"] == got["lvis_box_APf"] == pytest.approx(1.0)
+    # federated: a 'cat' box on image 2 is a false positive there (cat is annotated), but an 'ant'
+    # box on image 2 is ignored (ant is neither present nor verified absent in image 2)
+    unverified = [*perfect, {"image_id": 2, "category_id": 1, "bbox": [40, 0, 10, 10], "score": 0.99}]
+    assert lvis_metrics(split.coco, unverified, ("bbox",))["lvis_box_APr"] == pytest.approx(1.0)
+    wrong = [*perfect, {"image_id": 1, "category_id": 3, "bbox": [40, 0, 10, 10], "score": 0.99}]
+    assert lvis_metrics(split.coco, wrong, ("bbox",))["lvis_box_APf"] < 1.0  # cat verified absent in image 1
+    missed = [r for r in perfect if r["category_id"] != 1]
+    assert lvis_metrics(split.coco, missed, ("bbox",))["lvis_box_APr"] == 0.0
+    (tmp_path / "coco" / "val2017" / "000000000002.jpg").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"000000000002\.jpg"):
+        load_lvis(dataset_info("lvis-v1"), "test", root=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=r"lvis_v1_train\.json"):
+        load_lvis(dataset_info("lvis-v1"), "train", root=tmp_path)

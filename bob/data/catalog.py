@@ -537,6 +537,20 @@ for _name, _counts in (("scenes-ov", (1000, 200)), ("scenes-ov-mini", (96, 48)))
     )
 
 
+_real(
+    "lvis-v1",
+    "bob.tasks.detection.lvis:load_lvis",
+    title="LVIS v1 (1,203 categories; rare ones novel)",
+    task_type="open-vocab",
+    num_classes=1203,
+    source="https://www.lvisdataset.org (Gupta et al., CVPR 2019), over COCO 2017 images",
+    license="annotations CC BY 4.0; images under their Flickr licenses",
+    description="100,170 train / 19,809 val images; categories marked rare (337), common, frequent. bob's "
+    "test split is val. Read from ROOT/lvis/lvis_v1_{train,val}.json over ROOT/coco/{train,val}2017/; "
+    "scored by COCOeval on rare/base and by the lvis package's federated AP (APr, APc, APf).",
+)
+
+
 # Multi-label: label sets per image, for the `multilabel/<dataset>` suite.
 _ML_SCENES_NOTE = (
     "The detection scenes (1-4 shapes of 5 classes per 128 px CC0-texture image, generated from a fixed "

@@ -220,6 +220,20 @@ def load_coco_split(
         raw = json.loads(annotation_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AnnotationError(f"{annotation_file}: not valid JSON ({err}).") from None
+    return split_from_coco(dataset, split, raw, image_dir, annotation_file, categories, has_masks, hint)
+
+
+def split_from_coco(
+    dataset: str,
+    split: str,
+    raw: Any,
+    image_dir: Path,
+    annotation_file: Path,
+    categories: tuple[str, ...] | None = None,
+    has_masks: bool = True,
+    hint: str = "",
+) -> DetectionSplit:
+    """A split from an already parsed COCO dict (read from `annotation_file`), fully validated."""
     coco = validate_coco(raw, str(annotation_file))
     if categories:
         coco = keep_categories(coco, categories, str(annotation_file))

@@ -83,7 +83,7 @@ def coco_metrics(
             if iou_type == "segm":
                 from pycocotools import mask as mask_util
 
-                ann["area"] = float(mask_util.area(_bytes_rle(ann["segmentation"])))
+                ann["area"] = float(mask_util.area(bytes_rle(ann["segmentation"])))
             else:
                 ann["area"] = w * h
                 ann.pop("segmentation", None)
@@ -102,6 +102,6 @@ def coco_metrics(
     return metrics, summaries
 
 
-def _bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
+def bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}

@@ -257,6 +257,7 @@ class OpenVocab(Detection):
         import torch
 
         from bob.tasks.detection.evaluate import coco_metrics
+        from bob.tasks.detection.lvis import is_lvis, lvis_metrics
         from bob.tasks.detection.task import detector, train_config
         from bob.tasks.detection.train import predict, train_detector, train_indices
 
@@ -293,6 +294,8 @@ class OpenVocab(Detection):
         all_ids = set(test.category_ids)
         metrics.update(subset_metrics(test.coco, records, novel, iou_types, "novel"))
         metrics.update(subset_metrics(test.coco, records, all_ids - novel, iou_types, "base"))
+        if is_lvis(test.coco):  # LVIS's federated AP (APr = the rare, i.e. novel, categories)
+            metrics.update(lvis_metrics(test.coco, records, iou_types))
         protocol = self._protocol(args, cfg, model, backbone, pad_to, masks, n_train, len(test))
         protocol.update(
             history,
