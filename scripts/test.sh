@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set everything up, then lint and run the test suite, slow tests included (about 10 minutes on
+# Set everything up, then lint and run the test suite, slow tests included (about 15 minutes on
 # 2 cores). Only the tests marked `long` (minutes-long training checks) are left out;
 # `bash scripts/test.sh -m long` runs them. Arguments replace that selection and go to pytest:
 # `bash scripts/test.sh -k cache` (plain `pytest` skips the slow and the long tests).
