@@ -14,7 +14,6 @@ visible mask painted with its class id + 1 on background 0, so `K = 6` (backgrou
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -180,17 +179,6 @@ def semantic_maps(coco: dict[str, Any], n: int, size: int) -> np.ndarray:
     return maps
 
 
-@lru_cache(maxsize=8)
-def _scene_maps(n: int, size: int, domain: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from bob.tasks.detection.scenes import generate_scenes, scenes_seed
-
-    images, coco = generate_scenes(n, size=size, domain=domain, seed=scenes_seed(domain, split))
-    maps = semantic_maps(coco, n, size)
-    images.setflags(write=False)
-    maps.setflags(write=False)
-    return images, maps
-
-
 def scene_classes() -> tuple[str, ...]:
     from bob.tasks.detection.scenes import SCENE_CLASSES
 
@@ -209,10 +197,12 @@ def load_scene_maps(
     n_test: int = 200,
     size: int = 128,
 ) -> SegmentationSplit:
-    """Catalog loader: the detection scenes of each split as semantic maps; `root` is unused."""
-    plan = {"train": (n_train, train_domain), "test": (n_test, test_domain)}
-    if split not in plan:
-        raise UsageError(f"Dataset '{info.name}' has no split '{split}'; its splits are: train, test.")
-    n, domain = plan[split]
-    images, maps = _scene_maps(n, size, domain, split)
-    return SegmentationSplit(info.name, split, scene_classes(), images=images.copy(), masks=maps.copy())
+    """Catalog loader: the detection scenes of each split (the detection loader's) as semantic maps."""
+    from bob.tasks.detection.scenes import load_scenes
+
+    scenes = load_scenes(
+        info, split, root=root, train_domain=train_domain, test_domain=test_domain,
+        n_train=n_train, n_test=n_test, size=size,
+    )  # fmt: skip
+    maps = semantic_maps(scenes.coco, len(scenes), size)
+    return SegmentationSplit(info.name, split, scene_classes(), images=scenes.arrays, masks=maps)
