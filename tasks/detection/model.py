@@ -113,6 +113,25 @@ class SimpleFeaturePyramid(nn.Module):
         return OrderedDict(zip(names, maps, strict=True))
 
 
+def set_trainable(backbone: Backbone, frozen: bool) -> None:
+    """Gradients for what `trainable()` names, unless `frozen`; none for the rest of the backbone."""
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    if not frozen:
+        for p in backbone.trainable().parameters():
+            p.requires_grad_(True)
+
+
+def hold_backbone_mode(backbone: Backbone, frozen: bool, norm_eval: bool) -> None:
+    """After `train()`: a frozen backbone stays in eval mode; with `norm_eval` its BatchNorms do."""
+    if frozen:
+        backbone.eval()
+    elif norm_eval:
+        for m in backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 class BackboneWithPyramid(nn.Module):
     """A bob backbone plus its neck: `forward(images) -> OrderedDict` of 256-channel maps, as torchvision wants."""
 
@@ -135,20 +154,11 @@ class BackboneWithPyramid(nn.Module):
         else:
             self.neck = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.feature_names = [str(i) for i in range(len(self.plan.strides))]
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        if not frozen:
-            for p in backbone.trainable().parameters():
-                p.requires_grad_(True)
+        set_trainable(backbone, frozen)
 
     def train(self, mode: bool = True) -> BackboneWithPyramid:
         super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
-        elif self.norm_eval:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        hold_backbone_mode(self.backbone, self.frozen, self.norm_eval)
         return self
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:

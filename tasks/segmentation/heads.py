@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bob.backbones.base import Backbone
-from bob.tasks.detection.model import BackboneWithPyramid
+from bob.tasks.detection.model import BackboneWithPyramid, hold_backbone_mode, set_trainable
 from bob.tasks.segmentation.task import HEADS
 
 SIZE_DIVISOR = 32
@@ -109,20 +109,11 @@ class LastLevel(nn.Module):
         self.backbone, self.frozen, self.norm_eval, self.pad_to = backbone, frozen, norm_eval, pad_to
         self.stride = backbone.feature_info[-1].stride
         self.channels = backbone.feature_info[-1].channels
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        if not frozen:
-            for p in backbone.trainable().parameters():
-                p.requires_grad_(True)
+        set_trainable(backbone, frozen)
 
     def train(self, mode: bool = True) -> LastLevel:
         super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
-        elif self.norm_eval:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        hold_backbone_mode(self.backbone, self.frozen, self.norm_eval)
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
