@@ -412,5 +412,6 @@ def test_big_release_architectures_load_their_layout(request, tmp_path, name, ma
     torch.save(checkpoint, path)
     del checkpoint
     model = build_backbone(name, weights=str(path))
+    path.unlink()  # up to 1.2 GB (ViT-L); nothing reads it again
     assert model.meta.params == ENTRIES[name]["params"]
     _assert_same_features(model, source, size=224 if "vit" in name else 64, atol=1e-4)
