@@ -11,7 +11,6 @@ any instance are skipped in training and kept in evaluation.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bob.errors import TrainingDivergedError
 from bob.progress import progress_bar
 from bob.tasks.detection.data import DetectionSplit
 from bob.tasks.detection.evaluate import to_coco_results
+from bob.tasks.iteration_loop import train_iterations
 
 LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27 and 33 of 36
 WARMUP_RATIO = 0.001
@@ -165,42 +164,25 @@ def train_detector(
         warmup_lr_init=cfg.lr * WARMUP_RATIO,
         t_in_epochs=False,
     )
-    use_amp = cfg.amp and torch.device(device).type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     model.to(device).train()
-    history: list[float] = []
-    window: list[float] = []
-    every = max(1, cfg.iterations // 100)
-    it = 0
-    with progress_bar("training detector", cfg.iterations, "iters") as bar:
-        while it < cfg.iterations:
-            for images, targets in loader:
-                images = [im.to(device, non_blocking=True) for im in images]
-                targets = [
-                    {k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
-                ]
-                with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=use_amp):
-                    losses = model(images, targets)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    parts = {k: float(v) for k, v in losses.items()}
-                    raise TrainingDivergedError(
-                        f"detection loss became {float(loss)} at iteration {it} ({parts}); try a lower lr."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                it += 1
-                scheduler.step_update(it)
-                window.append(float(loss.detach()))
-                if len(window) == every:
-                    history.append(float(np.mean(window)))
-                    window = []
-                bar.advance(1)
-                if it >= cfg.iterations:
-                    break
-    return {"loss_history": history, "final_loss": float(np.mean(window or history[-1:] or [math.nan]))}
+
+    def loss_of(batch: tuple[list, list]) -> tuple[torch.Tensor, dict[str, float]]:
+        images = [im.to(device, non_blocking=True) for im in batch[0]]
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in batch[1]]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        return loss, ({k: float(v) for k, v in losses.items()} if not torch.isfinite(loss) else {})
+
+    return train_iterations(
+        loader,
+        optimizer,
+        cfg.iterations,
+        loss_of,
+        after_step=scheduler.step_update,
+        device=device,
+        amp=cfg.amp,
+        what="detector",
+    )
 
 
 @torch.no_grad()

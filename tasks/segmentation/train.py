@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from bob.errors import TrainingDivergedError
 from bob.progress import progress_bar
+from bob.tasks.iteration_loop import train_iterations
 from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
 
@@ -205,42 +205,23 @@ def train_segmenter(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)
-    kind = torch.device(device).type
-    use_amp = cfg.amp and kind == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     model.to(device).train()
-    history: list[float] = []
-    window: list[float] = []
-    every = max(1, cfg.iterations // 100)
-    it = 0
-    with progress_bar("training segmenter", cfg.iterations, "iters") as bar:
-        while it < cfg.iterations:
-            for images, masks in loader:
-                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                with torch.autocast(kind, dtype=torch.float16, enabled=use_amp):
-                    logits = model(images)
-                per_pixel = F.cross_entropy(
-                    logits.float(), masks, ignore_index=IGNORE_INDEX, reduction="none"
-                )
-                loss = per_pixel.sum() / per_pixel.numel()
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"segmentation loss became {float(loss)} at iteration {it}; try a lower lr."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                it += 1
-                window.append(float(loss.detach()))
-                if len(window) == every:
-                    history.append(float(np.mean(window)))
-                    window = []
-                bar.advance(1)
-                if it >= cfg.iterations:
-                    break
-    return {"loss_history": history, "final_loss": float(np.mean(window or history[-1:] or [math.nan]))}
+
+    def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        images, masks = (t.to(device, non_blocking=True) for t in batch)
+        per_pixel = F.cross_entropy(model(images).float(), masks, ignore_index=IGNORE_INDEX, reduction="none")
+        return per_pixel.sum() / per_pixel.numel(), {}
+
+    return train_iterations(
+        loader,
+        optimizer,
+        cfg.iterations,
+        loss_of,
+        after_step=lambda _: scheduler.step(),
+        device=device,
+        amp=cfg.amp,
+        what="segmenter",
+    )
 
 
 def eval_scale(height: int, width: int, size: int) -> tuple[int, int]:
