@@ -108,6 +108,20 @@ def check_pooled(name: str, out: Any, batch: int) -> torch.Tensor:
     return out
 
 
+def pooled_width(backbone: Backbone, input_size: int) -> int:
+    """The pooled embedding width D: the declared `meta.pooled_dim`, else that of one probe call at
+    `input_size` in eval mode (user backbones need not declare it). Leaves the train/eval mode as it was."""
+    if backbone.meta.pooled_dim:
+        return int(backbone.meta.pooled_dim)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        device = next(backbone.parameters()).device
+        dim = backbone.forward_pooled(torch.zeros(1, 3, input_size, input_size, device=device)).shape[1]
+    backbone.train(was_training)
+    return int(dim)
+
+
 @dataclass
 class BackboneRef:
     """A backbone resolved to exact weights and transform, not yet instantiated.

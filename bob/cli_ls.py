@@ -26,6 +26,8 @@ def _params(n: int | None) -> str:
 def _cell(key: str, value: Any) -> str:
     if key == "params":
         return _params(value)
+    if value is None:  # e.g. the class count of a dataset without classes (IQA scores, detection scenes)
+        return "—"
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bob.backbones.base import Backbone
+from bob.backbones.base import Backbone, pooled_width
 from bob.backbones.meta import DataConfig
 from bob.data.base import ImageSplit
 from bob.errors import TrainingDivergedError, UsageError
@@ -86,24 +86,12 @@ class Classifier(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int, input_size: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(_pooled_dim(backbone, input_size), num_classes)
+        self.head = nn.Linear(pooled_width(backbone, input_size), num_classes)
         nn.init.xavier_normal_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.forward_pooled(x))
-
-
-def _pooled_dim(backbone: Backbone, input_size: int) -> int:
-    if backbone.meta.pooled_dim:
-        return int(backbone.meta.pooled_dim)
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        param = next(backbone.parameters())
-        dim = backbone.forward_pooled(torch.zeros(1, 3, input_size, input_size, device=param.device)).shape[1]
-    backbone.train(was_training)
-    return int(dim)
 
 
 class _LabelledImages(torch.utils.data.Dataset):

@@ -125,7 +125,7 @@ def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Any)
 
 
 def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
-    from bob.tasks.finetune_loop import _pooled_dim
+    from bob.backbones.base import pooled_width
 
     backbone = ctx.build_backbone()
     trainable = {id(p) for p in backbone.trainable().parameters()}
@@ -133,7 +133,7 @@ def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
         raise UsageError(f"{backbone.meta.name}: trainable() has no parameters; it cannot be fine-tuned.")
     for param in backbone.parameters():
         param.requires_grad_(id(param) in trainable)
-    dim = _pooled_dim(backbone, ctx.data_config.input_size)
+    dim = pooled_width(backbone, ctx.data_config.input_size)
     return BNNeckEmbedding(backbone, num_ids, dim).to(ctx.device)
 
 

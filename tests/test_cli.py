@@ -52,6 +52,14 @@ def test_ls(kind, pattern, expect):
         assert match(pattern, names) == names
 
 
+def test_ls_datasets_shows_a_dash_for_datasets_without_a_class_count():
+    proc = bob("ls", "datasets", "imagefolder")
+    assert proc.returncode == 0, proc.stderr
+    assert "imagefolder" in proc.stdout and "—" in proc.stdout and "None" not in proc.stdout
+    row = json.loads(bob("ls", "datasets", "imagefolder", "--json").stdout)[0]
+    assert row["classes"] is None  # JSON keeps the null
+
+
 def test_ls_backbones_without_pattern_summarises_namespaces():
     proc = bob("ls", "backbones")
     assert proc.returncode == 0 and "timm/…" in proc.stdout and "architectures" in proc.stdout

@@ -89,12 +89,15 @@ def _run_python(code: str, cwd: str = "/") -> subprocess.CompletedProcess:
 
 
 def test_listing_never_imports_torch():
+    # Sweeps validate every suite's task args before any run: loading each task class stays light too.
     code = (
         "import sys\n"
         "from bob.cli_ls import list_kind\n"
+        "from bob.tasks.catalog import SUITES, task_class\n"
         "for kind in ('backbones', 'tasks', 'datasets'):\n"
         "    list_kind(kind, None, as_json=True, show_all=False)\n"
         "list_kind('backbones', 'timm/vit_*', as_json=True, show_all=False)\n"
+        "assert len([task_class(suite) for suite in SUITES.names()]) >= 19\n"
         "heavy = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )

@@ -45,7 +45,8 @@ _JITTER = (0.65, 1.35)  # brightness, contrast and saturation factors
 _JPEG_QUALITY = (25, 90)
 
 
-def _photo(name: str) -> Image.Image:
+def skimage_photo(name: str) -> Image.Image:
+    """One of scikit-image's bundled photos (`skimage.data.<name>`) as RGB; greyscale ones are tripled."""
     import skimage.data
 
     array = getattr(skimage.data, name)()
@@ -91,7 +92,7 @@ def generate_instance_views(
     rng = np.random.default_rng(seed)
     images, labels, views = [], [], []
     for p, name in enumerate(PHOTOS):
-        photo = _photo(name)
+        photo = skimage_photo(name)
         for c in range(crops_per_photo):
             base = _base_crop(photo, rng)
             for v in range(views_per_instance):

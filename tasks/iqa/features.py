@@ -15,7 +15,6 @@ distorted image get the same eval transform, so their maps stay pixel-aligned.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -26,21 +25,11 @@ from bob.progress import progress_bar
 if TYPE_CHECKING:
     import torch
 
+    from bob.backbones.base import Backbone
     from bob.context import RunContext
     from bob.tasks.iqa.data import IQASplit
 
 NORM_EPS = 1e-10  # LPIPS' normalize_tensor
-
-
-def _key_spec(ctx: RunContext, split: IQASplit, output: str, levels: list[int]) -> dict[str, Any]:
-    return {
-        "backbone": ctx.ref.identity(),
-        "transform": ctx.data_config.to_dict(),
-        "output": output,
-        "levels": levels,
-        "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
-        "dtype": "float32",
-    }
 
 
 def unit_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -125,24 +114,17 @@ def iqa_features(ctx: RunContext, split: IQASplit, mode: str, levels: list[int] 
     # Keyed on the levels as asked (resolving them needs the model, which a cache hit never builds).
     level_key: Any = list(levels) if levels is not None else "all"
     output = {"nr": "iqa-nr:gap-per-level", "fr": "iqa-fr:lpips-sqdiff-per-channel"}[mode]
-    spec = _key_spec(ctx, split, output, level_key)
-    from bob.cache import cache_key
 
-    key = cache_key(spec)
-    ctx.cache_keys[f"{split.split}:{mode}"] = key
-    hit = ctx.cache.get(key)
-    if hit is not None:
-        ctx.cache_hits += 1
-        # What ctx.pooled does on a hit: the run records the backbone that made the cached features.
-        ctx._backbone_meta = ctx._backbone_meta or hit.meta.get("backbone")
-        return hit.features
-    backbone = ctx.backbone()
-    use = backbone.resolve_levels(levels)
-    start = time.perf_counter()
-    with progress_bar(f"{mode} features {split.dataset}/{split.split}", len(split), "images") as bar:
-        features = (_extract_nr if mode == "nr" else _extract_fr)(ctx, split, use, bar)
-    elapsed = time.perf_counter() - start
-    ctx.extract_s += elapsed
-    ctx.extractions += 1
-    meta = {"spec": spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed}
-    return ctx.cache.put(key, features, split.labels, meta).features
+    def extract(backbone: Backbone) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        use = backbone.resolve_levels(levels)
+        with progress_bar(f"{mode} features {split.dataset}/{split.split}", len(split), "images") as bar:
+            features = (_extract_nr if mode == "nr" else _extract_fr)(ctx, split, use, bar)
+        return features, split.labels, {}
+
+    key_spec = {
+        "transform": ctx.data_config.to_dict(),
+        "levels": level_key,
+        "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
+        "dtype": "float32",
+    }
+    return ctx.cached(f"{split.split}:{mode}", key_spec, extract, description=output).features

@@ -27,7 +27,7 @@ from PIL import Image
 
 from bob.data.base import ArraySplit, DatasetInfo
 from bob.data.corruptions import corrupt_image, corruptions_version, image_seed
-from bob.data.instance_views import _photo
+from bob.data.instance_views import skimage_photo
 from bob.tasks.iqa.data import IQASplit, pick_split
 
 PHOTOS: tuple[str, ...] = (
@@ -70,7 +70,7 @@ def reference_crops(photos: tuple[str, ...], crops_per_photo: int, size: int) ->
     rng = np.random.default_rng(_seed("crops"))
     out = []
     for name in photos:
-        photo = _photo(name)
+        photo = skimage_photo(name)
         for _ in range(crops_per_photo):
             side = int(min(photo.size) * rng.uniform(*_CROP_SCALE))
             x = int(rng.integers(0, photo.width - side + 1))
