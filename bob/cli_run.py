@@ -89,7 +89,7 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
         metric_names += [m for m in o.result.metrics if m not in metric_names]
     hidden = len(metric_names) - MAX_METRIC_COLUMNS
     metric_names = metric_names[:MAX_METRIC_COLUMNS]
-    caption = f"{hidden} more metrics in each result file" if hidden > 0 else None
+    caption = f"{hidden} more metric{'s' if hidden > 1 else ''} in each result file" if hidden > 0 else None
     from bob.tasks.catalog import task_class
 
     # Suites whose metrics are not fractions (costs: ms, MACs, MB) print them as they are.

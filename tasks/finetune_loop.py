@@ -217,7 +217,8 @@ def finetune_classifier(
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     scheduler = CosineLRScheduler(
         optimizer,
-        t_initial=total_steps,
+        # A one-step schedule (a smoke run) starts at the same lr either way; 2 keeps timm from warning.
+        t_initial=max(2, total_steps),
         lr_min=cfg.min_lr,
         warmup_t=warmup_steps,
         warmup_lr_init=cfg.warmup_lr,

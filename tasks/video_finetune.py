@@ -82,7 +82,7 @@ def finetune_video(ctx: Any, train: Any, test: Any, spec: Any, views: Any, args:
     steps_per_epoch = math.ceil(len(train) / batch)
     scheduler = CosineLRScheduler(
         optimizer,
-        t_initial=epochs * steps_per_epoch,
+        t_initial=max(2, epochs * steps_per_epoch),  # see finetune_loop: 1 makes timm warn
         lr_min=1e-6,
         warmup_t=steps_per_epoch,
         warmup_lr_init=1e-6,
