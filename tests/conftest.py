@@ -64,6 +64,14 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def options(results_dir: Path, cache_dir: Path):
+    """In-process run options for the suites' tests: CPU, no loader workers, a private results dir and cache."""
+    from bob.runner import RunOptions
+
+    return RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray per test module: startup costs seconds on a small machine. Workers import bob

@@ -14,7 +14,7 @@ from torch import nn
 
 from bob.data import load_split
 from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
-from bob.runner import RunOptions, execute
+from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.base import parse_task_args
 from bob.tasks.dg import DGArgs
@@ -269,13 +269,6 @@ def test_an_empty_class_folder_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ runs
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
 
 
 def test_unknown_source_fails_before_training(options):

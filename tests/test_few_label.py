@@ -11,7 +11,7 @@ from PIL import Image
 
 from bob.data import load_split
 from bob.errors import CacheCorruptError, DatasetNotFoundError, UsageError
-from bob.runner import RunOptions, execute
+from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.base import parse_task_args
 from bob.tasks.few_label import FewLabelArgs
@@ -135,11 +135,6 @@ def test_any_fraction_in_the_open_unit_interval_is_accepted():
 
 
 # ------------------------------------------------------------------------------------------- runs
-
-
-@pytest.fixture
-def options(results_dir, cache_dir):
-    return RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)
 
 
 def test_linear_mode_reuses_the_linear_probes_features(options):

@@ -10,7 +10,7 @@ from bob.backbones import resolve_backbone
 from bob.backbones.meta import DataConfig
 from bob.data import load_split
 from bob.errors import TrainingDivergedError, UsageError
-from bob.runner import RunOptions, execute
+from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.base import parse_task_args
 from bob.tasks.finetune import FinetuneArgs
@@ -199,11 +199,6 @@ def test_schedule_defaults_depend_on_the_dataset_kind():
 
 
 # ------------------------------------------------------------------------------------------- runs
-
-
-@pytest.fixture
-def options(results_dir, cache_dir):
-    return RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)
 
 
 def test_finetune_run_records_its_protocol_and_saves_the_best_checkpoint(options):

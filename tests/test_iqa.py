@@ -10,27 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from task_runs import TINY, run_task
 
 from bob.data import load_split
 from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
-from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from bob.tasks.iqa.real import LabelFileError
-
-TINY = "timm/test_resnet"
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
-
-
-def _run(options, task, weights="random", backbone=TINY, **task_args):
-    return execute(
-        make_spec(backbone, task, weights, task_args={k: str(v) for k, v in task_args.items()}), options
-    )
 
 
 def _png(path: Path, seed: int, size=(32, 24)) -> None:
@@ -178,7 +163,7 @@ def test_full_reference_on_a_no_reference_set_fails_before_extraction(options, t
     for i in range(10):
         _png(base / "1024x768" / f"{i}.jpg", i)
     _write_csv(base / "koniq10k_scores_and_distributions.csv", ["image_name", "MOS"], rows)
-    result = _run(options, "iqa/koniq10k", mode="fr", root=tmp_path).result
+    result = run_task(options, "iqa/koniq10k", mode="fr", root=tmp_path).result
     assert not result.ok and result.error["user_error"]
     assert "no reference images" in result.error["message"] and result.cache["extractions"] == 0
 
@@ -243,18 +228,18 @@ def test_generated_set_is_deterministic_and_split_by_photo():
 
 @pytest.mark.slow
 def test_nr_and_fr_runs_record_their_protocol(options):
-    nr = _run(options, "iqa/skimage-distortions-mini", epochs=3, image_size=32).result
+    nr = run_task(options, "iqa/skimage-distortions-mini", epochs=3, image_size=32).result
     assert nr.ok, nr.error
     assert set(nr.metrics) == {"srcc", "krcc", "plcc", "plcc_logistic4", "srcc_within_type"}
     assert nr.protocol["head"] == "mlp" and nr.protocol["mlp"]["loss"] == "mse"
     assert nr.protocol["direction"] == "higher score = better quality"
     assert (nr.protocol["num_train"], nr.protocol["num_test"]) == (80, 20)
-    fr = _run(options, "iqa/skimage-distortions-mini", mode="fr", image_size=32).result
+    fr = run_task(options, "iqa/skimage-distortions-mini", mode="fr", image_size=32).result
     assert fr.ok, fr.error
     assert fr.protocol["head"] == "linear" and "selected_alpha" in fr.protocol["ridge"]
     # A full-reference distance tracks SSIM even through a random network.
     assert fr.metrics["srcc"] > 0.5, fr.metrics
-    again = _run(options, "iqa/skimage-distortions-mini", mode="fr", image_size=32, ridge_alpha=10).result
+    again = run_task(options, "iqa/skimage-distortions-mini", mode="fr", image_size=32, ridge_alpha=10).result
     assert again.cache["extractions"] == 0 and again.cache["hits"] == 2
 
 
@@ -263,7 +248,7 @@ def test_fr_on_a_real_layout_and_the_result_loads_in_the_leaderboard(options, tm
     from bob.leaderboard import load_results
 
     make_kadid(tmp_path / "data", refs=5, types=2, levels=5)
-    result = _run(
+    result = run_task(
         options, "iqa/kadid10k", mode="fr", root=tmp_path / "data", image_size=32, cv_folds=2
     ).result
     assert result.ok, result.error
@@ -277,8 +262,8 @@ def test_fr_on_a_real_layout_and_the_result_loads_in_the_leaderboard(options, tm
 def test_imagenet_mobilenet_beats_random_weights_without_reference(options, weights_dir):
     """The embedded default (1,800 images at 128 px, nr): minutes on two CPU cores."""
     task = "iqa/skimage-distortions"
-    pretrained = _run(options, task, "pretrained", "torchvision/mobilenet_v2").result
-    random = _run(options, task, "random", "torchvision/mobilenet_v2").result
+    pretrained = run_task(options, task, "pretrained", "torchvision/mobilenet_v2").result
+    random = run_task(options, task, "random", "torchvision/mobilenet_v2").result
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
     assert pretrained.metrics["srcc"] - random.metrics["srcc"] >= 0.05, (pretrained.metrics, random.metrics)
     assert pretrained.metrics["plcc_logistic4"] > random.metrics["plcc_logistic4"]

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 from bob.data import dataset_info, load_split
 from bob.data.multilabel import MultiLabelSplit, read_real_json
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.runner import RunOptions, execute
+from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.multilabel import MultiLabelArgs
 from bob.tasks.multilabel_metrics import (
@@ -406,13 +406,6 @@ def test_registered_datasets_are_multilabel():
 
 
 # ------------------------------------------------------------------------------------------ runs
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
 
 
 def test_native_classifier_is_refused_before_any_extraction(options):

@@ -9,7 +9,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from bob.data.shifts import get_shift
 from bob.errors import UnknownNameError, UsageError
-from bob.runner import RunOptions, execute
+from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.calibration import expected_calibration_error, softmax
 from bob.tasks.catalog import parse_task_name
@@ -155,13 +155,6 @@ def test_listing_ood_tasks_does_not_import_torch():
 
 
 # ------------------------------------------------------------------------------------------- runs
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
 
 
 def test_ood_reuses_the_linear_probe_feature_cache(options):

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from task_runs import TINY, run_task
 
 from bob.errors import UnknownNameError, UsageError
-from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from bob.tasks.reid_train import identity_batches
 from tests.test_reid_data import make_market
 
-TINY = "timm/test_resnet"
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
-
-
-def _run(options, task, weights="random", backbone=TINY, **task_args):
-    return execute(
-        make_spec(backbone, task, weights, task_args={k: str(v) for k, v in task_args.items()}), options
-    )
-
 
 def test_frozen_run_on_the_mini_set(options):
-    result = _run(options, "reid/shapes-reid-mini", image_size=32).result
+    result = run_task(options, "reid/shapes-reid-mini", image_size=32).result
     assert result.ok, result.error
     assert set(result.metrics) == {"map", "rank1", "rank5", "rank10"}
     assert result.metrics["rank10"] >= result.metrics["rank5"] >= result.metrics["rank1"]
@@ -39,13 +24,15 @@ def test_frozen_run_on_the_mini_set(options):
     assert protocol["queries_valid"] == 36 and protocol["queries_skipped"] == 0
     assert protocol["mode"] == "frozen" and protocol["distance"] == "cosine"
     assert result.cache["extractions"] == 1  # the test split (queries + gallery); train is not needed
-    again = _run(options, "reid/shapes-reid-mini", image_size=32, distance="euclidean", ranks="1,3").result
+    again = run_task(
+        options, "reid/shapes-reid-mini", image_size=32, distance="euclidean", ranks="1,3"
+    ).result
     assert again.ok and again.cache["extractions"] == 0 and set(again.metrics) == {"map", "rank1", "rank3"}
 
 
 def test_market_layout_on_disk_skips_queries_without_a_match(options, tmp_path):
     make_market(tmp_path / "data")
-    result = _run(options, "reid/market1501", root=tmp_path / "data").result
+    result = run_task(options, "reid/market1501", root=tmp_path / "data").result
     assert result.ok, result.error
     # query 0001 (cam 1) has 0001 on cam 2; query 0003 (cam 2) has 0003 on cam 6: both valid.
     assert result.protocol["queries_valid"] == 2 and result.protocol["junk_images_dropped"] == 2
@@ -56,13 +43,13 @@ def test_no_valid_query_fails_before_any_extraction(options, tmp_path):
     folder = make_market(tmp_path / "data")
     for name in ("0001_c2s1_000301_01.jpg", "0003_c6s2_000151_02.jpg"):
         (folder / "bounding_box_test" / name).unlink()  # only same-camera matches are left
-    result = _run(options, "reid/market1501", root=tmp_path / "data").result
+    result = run_task(options, "reid/market1501", root=tmp_path / "data").result
     assert not result.ok and result.error["user_error"]
     assert "no query has a gallery image" in result.error["message"] and result.cache["extractions"] == 0
 
 
 def test_finetune_trains_a_bnneck_embedding(options):
-    result = _run(
+    result = run_task(
         options,
         "reid/shapes-reid-mini",
         mode="finetune",
@@ -82,7 +69,7 @@ def test_finetune_trains_a_bnneck_embedding(options):
 
 def test_cross_domain_trains_on_another_dataset(options, tmp_path):
     make_market(tmp_path / "data")
-    result = _run(
+    result = run_task(
         options,
         "reid/market1501",
         root=tmp_path / "data",
@@ -100,7 +87,9 @@ def test_cross_domain_trains_on_another_dataset(options, tmp_path):
 
 def test_too_few_training_identities_fail_before_training(options, tmp_path):
     make_market(tmp_path / "data")  # its train split has 2 identities
-    result = _run(options, "reid/market1501", root=tmp_path / "data", mode="finetune", ids_per_batch=4).result
+    result = run_task(
+        options, "reid/market1501", root=tmp_path / "data", mode="finetune", ids_per_batch=4
+    ).result
     assert (
         not result.ok
         and result.error["user_error"]
@@ -137,13 +126,13 @@ def test_batch_hard_triplet_matches_a_loop():
 
 
 def test_finetune_args_in_frozen_mode_are_refused(options):
-    result = _run(options, "reid/shapes-reid-mini", epochs=3).result
+    result = run_task(options, "reid/shapes-reid-mini", epochs=3).result
     assert not result.ok and "epochs only apply to mode=finetune" in result.error["message"]
     assert result.cache["extractions"] == 0
 
 
 def test_train_on_needs_finetune(options):
-    result = _run(options, "reid/shapes-reid-mini", train_on="shapes-reid").result
+    result = run_task(options, "reid/shapes-reid-mini", train_on="shapes-reid").result
     assert not result.ok and "train_on only apply to mode=finetune" in result.error["message"]
     assert result.cache["extractions"] == 0
 
@@ -173,8 +162,8 @@ def test_reid_needs_a_reid_dataset():
 
 @pytest.mark.slow
 def test_imagenet_mobilenet_beats_random_weights(options, weights_dir):
-    pretrained = _run(options, "reid/shapes-reid-mini", "pretrained", "torchvision/mobilenet_v2").result
-    random = _run(options, "reid/shapes-reid-mini", "random", "torchvision/mobilenet_v2").result
+    pretrained = run_task(options, "reid/shapes-reid-mini", "pretrained", "torchvision/mobilenet_v2").result
+    random = run_task(options, "reid/shapes-reid-mini", "random", "torchvision/mobilenet_v2").result
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
     assert pretrained.metrics["map"] - random.metrics["map"] >= 0.08, (pretrained.metrics, random.metrics)
     assert pretrained.metrics["rank5"] > random.metrics["rank5"]
@@ -183,8 +172,8 @@ def test_imagenet_mobilenet_beats_random_weights(options, weights_dir):
 @pytest.mark.slow
 @pytest.mark.long
 def test_imagenet_mobilenet_beats_random_weights_on_the_default_set(options, weights_dir):
-    pretrained = _run(options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2").result
-    random = _run(options, "reid/shapes-reid", "random", "torchvision/mobilenet_v2").result
+    pretrained = run_task(options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2").result
+    random = run_task(options, "reid/shapes-reid", "random", "torchvision/mobilenet_v2").result
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
     assert pretrained.metrics["map"] - random.metrics["map"] >= 0.05, (pretrained.metrics, random.metrics)
     assert pretrained.metrics["rank1"] > random.metrics["rank1"]
@@ -193,8 +182,8 @@ def test_imagenet_mobilenet_beats_random_weights_on_the_default_set(options, wei
 @pytest.mark.slow
 @pytest.mark.long
 def test_finetuned_embedding_beats_frozen_features(options, weights_dir):
-    frozen = _run(options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2").result
-    tuned = _run(
+    frozen = run_task(options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2").result
+    tuned = run_task(
         options, "reid/shapes-reid", "pretrained", "torchvision/mobilenet_v2", mode="finetune"
     ).result
     assert frozen.ok and tuned.ok, (frozen.error, tuned.error)

@@ -6,32 +6,17 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from task_runs import TINY, run_task
 
 from bob.errors import UsageError
-from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from tests.test_retrieval_data import make_copydays, make_roxford
 
-TINY = "timm/test_resnet"
-
-
-@pytest.fixture
-def options(tmp_path):
-    return RunOptions(
-        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", num_workers=0
-    )
-
-
-def _run(options, task, weights="random", backbone=TINY, **task_args):
-    return execute(
-        make_spec(backbone, task, weights, task_args={k: str(v) for k, v in task_args.items()}), options
-    )
-
 
 def test_retrieval_after_a_linear_probe_extracts_nothing_new(options):
-    probe = _run(options, "linear-probe/shapes-mini", epochs=1, min_steps=5)
+    probe = run_task(options, "linear-probe/shapes-mini", epochs=1, min_steps=5)
     assert probe.result.ok and probe.result.cache["extractions"] == 2
-    result = _run(options, "retrieval/shapes-mini").result
+    result = run_task(options, "retrieval/shapes-mini").result
     assert result.ok, result.error
     assert result.cache["extractions"] == 0 and result.cache["hits"] == 2
     assert result.cache["keys"] == probe.result.cache["keys"]
@@ -52,7 +37,7 @@ def test_retrieval_after_a_linear_probe_extracts_nothing_new(options):
 
 
 def test_pool_and_cap_are_task_args(options):
-    result = _run(options, "retrieval/shapes-mini", pool="test", max_per_class=5, ks="1,3").result
+    result = run_task(options, "retrieval/shapes-mini", pool="test", max_per_class=5, ks="1,3").result
     assert result.ok, result.error
     assert result.protocol["pool"] == ["test"] and result.protocol["num_queries"] == 10
     assert result.protocol["num_database"] == 40 and "precision_at_3" in result.metrics
@@ -60,18 +45,18 @@ def test_pool_and_cap_are_task_args(options):
 
 def test_revisited_oxford_on_disk_uses_the_medium_protocol(options, tmp_path):
     make_roxford(tmp_path / "data")
-    result = _run(options, "retrieval/roxford5k", root=tmp_path / "data").result
+    result = run_task(options, "retrieval/roxford5k", root=tmp_path / "data").result
     assert result.ok, result.error
     assert result.protocol["convention"] == "revisitop" and "Medium" in result.protocol["relevance"]
     assert (result.protocol["num_queries"], result.protocol["num_database"]) == (2, 8)
-    standard = _run(options, "retrieval/roxford5k", root=tmp_path / "data", convention="standard").result
+    standard = run_task(options, "retrieval/roxford5k", root=tmp_path / "data", convention="standard").result
     assert (
         standard.ok and standard.cache["extractions"] == 0 and standard.protocol["convention"] == "standard"
     )
 
 
 def test_generated_instance_set(options):
-    result = _run(options, "retrieval/skimage-views").result
+    result = run_task(options, "retrieval/skimage-views").result
     assert result.ok, result.error
     assert (result.protocol["num_queries"], result.protocol["num_database"]) == (48, 192)
     assert result.protocol["transform"]["input_size"] == 96
@@ -80,14 +65,14 @@ def test_generated_instance_set(options):
 
 def test_copydays_on_disk(options, tmp_path):
     make_copydays(tmp_path / "data")
-    result = _run(options, "retrieval/copydays", root=tmp_path / "data").result
+    result = run_task(options, "retrieval/copydays", root=tmp_path / "data").result
     assert result.ok, result.error
     assert (result.protocol["num_queries"], result.protocol["num_database"]) == (3, 8)
     assert result.protocol["relevance"].startswith("same label")
 
 
 def test_class_level_args_on_a_retrieval_set_are_refused(options):
-    result = _run(options, "retrieval/skimage-views", pool="test").result
+    result = run_task(options, "retrieval/skimage-views", pool="test").result
     assert not result.ok and "only apply to class-as-relevance" in result.error["message"]
     assert result.cache["extractions"] == 0
 
@@ -97,7 +82,7 @@ def test_broken_ground_truth_fails_before_any_extraction(options, tmp_path):
     cfg["gnd"][1]["easy"] = [99]
     with open(tmp_path / "data" / "roxford5k" / "gnd_roxford5k.pkl", "wb") as f:
         pickle.dump(cfg, f)
-    result = _run(options, "retrieval/roxford5k", root=tmp_path / "data").result
+    result = run_task(options, "retrieval/roxford5k", root=tmp_path / "data").result
     assert not result.ok and result.error["user_error"]
     assert "query 1" in result.error["message"] and result.cache["extractions"] == 0
 
@@ -107,7 +92,7 @@ def test_broken_ground_truth_fails_before_any_extraction(options, tmp_path):
     [({"pool": "val"}, "pool=val"), ({"query_fraction": "0.01"}, "yields no query")],
 )
 def test_bad_class_level_setups_fail_before_any_extraction(options, args, message):
-    result = _run(options, "retrieval/shapes-mini", **args).result
+    result = run_task(options, "retrieval/shapes-mini", **args).result
     assert not result.ok and result.error["user_error"] and message in result.error["message"]
     assert result.cache["extractions"] == 0
 
@@ -131,8 +116,8 @@ def test_bad_args_are_usage_errors(args, message):
     ("task", "args"), [("retrieval/skimage-views", {}), ("retrieval/animal-mnist", {"pool": "test"})]
 )
 def test_imagenet_mobilenet_beats_random_weights(options, weights_dir, task, args):
-    pretrained = _run(options, task, "pretrained", "torchvision/mobilenet_v2", **args).result
-    random = _run(options, task, "random", "torchvision/mobilenet_v2", **args).result
+    pretrained = run_task(options, task, "pretrained", "torchvision/mobilenet_v2", **args).result
+    random = run_task(options, task, "random", "torchvision/mobilenet_v2", **args).result
     assert pretrained.ok and random.ok, (pretrained.error, random.error)
     assert pretrained.metrics["map"] - random.metrics["map"] >= 0.1, (pretrained.metrics, random.metrics)
     assert pretrained.metrics["mrr"] > random.metrics["mrr"]
