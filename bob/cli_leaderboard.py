@@ -108,7 +108,9 @@ def _efficiency_table(eff) -> Table:
     cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
     shown = cols[:MAX_EFFICIENCY_COLUMNS]
     more = len(cols) - len(shown)
-    caption = f"{more} more columns in leaderboard_efficiency.csv" if more > 0 else None
+    caption = (
+        f"{more} more column{'s' if more > 1 else ''} in leaderboard_efficiency.csv" if more > 0 else None
+    )
     grid = Table(title="efficiency (not z-scored)", title_justify="left", caption=caption)
     for name in ["backbone", "params", *shown]:
         grid.add_column(Text(name), justify="left" if name == "backbone" else "right")

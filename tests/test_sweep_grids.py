@@ -1,6 +1,7 @@
 """The shipped grids: bob.yaml and bob-smoke.yaml are BoB-sized (≥ 1500 runs) and plan without data,
 weights or torch. They name the fine-tune, few-label, detection, OOD and retrieval suites, so each
-test runs once those suites are registered."""
+test runs once those suites are registered. seed-papers.yaml and its smoke twin cover the other
+suites, and every registered suite is in some shipped grid."""
 
 from __future__ import annotations
 
@@ -60,3 +61,37 @@ def test_bob_dry_run_imports_no_torch():
 def test_quickstart_plans_eight_runs_in_four_extraction_groups():
     plan = plan_sweep(load_sweep(SWEEPS / "quickstart.yaml"))
     assert plan.runs == 8 and plan.extractions == 4 and plan.training_runs == 0
+
+
+SEED_PAPER_SUITES = {
+    "segmentation", "iqa", "dg", "reid", "multilabel", "video-cls", "rvos", "vis", "detection",
+    "finetune", "few-label", "efficiency", "zero-shot", "open-vocab", "tradeoff",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["seed-papers.yaml", "seed-papers-smoke.yaml"])
+def test_seed_paper_grids_plan_every_other_suite(name):
+    missing = SEED_PAPER_SUITES - set(SUITES.names())
+    if missing:
+        pytest.skip(f"needs the {', '.join(sorted(missing))} suite(s)")
+    plan = plan_sweep(load_sweep(SWEEPS / name))
+    specs = plan.specs()
+    assert set(plan.breakdown()["suite"]) == SEED_PAPER_SUITES
+    assert any(s.task_args.get("teacher") for s in specs if s.task.startswith("finetune/"))
+    assert any(s.task_args.get("head") == "query" for s in specs if s.task.startswith("detection/"))
+    assert any(s.backbone.startswith("composite(") for s in specs)
+    assert {s.task_args.get("mode", "stitch") for s in specs if s.task.startswith("tradeoff/")} == {
+        "stitch",
+        "curve",
+    }
+    if name == "seed-papers.yaml":  # the text-tower suites run on vision-language backbones only
+        assert plan.runs >= 1000
+        text = [s for s in specs if s.task.split("/")[0] in ("zero-shot", "open-vocab")]
+        assert text and all(s.backbone.startswith("clip/") for s in text)
+
+
+def test_every_registered_suite_is_in_a_shipped_grid():
+    named = set()
+    for path in SWEEPS.glob("*.yaml"):
+        named |= set(plan_sweep(load_sweep(path)).breakdown()["suite"])
+    assert set(SUITES.names()) - named == set(), "add the suite to a grid in sweeps/"
