@@ -56,7 +56,8 @@ def to_coco_results(
     return records
 
 
-def _coco(dataset: dict[str, Any]) -> Any:
+def coco_index(dataset: dict[str, Any]) -> Any:
+    """A pycocotools `COCO` over an in-memory COCO dict, indexed quietly (no file, no prints)."""
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -72,7 +73,7 @@ def coco_metrics(
     """(metrics, COCOeval's printed summary per iou type) of `results` against the COCO dict `gt`."""
     from pycocotools.cocoeval import COCOeval
 
-    gt_coco = _coco({**gt, "info": gt.get("info", {})})
+    gt_coco = coco_index({**gt, "info": gt.get("info", {})})
     metrics: dict[str, float] = {}
     summaries: dict[str, str] = {}
     for iou_type in iou_types:
@@ -88,7 +89,7 @@ def coco_metrics(
                 ann["area"] = w * h
                 ann.pop("segmentation", None)
             ann["iscrowd"] = 0
-        dt_coco = _coco({"images": gt["images"], "categories": gt["categories"], "annotations": anns})
+        dt_coco = coco_index({"images": gt["images"], "categories": gt["categories"], "annotations": anns})
         evaluator = COCOeval(gt_coco, dt_coco, iou_type)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

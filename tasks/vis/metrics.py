@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from bob.tasks.detection.evaluate import coco_index
+
 STATS = {"ap": 0, "ap50": 1, "ap75": 2, "ar1": 6, "ar10": 7}  # indexes into COCOeval.stats
 
 
@@ -103,16 +105,6 @@ def _track_eval_class() -> type:
     return TrackEval
 
 
-def _coco(dataset: dict[str, Any]) -> Any:
-    from pycocotools.coco import COCO
-
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
     """(metrics, COCOeval's printed summary) of `results` against the YouTube-VIS dict `gt`."""
     lengths = {v["id"]: int(v["length"]) for v in gt["videos"]}
@@ -136,8 +128,8 @@ def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict
         tracks["dt", i] = segs
         dt_anns.append(_ann(i, res["video_id"], res["category_id"], segs, 0, float(res["score"])))
     categories = gt["categories"]
-    gt_coco = _coco({"images": images, "categories": categories, "annotations": gt_anns})
-    dt_coco = _coco({"images": images, "categories": categories, "annotations": dt_anns})
+    gt_coco = coco_index({"images": images, "categories": categories, "annotations": gt_anns})
+    dt_coco = coco_index({"images": images, "categories": categories, "annotations": dt_anns})
     evaluator = _track_eval_class()(gt_coco, dt_coco, tracks)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
