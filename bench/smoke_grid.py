@@ -26,10 +26,10 @@ from _common import BUSY_THRESHOLD, ForeignLoad, cpu_count, describe_foreign, en
 
 from bob.results import ResultStore, RunResult
 from bob.runner import RunOptions
+from bob.suites import SUITES
 from bob.sweep.driver import plan_sweep, run_sweep
 from bob.sweep.executors import make_executor
 from bob.sweep.spec import parse_sweep
-from bob.tasks.catalog import SUITES
 
 ROOT = Path(__file__).resolve().parents[1]
 

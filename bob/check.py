@@ -19,7 +19,6 @@ from typing import Any
 from bob.errors import UsageError
 
 DEFAULT_SIZE = 64
-MOCK_DATASET = "shapes-mini"
 
 
 @dataclass
@@ -116,9 +115,9 @@ def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
 def selected_suites(pattern: str) -> set[str]:
     """The suite names `--suites` selects (globs, comma-separated); none is a usage error listing them."""
     from bob.registry import match
-    from bob.tasks.catalog import SUITES
+    from bob.suites import SUITES
 
-    names = [e.name for e in SUITES.entries()]
+    names = SUITES.names()
     selected = {name for part in pattern.split(",") if part.strip() for name in match(part.strip(), names)}
     if not selected:
         raise UsageError(f"--suites '{pattern}' matches no suite; the suites are: {', '.join(names)}.")
@@ -136,28 +135,25 @@ def _mock_runs(
 ) -> None:
     from bob.runner import RunOptions, execute
     from bob.spec import make_spec
-    from bob.tasks.catalog import SUITES, task_class
+    from bob.suites import SUITES
 
     selected = selected_suites(suites)
     with tempfile.TemporaryDirectory(prefix="bob-check-") as tmp:
         options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
-        for entry in SUITES.entries():
-            if entry.name not in selected:
+        for cls in SUITES.classes():
+            if cls.suite not in selected:
                 results.append(
-                    CheckResult(f"mock run: {entry.name}", "skip", f"not selected by --suites {suites}")
+                    CheckResult(f"mock run: {cls.suite}", "skip", f"not selected by --suites {suites}")
                 )
                 continue
-            cls = task_class(entry.name)
             if "features" in cls.needs and not dense:
                 reason = "skipped: the backbone declares no feature levels, which this dense suite needs"
-                results.append(CheckResult(f"mock run: {entry.name}", "skip", reason))
+                results.append(CheckResult(f"mock run: {cls.suite}", "skip", reason))
                 continue
             mock_args = {**cls.check_args, "image_size": str(size)}
-            # Suites on other task types (detection) name their own tiny dataset.
-            mock_dataset = getattr(cls, "check_dataset", MOCK_DATASET)
 
             def run_suite(
-                suite: str = entry.name, args: dict[str, str] = mock_args, dataset: str = mock_dataset
+                suite: str = cls.suite, args: dict[str, str] = mock_args, dataset: str = cls.check_dataset
             ) -> str:
                 spec = make_spec(backbone, f"{suite}/{dataset}", weights, 0, backbone_args, args)
                 outcome = execute(spec, options)
@@ -169,7 +165,7 @@ def _mock_runs(
                 metric, value = outcome.result.main_metric
                 return f"{metric} = {value:.3f} on {dataset} (a smoke test, not a benchmark)"
 
-            _run(results, f"mock run: {entry.name}", run_suite)
+            _run(results, f"mock run: {cls.suite}", run_suite)
 
 
 def check_backbone(

@@ -8,7 +8,7 @@ from rich.text import Text
 from bob.check import check_backbone
 from bob.console import stdout_console
 from bob.spec import parse_backbone_args
-from bob.tasks.base import parse_assignments
+from bob.task import parse_assignments
 
 _STYLE = {"pass": ("PASS", "green"), "fail": ("FAIL", "bold red"), "skip": ("skip", "yellow")}
 

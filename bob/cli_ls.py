@@ -90,14 +90,12 @@ def _backbones(
 
 
 def _tasks(pattern: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    from bob.tasks.catalog import SUITES, task_names
+    from bob.suites import SUITES, task_names
 
     rows = []
     for name in task_names(pattern):
         suite = SUITES.get(name.split("/", 1)[0])
-        rows.append(
-            {"name": name, "main_metric": suite.meta["main_metric"], "description": suite.meta["description"]}
-        )
+        rows.append({"name": name, "main_metric": suite.main_metric, "description": suite.description})
     return rows, []
 
 
@@ -127,8 +125,8 @@ LISTERS: dict[str, Callable[[str | None], tuple[list[dict[str, Any]], list[str]]
 
 
 def _suite_args_tables(rows: list[dict[str, Any]]) -> list[Table]:
-    from bob.tasks.base import describe_args
-    from bob.tasks.catalog import task_class
+    from bob.suites import task_class
+    from bob.task import describe_args
 
     tables = []
     for suite in dict.fromkeys(r["name"].split("/", 1)[0] for r in rows):

@@ -14,7 +14,7 @@ from bob.console import console, stdout_console
 from bob.errors import UnknownNameError, UsageError
 from bob.runner import RunOptions, RunOutcome, execute
 from bob.spec import RunSpec, make_spec, parse_backbone_args
-from bob.tasks.base import parse_assignments
+from bob.task import parse_assignments
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def build_specs(
 
 
 def _scope_task_args(args: dict[str, str]) -> dict[str, dict[str, str]]:
-    from bob.tasks.catalog import SUITES
+    from bob.suites import SUITES
 
     scoped: dict[str, dict[str, str]] = {}
     for key, value in args.items():
@@ -90,10 +90,10 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
     hidden = len(metric_names) - MAX_METRIC_COLUMNS
     metric_names = metric_names[:MAX_METRIC_COLUMNS]
     caption = f"{hidden} more metric{'s' if hidden > 1 else ''} in each result file" if hidden > 0 else None
-    from bob.tasks.catalog import task_class
+    from bob.suites import task_class
 
     # Suites whose metrics are not fractions (costs: ms, MACs, MB) print them as they are.
-    fractions = getattr(task_class(suite), "metrics_are_fractions", True)
+    fractions = task_class(suite).metrics_are_fractions
     title = f"bob results: {suite}" + (" (fractions in %)" if fractions else "")
     table = Table(title=title, title_justify="left", caption=caption)
     for col in ("backbone", "weights", "task", "seed", "status", *metric_names, "time"):
@@ -125,12 +125,12 @@ def _status_cell(o: RunOutcome) -> Text:
 
 def gap_table(outcomes: list[RunOutcome]) -> Table | None:
     """Pretrained minus random-init on the main metric, for every pair the grid contains."""
-    from bob.tasks.catalog import task_class
+    from bob.suites import task_class
 
     by_key = {}
     for o in outcomes:
         # A gap in points only means something for fractions (accuracy), not for costs.
-        if not getattr(task_class(o.spec.task.partition("/")[0]), "metrics_are_fractions", True):
+        if not task_class(o.spec.task.partition("/")[0]).metrics_are_fractions:
             continue
         if o.result.ok:
             by_key[(o.spec.backbone, o.spec.task, o.spec.seed, o.spec.weights)] = o.result

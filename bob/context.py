@@ -23,6 +23,7 @@ from bob.features import default_num_workers, extract_pooled, split_batches
 from bob.progress import progress_bar
 from bob.results import ResultStore
 from bob.spec import RunSpec
+from bob.task import Task
 from bob.weights import default_file_mode
 
 _OUTPUTS = ("pooled", "image_embedding")
@@ -43,9 +44,13 @@ class _ImageEmbedding:
 
 
 class RunContext:
+    """One run's view of the world. `task` is the parsed task (its dataset and typed args), given by
+    the runner; the spec is kept for what identifies the run (seed, weights, data location)."""
+
     def __init__(
         self,
         spec: RunSpec,
+        task: Task,
         ref: BackboneRef,
         store: ResultStore,
         cache: FeatureCache,
@@ -54,6 +59,7 @@ class RunContext:
         num_workers: int | None = None,
     ) -> None:
         self.spec = spec
+        self.task = task
         self.ref = ref
         self.store = store
         self.cache = cache
@@ -61,7 +67,7 @@ class RunContext:
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.seed = spec.seed
-        self.dataset = spec.task.partition("/")[2]
+        self.dataset = task.dataset
         self.extractions = 0
         self.cache_hits = 0
         self.cache_keys: dict[str, str] = {}
@@ -101,7 +107,7 @@ class RunContext:
     @cached_property
     def data_config(self) -> DataConfig:
         """The backbone's eval transform at the task's resolution (task arg, else the dataset's default)."""
-        size = self.spec.task_args.get("image_size") or self.info.image_size
+        size = self.task.args.image_size or self.info.image_size
         return self.ref.data_config.with_overrides(image_size=size, crop_pct=self.info.crop_pct)
 
     # -------------------------------------------------------------------------------------- backbone

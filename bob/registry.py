@@ -77,7 +77,8 @@ def suggest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     for cand in candidates:
         by_part.setdefault(_name_part(cand), []).append(cand)
     part = _name_part(name)
-    found = list(by_part.get(part, []))
+    # The same name in other namespaces (or other suites), closest to the whole name first.
+    found = sorted(by_part.get(part, []), key=lambda c: -difflib.SequenceMatcher(None, name, c).ratio())
     found += [c for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.6) if c not in found]
     for close in difflib.get_close_matches(part, list(by_part), n=n, cutoff=0.75):
         found += [c for c in by_part[close] if c not in found]
@@ -85,14 +86,25 @@ def suggest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
 
 
 class Registry(Generic[T]):
-    """Named entries plus open namespaces, resolved lazily, with did-you-mean errors."""
+    """Named entries plus open namespaces, resolved lazily, with did-you-mean errors.
 
-    def __init__(self, kind: str) -> None:
+    `populate`, if given, registers the entries on first use (e.g. by reading YAML files), so
+    building the registry costs nothing until a name is looked up or listed.
+    """
+
+    def __init__(self, kind: str, populate: Callable[[Registry[T]], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._namespaces: dict[str, Namespace] = {}
+        self._populate = populate
+
+    def _ensure(self) -> None:
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
 
     def register(self, name: str, target: str, **meta: Any) -> Entry[T]:
+        self._ensure()
         if name in self._entries:
             raise ValueError(
                 f"{self.kind} '{name}' is already registered (target {self._entries[name].target})"
@@ -116,9 +128,11 @@ class Registry(Generic[T]):
         return self._namespaces
 
     def entries(self) -> Iterator[Entry[T]]:
+        self._ensure()
         return iter(self._entries.values())
 
     def names(self, pattern: str | None = None, namespaces: bool = True) -> list[str]:
+        self._ensure()
         names: list[str] = list(self._entries)
         if namespaces:
             for ns in self._namespaces.values():
@@ -139,6 +153,7 @@ class Registry(Generic[T]):
         With `live`, a name missing from a namespace's static index is checked against the library
         itself (which may import it), so names newer than the shipped index still resolve.
         """
+        self._ensure()
         if name in self._entries:
             return self._entries[name]
         prefix, sep, rest = name.partition("/")

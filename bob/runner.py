@@ -152,7 +152,7 @@ def _run(
     from bob import env
     from bob.backbones import resolve_backbone
     from bob.context import RunContext
-    from bob.tasks.catalog import parse_task_name, task_class
+    from bob.suites import parse_task_name, task_class
 
     start = time.perf_counter()
     name = parse_task_name(spec.task)
@@ -173,7 +173,14 @@ def _run(
         result.env = env.capture(device)
         ref = resolve_backbone(spec.backbone, spec.weights, spec.backbone_args, spec.seed)
         ctx = RunContext(
-            spec, ref, store, FeatureCache(options.cache_dir), device, options.batch_size, options.num_workers
+            spec,
+            task,
+            ref,
+            store,
+            FeatureCache(options.cache_dir),
+            device,
+            options.batch_size,
+            options.num_workers,
         )
         output = task.run(ctx)
         result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts

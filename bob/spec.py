@@ -102,8 +102,8 @@ def make_spec(
     task_args: dict[str, str] | None = None,
 ) -> RunSpec:
     """Validate names and args (without importing torch) and return the canonical spec."""
-    from bob.tasks.base import parse_task_args
-    from bob.tasks.catalog import parse_task_name, task_class
+    from bob.suites import parse_task_name, task_class
+    from bob.task import parse_task_args
     from bob.weights import WeightsRequest
 
     validate_backbone_name(backbone)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bob.tasks.base import Task, TaskArgs, TaskOutput, run_arg
-from bob.tasks.catalog import SUITES
+from bob.suites import SUITES
+from bob.task import Task, TaskArgs, TaskOutput, run_arg
 
 SUITE = "sweep-fake"
 
@@ -83,7 +83,7 @@ class FakeTask(Task):
     search_space: ClassVar[dict[str, Any]] = {"lr": [1e-4, 1e-2, 0.5]}
 
     def _search(self, seed: int) -> TaskOutput:
-        from bob.sweep.tune import search_in_protocol
+        from bob.tasks.common.tune import search_in_protocol
 
         x, y = blobs(seed)
         found = search_in_protocol(
@@ -122,12 +122,12 @@ def logistic_trial(config: dict[str, Any], report: Any, x: Any, y: Any, epochs: 
 
 def register() -> None:
     if SUITE not in SUITES:
-        SUITES.register(SUITE, f"{__name__}:FakeTask", main_metric="score", task_types=("classification",))
+        SUITES.register(FakeTask)
 
 
 def unregister() -> None:
     """Keep the fake suite out of other test modules' listings of every suite."""
-    SUITES._entries.pop(SUITE, None)
+    SUITES.unregister(SUITE)
 
 
 @contextlib.contextmanager

@@ -398,7 +398,7 @@ def test_catalog_entries_are_consistent() -> None:
 def test_listing_and_loader_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import bob.data.catalog as c\n"
+        "import bob.data.registry as c\n"
         "from bob.data import dataset_info\n"
         "names = c.DATASETS.names()\n"
         "assert len(names) >= 17, names\n"

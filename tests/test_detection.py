@@ -325,8 +325,8 @@ def test_detector_builds_and_trains_a_step(name: str, size: int, frozen: bool, p
 
 
 def test_task_args_are_validated() -> None:
-    from bob.tasks.base import parse_task_args
-    from bob.tasks.detection.task import DetectionArgs
+    from bob.task import parse_task_args
+    from bob.tasks.detection import DetectionArgs
 
     with pytest.raises(UsageError, match="mode must be one of finetune, frozen"):
         parse_task_args(DetectionArgs, {"mode": "linear"}, "detection/scenes")
@@ -344,8 +344,8 @@ def test_listing_detection_tasks_stays_torch_free() -> None:
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.detection.task, bob.tasks.detection.data, bob.tasks.detection.real\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.detection, bob.tasks.detection.data, bob.tasks.detection.real\n"
         "assert 'detection/scenes-shifted' in task_names('detection/*')\n"
         "assert 'torch' not in sys.modules\n"
     )

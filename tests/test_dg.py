@@ -16,10 +16,10 @@ from bob.data import load_split
 from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
 from bob.tasks.dg import DGArgs
-from bob.tasks.dg_matrix import summarise_matrix
-from bob.tasks.style_aug import StyleHooks, mix_stats, stage_modules, style_stats
+from bob.tasks.dg.matrix import summarise_matrix
+from bob.tasks.dg.style_aug import StyleHooks, mix_stats, stage_modules, style_stats
 
 MINI = "dg/shapes-multidomain-mini"
 
@@ -208,8 +208,8 @@ def test_task_args_are_checked_before_any_run():
 def test_listing_dg_imports_no_torch():
     code = (
         "import sys\n"
-        "import bob.tasks.dg, bob.tasks.dg_matrix, bob.data.domains\n"
-        "from bob.tasks.catalog import task_names\n"
+        "import bob.tasks.dg, bob.tasks.dg.matrix, bob.data.domains\n"
+        "from bob.suites import task_names\n"
         "assert 'dg/shapes-multidomain' in task_names('dg/*')\n"
         "assert 'torch' not in sys.modules\n"
     )

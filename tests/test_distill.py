@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 
 from bob.errors import UnknownNameError, UsageError
-from bob.tasks.base import parse_task_args
-from bob.tasks.distill import KDConfig, SoftTargets, batch_loss, kd_loss
+from bob.task import parse_task_args
+from bob.tasks.common.distill import KDConfig, SoftTargets, batch_loss, kd_loss
 from bob.tasks.few_label import FewLabelArgs
 from bob.tasks.finetune import DISTILL_ARGS, FinetuneSearchArgs
 
@@ -150,7 +150,7 @@ def test_bad_distillation_args_are_refused_before_any_run(cls, raw, error, match
 def test_teacher_soft_labels_cover_the_unlabeled_pool(tmp_path, monkeypatch):
     """few-label + teacher: the student trains on the labelled rows and the whole unlabeled pool, each
     row with the teacher's logits of that very image; held-out val images are in neither."""
-    import bob.tasks.distill as distill
+    import bob.tasks.common.distill as distill
     import bob.tasks.finetune as finetune
     from bob.backbones import resolve_backbone
     from bob.cache import FeatureCache
@@ -176,9 +176,10 @@ def test_teacher_soft_labels_cover_the_unlabeled_pool(tmp_path, monkeypatch):
     task_args = {"teacher": "torchvision/mobilenet_v2", "fraction": "0.2"}
     spec = make_spec("timm/test_resnet", "few-label/shapes-mini", "random", 0, {}, task_args)
     ref = resolve_backbone("timm/test_resnet", "random", {}, 0)
-    ctx = RunContext(spec, ref, ResultStore(tmp_path / "raw"), FeatureCache(tmp_path / "cache"), "cpu")
     args = parse_task_args(FewLabelArgs, task_args, spec.task)
-    out = FewLabel("shapes-mini", args).run(ctx)
+    task = FewLabel("shapes-mini", args)
+    ctx = RunContext(spec, task, ref, ResultStore(tmp_path / "raw"), FeatureCache(tmp_path / "cache"), "cpu")
+    out = task.run(ctx)
 
     train, targets, val = seen["train"], seen["targets"], seen["val"]
     rows = train.indices

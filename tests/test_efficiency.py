@@ -14,8 +14,8 @@ from bob.errors import UsageError
 from bob.leaderboard import load_results
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
-from bob.tasks.catalog import task_names
-from bob.tasks.efficiency_measure import (
+from bob.suites import task_names
+from bob.tasks.efficiency.measure import (
     count_macs,
     count_params,
     halving_batch,
@@ -23,7 +23,7 @@ from bob.tasks.efficiency_measure import (
     memory_access,
     time_calls,
 )
-from bob.tasks.efficiency_meters import PeakMemory, rapl_counters, resolve_energy_backend
+from bob.tasks.efficiency.meters import PeakMemory, rapl_counters, resolve_energy_backend
 
 TINY = {"warmup": "1", "iters": "3", "max_batch": "4", "throughput_iters": "2", "train_batch": "4"}
 
@@ -167,7 +167,7 @@ def test_energy_backend_is_a_real_counter_or_the_labelled_proxy():
 
 
 def test_rapl_energy_sums_packages_and_handles_wraparound(tmp_path, monkeypatch):
-    from bob.tasks import efficiency_meters as meters
+    from bob.tasks.efficiency import meters
 
     for zone, (energy, top) in {"intel-rapl:0": (1000, 5000), "intel-rapl:1": (200, 0)}.items():
         (tmp_path / zone).mkdir()

@@ -13,9 +13,9 @@ from bob.data import load_split
 from bob.errors import CacheCorruptError, DatasetNotFoundError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
 from bob.tasks.few_label import FewLabelArgs
-from bob.tasks.label_subsets import balanced_indices, select_subset, subset_fingerprint
+from bob.tasks.few_label.subsets import balanced_indices, select_subset, subset_fingerprint
 
 # ------------------------------------------------------------------------------- seeded subsets
 

@@ -12,11 +12,17 @@ from bob.data import load_split
 from bob.errors import TrainingDivergedError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
+from bob.tasks.common.finetune import (
+    Classifier,
+    FinetuneConfig,
+    evaluate,
+    finetune_classifier,
+    train_transform,
+)
+from bob.tasks.common.layer_decay import layer_decay_groups, stage_depths
+from bob.tasks.common.metrics import classification_metrics
 from bob.tasks.finetune import FinetuneArgs
-from bob.tasks.finetune_loop import Classifier, FinetuneConfig, evaluate, finetune_classifier, train_transform
-from bob.tasks.layer_decay import layer_decay_groups, stage_depths
-from bob.tasks.metrics import classification_metrics
 
 SMALL_TIMM = "timm/mobilenetv3_small_050"  # has group_matcher and drop_path_rate
 TINY = FinetuneConfig(epochs=1, warmup_epochs=0, batch_size=16, mixup=0.8, cutmix=1.0)
@@ -94,7 +100,7 @@ def test_layer_decay_one_gives_every_parameter_the_full_rate():
 def test_zero_bit_posterize_gives_a_black_image_instead_of_a_pillow_error():
     from PIL import Image
 
-    from bob.tasks.finetune_loop import _posterize_zero_bits_black
+    from bob.tasks.common.finetune import _posterize_zero_bits_black
 
     img = Image.new("RGB", (8, 8), (200, 100, 50))
     assert np.asarray(_posterize_zero_bits_black(img, 0)).max() == 0
@@ -159,7 +165,7 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_error():
 
 
 def test_mixup_needs_an_even_batch_and_tiny_sets_get_one():
-    from bob.tasks.finetune_loop import _train_batch_size
+    from bob.tasks.common.finetune import _train_batch_size
 
     assert _train_batch_size(1000, 64) == 64
     assert _train_batch_size(11, 64) == 10

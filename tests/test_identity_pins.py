@@ -199,7 +199,7 @@ def test_run_ids_are_pinned(backbone, task, weights, seed, backbone_args, task_a
 
 
 def test_pinned_ids_cover_every_suite():
-    from bob.tasks.catalog import SUITES
+    from bob.suites import SUITES
 
     assert {t.partition("/")[0] for _, t, *_ in PINNED_IDS} == set(SUITES.names())
 

@@ -53,8 +53,8 @@ def make_kadid(root: Path, refs: int = 5, types: int = 2, levels: int = 3) -> li
 def test_listing_finds_the_suite_without_importing_torch():
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.iqa.task, bob.tasks.iqa.real, bob.tasks.iqa.skimage_set\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.iqa, bob.tasks.iqa.real, bob.tasks.iqa.skimage_set\n"
         "names = task_names('iqa/*')\n"
         "assert {'iqa/skimage-distortions', 'iqa/koniq10k', 'iqa/kadid10k', 'iqa/live', 'iqa/tid2013'} <= set(names)\n"
         "assert 'torch' not in sys.modules\n"
@@ -211,7 +211,7 @@ def test_generated_set_is_deterministic_and_split_by_photo():
     assert (len(train), len(test)) == (80, 20)
     assert not set(train.content) & set(test.content)
     # Regenerating from scratch gives the same pixels and scores as the stored arrays.
-    from bob.data.catalog import DATASETS
+    from bob.data import DATASETS
     from bob.tasks.iqa.skimage_set import generate
 
     options = DATASETS.get("skimage-distortions-mini").meta["options"]

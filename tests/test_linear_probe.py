@@ -8,8 +8,8 @@ import torch
 
 from bob.data.base import stratified_partition
 from bob.errors import TrainingDivergedError
+from bob.tasks.common.linear_head import HeadConfig, Standardizer, fit_heads
 from bob.tasks.knn import knn_predict
-from bob.tasks.linear_head import HeadConfig, Standardizer, fit_heads
 from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
 
 FAST = LinearProbeArgs()
@@ -100,7 +100,7 @@ def test_batched_heads_equal_heads_trained_alone():
 
 
 def test_hand_written_gradient_matches_autograd():
-    from bob.tasks.linear_head import _softmax_regression_grad
+    from bob.tasks.common.linear_head import _softmax_regression_grad
 
     torch.manual_seed(0)
     k, c, d, b = 3, 4, 5, 6
@@ -149,7 +149,7 @@ def test_knn_vote_by_hand():
 def test_metrics_match_scikit_learn():
     from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 
-    from bob.tasks.metrics import classification_metrics
+    from bob.tasks.common.metrics import classification_metrics
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(200, 7))

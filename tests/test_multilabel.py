@@ -17,7 +17,7 @@ from bob.errors import DatasetNotFoundError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
 from bob.tasks.multilabel import MultiLabelArgs
-from bob.tasks.multilabel_metrics import (
+from bob.tasks.multilabel.metrics import (
     average_precision_per_class,
     f1_scores,
     mean_average_precision,
@@ -162,7 +162,7 @@ def test_timm_bundled_real_json_is_the_published_file():
 def test_sigmoid_head_is_one_vs_rest_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
-    from bob.tasks.linear_head import HeadConfig, fit_heads
+    from bob.tasks.common.linear_head import HeadConfig, fit_heads
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)).astype(np.float32)
@@ -177,7 +177,7 @@ def test_sigmoid_head_is_one_vs_rest_logistic_regression():
 
 
 def test_sigmoid_gradient_matches_autograd_for_every_candidate():
-    from bob.tasks.linear_head import _sigmoid_regression_grad
+    from bob.tasks.common.linear_head import _sigmoid_regression_grad
 
     torch.manual_seed(0)
     k, c, d, b = 3, 4, 5, 6
@@ -238,11 +238,11 @@ def test_listing_multilabel_tasks_does_not_import_torch():
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
+        "from bob.suites import task_names\n"
         "names = task_names('multilabel/*')\n"
         "assert {'multilabel/scenes-multilabel', 'multilabel/voc2007-cls', 'multilabel/coco-multilabel',"
         " 'multilabel/imagenet-real'} <= set(names), names\n"
-        "import bob.tasks.multilabel, bob.tasks.multilabel_metrics, bob.data.multilabel\n"
+        "import bob.tasks.multilabel, bob.tasks.multilabel.metrics, bob.data.multilabel\n"
         "heavy = [m for m in ('torch', 'torchvision', 'timm', 'sklearn') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

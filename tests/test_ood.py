@@ -11,8 +11,8 @@ from bob.data.shifts import get_shift
 from bob.errors import UnknownNameError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
-from bob.tasks.calibration import expected_calibration_error, softmax
-from bob.tasks.catalog import parse_task_name
+from bob.suites import parse_task_name
+from bob.tasks.common.calibration import expected_calibration_error, softmax
 from bob.tasks.ood import OODArgs, score, select_sets, summarise
 
 TINY = "timm/mobilenetv3_small_050"
@@ -144,7 +144,7 @@ def test_listing_ood_tasks_does_not_import_torch():
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
+        "from bob.suites import task_names\n"
         "names = task_names('ood/*')\n"
         "assert 'ood/shapes-domains' in names and 'ood/imagenet-c' in names, names\n"
         "import bob.tasks.ood, bob.data.shifts, bob.data.real_shifts, bob.data.corruptions\n"

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from bob.errors import UsageError
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
 from bob.tasks.detection.data import DetectionSplit
-from bob.tasks.detection.open_vocab import (
+from bob.tasks.detection.scenes import SCENE_CLASSES, generate_scenes
+from bob.tasks.open_vocab import (
     OpenVocabArgs,
     bow_embeddings,
     novel_ids,
@@ -20,7 +21,6 @@ from bob.tasks.detection.open_vocab import (
     text_predictor,
     without_categories,
 )
-from bob.tasks.detection.scenes import SCENE_CLASSES, generate_scenes
 
 PALETTE = ("red", "yellow", "green", "blue")
 NOVEL = ("green circle", "red star")
@@ -241,7 +241,7 @@ def _lvis_tree(root):
 def test_lvis_layout_and_federated_ap(tmp_path):
     from bob.data import dataset_info
     from bob.errors import DatasetNotFoundError
-    from bob.tasks.detection.lvis import is_lvis, load_lvis, lvis_metrics
+    from bob.tasks.open_vocab.lvis import is_lvis, load_lvis, lvis_metrics
 
     anns = _lvis_tree(tmp_path)
     split = load_lvis(dataset_info("lvis-v1"), "test", root=tmp_path)

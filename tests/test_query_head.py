@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
+from bob.tasks.detection import DetectionArgs
 from bob.tasks.detection.scenes import generate_scenes
-from bob.tasks.detection.task import DetectionArgs
 from tests.test_detection import _split
 
 

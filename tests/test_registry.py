@@ -93,7 +93,7 @@ def test_listing_never_imports_torch():
     code = (
         "import sys\n"
         "from bob.cli_ls import list_kind\n"
-        "from bob.tasks.catalog import SUITES, task_class\n"
+        "from bob.suites import SUITES, task_class\n"
         "for kind in ('backbones', 'tasks', 'datasets'):\n"
         "    list_kind(kind, None, as_json=True, show_all=False)\n"
         "list_kind('backbones', 'timm/vit_*', as_json=True, show_all=False)\n"

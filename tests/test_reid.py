@@ -9,7 +9,7 @@ from task_runs import TINY, run_task
 
 from bob.errors import UnknownNameError, UsageError
 from bob.spec import make_spec
-from bob.tasks.reid_train import identity_batches
+from bob.tasks.reid.train import identity_batches
 from tests.test_reid_data import make_market
 
 
@@ -112,7 +112,7 @@ def test_identity_batches_follow_the_random_identity_sampler():
 def test_batch_hard_triplet_matches_a_loop():
     import torch
 
-    from bob.tasks.reid_train import batch_hard_triplet
+    from bob.tasks.reid.train import batch_hard_triplet
 
     gen = torch.Generator().manual_seed(0)
     feat, labels = torch.randn(12, 5, generator=gen), torch.arange(4).repeat_interleave(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bob.tasks.reid_metrics import (
+from bob.tasks.reid.metrics import (
     QUERY_CHUNK,
     ReidScores,
     cosine_distance,

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score
 from bob.data.relevance import RelevanceJudgements, same_label_judgements
 from bob.errors import UsageError
 from bob.tasks.retrieval import class_query_split
-from bob.tasks.retrieval_metrics import (
+from bob.tasks.retrieval.metrics import (
     QueryTruth,
     RetrievalScorer,
     average_precision,

@@ -274,8 +274,8 @@ def test_head_shapes_frozen_cache_and_gradients() -> None:
 
 
 def test_task_args_are_validated() -> None:
-    from bob.tasks.base import parse_task_args
-    from bob.tasks.rvos.task import Rvos, RvosArgs
+    from bob.task import parse_task_args
+    from bob.tasks.rvos import Rvos, RvosArgs
 
     for raw, message in [
         ({"mode": "linear"}, "mode must be one of frozen, finetune"),
@@ -303,8 +303,8 @@ def test_listing_rvos_tasks_stays_torch_free() -> None:
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.rvos.task, bob.tasks.rvos.data, bob.tasks.rvos.metrics\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.rvos, bob.tasks.rvos.data, bob.tasks.rvos.metrics\n"
         "names = task_names('rvos/*')\n"
         "assert {'rvos/rvos-sprites', 'rvos/rvos-sprites-mini', 'rvos/ref-youtube-vos', 'rvos/ref-davis17'} <= set(names)\n"
         "assert 'torch' not in sys.modules\n"

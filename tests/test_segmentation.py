@@ -334,8 +334,8 @@ def test_photometric_distortion_changes_colours_not_labels() -> None:
 
 
 def test_task_args_are_validated() -> None:
-    from bob.tasks.base import parse_task_args
-    from bob.tasks.segmentation.task import SegmentationArgs
+    from bob.task import parse_task_args
+    from bob.tasks.segmentation import SegmentationArgs
 
     for raw, message in [
         ({"head": "upernet"}, "head must be one of fpn, fcn, linear"),
@@ -352,7 +352,7 @@ def test_task_args_are_validated() -> None:
     args = parse_task_args(SegmentationArgs, {"head": "fcn", "iters": "7"}, "segmentation/ade20k")
     assert args.resolved("real") == {"iters": 7, "batch_size": 16, "fpn_channels": 256, "head_channels": 512}
     assert args.resolved("generated")["head_channels"] == 128
-    from bob.tasks.segmentation.task import Segmentation
+    from bob.tasks.segmentation import Segmentation
 
     parse_task_args(SegmentationArgs, {**Segmentation.check_args, "image_size": "64"}, "segmentation/x")
 
@@ -363,8 +363,8 @@ def test_listing_segmentation_tasks_stays_torch_free() -> None:
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.segmentation.task, bob.tasks.segmentation.data, bob.tasks.segmentation.real\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.segmentation, bob.tasks.segmentation.data, bob.tasks.segmentation.real\n"
         "import bob.tasks.segmentation.metrics\n"
         "names = task_names('segmentation/*')\n"
         "assert {'segmentation/scenes-seg', 'segmentation/ade20k', 'segmentation/voc2012-seg'} <= set(names)\n"

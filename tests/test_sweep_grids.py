@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bob.suites import SUITES
 from bob.sweep.driver import plan_sweep
 from bob.sweep.spec import load_sweep
-from bob.tasks.catalog import SUITES
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 NEEDED = ("finetune", "few-label", "detection", "ood", "retrieval")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # Ray startup and ~1 s per Tune trial on a small 
 
 
 def test_grid_search_scores_every_trial_and_picks_the_best(ray_session):
-    from bob.sweep.tune import search_in_protocol
+    from bob.tasks.common.tune import search_in_protocol
 
     x, y = blobs(0)
     found = search_in_protocol(logistic_trial, {"lr": [1e-5, 1e-2, 0.5]}, "val_acc", data={"x": x, "y": y})
@@ -43,7 +43,7 @@ def _history(config, x, y):
 
 
 def test_asha_stops_weak_trials_early(ray_session):
-    from bob.sweep.tune import search_in_protocol
+    from bob.tasks.common.tune import search_in_protocol
 
     x, y = blobs(1)
     # Good learning rates first, so the weak ones meet full rungs and fall below them (a sampled
@@ -63,7 +63,7 @@ def test_asha_stops_weak_trials_early(ray_session):
 
 
 def test_sampled_spaces_draw_num_samples_configs(ray_session):
-    from bob.sweep.tune import search_in_protocol
+    from bob.tasks.common.tune import search_in_protocol
 
     x, y = blobs(2)
     found = search_in_protocol(
@@ -73,7 +73,7 @@ def test_sampled_spaces_draw_num_samples_configs(ray_session):
 
 
 def test_bad_spaces_are_usage_errors():
-    from bob.sweep.tune import _scheduler, _tune_space
+    from bob.tasks.common.tune import _scheduler, _tune_space
 
     with pytest.raises(UsageError, match="empty list"):
         _tune_space({"lr": []})

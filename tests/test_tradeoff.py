@@ -11,8 +11,9 @@ import torch
 from bob.backbones import build_backbone
 from bob.errors import UsageError
 from bob.pareto import hypervolume_2d, pareto_mask
-from bob.tasks.base import parse_task_args
-from bob.tasks.stitching import (
+from bob.task import parse_task_args
+from bob.tasks.tradeoff import TradeoffArgs
+from bob.tasks.tradeoff.stitching import (
     AnchorViT,
     StitchedViT,
     block_tokens,
@@ -20,7 +21,6 @@ from bob.tasks.stitching import (
     paired_stitches,
     vit_trunk,
 )
-from bob.tasks.tradeoff import TradeoffArgs
 
 
 def test_sliding_windows_give_sn_nets_34_stitches_per_pair():
@@ -135,7 +135,7 @@ def test_curve_run_over_any_backbones(tmp_path):
 
 
 def test_brief_training_lowers_the_stitchs_loss_and_touches_only_the_layer():
-    from bob.tasks.stitching import train_stitch
+    from bob.tasks.tradeoff.stitching import train_stitch
 
     tiny, small = _vit("timm/vit_tiny_patch16_224"), _vit("timm/vit_small_patch16_224", 1)
     ft, fs = vit_trunk(tiny), vit_trunk(small)

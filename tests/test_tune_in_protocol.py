@@ -7,7 +7,7 @@ import pytest
 from bob.errors import UsageError
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
 from bob.tasks.finetune import FinetuneSearchArgs
 
 SMALL_TIMM = "timm/mobilenetv3_small_050"
@@ -43,8 +43,8 @@ def test_without_ray_a_search_fails_clearly_before_any_training(
 ):
     import sys
 
+    import bob.tasks.common.finetune as finetune_loop
     import bob.tasks.detection.train as detection_train
-    import bob.tasks.finetune_loop as finetune_loop
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started although the search cannot run")
@@ -92,7 +92,7 @@ def test_lr_search_lands_in_the_protocol_and_the_final_fit_uses_the_winner(
 
 
 def test_detection_search_args_are_validated():
-    from bob.tasks.detection.task import DetectionArgs
+    from bob.tasks.detection import DetectionArgs
 
     with pytest.raises(UsageError, match=r"Unknown search for detection 'lrs'\. Did you mean: lr"):
         parse_task_args(DetectionArgs, {"search": "lrs"}, "detection/scenes-mini")
@@ -104,7 +104,7 @@ def test_detection_search_args_are_validated():
 
 def test_the_detection_val_part_is_seeded_and_disjoint_from_the_train_part():
     from bob.data import load_split
-    from bob.tasks.detection.task import holdout
+    from bob.tasks.detection import holdout
 
     train = load_split("scenes-mini", "train")
     part, val = holdout(train, 0.25, seed=3)

@@ -19,7 +19,7 @@ from bob.data.video import (
     uniform_clip_starts,
 )
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.tasks.temporal_pool import pool_frames
+from bob.tasks.video_cls.temporal_pool import pool_frames
 
 # ------------------------------------------------------------------------------------ temporal pooling
 
@@ -63,7 +63,7 @@ def test_only_order_aware_pooling_learns_direction() -> None:
 def test_torch_pooling_and_temporal_conv_head_see_order() -> None:
     import torch
 
-    from bob.tasks.temporal_pool import pool_frames_torch, temporal_head
+    from bob.tasks.video_cls.temporal_pool import pool_frames_torch, temporal_head
 
     x, _ = _reversal_pairs(3)
     xt = torch.from_numpy(x).float()
@@ -123,7 +123,7 @@ class _MeanColour:
 
 def test_gathered_views_match_views_cut_by_hand() -> None:
     from bob.progress import Progress
-    from bob.tasks.video_features import ClipSpec, eval_crops, eval_view_features, gather_views
+    from bob.tasks.video_cls.features import ClipSpec, eval_crops, eval_view_features, gather_views
 
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 256, size=(2, 11, 20, 26, 3), dtype=np.uint8)
@@ -286,7 +286,7 @@ def test_hmdb51_official_split_lists(tmp_path: Path) -> None:
 
 
 def test_task_args_are_validated() -> None:
-    from bob.tasks.base import parse_task_args
+    from bob.task import parse_task_args
     from bob.tasks.video_cls import VideoClsArgs
 
     name = "video-cls/moving-sprites"
@@ -311,8 +311,8 @@ def test_listing_video_tasks_stays_torch_free() -> None:
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.video_cls, bob.tasks.temporal_pool, bob.data.video_folders\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.video_cls, bob.tasks.video_cls.temporal_pool, bob.data.video_folders\n"
         "assert 'video-cls/moving-sprites' in task_names('video-cls/*')\n"
         "assert not [n for n in task_names() if n.startswith('linear-probe/moving')]\n"
         "assert 'torch' not in sys.modules\n"

@@ -323,8 +323,8 @@ def test_hungarian_matching_follows_whole_tracks() -> None:
 
 
 def test_task_args_are_validated() -> None:
-    from bob.tasks.base import parse_task_args
-    from bob.tasks.vis.task import VisArgs
+    from bob.task import parse_task_args
+    from bob.tasks.vis import VisArgs
 
     for raw, message in (
         ({"epochs": "0"}, "epochs"),
@@ -344,8 +344,8 @@ def test_listing_vis_tasks_stays_torch_free() -> None:
 
     code = (
         "import sys\n"
-        "from bob.tasks.catalog import task_names\n"
-        "import bob.tasks.vis.task\n"
+        "from bob.suites import task_names\n"
+        "import bob.tasks.vis\n"
         "assert {'vis/vis-sprites', 'vis/vis-sprites-mini', 'vis/ovis'} <= set(task_names('vis/*'))\n"
         "assert not [n for n in task_names() if n.startswith('linear-probe/vis-sprites')]\n"
         "assert 'torch' not in sys.modules\n"

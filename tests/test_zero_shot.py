@@ -17,7 +17,7 @@ from bob.backbones.base import Backbone
 from bob.backbones.meta import BackboneMeta, DataConfig
 from bob.errors import TaskNotApplicable, UnknownNameError, UsageError
 from bob.results import read_result
-from bob.tasks.base import parse_task_args
+from bob.task import parse_task_args
 from bob.tasks.zero_shot import (
     ZeroShot,
     ZeroShotArgs,

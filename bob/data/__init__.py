@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from bob.data.base import DatasetInfo, ImageSplit
-from bob.data.catalog import DATASETS
+from bob.data.registry import DATASETS
 from bob.errors import UsageError
 
 __all__ = ["DATASETS", "DatasetInfo", "ImageSplit", "dataset_info", "default_data_root", "load_split"]

@@ -20,9 +20,26 @@ import numpy as np
 from PIL import Image
 
 from bob.data.base import ImageSplit
-from bob.data.catalog import CORRUPTIONS  # the 15 ImageNet-C corruptions, in their order
 from bob.errors import UsageError
 
+# ImageNet-C's 15 corruptions, in its order.
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 # The 4 held-out "validation" corruptions of the same paper, accepted but never a default.
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)

@@ -4,7 +4,7 @@ A re-ID dataset (task type "reid") has two splits: `train` (Market/Duke's boundi
 `test`, which holds the queries first (query/) and the gallery after them (bounding_box_test/), the
 convention of bob's retrieval sets (`bob.data.relevance.mark_queries`), so one extraction serves both.
 Every image has a person id (`pids`, also the split's `labels`) and a 0-based camera id (`camids`); the
-task evaluates queries against the gallery (bob.tasks.reid_metrics) and trains, if asked, on `train`.
+task evaluates queries against the gallery (bob.tasks.reid.metrics) and trains, if asked, on `train`.
 
 Real layouts are read the way torchreid reads them (`torchreid/data/datasets/image/market1501.py`,
 `dukemtmcreid.py`): only `*.jpg` files, person and camera parsed from the file name, the camera made

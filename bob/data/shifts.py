@@ -11,6 +11,12 @@ by name with `load_shifted_set`; each is described as data in the entry's option
      "severity": 3, "render": "eval"}                                   ImageNet-C-style, on the fly
     {"kind": "loader", "target": "module:function", "kwargs": {...}}    a real dataset on disk
 
+A shift that evaluates on all 15 ImageNet-C corruptions × 5 severities names them at once with
+`corruptions` instead of 75 sets: `{dataset: digits, render: eval}` (corrupted on the fly) or
+`{loader: "module:function"}` (pre-rendered, the loader called with `corruption=` and `severity=`);
+the sets are named `<corruption>-<severity>`, and `default_corruptions` lists the corruptions a run
+evaluates when it does not choose.
+
 A set may also name `valid_classes` (e.g. "imagenet-a"): the subset of in-distribution classes its
 labels come from; the `ood` suite masks the classifier's logits to that subset. `dataset` and
 `corrupt` sets read the source dataset's `test` split unless they name another (`source_split`).
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bob.data.base import DatasetInfo, ImageSplit
+from bob.data.corruptions import CORRUPTIONS, SEVERITIES
 from bob.errors import UsageError
 from bob.registry import import_target
 
@@ -61,14 +68,39 @@ def get_shift(name: str) -> Shift:
 
 
 def shift_from_options(name: str, options: dict[str, Any]) -> Shift:
-    default = options.get("default_sets")
+    sets = dict(options.get("sets") or {})
+    corruptions = options.get("corruptions")
+    if corruptions is not None:
+        sets.update(corruption_sets(**corruptions))
+    default = options.get("default_corruptions")
     return Shift(
         name=name,
         in_dist=options["in_dist"],
-        sets=dict(options["sets"]),
-        default_sets=tuple(default) if default is not None else None,
-        corruption_sets=bool(options.get("corruption_sets", False)),
+        sets=sets,
+        default_sets=tuple(s for s in sets if s.rpartition("-")[0] in default) if default else None,
+        corruption_sets=corruptions is not None,
     )
+
+
+def corruption_sets(
+    dataset: str | None = None, render: str | tuple[Any, ...] | None = None, loader: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The 75 sets `<corruption>-<severity>`: `dataset`'s test split corrupted on the fly at `render`,
+    or read by `loader` (pre-rendered files such as the released ImageNet-C)."""
+    sets: dict[str, dict[str, Any]] = {}
+    for corruption in CORRUPTIONS:
+        for severity in SEVERITIES:
+            if loader is not None:
+                spec = {
+                    "kind": "loader",
+                    "target": loader,
+                    "kwargs": {"corruption": corruption, "severity": severity},
+                }
+            else:
+                spec = {"kind": "corrupt", "dataset": dataset, "corruption": corruption, "severity": severity}
+                spec["render"] = render
+            sets[f"{corruption}-{severity}"] = spec
+    return sets
 
 
 def load_shift_split(

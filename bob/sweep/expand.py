@@ -123,7 +123,7 @@ def expand(sweep: SweepSpec) -> list[PlannedRun]:
     """Every run of the sweep, excludes removed; a run asked for twice is an error naming both places."""
     for key in sweep.task_args:
         if key != "*":
-            from bob.tasks.catalog import SUITES
+            from bob.suites import SUITES
 
             try:
                 SUITES.get(key)

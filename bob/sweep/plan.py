@@ -15,27 +15,13 @@ from typing import Any
 
 from bob.cache import canonical_json
 from bob.spec import RunSpec
-
-# Suites whose runs read the frozen pooled-feature cache, and the task arg (with the value) that
-# keeps them there. A suite missing here trains and gets its own pool slot. A new cache-reading
-# suite adds one line.
-FEATURE_CACHE_SUITES: dict[str, tuple[str, str] | None] = {
-    "linear-probe": None,
-    "knn": None,
-    "retrieval": None,
-    "ood": ("mode", "linear"),
-    "few-label": ("mode", "linear"),
-    "multilabel": None,
-    "reid": ("mode", "frozen"),
-}
+from bob.suites import task_class
 
 
 def reads_feature_cache(spec: RunSpec) -> bool:
-    suite = spec.task.partition("/")[0]
-    if suite not in FEATURE_CACHE_SUITES:
-        return False
-    condition = FEATURE_CACHE_SUITES[suite]
-    return condition is None or spec.task_args.get(condition[0], condition[1]) == condition[1]
+    """Whether the run reads the frozen pooled-feature cache: its suite says so (`Task.reads_feature_cache`);
+    a run that trains gets its own pool slot."""
+    return task_class(spec.task.partition("/")[0]).uses_feature_cache(spec.task_args)
 
 
 def _feature_datasets(dataset: str) -> list[str]:

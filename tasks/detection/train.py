@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bob.progress import progress_bar
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
 from bob.tasks.detection.data import DetectionSplit
 from bob.tasks.detection.evaluate import to_coco_results
-from bob.tasks.iteration_loop import train_iterations
 
 LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27 and 33 of 36
 WARMUP_RATIO = 0.001
@@ -173,16 +173,19 @@ def train_detector(
         loss = sum(losses.values())
         return loss, ({k: float(v) for k, v in losses.items()} if not torch.isfinite(loss) else {})
 
-    return train_iterations(
-        loader,
+    loop = TrainLoop(
+        model,
         optimizer,
-        cfg.iterations,
         loss_of,
-        after_step=scheduler.step_update,
+        loader,
         device=device,
+        iterations=cfg.iterations,
         amp=cfg.amp,
+        hooks=[AfterStep(scheduler.step_update)],
         what="detector",
-    )
+        hint="try a lower lr",
+    ).run()
+    return {"loss_history": loop.loss_history(), "final_loss": loop.final_loss()}
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bob.errors import TrainingDivergedError, UsageError
-from bob.tasks.linear_head import Standardizer
+from bob.tasks.common.linear_head import Standardizer
 
 LOSSES = ("mse", "nin", "plcc")
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))

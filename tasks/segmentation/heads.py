@@ -26,7 +26,7 @@ from torch import nn
 
 from bob.backbones.base import Backbone
 from bob.tasks.detection.model import BackboneWithPyramid, hold_backbone_mode, set_trainable
-from bob.tasks.segmentation.task import HEADS
+from bob.tasks.segmentation import HEADS
 
 SIZE_DIVISOR = 32
 

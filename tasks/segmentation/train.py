@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from bob.progress import progress_bar
-from bob.tasks.iteration_loop import train_iterations
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
 from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
 
@@ -212,16 +212,19 @@ def train_segmenter(
         per_pixel = F.cross_entropy(model(images).float(), masks, ignore_index=IGNORE_INDEX, reduction="none")
         return per_pixel.sum() / per_pixel.numel(), {}
 
-    return train_iterations(
-        loader,
+    loop = TrainLoop(
+        model,
         optimizer,
-        cfg.iterations,
         loss_of,
-        after_step=lambda _: scheduler.step(),
+        loader,
         device=device,
+        iterations=cfg.iterations,
         amp=cfg.amp,
+        hooks=[AfterStep(lambda _: scheduler.step())],
         what="segmenter",
-    )
+        hint="try a lower lr",
+    ).run()
+    return {"loss_history": loop.loss_history(), "final_loss": loop.final_loss()}
 
 
 def eval_scale(height: int, width: int, size: int) -> tuple[int, int]:

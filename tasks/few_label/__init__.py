@@ -1,0 +1,188 @@
+"""`few-label/<dataset>`: learn from a fraction of the train labels (SimCLRv2 / BoB low-data ImageNet).
+
+Protocol:
+  1. the labelled subset is `fraction` of train (tasks/label_subsets.py): SimCLR's published
+     1percent.txt / 10percent.txt on ImageNet, else a seeded class-balanced subset written once;
+  2. model selection only ever sees labelled-subset images: a seeded stratified `val_fraction` of the
+     subset is held out (`val_fraction=0`: train on all of it, keep the last epoch / fix the probe's λ);
+  3. `mode=finetune`: the finetune suite's loop and recipe (tasks/finetune_loop.py) on the subset;
+     `mode=linear`: the linear-probe protocol (tasks/linear_probe.py) on the cached train features,
+     indexed by the subset, so it costs no extraction when the linear probe ran before;
+  4. top-1 / top-5 / mean per-class recall on the full test split.
+With `teacher=<backbone>` (fine-tune mode) the student also learns from the teacher's soft labels on
+the unlabeled pool, the train images outside the subset (SimCLRv2's distillation; tasks/distill.py).
+Fine-tuning defaults: BoB's recipe; 60 epochs (5 warm-up) at batch 128 on real data, as in BoB's
+low-data ImageNet runs; 10 epochs (1 warm-up) at batch 64 on embedded and generated data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from bob.data.base import stratified_partition
+from bob.errors import UsageError
+from bob.task import Task, TaskOutput, run_arg
+from bob.tasks.finetune import FinetuneArgs, finetune_and_test
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bob.context import RunContext
+    from bob.tasks.few_label.subsets import LabelSubset
+
+MODES = ("finetune", "linear")
+
+
+@dataclass
+class FewLabelArgs(FinetuneArgs):
+    real_schedule: ClassVar[tuple[int, int, int]] = (60, 5, 128)
+    small_schedule: ClassVar[tuple[int, int, int]] = (10, 1, 64)
+    val_fraction_may_be_zero: ClassVar[bool] = True
+
+    epochs: int | None = run_arg(None, "training epochs (default: 60 on real datasets, 10 on embedded ones)")
+    warmup_epochs: int | None = run_arg(None, "linear warm-up epochs (default: 5 real, 1 embedded)")
+    fraction: float = run_arg(
+        0.1, "share of the train labels kept, in (0, 1]; ImageNet 0.01 / 0.1 use SimCLR's files"
+    )
+    mode: str = run_arg("finetune", "finetune (whole network) or linear (probe on cached frozen features)")
+    subset_seed: int = run_arg(
+        0, "seed of the class-balanced subset (datasets without published subset files)"
+    )
+    val_fraction: float = run_arg(
+        0.2, "share of the labelled subset held out for model selection (0 = none: last epoch / fixed λ)"
+    )
+    probe_weight_decay: float | None = run_arg(None, "linear mode: fix λ instead of sweeping it on val")
+    probe_epochs: int = run_arg(10, "linear mode: minimum epochs per head")
+    probe_min_steps: int = run_arg(250, "linear mode: minimum optimizer steps per head")
+    probe_lr: float = run_arg(1e-2, "linear mode: Adam learning rate of the head")
+    kd_unlabeled: bool = run_arg(
+        True, "with a teacher: distil on the unlabeled pool (train images outside the subset) too"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.fraction <= 1.0:
+            raise UsageError(f"fraction must be in (0, 1] (e.g. 0.01 or 0.1), got {self.fraction}.")
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'.")
+        if self.mode == "linear" and self.val_fraction == 0 and self.probe_weight_decay is None:
+            raise UsageError(
+                "mode=linear with val_fraction=0 has no validation set to choose λ on: "
+                "set probe_weight_decay (e.g. 1e-4), or keep val_fraction above 0."
+            )
+        if self.probe_epochs < 1 or self.probe_min_steps < 1 or self.probe_lr <= 0:
+            raise UsageError("probe_epochs and probe_min_steps must be positive integers, probe_lr positive.")
+        if self.probe_weight_decay is not None and self.probe_weight_decay < 0:
+            raise UsageError(f"probe_weight_decay must be non-negative, got {self.probe_weight_decay}.")
+        if self.teacher is not None and self.mode != "finetune":
+            raise UsageError("teacher= distils by fine-tuning the student: use it with mode=finetune.")
+
+
+class FewLabel(Task):
+    suite = "few-label"
+    version = "1"
+    main_metric = "top1"
+    reads_feature_cache = ("mode", "linear")
+    needs = ("pooled", "trainable")
+    description = "a fraction of the train labels (SimCLR's ImageNet 1%/10% files); fine-tune or linear probe"
+    Args = FewLabelArgs
+    check_args: ClassVar[dict[str, str]] = {"epochs": "1", "warmup_epochs": "0", "fraction": "0.5"}
+
+    def run(self, ctx: RunContext) -> TaskOutput:
+        subset = self._subset(ctx)
+        held_out = self._holdout(ctx, subset)
+        protocol = {
+            "mode": self.args.mode,
+            "subset": subset.describe(),
+            "subset_fingerprint": subset.fingerprint,
+            "val_source": (
+                f"stratified {self.args.val_fraction:.0%} of the labelled subset (seed {ctx.seed})"
+                if len(held_out[1])
+                else "none (val_fraction=0)"
+            ),
+        }
+        if self.args.mode == "linear":
+            output = self._linear(ctx, subset, held_out)
+        elif self.args.teacher is not None:
+            output = self._distill(ctx, subset, held_out)
+        else:
+            train = ctx.split("train")
+            rest, held = (subset.indices[part] for part in held_out)
+            val = train.subset(held, "val") if len(held) else None
+            output = finetune_and_test(
+                ctx, train.subset(rest, "train"), val, self.args.config(ctx.info.kind), self.args.drop_path
+            )
+        output.protocol.update(protocol)
+        return output
+
+    def _distill(
+        self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
+    ) -> TaskOutput:
+        """Teacher soft labels on the labelled rows and, with kd_unlabeled, on the unlabeled pool."""
+        import numpy as np
+
+        from bob.tasks.common.distill import distill_and_test
+
+        train = ctx.split("train")
+        rest, held = (subset.indices[part] for part in held_out)
+        pool = np.setdiff1d(np.arange(len(train)), subset.indices) if self.args.kd_unlabeled else np.arange(0)
+        val = train.subset(held, "val") if len(held) else None
+        cfg = self.args.config(ctx.info.kind)
+        output = distill_and_test(ctx, self.args, rest, pool, val, cfg)
+        output.protocol["distillation"]["unlabeled_pool"] = (
+            f"the {len(pool)} train images outside the labelled subset" if len(pool) else "not used"
+        )
+        return output
+
+    def _subset(self, ctx: RunContext) -> LabelSubset:
+        from pathlib import Path
+
+        from bob.data import default_data_root
+        from bob.tasks.few_label.subsets import select_subset
+
+        root = Path(ctx.spec.data_root).expanduser() if ctx.spec.data_root else default_data_root()
+        subsets_dir = ctx.cache.root / "label-subsets"
+        return select_subset(ctx.split("train"), self.args.fraction, self.args.subset_seed, root, subsets_dir)
+
+    def _holdout(self, ctx: RunContext, subset: LabelSubset) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (into the subset) of (train, val); checked before any training starts."""
+        import numpy as np
+
+        labels = ctx.split("train").labels[subset.indices]
+        if self.args.val_fraction == 0:
+            return np.arange(len(labels)), np.arange(0)
+        rest, held = stratified_partition(labels, self.args.val_fraction, seed=ctx.seed)
+        if len(held) == 0:
+            raise UsageError(
+                f"The {self.args.fraction:g} subset of {ctx.dataset} ({len(labels)} images, at most one per "
+                "class) is too small to hold out a validation set: pass val_fraction=0 (and, in linear "
+                "mode, probe_weight_decay), or a larger fraction."
+            )
+        return rest, held
+
+    def _linear(
+        self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
+    ) -> TaskOutput:
+        from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
+
+        train, test = ctx.pooled("train"), ctx.pooled("test")  # the cache's full-split features
+        x, y = train.features[subset.indices], train.labels[subset.indices]
+        rest, held = held_out
+        probe = LinearProbeArgs(
+            epochs=self.args.probe_epochs,
+            min_steps=self.args.probe_min_steps,
+            lr=self.args.probe_lr,
+            weight_decay=self.args.probe_weight_decay,
+        )
+        out = run_linear_probe(
+            (x[rest], y[rest]),
+            (x[held], y[held]),
+            (test.features, test.labels),
+            ctx.num_classes,
+            probe,
+            ctx.seed,
+            ctx.device,
+        )
+        head = ctx.save_artifact("head", {**out["head"], "classes": list(ctx.classes)})
+        return TaskOutput(out["metrics"], out["protocol"], {"head": head})
