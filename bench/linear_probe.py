@@ -5,7 +5,7 @@ All three methods see the SAME cached features and the SAME train / val / test p
   features  pooled features of the pretrained torchvision MobileNetV2 (ImageNet) on the dataset's
             train and test splits at 64 px (resize only, crop_pct 1.0), extracted once with bob and
             cached in a .npz under --cache-dir; val is a stratified 20% of train (seed --seed).
-  bob       `bob.tasks.linear_probe.run_linear_probe` with the default `LinearProbeArgs()`:
+  bob       `bob.tasks.common.probe.run_linear_probe` with the default `ProbeArgs()`:
             standardised features, Adam heads for a whole round of λ candidates trained together.
   clip-benchmark
             `clip_benchmark.metrics.linear_probe.evaluate` (the package's own protocol: one AdamW
@@ -102,9 +102,10 @@ def load_features(dataset: str, cache_dir: Path, device: str) -> dict[str, np.nd
 
 def run_bob(train, val, test, num_classes: int, seed: int, device: str) -> dict[str, Any]:
     from bob.tasks import linear_head  # noqa: F401  (import outside the timed region)
-    from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
+    from bob.tasks.common.args import ProbeArgs
+    from bob.tasks.common.probe import run_linear_probe
 
-    args = LinearProbeArgs()
+    args = ProbeArgs()
     start = time.perf_counter()
     out = run_linear_probe(train, val, test, num_classes, args, seed, device)
     secs = time.perf_counter() - start

@@ -37,7 +37,7 @@ fi
 
 PIP=("$BOB_VENV/bin/python" -m pip --disable-pip-version-check)
 stamp="$BOB_VENV/.bob-setup-stamp"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $BOB_TORCH_SPEC"
+want="$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1) $BOB_TORCH_SPEC"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing torch ($BOB_TORCH_SPEC)"
     # shellcheck disable=SC2086

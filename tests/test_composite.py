@@ -93,8 +93,8 @@ def test_bad_names_and_unsupported_backbones_fail_clearly():
 
 
 def test_detector_trains_a_step_on_a_composite():
+    from bob.data.scenes import generate_scenes
     from bob.tasks.detection.model import build_detector
-    from bob.tasks.detection.scenes import generate_scenes
     from bob.tasks.detection.train import DetectionDataset
     from tests.test_detection import _split
 

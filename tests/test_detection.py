@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bob.backbones.meta import FeatureInfo
+from bob.data.coco import AnnotationError, DetectionSplit, load_coco_split
+from bob.data.scenes import generate_scenes, write_coco
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.tasks.detection.data import AnnotationError, DetectionSplit, load_coco_split
 from bob.tasks.detection.evaluate import coco_metrics, to_coco_results
-from bob.tasks.detection.scenes import generate_scenes, write_coco
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +345,7 @@ def test_listing_detection_tasks_stays_torch_free() -> None:
     code = (
         "import sys\n"
         "from bob.suites import task_names\n"
-        "import bob.tasks.detection, bob.tasks.detection.data, bob.tasks.detection.real\n"
+        "import bob.tasks.detection, bob.data.coco, bob.data.scenes\n"
         "assert 'detection/scenes-shifted' in task_names('detection/*')\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -323,7 +323,7 @@ def test_voc_bad_layouts_fail_with_the_path(tmp_path):
 
 
 def test_coco_label_sets_drop_images_without_annotations(tmp_path):
-    from bob.tasks.detection.scenes import write_coco
+    from bob.data.scenes import write_coco
 
     for split, folder in (("train", "train2014"), ("test", "val2014")):
         scenes = load_split("scenes-mini", split)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from bob.data.coco import DetectionSplit
+from bob.data.scenes import SCENE_CLASSES, generate_scenes
 from bob.errors import UsageError
 from bob.task import parse_task_args
-from bob.tasks.detection.data import DetectionSplit
-from bob.tasks.detection.scenes import SCENE_CLASSES, generate_scenes
 from bob.tasks.open_vocab import (
     OpenVocabArgs,
     bow_embeddings,

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from bob.data.scenes import generate_scenes
 from bob.task import parse_task_args
 from bob.tasks.detection import DetectionArgs
-from bob.tasks.detection.scenes import generate_scenes
 from tests.test_detection import _split
 
 

@@ -115,7 +115,7 @@ def test_j_and_f_averages_frames_then_objects() -> None:
 
 
 def test_referring_sprites_are_deterministic_and_well_formed() -> None:
-    from bob.tasks.detection.scenes import PALETTE, SCENE_CLASSES
+    from bob.data.scenes import PALETTE, SCENE_CLASSES
     from bob.tasks.rvos.data import generate_referring_sprites
 
     frames, masks, exps = generate_referring_sprites(6, seed=3)

@@ -99,7 +99,7 @@ def test_scene_maps_are_deterministic_and_match_the_instance_masks() -> None:
     from pycocotools import mask as mask_util
 
     from bob.data import DATASETS, dataset_info, load_split
-    from bob.tasks.detection.scenes import generate_scenes
+    from bob.data.scenes import generate_scenes
     from bob.tasks.segmentation.data import load_scene_maps, semantic_maps
 
     _, coco = generate_scenes(6, size=64, seed=5)
@@ -435,7 +435,7 @@ def test_pretrained_mobilenet_beats_random_on_scenes(tmp_path: Path, weights_dir
 def test_real_layout_run_with_rescaled_inference(tmp_path: Path) -> None:
     """ADE20K's layout on disk with images of several sizes: reduce_zero_label, jitter, whole-image
     inference at test_size with logits resized back to each label map."""
-    from bob.tasks.detection.scenes import generate_scenes
+    from bob.data.scenes import generate_scenes
     from bob.tasks.segmentation.data import semantic_maps
 
     base = tmp_path / "data" / "ADEChallengeData2016"

@@ -128,7 +128,7 @@ def from_coco(split: Any, drop_empty: bool = False) -> MultiLabelSplit:
 
 def load_scenes_multilabel(info: DatasetInfo, split: str, *, root: Path, download: bool = False, **options):
     """Generated scenes (the detection suite's generator): the classes present are the label set."""
-    from bob.tasks.detection.scenes import load_scenes
+    from bob.data.scenes import load_scenes
 
     return from_coco(load_scenes(info, split, root=root, **options))
 
@@ -137,7 +137,7 @@ def load_coco_multilabel(
     info: DatasetInfo, split: str, *, root: Path, download: bool = False, layout: str = "coco2014"
 ) -> MultiLabelSplit:
     """COCO instances JSON → 80-class image-level label sets; images without annotations are dropped."""
-    from bob.tasks.detection.data import load_coco_split
+    from bob.data.coco import load_coco_split
 
     folders = COCO_LAYOUTS[layout]
     if split not in folders:

@@ -173,7 +173,8 @@ def fit_teacher(ctx: RunContext, teacher: str, weights: str, labelled_rows: np.n
 
     from bob.backbones import resolve_backbone
     from bob.context import RunContext
-    from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
+    from bob.tasks.common.args import ProbeArgs
+    from bob.tasks.common.probe import run_linear_probe
 
     labels = ctx.split("train").labels[labelled_rows]
     fit, held = teacher_partition(labels, ctx.seed)
@@ -188,7 +189,7 @@ def fit_teacher(ctx: RunContext, teacher: str, weights: str, labelled_rows: np.n
         (x[held], y[held]),
         (test.features, test.labels),
         ctx.num_classes,
-        LinearProbeArgs(),
+        ProbeArgs(),
         ctx.seed,
         ctx.device,
     )

@@ -28,7 +28,7 @@ from bob.task import Task, TaskArgs, TaskOutput, run_arg
 if TYPE_CHECKING:
     from bob.backbones.base import BackboneRef
     from bob.context import RunContext
-    from bob.tasks.detection.data import DetectionSplit
+    from bob.data.coco import DetectionSplit
 
 MODES = ("finetune", "frozen")
 AUGMENTS = ("lsj", "flip")
@@ -141,7 +141,7 @@ class Detection(Task):
     def run(self, ctx: RunContext) -> TaskOutput:
         import torch
 
-        from bob.tasks.detection.data import DetectionSplit
+        from bob.data.coco import DetectionSplit
         from bob.tasks.detection.evaluate import coco_metrics
         from bob.tasks.detection.train import predict, train_detector, train_indices
 

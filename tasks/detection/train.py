@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bob.data.coco import DetectionSplit
 from bob.progress import progress_bar
 from bob.tasks.common.train_loop import AfterStep, TrainLoop
-from bob.tasks.detection.data import DetectionSplit
 from bob.tasks.detection.evaluate import to_coco_results
 
 LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27 and 33 of 36

@@ -310,7 +310,8 @@ def linear_source(
     ctx: RunContext, args: DGArgs, domains: Domains, source: str
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The linear-probe protocol on frozen pooled features of the source's train part."""
-    from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
+    from bob.tasks.common.args import ProbeArgs
+    from bob.tasks.common.probe import run_linear_probe
 
     if not domains.pooled:  # one cached extraction per domain, shared by every source
         domains.pooled.update({d: ctx.pooled(d) for d in domains.splits})
@@ -318,7 +319,7 @@ def linear_source(
     train_idx, held_idx = domains.parts[source]
     x, y = feats[source].features[train_idx], feats[source].labels[train_idx]
     rest, val = stratified_partition(y, args.val_fraction, seed=ctx.seed)
-    probe_args = LinearProbeArgs(
+    probe_args = ProbeArgs(
         val_fraction=args.val_fraction, epochs=args.probe_epochs, min_steps=args.probe_min_steps
     )
     held = (feats[source].features[held_idx], feats[source].labels[held_idx])

@@ -164,12 +164,13 @@ class FewLabel(Task):
     def _linear(
         self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
     ) -> TaskOutput:
-        from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
+        from bob.tasks.common.args import ProbeArgs
+        from bob.tasks.common.probe import run_linear_probe
 
         train, test = ctx.pooled("train"), ctx.pooled("test")  # the cache's full-split features
         x, y = train.features[subset.indices], train.labels[subset.indices]
         rest, held = held_out
-        probe = LinearProbeArgs(
+        probe = ProbeArgs(
             epochs=self.args.probe_epochs,
             min_steps=self.args.probe_min_steps,
             lr=self.args.probe_lr,

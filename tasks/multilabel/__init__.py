@@ -24,7 +24,7 @@ import numpy as np
 
 from bob.errors import UsageError
 from bob.task import Task, TaskOutput, run_arg
-from bob.tasks.linear_probe import COARSE, REFINE_ROUNDS, WD_GRID, LinearProbeArgs
+from bob.tasks.common.args import ProbeArgs
 
 if TYPE_CHECKING:
     from bob.context import RunContext
@@ -36,7 +36,7 @@ NATIVE_LABEL_SPACES = {"imagenet-real": "imagenet-1k"}
 
 
 @dataclass
-class MultiLabelArgs(LinearProbeArgs):
+class MultiLabelArgs(ProbeArgs):
     classifier: str = run_arg(
         "probe", "probe: linear head on frozen features; native: the backbone's own ImageNet-1k head"
     )
@@ -73,6 +73,7 @@ def fit_sigmoid_probe(
 
     from bob.progress import progress_bar
     from bob.tasks.common.linear_head import HeadConfig, Standardizer, epochs_for, fit_heads, predict
+    from bob.tasks.common.probe import COARSE, REFINE_ROUNDS, WD_GRID
     from bob.tasks.multilabel.metrics import mean_average_precision
 
     cfg = HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
@@ -200,7 +201,7 @@ class Multilabel(Task):
         from scipy.special import expit
 
         from bob.data.multilabel import MultiLabelSplit
-        from bob.tasks.linear_probe import run_linear_probe
+        from bob.tasks.common.probe import run_linear_probe
 
         train_split, train, test = ctx.split("train"), ctx.pooled("train"), ctx.pooled("test")
         if isinstance(train_split, MultiLabelSplit):

@@ -32,8 +32,8 @@ from bob.data.shifts import Shift, get_shift, load_shifted_set
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 from bob.task import Task, TaskOutput, run_arg
+from bob.tasks.common.args import ProbeArgs
 from bob.tasks.common.calibration import expected_calibration_error, softmax
-from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
 
 if TYPE_CHECKING:
     from bob.context import RunContext
@@ -44,7 +44,7 @@ ALL_SEVERITIES = (1, 2, 3, 4, 5)
 
 
 @dataclass
-class OODArgs(LinearProbeArgs):
+class OODArgs(ProbeArgs):
     mode: str = run_arg(
         "linear", "classifier: linear (linear-probe protocol, frozen features) | finetune (end to end)"
     )
@@ -99,6 +99,8 @@ def fit_classifier(mode: str, ctx: RunContext, args: OODArgs) -> Classifier:
 
 
 def _linear_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
+    from bob.tasks.common.probe import run_linear_probe
+
     train, test = ctx.pooled("train"), ctx.pooled("test")
     if "val" in _in_dist_splits(get_shift(ctx.dataset)):  # loaded by _load_sets
         val = ctx.pooled("val")

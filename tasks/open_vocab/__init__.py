@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from bob.context import RunContext
-    from bob.tasks.detection.data import DetectionSplit
+    from bob.data.coco import DetectionSplit
 
 BOW_DIM = 512
 TEXT_ENCODERS = ("auto", "backbone", "bow", "open_clip:<model>[/<pretrained>]")
@@ -213,7 +213,7 @@ def novel_ids(split: DetectionSplit, names: tuple[str, ...], where: str) -> set[
 
 def without_categories(split: DetectionSplit, ids: set[int], name: str) -> DetectionSplit:
     """The same images with the annotations of categories `ids` removed (they become background)."""
-    from bob.tasks.detection.data import DetectionSplit
+    from bob.data.coco import DetectionSplit
 
     coco = {
         **split.coco,

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bob.data.base import DatasetInfo
+from bob.data.coco import AnnotationError, DetectionSplit, split_from_coco
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.tasks.detection.data import AnnotationError, DetectionSplit, split_from_coco
 from bob.tasks.detection.evaluate import bytes_rle
 
 FILES = {"train": "lvis/lvis_v1_train.json", "test": "lvis/lvis_v1_val.json"}

@@ -172,13 +172,13 @@ def validate_split(split: RvosSplit, where: str) -> dict[str, int]:
 
 
 def _combos() -> list[tuple[str, str]]:
-    from bob.tasks.detection.scenes import PALETTE, SCENE_CLASSES
+    from bob.data.scenes import PALETTE, SCENE_CLASSES
 
     return [(c, s) for s in SCENE_CLASSES for c in PALETTE]
 
 
 def _video(rng, size: int, num_frames: int, domain: str, combos) -> tuple[np.ndarray, np.ndarray, list]:
-    from bob.tasks.detection.scenes import HUE_JITTER, PALETTE
+    from bob.data.scenes import HUE_JITTER, PALETTE
 
     background = _BACKGROUNDS[domain](rng, size)
     picks = rng.choice(len(combos), size=int(rng.integers(2, 4)), replace=False)

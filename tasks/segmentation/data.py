@@ -180,7 +180,7 @@ def semantic_maps(coco: dict[str, Any], n: int, size: int) -> np.ndarray:
 
 
 def scene_classes() -> tuple[str, ...]:
-    from bob.tasks.detection.scenes import SCENE_CLASSES
+    from bob.data.scenes import SCENE_CLASSES
 
     return ("background", *SCENE_CLASSES)
 
@@ -198,7 +198,7 @@ def load_scene_maps(
     size: int = 128,
 ) -> SegmentationSplit:
     """Catalog loader: the detection scenes of each split (the detection loader's) as semantic maps."""
-    from bob.tasks.detection.scenes import load_scenes
+    from bob.data.scenes import load_scenes
 
     scenes = load_scenes(
         info, split, root=root, train_domain=train_domain, test_domain=test_domain,

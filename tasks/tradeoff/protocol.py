@@ -15,8 +15,9 @@ from bob.features import extract_pooled, split_batches
 from bob.pareto import hypervolume_2d, pareto_mask
 from bob.progress import progress_bar
 from bob.task import TaskOutput
+from bob.tasks.common.args import ProbeArgs
+from bob.tasks.common.probe import run_linear_probe
 from bob.tasks.efficiency.measure import count_macs
-from bob.tasks.linear_probe import LinearProbeArgs, run_linear_probe
 from bob.tasks.tradeoff import REFERENCE_MARGIN, TradeoffArgs
 from bob.tasks.tradeoff.stitching import (
     AnchorViT,
@@ -144,7 +145,7 @@ def run_tradeoff(ctx: RunContext, args: TradeoffArgs) -> TaskOutput:
             dataclasses.replace(b.data_config, input_size=ctx.data_config.input_size) for b in backbones
         ]
     rest, held = stratified_partition(train_split.labels, args.val_fraction, seed=ctx.seed)
-    probe = LinearProbeArgs()
+    probe = ProbeArgs()
     chosen: float | None = None
     with progress_bar("scoring points", len(points), "points") as bar:
         for point, config in zip(points, configs, strict=True):

@@ -26,7 +26,7 @@ import numpy as np
 
 from bob.errors import UsageError
 from bob.task import Task, TaskOutput, run_arg
-from bob.tasks.linear_probe import LinearProbeArgs
+from bob.tasks.common.args import ProbeArgs
 from bob.tasks.video_cls.temporal_pool import FIXED_POOLS, POOLS
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ REAL_CLIP, GENERATED_CLIP = (32, 2), (8, 2)
 
 
 @dataclass
-class VideoClsArgs(LinearProbeArgs):
+class VideoClsArgs(ProbeArgs):
     mode: str = run_arg("linear", "linear (frozen backbone, cached features) or finetune (end to end)")
     pool: str = run_arg("mean+diff", "temporal pooling: mean | mean+diff | temporal-conv")
     clip_len: int | None = run_arg(None, "frames per clip (default: 32 on real videos, 8 on generated)")
@@ -224,7 +224,7 @@ def _fixed_pool_probe(
     ctx, train_feats, train_labels, test_views, test_labels, rest, held, args
 ) -> dict[str, Any]:
     """CLIP-style linear probe on pooled clip features; its head then scores every test view."""
-    from bob.tasks.linear_probe import run_linear_probe
+    from bob.tasks.common.probe import run_linear_probe
     from bob.tasks.video_cls.temporal_pool import pool_frames
 
     pooled = pool_frames(train_feats, args.pool)  # [N, K, P]

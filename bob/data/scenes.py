@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from bob.data.base import DatasetInfo
+from bob.data.coco import DetectionSplit
 from bob.data.shapes import _BACKGROUNDS, _UNIT_SHAPES, _fill_colour, _mask, _place
 from bob.errors import UsageError
-from bob.tasks.detection.data import DetectionSplit
 
 SCENE_CLASSES: tuple[str, ...] = ("circle", "triangle", "star", "cross", "ring")
 RADIUS_RANGE = (0.08, 0.2)  # object radius as a fraction of the image size

@@ -1,0 +1,96 @@
+"""The linear probe on arrays: an L2-regularised softmax head on frozen features, λ chosen on a val split.
+
+Protocol (CLIP / CLIP_benchmark style, batched): the regularisation strength λ is searched on
+CLIP_benchmark's 97-point log grid [1e-6, 1e2], coarse to fine: 7 coarse values (every 16th), then
+the grid points at ±2, ±4, ±6, ±8 steps around the best, then ±1 around the new best — the same
+one-step resolution as CLIP_benchmark's halving search, in three batched rounds: every round's
+candidates are trained together in one pass (see linear_head.py). A final head with the chosen λ is
+trained on train + val and scored on test. The linear-probe suite runs it on cached features; the
+ood, few-label, dg, multilabel, tradeoff, video-cls suites and distillation run it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from bob.progress import progress_bar
+from bob.tasks.common.args import ProbeArgs
+from bob.tasks.common.linear_head import HeadConfig, Standardizer, epochs_for, fit_heads, predict
+from bob.tasks.common.metrics import classification_metrics
+
+WD_GRID = np.logspace(-6, 2, num=97)
+COARSE = tuple(range(0, 97, 16))
+# Offsets (in grid steps) tried around the current best in each refinement round.
+REFINE_ROUNDS = ((-8, -6, -4, -2, 2, 4, 6, 8), (-1, 1))
+
+
+def run_linear_probe(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    args: ProbeArgs,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The whole protocol on arrays; returns metrics, protocol and the final head (CPU tensors)."""
+    cfg = HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
+    to_t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    sweep: dict[int, float] = {}
+    n_sweeps = 0 if args.weight_decay is not None else 1 + len(REFINE_ROUNDS)
+    total = n_sweeps * epochs_for(len(train[0]), cfg) + epochs_for(len(train[0]) + len(val[0]), cfg)
+    with progress_bar("fitting heads", total, "epochs") as bar:
+        if args.weight_decay is None:
+            std = Standardizer.fit(train[0])
+            xt, yt, xv = to_t(std(train[0])), to_t(train[1], torch.long), to_t(std(val[0]))
+
+            def evaluate(indices: list[int]) -> None:
+                new = [i for i in dict.fromkeys(indices) if i not in sweep]
+                if not new:
+                    bar.advance(epochs_for(len(xt), cfg))
+                    return
+                w, b = fit_heads(xt, yt, num_classes, [float(WD_GRID[i]) for i in new], cfg, seed, bar)
+                pred = predict(xv, w, b).argmax(-1).cpu().numpy()
+                for j, i in enumerate(new):
+                    sweep[i] = float((pred[j] == val[1]).mean())
+
+            evaluate(list(COARSE))
+            peak = max(COARSE, key=lambda i: sweep[i])  # first maximum: the weakest λ among ties
+            for offsets in REFINE_ROUNDS:
+                window = [peak] + [min(max(peak + o, 0), len(WD_GRID) - 1) for o in sorted(offsets, key=abs)]
+                evaluate(window)
+                peak = max(window, key=lambda i: sweep[i])  # ties keep the current best, then the nearest
+            chosen = float(WD_GRID[peak])
+        else:
+            chosen = args.weight_decay
+        x_all = np.concatenate([train[0], val[0]])
+        y_all = np.concatenate([train[1], val[1]])
+        std = Standardizer.fit(x_all)
+        w, b = fit_heads(to_t(std(x_all)), to_t(y_all, torch.long), num_classes, [chosen], cfg, seed, bar)
+    logits = predict(to_t(std(test[0])), w, b)[0].cpu().numpy()
+    metrics = classification_metrics(logits, test[1], num_classes)
+    protocol = {
+        "selected_weight_decay": chosen,
+        "weight_decay_semantics": "L2 coefficient on the mean cross-entropy (sklearn C = 1 / (λ·N))",
+        "sweep": [{"weight_decay": float(WD_GRID[i]), "val_top1": acc} for i, acc in sorted(sweep.items())],
+        "epochs": epochs_for(len(x_all), cfg),
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "optimizer": "Adam, cosine to zero",
+        "features": "pooled, standardised with train statistics",
+        "num_train": len(train[0]),
+        "num_val": len(val[0]),
+        "num_test": len(test[1]),
+    }
+    # Tensors and plain types only, so the head loads with torch.load(weights_only=True).
+    head = {
+        "weight": w[0].cpu(),
+        "bias": b[0].cpu(),
+        "mean": torch.from_numpy(std.mean),
+        "std": torch.from_numpy(std.std),
+        "weight_decay": chosen,
+    }
+    return {"metrics": metrics, "protocol": protocol, "head": head}
