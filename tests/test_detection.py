@@ -14,7 +14,7 @@ from bob.backbones.meta import FeatureInfo
 from bob.data.coco import AnnotationError, DetectionSplit, load_coco_split
 from bob.data.scenes import generate_scenes, write_coco
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.tasks.detection.evaluate import coco_metrics, to_coco_results
+from bob.tasks.common.coco_eval import coco_metrics, to_coco_results
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_randomised_detections_match_pycocotools(scenes, seed: int) -> None:
 
 
 def test_pyramid_plans() -> None:
-    from bob.tasks.detection.model import plan_pyramid
+    from bob.tasks.common.pyramid import plan_pyramid
 
     resnet = [FeatureInfo(c, s) for c, s in ((64, 2), (64, 4), (128, 8), (256, 16), (512, 32))]
     plan = plan_pyramid(resnet)
@@ -256,7 +256,8 @@ def _train_step(name: str, size: int, frozen: bool) -> dict:
     import torch
 
     from bob.backbones import build_backbone
-    from bob.tasks.detection.model import accepts_any_size, build_detector
+    from bob.tasks.common.pyramid import accepts_any_size
+    from bob.tasks.detection.model import build_detector
     from bob.tasks.detection.train import DetectionDataset
 
     torch.manual_seed(0)

@@ -12,12 +12,11 @@ from bob.data.coco import DetectionSplit
 from bob.data.scenes import SCENE_CLASSES, generate_scenes
 from bob.errors import UsageError
 from bob.task import parse_task_args
+from bob.tasks.common.text import bow_embeddings, text_embeddings
 from bob.tasks.open_vocab import (
     OpenVocabArgs,
-    bow_embeddings,
     novel_ids,
     subset_metrics,
-    text_embeddings,
     text_predictor,
     without_categories,
 )
@@ -119,7 +118,7 @@ def test_text_encoders_and_args():
         class meta:
             name = "plain"
 
-    emb, name = text_embeddings(args, NoTower(), ["red star", "blue ring"])
+    emb, name = text_embeddings(args.text_encoder, args.prompt, NoTower(), ["red star", "blue ring"])
     assert "bag-of-words" in name and emb.shape == (2, 512)
 
     class Tower:
@@ -132,11 +131,11 @@ def test_text_encoders_and_args():
         class meta:
             name = "toy"
 
-    emb, name = text_embeddings(args, Tower(), ["red star", "blue ring"])
+    emb, name = text_embeddings(args.text_encoder, args.prompt, Tower(), ["red star", "blue ring"])
     assert name == "toy text tower" and torch.allclose(emb, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
     forced = parse_task_args(OpenVocabArgs, {"text_encoder": "backbone"}, "open-vocab/scenes-ov")
     with pytest.raises(UsageError, match="no text tower"):
-        text_embeddings(forced, NoTower(), ["red star"])
+        text_embeddings(forced.text_encoder, forced.prompt, NoTower(), ["red star"])
     for bad, match in (
         ({"head": "query"}, "R-CNN head"),
         ({"text_encoder": "word2vec"}, "text_encoder"),
@@ -153,7 +152,7 @@ def test_open_clip_text_tower_encodes_prompts():
         pass
 
     clip = parse_task_args(OpenVocabArgs, {"text_encoder": "open_clip:RN50"}, "open-vocab/scenes-ov")
-    emb, name = text_embeddings(clip, NoTower(), ["red star", "blue ring"])
+    emb, name = text_embeddings(clip.text_encoder, clip.prompt, NoTower(), ["red star", "blue ring"])
     assert emb.shape == (2, 1024) and "random init" in name
     assert torch.allclose(emb.norm(dim=1), torch.ones(2))
 

@@ -15,7 +15,7 @@ from tests.test_detection import _split
 
 def _detector(stages: int = 2, queries: int = 10, frozen: bool = False):
     from bob.backbones import build_backbone
-    from bob.tasks.detection.model import BackboneWithPyramid
+    from bob.tasks.common.pyramid import BackboneWithPyramid
     from bob.tasks.detection.query_head import QueryDetector
 
     torch.manual_seed(0)

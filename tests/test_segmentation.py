@@ -251,7 +251,7 @@ def test_heads_give_logits_at_the_input_size(name: str, pad: int | None, neck: s
     import torch
 
     from bob.backbones import build_backbone
-    from bob.tasks.detection.model import accepts_any_size
+    from bob.tasks.common.pyramid import accepts_any_size
     from bob.tasks.segmentation.heads import Segmenter
 
     torch.manual_seed(0)

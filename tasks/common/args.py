@@ -34,3 +34,14 @@ class ProbeArgs(TaskArgs):
                 raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.lr <= 0 or (self.weight_decay is not None and self.weight_decay < 0):
             raise UsageError("lr must be positive and weight_decay non-negative.")
+
+
+TEXT_ENCODERS = ("auto", "backbone", "bow", "open_clip:<model>[/<pretrained>]")
+
+
+def check_text_encoder(encoder: str) -> None:
+    """A text_encoder task arg (open-vocab, rvos): auto, backbone, bow or open_clip:<model>[/<pretrained>]."""
+    if encoder not in ("auto", "backbone", "bow") and not (
+        encoder.startswith("open_clip:") and len(encoder) > 10
+    ):
+        raise UsageError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got '{encoder}'.")

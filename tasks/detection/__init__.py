@@ -142,7 +142,7 @@ class Detection(Task):
         import torch
 
         from bob.data.coco import DetectionSplit
-        from bob.tasks.detection.evaluate import coco_metrics
+        from bob.tasks.common.coco_eval import coco_metrics
         from bob.tasks.detection.train import predict, train_detector, train_indices
 
         args: DetectionArgs = self.args  # type: ignore[assignment]
@@ -277,7 +277,8 @@ def detector(
     backbone: Any, args: DetectionArgs, num_classes: int, masks: bool, size: int
 ) -> tuple[Any, int | None]:
     """The detector on `backbone` as the task args ask, and the square pad size it needs (if any)."""
-    from bob.tasks.detection.model import BackboneWithPyramid, accepts_any_size, build_detector
+    from bob.tasks.common.pyramid import BackboneWithPyramid, accepts_any_size
+    from bob.tasks.detection.model import build_detector
     from bob.tasks.detection.query_head import QueryDetector
 
     pad_to = None if accepts_any_size(backbone, size) else size
@@ -373,7 +374,7 @@ def _lr_trial(
     """One search trial in a Ray worker: train with `config`'s lr, report box AP on the val part."""
     import torch
 
-    from bob.tasks.detection.evaluate import coco_metrics
+    from bob.tasks.common.coco_eval import coco_metrics
     from bob.tasks.detection.train import predict, train_detector
 
     torch.set_num_threads(1)

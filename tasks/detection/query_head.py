@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, generalized_box_iou, sigmoid_focal_loss
 
-from bob.tasks.detection.model import BackboneWithPyramid
+from bob.tasks.common.pyramid import BackboneWithPyramid
 
 CLASS_WEIGHT, L1_WEIGHT, GIOU_WEIGHT = 2.0, 5.0, 2.0  # Sparse R-CNN / StageInteractor
 BOX_DELTA_WEIGHTS = (2.0, 2.0, 1.0, 1.0)

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from bob.data.coco import DetectionSplit
 from bob.progress import progress_bar
+from bob.tasks.common.coco_eval import to_coco_results
 from bob.tasks.common.train_loop import AfterStep, TrainLoop
-from bob.tasks.detection.evaluate import to_coco_results
 
 LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27 and 33 of 36
 WARMUP_RATIO = 0.001

@@ -27,14 +27,13 @@ The encoder used is recorded in the result.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bob.errors import UsageError
 from bob.task import TaskOutput, run_arg
+from bob.tasks.common.args import check_text_encoder
 from bob.tasks.detection import Detection, DetectionArgs
 
 if TYPE_CHECKING:
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
 
     from bob.context import RunContext
     from bob.data.coco import DetectionSplit
-
-BOW_DIM = 512
-TEXT_ENCODERS = ("auto", "backbone", "bow", "open_clip:<model>[/<pretrained>]")
 
 
 @dataclass
@@ -76,63 +72,7 @@ class OpenVocabArgs(DetectionArgs):
             raise UsageError(f"temperature must be positive, got {self.temperature}.")
         if "{}" not in self.prompt:
             raise UsageError(f"prompt must contain {{}} where the category name goes, got '{self.prompt}'.")
-        enc = self.text_encoder
-        if enc not in ("auto", "backbone", "bow") and not (enc.startswith("open_clip:") and len(enc) > 10):
-            raise UsageError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got '{enc}'.")
-
-
-# ------------------------------------------------------------------------------------ text encoders
-
-
-def bow_embeddings(names: list[str], dim: int = BOW_DIM) -> torch.Tensor:
-    """bob's fixed bag-of-words text encoder: words → seeded Gaussian vectors, names → normalised mean."""
-    import numpy as np
-    import torch
-
-    out = []
-    for name in names:
-        words = re.findall(r"[a-z0-9]+", name.lower())
-        if not words:
-            raise UsageError(f"Category name '{name}' has no word for the bow text encoder.")
-        vecs = [
-            np.random.default_rng(
-                int.from_bytes(hashlib.sha256(w.encode()).digest()[:8], "little")
-            ).standard_normal(dim)
-            for w in words
-        ]
-        out.append(np.mean(vecs, axis=0))
-    return torch.nn.functional.normalize(torch.as_tensor(np.stack(out), dtype=torch.float32), dim=1)
-
-
-def text_embeddings(args: OpenVocabArgs, backbone: Any, names: list[str]) -> tuple[torch.Tensor, str]:
-    """(normalised [K, D] embeddings of `names`, the encoder's name for the record)."""
-    import torch
-
-    enc = args.text_encoder
-    has_tower = bool(getattr(backbone, "has_text_tower", False))
-    if enc == "auto":
-        enc = "backbone" if has_tower else "bow"
-    if enc == "bow":
-        return bow_embeddings(names), f"bob bag-of-words (hashed Gaussian words, {BOW_DIM}-d)"
-    prompts = [args.prompt.format(n) for n in names]
-    if enc == "backbone":
-        if not has_tower:
-            raise UsageError(
-                f"{backbone.meta.name} has no text tower (encode_text); use text_encoder=bow or open_clip:<model>."
-            )
-        with torch.no_grad():
-            emb = backbone.encode_text(prompts)
-        return torch.nn.functional.normalize(emb.float().cpu(), dim=1), f"{backbone.meta.name} text tower"
-    import open_clip
-
-    model_name, _, pretrained = enc.removeprefix("open_clip:").partition("/")
-    model = open_clip.create_model(model_name, pretrained=pretrained or None).eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
-    with torch.no_grad():
-        emb = model.encode_text(tokenizer(prompts))
-    return torch.nn.functional.normalize(
-        emb.float(), dim=1
-    ), f"open_clip {model_name} ({pretrained or 'random init'})"
+        check_text_encoder(self.text_encoder)
 
 
 # ------------------------------------------------------------------------------------------ heads
@@ -226,7 +166,7 @@ def without_categories(split: DetectionSplit, ids: set[int], name: str) -> Detec
 
 def subset_metrics(gt: dict[str, Any], records: list[dict[str, Any]], ids: set[int], iou_types, suffix: str):
     """COCOeval restricted to categories `ids` (ground truth and detections), keys suffixed."""
-    from bob.tasks.detection.evaluate import coco_metrics
+    from bob.tasks.common.coco_eval import coco_metrics
 
     sub_gt = {
         **gt,
@@ -257,8 +197,9 @@ class OpenVocab(Detection):
     def run(self, ctx: RunContext) -> TaskOutput:
         import torch
 
+        from bob.tasks.common.coco_eval import coco_metrics
+        from bob.tasks.common.text import text_embeddings
         from bob.tasks.detection import detector, train_config
-        from bob.tasks.detection.evaluate import coco_metrics
         from bob.tasks.detection.train import predict, train_detector, train_indices
         from bob.tasks.open_vocab.lvis import is_lvis, lvis_metrics
 
@@ -277,7 +218,7 @@ class OpenVocab(Detection):
         masks = train.has_masks and test.has_masks
         backbone = ctx.build_backbone(input_size=size)
         names = list(test.classes)
-        text, encoder = text_embeddings(args, backbone, names)
+        text, encoder = text_embeddings(args.text_encoder, args.prompt, backbone, names)
         base = torch.tensor([cid not in novel for cid in test.category_ids])
         torch.manual_seed(ctx.seed)
         model, pad_to = detector(backbone, args, len(names), masks, size)

@@ -27,7 +27,7 @@ from typing import Any
 from bob.data.base import DatasetInfo
 from bob.data.coco import AnnotationError, DetectionSplit, split_from_coco
 from bob.errors import DatasetNotFoundError, UsageError
-from bob.tasks.detection.evaluate import bytes_rle
+from bob.tasks.common.coco_eval import bytes_rle
 
 FILES = {"train": "lvis/lvis_v1_train.json", "test": "lvis/lvis_v1_val.json"}
 LVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")

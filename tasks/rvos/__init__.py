@@ -112,7 +112,7 @@ class Rvos(Task):
     def run(self, ctx: RunContext) -> TaskOutput:
         import torch
 
-        from bob.tasks.open_vocab import text_embeddings
+        from bob.tasks.common.text import text_embeddings
         from bob.tasks.rvos.data import validate_split
         from bob.tasks.rvos.model import LOSS_WEIGHTS, ReferringHead
         from bob.tasks.rvos.train import TrainConfig, VideoFrames, evaluate, train_head
@@ -126,7 +126,7 @@ class Rvos(Task):
         size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
         backbone = ctx.build_backbone(input_size=size)
         texts = sorted({e.text for e in train.expressions} | {e.text for e in test.expressions})
-        emb, encoder = text_embeddings(args, backbone, texts)
+        emb, encoder = text_embeddings(args.text_encoder, args.prompt, backbone, texts)
         text = {t: emb[i].to(ctx.device) for i, t in enumerate(texts)}
         torch.manual_seed(ctx.seed)
         model = ReferringHead(

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from bob.backbones.base import Backbone
-from bob.tasks.detection.model import BackboneWithPyramid
+from bob.tasks.common.pyramid import BackboneWithPyramid
 
 LOSS_WEIGHTS = {"score": 2.0, "mask": 2.0, "dice": 5.0}  # ReferFormer's cls / mask / dice coefficients
 

@@ -202,7 +202,7 @@ def build_segmenter(ctx: RunContext, args: SegmentationArgs, knobs: dict[str, An
     backbone only runs at its build size."""
     import torch
 
-    from bob.tasks.detection.model import accepts_any_size
+    from bob.tasks.common.pyramid import accepts_any_size
     from bob.tasks.segmentation.heads import Segmenter
 
     backbone = ctx.build_backbone(input_size=size)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bob.backbones.base import Backbone
-from bob.tasks.detection.model import BackboneWithPyramid, hold_backbone_mode, set_trainable
+from bob.tasks.common.pyramid import BackboneWithPyramid, hold_backbone_mode, set_trainable
 from bob.tasks.segmentation import HEADS
 
 SIZE_DIVISOR = 32

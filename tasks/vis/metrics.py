@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bob.tasks.detection.evaluate import coco_index
+from bob.tasks.common.coco_eval import coco_index
 
 STATS = {"ap": 0, "ap50": 1, "ap75": 2, "ar1": 6, "ar10": 7}  # indexes into COCOeval.stats
 

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from bob.errors import BackboneContractError
 from bob.progress import progress_bar
-from bob.tasks.detection.model import BackboneWithPyramid
+from bob.tasks.common.pyramid import BackboneWithPyramid
 from bob.tasks.vis.data import VisSplit
 from bob.tasks.vis.model import ClipQueryHead, clip_loss
 
