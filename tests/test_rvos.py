@@ -279,7 +279,7 @@ def test_task_args_are_validated() -> None:
 
     for raw, message in [
         ({"mode": "linear"}, "mode must be one of frozen, finetune"),
-        ({"text_encoder": "roberta"}, "text_encoder must be auto, backbone, bow or open_clip"),
+        ({"text_encoder": "roberta"}, "text_encoder must be one of auto, backbone, bow, open_clip"),
         ({"prompt": "a photo"}, "prompt must contain"),
         ({"iters": "0"}, "iters must be a positive integer"),
         ({"num_frames": "0"}, "num_frames must be a positive integer"),

@@ -252,7 +252,7 @@ def test_heads_give_logits_at_the_input_size(name: str, pad: int | None, neck: s
 
     from bob.backbones import build_backbone
     from bob.tasks.common.pyramid import accepts_any_size
-    from bob.tasks.segmentation.heads import Segmenter
+    from bob.tasks.segmentation.model import Segmenter
 
     torch.manual_seed(0)
     backbone = build_backbone(name, "random", input_size=64)

@@ -6,24 +6,21 @@ Protocol (deviations in docs/suites/rvos.md):
   2. every distinct expression is embedded once by a fixed text encoder: the backbone's own CLIP
      text tower when it has one, else bob's bag-of-words encoder (or an open_clip tower by name);
   3. the backbone (frozen by default, or fine-tuned at `backbone_lr_mult` × lr) feeds a pyramid
-     neck and a small ReferFormer-style head (bob.tasks.rvos.model), trained with AdamW on windows
-     of `num_frames` frames;
+     neck (tasks/common/pyramid.py) and a small ReferFormer-style head (model.py), trained with AdamW
+     on windows of `num_frames` frames (train.py);
   4. every test expression is segmented in every frame; DAVIS J and F per frame, averaged per
-     expression, then over expressions: J&F = (J-mean + F-mean) / 2.
+     expression, then over expressions: J&F = (J-mean + F-mean) / 2 (metrics.py).
+The protocol is run.py; the videos, masks and expressions data.py.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from bob.errors import UsageError
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
-    from bob.tasks.rvos.data import RvosSplit
+from bob.task import Task, TaskArgs, run_arg
+from bob.tasks.common.args import check_text_encoder
 
 MODES = ("frozen", "finetune")
 REAL_IMAGE_SIZE = 384  # square frames on real data (ReferFormer: short side 360, long side <= 640)
@@ -69,9 +66,7 @@ class RvosArgs(TaskArgs):
         super().validate()
         if self.mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'.")
-        enc = self.text_encoder
-        if enc not in ("auto", "backbone", "bow") and not (enc.startswith("open_clip:") and len(enc) > 10):
-            raise UsageError(f"text_encoder must be auto, backbone, bow or open_clip:<model>, got '{enc}'.")
+        check_text_encoder(self.text_encoder)
         if "{}" not in self.prompt:
             raise UsageError(f"prompt must contain {{}} where the expression goes, got '{self.prompt}'.")
         for name in ("iters", "dim", "layers"):
@@ -108,102 +103,3 @@ class Rvos(Task):
     Args = RvosArgs
     check_dataset: ClassVar[str] = "rvos-sprites-mini"
     check_args: ClassVar[dict[str, str]] = {"iters": "2", "batch_size": "2", "dim": "16"}
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        import torch
-
-        from bob.tasks.common.text import text_embeddings
-        from bob.tasks.rvos.data import validate_split
-        from bob.tasks.rvos.model import LOSS_WEIGHTS, ReferringHead
-        from bob.tasks.rvos.train import TrainConfig, VideoFrames, evaluate, train_head
-
-        args: RvosArgs = self.args  # type: ignore[assignment]
-        train, test = self._splits(ctx)
-        counts = {"train": validate_split(train, self.name), "test": validate_split(test, self.name)}
-        knobs = args.resolved(ctx.info.kind)
-        if knobs["dim"] % args.heads or knobs["dim"] % 8:
-            raise UsageError(f"dim ({knobs['dim']}) must be a multiple of 8 and of heads ({args.heads}).")
-        size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
-        backbone = ctx.build_backbone(input_size=size)
-        texts = sorted({e.text for e in train.expressions} | {e.text for e in test.expressions})
-        emb, encoder = text_embeddings(args.text_encoder, args.prompt, backbone, texts)
-        text = {t: emb[i].to(ctx.device) for i, t in enumerate(texts)}
-        torch.manual_seed(ctx.seed)
-        model = ReferringHead(
-            backbone,
-            emb.shape[1],
-            dim=knobs["dim"],
-            num_queries=args.num_queries,
-            layers=knobs["layers"],
-            heads=args.heads,
-            frozen=args.mode == "frozen",
-            norm_eval=args.norm_eval,
-        ).to(ctx.device)
-        cfg = TrainConfig(
-            knobs["iters"],
-            args.batch_size,
-            args.num_frames,
-            knobs["lr"],
-            args.backbone_lr_mult,
-            args.weight_decay,
-            size,
-        )
-        config = backbone.data_config
-        start = time.perf_counter()
-        frames = VideoFrames(train, model, size, config.mean, config.std, ctx.device)
-        history = train_head(model, frames, text, cfg, ctx.seed)
-        train_s = time.perf_counter() - start
-        test_frames = VideoFrames(test, model, size, config.mean, config.std, ctx.device)
-        metrics, rows = evaluate(
-            model, test_frames, text, args.num_frames, args.mask_threshold, args.bound_th
-        )
-        protocol = {
-            "mode": args.mode,
-            "text_encoder": encoder,
-            "prompt": args.prompt if "bag-of-words" not in encoder else None,
-            "image_size": size,
-            "normalisation": {"mean": list(config.mean), "std": list(config.std)},
-            "pyramid": model.body.plan.describe(),
-            "head": {
-                "dim": knobs["dim"],
-                "decoder_layers": knobs["layers"],
-                "num_queries": args.num_queries,
-                "heads": args.heads,
-                "query_linking": "same query index in every frame",
-            },
-            "optimizer": "AdamW, constant lr",
-            "lr": knobs["lr"],
-            "backbone_lr": knobs["lr"] * args.backbone_lr_mult if args.mode == "finetune" else None,
-            "weight_decay": args.weight_decay,
-            "iters": knobs["iters"],
-            "batch_size": args.batch_size,
-            "num_frames": args.num_frames,
-            "loss_weights": LOSS_WEIGHTS,
-            "matching": "one query index per video, lowest summed (BCE + dice - score) over frames",
-            "inference": "query with the highest mean score over all frames; mask prob > mask_threshold",
-            "mask_threshold": args.mask_threshold,
-            "metric": {
-                "definition": "DAVIS J (IoU, empty/empty = 1) and boundary F, per expression over all "
-                "frames, averaged over expressions; J&F = (J-mean + F-mean) / 2",
-                "bound_th": args.bound_th,
-                "frames": "all annotated frames",
-            },
-            "counts": counts,
-            "train_s": round(train_s, 2),
-            "eval_s": round(time.perf_counter() - start - train_s, 2),
-            **history,
-            "per_expression": rows,
-            "data": {"train": train.describe(), "test": test.describe()},
-        }
-        return TaskOutput(metrics, protocol, {})
-
-    def _splits(self, ctx: RunContext) -> tuple[RvosSplit, RvosSplit]:
-        from bob.tasks.rvos.data import RvosSplit
-
-        train, test = ctx.split("train"), ctx.split("test")
-        for split in (train, test):
-            if not isinstance(split, RvosSplit):
-                raise UsageError(
-                    f"{self.name}: split '{split.split}' has no referring expressions; pick an rvos dataset."
-                )
-        return train, test  # type: ignore[return-value]

@@ -27,13 +27,16 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from bob.data.base import DatasetInfo, ImageSplit
+from bob.data.scenes import HUE_JITTER, PALETTE, SCENE_CLASSES
 from bob.data.shapes import _BACKGROUNDS, _UNIT_SHAPES, _fill_colour, _mask, _place
 from bob.errors import DatasetNotFoundError, UsageError
+from bob.progress import progress_bar
 
 TRAVEL = (0.15, 0.4)  # distance a sprite moves over the clip, as a fraction of the frame side
 RADIUS = (0.12, 0.2)  # sprite radius as a fraction of the frame side
@@ -88,14 +91,22 @@ class RvosSplit(ImageSplit):
         exps = json.dumps([(e.video, e.obj_id, e.text) for e in self.expressions]).encode()
         return [exps, str(self._frames.shape).encode(), self._frames.tobytes(), self._masks.tobytes()]
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_videos": len(self), "num_expressions": len(self.expressions)}
 
 
 class FileRvosSplit(RvosSplit):
     """Videos as JPEG frames plus palette-PNG masks on disk; identified by relative path and size."""
 
-    def __init__(self, dataset, split, root: Path, names, files: list[list[tuple[Path, Path]]], expressions):
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        root: Path,
+        names: list[str],
+        files: list[list[tuple[Path, Path]]],
+        expressions: list[Expression],
+    ) -> None:
         super().__init__(dataset, split, names, None, None, expressions)
         self.root, self.files = Path(root), files
 
@@ -143,8 +154,6 @@ def validate_split(split: RvosSplit, where: str) -> dict[str, int]:
     """Check every video's frames and masks agree and every expression's object appears; counts."""
     if len(split) == 0 or not split.expressions:
         raise UsageError(f"{where}: split '{split.split}' has no videos or no expressions.")
-    from bob.progress import progress_bar
-
     present: dict[int, set[int]] = {}
     frames = 0
     with progress_bar(f"checking {split.dataset}/{split.split}", len(split), "videos") as bar:
@@ -172,14 +181,12 @@ def validate_split(split: RvosSplit, where: str) -> dict[str, int]:
 
 
 def _combos() -> list[tuple[str, str]]:
-    from bob.data.scenes import PALETTE, SCENE_CLASSES
-
     return [(c, s) for s in SCENE_CLASSES for c in PALETTE]
 
 
-def _video(rng, size: int, num_frames: int, domain: str, combos) -> tuple[np.ndarray, np.ndarray, list]:
-    from bob.data.scenes import HUE_JITTER, PALETTE
-
+def _video(
+    rng: np.random.Generator, size: int, num_frames: int, domain: str, combos: list[tuple[str, str]]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     background = _BACKGROUNDS[domain](rng, size)
     picks = rng.choice(len(combos), size=int(rng.integers(2, 4)), replace=False)
     t = np.arange(num_frames) / max(num_frames - 1, 1)
@@ -233,7 +240,9 @@ def sprites_seed(domain: str, split: str) -> int:
 
 
 @lru_cache(maxsize=4)
-def _cached(n: int, size: int, num_frames: int, domain: str, split: str):
+def _cached(
+    n: int, size: int, num_frames: int, domain: str, split: str
+) -> tuple[np.ndarray, np.ndarray, tuple[Expression, ...]]:
     frames, masks, exps = generate_referring_sprites(
         n, size=size, num_frames=num_frames, domain=domain, seed=sprites_seed(domain, split)
     )

@@ -20,6 +20,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.ndimage import binary_dilation
+from skimage.morphology import disk
 
 BOUND_TH = 0.008
 
@@ -59,9 +61,6 @@ def boundary_radius(shape: Sequence[int], bound_th: float = BOUND_TH) -> int:
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -> float:
     """The boundary F-measure of one frame (boolean [H, W] masks)."""
-    from scipy.ndimage import binary_dilation
-    from skimage.morphology import disk
-
     gt, pred = np.asarray(gt, bool), np.asarray(pred, bool)
     if gt.shape != pred.shape:
         raise ValueError(f"mask shapes differ: ground truth {gt.shape}, prediction {pred.shape}")

@@ -1,8 +1,9 @@
 """A small ReferFormer-style head: language as queries over a per-frame pyramid, dynamic mask kernels.
 
 For a video of T frames and one expression:
-  1. every frame goes through the backbone and the detection suite's `BackboneWithPyramid` neck
-     (FPN, or ViTDet's simple pyramid for plain ViTs) → `dim`-channel maps at strides 4-32 (+ pool);
+  1. every frame goes through the backbone and the shared `BackboneWithPyramid` neck
+     (tasks/common/pyramid.py: FPN, or ViTDet's simple pyramid for plain ViTs) → `dim`-channel maps
+     at strides 4-32 (+ pool);
   2. the expression's sentence embedding (fixed text encoder) is projected to `dim` and added to each
      of `num_queries` learned query embeddings — ReferFormer's "language as queries";
   3. the same queries are decoded in every frame (`layers` torch TransformerDecoder layers:

@@ -3,21 +3,25 @@
 Frames are resized to `size`² and normalised with the backbone's mean and std. A frozen backbone's
 levels are extracted once per video and reused by every step; a fine-tuned one runs every step.
 Each step draws `batch_size` expressions, for each a window of `num_frames` consecutive frames
-(ReferFormer samples 5 frames per clip); the target is the referred object's mask track.
+(ReferFormer samples 5 frames per clip); the target is the referred object's mask track. The steps
+run in the one training loop (tasks/common/train_loop.py).
 Inference decodes every frame of a video (in windows of `num_frames`), picks the query with the
 highest mean score over the whole video and thresholds its upsampled mask at `mask_threshold`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from bob.progress import progress_bar
-from bob.tasks.rvos.data import RvosSplit
+from bob.tasks.common.train_loop import TrainLoop
+from bob.tasks.rvos.data import Expression, RvosSplit
 from bob.tasks.rvos.metrics import j_and_f, track_scores
 from bob.tasks.rvos.model import ReferringHead, best_query_masks, referring_loss
 
@@ -45,9 +49,9 @@ class VideoFrames:
         split: RvosSplit,
         model: ReferringHead,
         size: int,
-        mean,
-        std,
-        device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self.split, self.model, self.size, self.device = split, model, size, device
@@ -82,7 +86,7 @@ class VideoFrames:
         return self.split.num_frames(video)
 
 
-def _param_groups(model: ReferringHead, cfg: TrainConfig) -> list[dict]:
+def _param_groups(model: ReferringHead, cfg: TrainConfig) -> list[dict[str, Any]]:
     backbone = [p for p in model.body.backbone.parameters() if p.requires_grad]
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -92,44 +96,56 @@ def _param_groups(model: ReferringHead, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
-def train_head(
-    model: ReferringHead, data: VideoFrames, text: dict[str, torch.Tensor], cfg: TrainConfig, seed: int
-) -> dict:
-    """AdamW, constant learning rate; returns the loss history for the record."""
+def _windows(data: VideoFrames, cfg: TrainConfig, seed: int) -> Iterator[list[tuple[Expression, slice]]]:
+    """Endless training batches: `batch_size` expressions drawn with replacement, each with a random
+    window of `num_frames` consecutive frames of its video (the whole video when shorter)."""
     rng = np.random.default_rng(seed)
     expressions = data.split.expressions
-    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    history: list[float] = []
-    with progress_bar("training referring head", cfg.iterations, "iters") as bar:
-        for _ in range(cfg.iterations):
-            maps, texts, targets = [], [], []
-            for i in rng.integers(len(expressions), size=cfg.batch_size):
-                e = expressions[int(i)]
-                total = data.num_frames(e.video)
-                t = min(cfg.num_frames, total)
-                start = int(rng.integers(total - t + 1))
-                window = slice(start, start + t)
-                maps.append(data.levels(e.video, window))
-                texts.append(text[e.text])
-                targets.append(data.targets(e.video, e.obj_id, window))
-            lengths = {len(t) for t in targets}
-            if len(lengths) > 1:  # videos shorter than num_frames: train on the shortest window
-                n = min(lengths)
-                maps = [[m[:n] for m in v] for v in maps]
-                targets = [t[:n] for t in targets]
-            levels = [torch.cat([v[k] for v in maps]) for k in range(len(maps[0]))]
-            scores, masks = model(levels, torch.stack(texts))
-            loss, _ = referring_loss(scores, masks, torch.stack(targets))
-            if not torch.isfinite(loss):
-                from bob.errors import TrainingDivergedError
+    while True:
+        picks = []
+        for i in rng.integers(len(expressions), size=cfg.batch_size):
+            e = expressions[int(i)]
+            total = data.num_frames(e.video)
+            t = min(cfg.num_frames, total)
+            start = int(rng.integers(total - t + 1))
+            picks.append((e, slice(start, start + t)))
+        yield picks
 
-                raise TrainingDivergedError(f"referring head loss became {float(loss)}; lower lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append(float(loss.detach()))
-            bar.advance(1)
+
+def train_head(
+    model: ReferringHead, data: VideoFrames, text: dict[str, torch.Tensor], cfg: TrainConfig, seed: int
+) -> dict[str, float]:
+    """AdamW, constant learning rate, `cfg.iterations` steps of the one training loop; returns the
+    first step's loss and the mean of the last 10% for the record."""
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def loss_of(picks: list[tuple[Expression, slice]]) -> tuple[torch.Tensor, dict[str, float]]:
+        maps, texts, targets = [], [], []
+        for e, window in picks:
+            maps.append(data.levels(e.video, window))
+            texts.append(text[e.text])
+            targets.append(data.targets(e.video, e.obj_id, window))
+        lengths = {len(t) for t in targets}
+        if len(lengths) > 1:  # videos shorter than num_frames: train on the shortest window
+            n = min(lengths)
+            maps = [[m[:n] for m in v] for v in maps]
+            targets = [t[:n] for t in targets]
+        levels = [torch.cat([v[k] for v in maps]) for k in range(len(maps[0]))]
+        scores, masks = model(levels, torch.stack(texts))
+        return referring_loss(scores, masks, torch.stack(targets))
+
+    loop = TrainLoop(
+        model,
+        opt,
+        loss_of,
+        _windows(data, cfg, seed),
+        device=data.device,
+        iterations=cfg.iterations,
+        what="referring head",
+        hint="lower lr",
+        progress_unit="iters",
+    ).run()
+    history = loop.losses
     tail = history[-max(1, len(history) // 10) :]
     return {"loss_first": round(history[0], 4), "loss_last": round(float(np.mean(tail)), 4)}
 
@@ -142,7 +158,7 @@ def evaluate(
     window: int,
     threshold: float,
     bound_th: float,
-) -> tuple[dict[str, float], list[dict]]:
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """J&F over every expression of the split; also per-expression scores for the record."""
     model.eval()
     per_object, rows = [], []

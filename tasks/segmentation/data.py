@@ -8,8 +8,9 @@ becomes 255 and every other value drops by one. `validate_masks` reads every map
 run with the offending file named when a map is not single-channel, has another size than its
 image, or holds a value outside 0..K-1 and 255.
 
-The scenes' semantic maps come from the detection suite's generated scenes: each annotated object's
-visible mask painted with its class id + 1 on background 0, so `K = 6` (background + five shapes).
+The scenes' semantic maps come from the generated scenes of bob/data/scenes.py (the detection suite's
+data): each annotated object's visible mask painted with its class id + 1 on background 0, so `K = 6`
+(background + five shapes).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_util
 
 from bob.data.base import DatasetInfo, ImageSplit
+from bob.data.scenes import SCENE_CLASSES, load_scenes
 from bob.errors import UsageError
 from bob.progress import progress_bar
 from bob.tasks.segmentation.metrics import IGNORE_INDEX
@@ -169,8 +172,6 @@ def validate_masks(split: SegmentationSplit) -> dict[str, int]:
 
 def semantic_maps(coco: dict[str, Any], n: int, size: int) -> np.ndarray:
     """N×size×size uint8 maps from a scenes COCO dict: background 0, object pixels category id (1..5)."""
-    from pycocotools import mask as mask_util
-
     maps = np.zeros((n, size, size), np.uint8)
     for ann in coco["annotations"]:
         seg = ann["segmentation"]
@@ -180,8 +181,6 @@ def semantic_maps(coco: dict[str, Any], n: int, size: int) -> np.ndarray:
 
 
 def scene_classes() -> tuple[str, ...]:
-    from bob.data.scenes import SCENE_CLASSES
-
     return ("background", *SCENE_CLASSES)
 
 
@@ -198,8 +197,6 @@ def load_scene_maps(
     size: int = 128,
 ) -> SegmentationSplit:
     """Catalog loader: the detection scenes of each split (the detection loader's) as semantic maps."""
-    from bob.data.scenes import load_scenes
-
     scenes = load_scenes(
         info, split, root=root, train_domain=train_domain, test_domain=test_domain,
         n_train=n_train, n_test=n_test, size=size,

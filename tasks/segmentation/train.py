@@ -20,18 +20,27 @@ bilinearly to the label map's size and takes the argmax. Scores accumulate in on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.color import hsv2rgb, rgb2hsv
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from bob.progress import progress_bar
-from bob.tasks.common.train_loop import AfterStep, TrainLoop
+from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast
 from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
+
+# A joint transform of (image, label map), as torchvision v2 transforms take them.
+Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[tv_tensors.Image, tv_tensors.Mask]]
 
 RATIO_RANGE = (0.5, 2.0)  # mmseg's random rescale range around the crop size
 # mmseg's PhotoMetricDistortion: each applied with probability 0.5, on 0..255 pixel values.
@@ -72,16 +81,13 @@ class EvalConfig:
 class SegmentationDataset(Dataset):
     """(image float [3,H,W] in 0..1, label map int64 [H,W]) pairs, optionally augmented."""
 
-    def __init__(self, split: SegmentationSplit, transform: Any = None) -> None:
+    def __init__(self, split: SegmentationSplit, transform: Transform | None = None) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision import tv_tensors
-        from torchvision.transforms.v2 import functional as TF
-
         image = TF.to_image(self.split.image(index))
         mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(self.split.mask(index))))
         if self.transform is not None:
@@ -98,9 +104,7 @@ class CatMaxRatioCrop:
     def __init__(self, size: int, cat_max_ratio: float, attempts: int = 10) -> None:
         self.size, self.cat_max_ratio, self.attempts = size, cat_max_ratio, attempts
 
-    def __call__(self, image: Any, mask: Any) -> tuple[Any, Any]:
-        from torchvision.transforms.v2 import functional as TF
-
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.size
         pad_h, pad_w = max(size - image.shape[-2], 0), max(size - image.shape[-1], 0)
         if pad_h or pad_w:
@@ -126,10 +130,7 @@ class PhotoMetricDistortion:
     """mmseg's `PhotoMetricDistortion` on a uint8 image (the label map passes through): random
     brightness, then contrast either first or last, saturation and hue in HSV, each with p 0.5."""
 
-    def __call__(self, image: Any, mask: Any) -> tuple[Any, Any]:
-        from skimage.color import hsv2rgb, rgb2hsv
-        from torchvision import tv_tensors
-
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def coin() -> bool:
             return bool(torch.randint(2, ()))
 
@@ -161,10 +162,7 @@ class PhotoMetricDistortion:
         return tv_tensors.Image(img.round().clamp(0, 255).to(torch.uint8)), mask
 
 
-def make_transform(cfg: TrainConfig) -> Any:
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
+def make_transform(cfg: TrainConfig) -> v2.Compose:
     size = cfg.crop_size
     flip = v2.RandomHorizontalFlip(0.5)
     if cfg.augment == "flip":
@@ -184,10 +182,10 @@ def make_transform(cfg: TrainConfig) -> Any:
 
 
 def train_segmenter(
-    model: torch.nn.Module,
+    model: nn.Module,
     split: SegmentationSplit,
     cfg: TrainConfig,
-    device: Any,
+    device: torch.device | str,
     seed: int,
     num_workers: int,
 ) -> dict[str, Any]:
@@ -233,7 +231,7 @@ def eval_scale(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def slide_logits(model: torch.nn.Module, image: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+def slide_logits(model: nn.Module, image: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
     """mmseg's slide inference: logits of overlapping crop² windows, averaged where they overlap."""
     _, _, h, w = image.shape
     rows = max(h - crop + stride - 1, 0) // stride + 1
@@ -253,16 +251,18 @@ def slide_logits(model: torch.nn.Module, image: torch.Tensor, crop: int, stride:
     return total / count
 
 
-def _collate(batch: list) -> tuple[list, list]:
+def _collate(
+    batch: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: nn.Module,
     split: SegmentationSplit,
     cfg: EvalConfig,
-    device: Any,
+    device: torch.device | str,
     num_workers: int,
 ) -> IoUAccumulator:
     """Predict every image of `split` and accumulate the dataset-level confusion matrix."""
@@ -273,21 +273,21 @@ def evaluate(
         collate_fn=_collate,
         num_workers=num_workers,
     )
-    kind = torch.device(device).type
     model.to(device).eval()
     acc = IoUAccumulator(len(split.classes))
     with progress_bar("evaluating segmenter", len(split), "images") as bar:
         for images, masks in loader:
-            for logits, mask in zip(_predict(model, images, cfg, device, kind), masks, strict=True):
+            for logits, mask in zip(_predict(model, images, cfg, device), masks, strict=True):
                 pred = logits.argmax(0).cpu().numpy()
                 acc.update(pred, mask.numpy())
             bar.advance(len(images))
     return acc
 
 
-def _predict(model: Any, images: list[torch.Tensor], cfg: EvalConfig, device: Any, kind: str) -> list:
+def _predict(
+    model: nn.Module, images: list[torch.Tensor], cfg: EvalConfig, device: torch.device | str
+) -> list[torch.Tensor]:
     """Logits at each image's own size; same-size images go through the model as one batch."""
-    use_amp = cfg.amp and kind == "cuda"
     sizes = {tuple(im.shape[-2:]) for im in images}
     groups = [torch.stack(images)] if len(sizes) == 1 and cfg.mode == "whole" else [im[None] for im in images]
     out = []
@@ -297,7 +297,7 @@ def _predict(model: Any, images: list[torch.Tensor], cfg: EvalConfig, device: An
         th, tw = eval_scale(h, w, cfg.test_size)
         if (th, tw) != (h, w):
             batch = F.interpolate(batch, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-        with torch.autocast(kind, dtype=torch.float16, enabled=use_amp):
+        with autocast(device, cfg.amp):
             if cfg.mode == "slide":
                 logits = slide_logits(model, batch, cfg.crop_size, cfg.stride)
             else:

@@ -3,25 +3,23 @@
 Protocol (a simplified TCOVIS-style online VIS; deviations in docs/suites/vis.md):
   1. both splits are loaded and validated (broken annotations stop the run before any training);
   2. every frame is resized to `image_size`² and fed once to the frozen backbone; its maps are kept;
-  3. a trainable pyramid neck (the detection suite's FPN / simple pyramid) and a query head (model.py)
-     are trained with AdamW and cosine decay for `epochs` over the train clips, matching queries to
-     whole ground-truth tracks with the Hungarian algorithm (cost and loss summed over frames);
+  3. a trainable pyramid neck (the FPN / simple pyramid of tasks/common/pyramid.py) and a query head
+     (model.py) are trained with AdamW and cosine decay for `epochs` over the train clips (train.py),
+     matching queries to whole ground-truth tracks with the Hungarian algorithm (cost and loss summed
+     over frames);
   4. on the test clips every query becomes one scored track (its best class, its per-frame masks
      thresholded at `mask_threshold` at the video's resolution), scored by YouTube-VIS AP / AR
      (whole-track mask IoU, COCOeval accumulation; metrics.py).
+The protocol is run.py; the clips and tracks data.py.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from bob.errors import UsageError
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
+from bob.task import Task, TaskArgs, run_arg
 
 REAL_IMAGE_SIZE = 384  # frames of real sets are resized to this square when neither arg nor dataset sets one
 
@@ -74,56 +72,3 @@ class Vis(Task):
     Args = VisArgs
     check_dataset: ClassVar[str] = "vis-sprites-mini"
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "dim": "16", "decoder_layers": "1"}
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        import torch
-
-        from bob.tasks.vis.data import VisSplit
-        from bob.tasks.vis.metrics import vis_metrics
-        from bob.tasks.vis.train import FrameMaps, predict, train_head
-
-        args: VisArgs = self.args  # type: ignore[assignment]
-        train, test = ctx.split("train"), ctx.split("test")
-        for split in (train, test):
-            if not isinstance(split, VisSplit):
-                raise UsageError(
-                    f"{self.name}: split '{split.split}' has no instance tracks; pick a vis dataset."
-                )
-            if len(split) == 0 or split.num_tracks() == 0:
-                raise UsageError(f"{self.name}: split '{split.split}' has no annotated instance tracks.")
-        if train.classes != test.classes:
-            raise UsageError(f"{self.name}: train and test declare different categories; they must match.")
-        max_frames = max(s[0] for s in (*train.sizes, *test.sizes))
-        size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
-        backbone = ctx.build_backbone(input_size=size)
-        torch.manual_seed(ctx.seed)
-        maps = FrameMaps(backbone, args.dim, size, ctx.device)
-        start = time.perf_counter()
-        train_maps, test_maps = maps.extract(train, "train"), maps.extract(test, "test")
-        extract_s = time.perf_counter() - start
-        start = time.perf_counter()
-        head, history = train_head(maps, train, train_maps, args, len(train.classes), max_frames, ctx.seed)
-        train_s = time.perf_counter() - start
-        results = predict(maps, head, test, test_maps, args.mask_threshold)
-        metrics, summary = vis_metrics(test.gt(), results)
-        protocol: dict[str, Any] = {
-            "model": "frozen backbone → trainable pyramid neck → clip query head (shared queries, dot-product masks)",
-            "backbone_mode": "frozen",
-            "pyramid": maps.body.plan.describe(),
-            "mask_stride": maps.mask_stride,
-            "memory_stride": maps.memory_stride,
-            "image_size": size,
-            "matching": "Hungarian (scipy linear_sum_assignment) per clip on whole tracks; cost summed over frames",
-            "optimizer": "AdamW",
-            "schedule": "cosine to 0, per step",
-            **args.identity(),
-            "metric": "YouTube-VIS AP/AR: whole-track mask IoU (sum of intersections / sum of unions), "
-            "pycocotools COCOeval (IoU .50:.95, 101 recall points, maxDets 1/10/100)",
-            "num_results": len(results),
-            "extract_s": round(extract_s, 2),
-            "train_s": round(train_s, 2),
-            **history,
-            "cocoeval_summary": summary,
-            "data": {"train": train.describe(), "test": test.describe()},
-        }
-        return TaskOutput(metrics, protocol)

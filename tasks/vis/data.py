@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_util
 
 from bob.data.base import DatasetInfo
 from bob.data.shapes import _BACKGROUNDS, _UNIT_SHAPES, _fill_colour, _mask, _place
@@ -56,14 +58,10 @@ class VisSplit(VideoSplit):
     def frames(self, index: int) -> np.ndarray:
         if self.clips is not None:
             return self.clips[index]
-        from PIL import Image
-
         return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in self.files[index]])
 
     def masks(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(category indexes [K], bool masks [K, T, H, W]) of video `index`."""
-        from pycocotools import mask as mask_util
-
         t, h, w = self.sizes[index]
         tracks = self.tracks[index]
         out = np.zeros((len(tracks), t, h, w), bool)
@@ -123,8 +121,6 @@ class VisSplit(VideoSplit):
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any] | None:
-    from pycocotools import mask as mask_util
-
     if not mask.any():
         return None
     return mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -216,23 +212,11 @@ def load_ytvis_split(dataset: str, split: str, ann_file: Path, frames_dir: Path,
     `videos[].file_names` are frame paths relative to `frames_dir`; `annotations[].segmentations` hold one
     RLE (compressed or not), polygon list or None per frame; category ids may be any integers.
     """
-    from pycocotools import mask as mask_util
-
     if not ann_file.is_file():
         raise DatasetNotFoundError(f"{dataset}/{split}: annotation file {ann_file} not found. {hint}")
     if not frames_dir.is_dir():
         raise DatasetNotFoundError(f"{dataset}/{split}: frame folder {frames_dir} not found. {hint}")
-    try:
-        data = json.loads(ann_file.read_text())
-    except (OSError, ValueError) as err:
-        raise VisAnnotationError(f"{ann_file}: not readable JSON ({err}).") from err
-    for key in ("videos", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise VisAnnotationError(f"{ann_file}: no '{key}' list; expected the YouTube-VIS layout. {hint}")
-    if not data["videos"] or not data["categories"]:
-        raise VisAnnotationError(f"{ann_file}: no videos or no categories.")
-    if not data["annotations"]:
-        raise VisAnnotationError(f"{ann_file}: no annotations; the {split} split must be annotated. {hint}")
+    data = _read_annotations(ann_file, split, hint)
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: k for k, c in enumerate(cats)}
     videos = {v["id"]: v for v in data["videos"]}
@@ -253,30 +237,52 @@ def load_ytvis_split(dataset: str, split: str, ann_file: Path, frames_dir: Path,
                 f"{ann_file}: annotation {ann.get('id')} needs one segmentation (or null) per frame of video {vid} "
                 f"({t}), got {len(segs) if isinstance(segs, list) else type(segs).__name__}."
             )
-        rles = []
-        for seg in segs:
-            if seg is None:
-                rles.append(None)
-            elif isinstance(seg, list):  # polygons
-                rles.append(mask_util.merge(mask_util.frPyObjects(seg, h, w)) if seg else None)
-            else:
-                rles.append(
-                    mask_util.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else _bytes(seg)
-                )
         if not ann.get("iscrowd", 0):
-            tracks[vid].append((cat_index[ann["category_id"]], rles))
-    files = []
-    for vid in order:
-        paths = [frames_dir / name for name in videos[vid]["file_names"]]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise DatasetNotFoundError(
-                f"{dataset}/{split}: {len(missing)} frame(s) missing, e.g. {missing[0]}. {hint}"
-            )
-        files.append(paths)
+            tracks[vid].append((cat_index[ann["category_id"]], _rles(segs, h, w)))
+    files = [_frame_files(dataset, split, frames_dir, videos[vid]["file_names"], hint) for vid in order]
     sizes = [(len(videos[v]["file_names"]), int(videos[v]["height"]), int(videos[v]["width"])) for v in order]
     names = tuple(c["name"] for c in cats)
     return VisSplit(dataset, split, names, [tracks[v] for v in order], sizes, files=files, root=frames_dir)
+
+
+def _read_annotations(ann_file: Path, split: str, hint: str) -> dict[str, Any]:
+    """The annotation JSON, with its videos, annotations and categories lists present and non-empty."""
+    try:
+        data = json.loads(ann_file.read_text())
+    except (OSError, ValueError) as err:
+        raise VisAnnotationError(f"{ann_file}: not readable JSON ({err}).") from err
+    for key in ("videos", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise VisAnnotationError(f"{ann_file}: no '{key}' list; expected the YouTube-VIS layout. {hint}")
+    if not data["videos"] or not data["categories"]:
+        raise VisAnnotationError(f"{ann_file}: no videos or no categories.")
+    if not data["annotations"]:
+        raise VisAnnotationError(f"{ann_file}: no annotations; the {split} split must be annotated. {hint}")
+    return data
+
+
+def _rles(segs: list[Any], h: int, w: int) -> list[dict[str, Any] | None]:
+    """One annotation's per-frame segmentations (None, polygons, RLE) as bytes-counts RLEs or None."""
+    rles = []
+    for seg in segs:
+        if seg is None:
+            rles.append(None)
+        elif isinstance(seg, list):  # polygons
+            rles.append(mask_util.merge(mask_util.frPyObjects(seg, h, w)) if seg else None)
+        else:
+            rles.append(mask_util.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else _bytes(seg))
+    return rles
+
+
+def _frame_files(dataset: str, split: str, frames_dir: Path, names: list[str], hint: str) -> list[Path]:
+    """The frame paths of one video; a missing frame stops the load."""
+    paths = [frames_dir / name for name in names]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{dataset}/{split}: {len(missing)} frame(s) missing, e.g. {missing[0]}. {hint}"
+        )
+    return paths
 
 
 def _bytes(seg: dict[str, Any]) -> dict[str, Any]:

@@ -28,20 +28,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from bob.tasks.common.coco_eval import coco_index
 
 STATS = {"ap": 0, "ap50": 1, "ap75": 2, "ar1": 6, "ar10": 7}  # indexes into COCOeval.stats
 
+# One frame's mask as COCO RLE: {"size": [h, w], "counts": bytes, str or a list of run lengths}.
+Rle = dict[str, Any]
 
-def _rle(seg: Any) -> dict[str, Any] | None:
+
+def _rle(seg: Rle | None) -> Rle | None:
     """bytes-counts RLE, or None for an absent frame."""
     if seg is None:
         return None
     counts = seg["counts"]
     if isinstance(counts, list):  # uncompressed RLE, as YouTube-VIS annotations store it
-        from pycocotools import mask as mask_util
-
         h, w = seg["size"]
         return mask_util.frPyObjects(seg, h, w)
     return {
@@ -50,10 +54,8 @@ def _rle(seg: Any) -> dict[str, Any] | None:
     }
 
 
-def track_iou(dt: Sequence[Any], gt: Sequence[Any]) -> float:
+def track_iou(dt: Sequence[Rle | None], gt: Sequence[Rle | None]) -> float:
     """Sum of per-frame intersections over sum of per-frame unions of two tracks (RLE or None per frame)."""
-    from pycocotools import mask as mask_util
-
     if len(dt) != len(gt):
         raise ValueError(f"tracks of different lengths: {len(dt)} and {len(gt)} frames")
     inter = union = 0.0
@@ -69,46 +71,39 @@ def track_iou(dt: Sequence[Any], gt: Sequence[Any]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def track_area(segs: Sequence[Any]) -> float:
+def track_area(segs: Sequence[Rle | None]) -> float:
     """Mean mask area over the frames where the track is present (0 for a track that is never present)."""
-    from pycocotools import mask as mask_util
-
     areas = [float(mask_util.area(r)) for r in map(_rle, segs) if r is not None]
     areas = [a for a in areas if a > 0]
     return float(np.mean(areas)) if areas else 0.0
 
 
-def _track_eval_class() -> type:
-    from pycocotools.cocoeval import COCOeval
+class TrackEval(COCOeval):
+    """COCOeval whose IoU is the whole-track mask IoU; 'images' are videos."""
 
-    class TrackEval(COCOeval):
-        """COCOeval whose IoU is the whole-track mask IoU; 'images' are videos."""
+    def __init__(self, gt_coco: COCO, dt_coco: COCO, tracks: dict[tuple[str, int], list[Rle | None]]) -> None:
+        super().__init__(gt_coco, dt_coco, "bbox")  # bbox: no per-image mask decoding in _prepare
+        self.tracks = tracks
 
-        def __init__(self, gt_coco: Any, dt_coco: Any, tracks: dict[tuple[str, int], list]) -> None:
-            super().__init__(gt_coco, dt_coco, "bbox")  # bbox: no per-image mask decoding in _prepare
-            self.tracks = tracks
-
-        def computeIoU(self, imgId: int, catId: int) -> Any:
-            p = self.params
-            gts = self._gts[imgId, catId] if p.useCats else [g for c in p.catIds for g in self._gts[imgId, c]]
-            dts = self._dts[imgId, catId] if p.useCats else [d for c in p.catIds for d in self._dts[imgId, c]]
-            if not gts or not dts:
-                return []
-            order = np.argsort([-d["score"] for d in dts], kind="mergesort")
-            dts = [dts[i] for i in order][: p.maxDets[-1]]
-            out = np.zeros((len(dts), len(gts)))
-            for i, d in enumerate(dts):
-                for j, g in enumerate(gts):
-                    out[i, j] = track_iou(self.tracks["dt", d["id"]], self.tracks["gt", g["id"]])
-            return out
-
-    return TrackEval
+    def computeIoU(self, imgId: int, catId: int) -> np.ndarray | list[float]:
+        p = self.params
+        gts = self._gts[imgId, catId] if p.useCats else [g for c in p.catIds for g in self._gts[imgId, c]]
+        dts = self._dts[imgId, catId] if p.useCats else [d for c in p.catIds for d in self._dts[imgId, c]]
+        if not gts or not dts:
+            return []
+        order = np.argsort([-d["score"] for d in dts], kind="mergesort")
+        dts = [dts[i] for i in order][: p.maxDets[-1]]
+        out = np.zeros((len(dts), len(gts)))
+        for i, d in enumerate(dts):
+            for j, g in enumerate(gts):
+                out[i, j] = track_iou(self.tracks["dt", d["id"]], self.tracks["gt", g["id"]])
+        return out
 
 
 def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
     """(metrics, COCOeval's printed summary) of `results` against the YouTube-VIS dict `gt`."""
     lengths = {v["id"]: int(v["length"]) for v in gt["videos"]}
-    tracks: dict[tuple[str, int], list] = {}
+    tracks: dict[tuple[str, int], list[Rle | None]] = {}
     images = [{"id": vid} for vid in lengths]
     gt_anns, dt_anns = [], []
     for ann in gt["annotations"]:
@@ -130,7 +125,7 @@ def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict
     categories = gt["categories"]
     gt_coco = coco_index({"images": images, "categories": categories, "annotations": gt_anns})
     dt_coco = coco_index({"images": images, "categories": categories, "annotations": dt_anns})
-    evaluator = _track_eval_class()(gt_coco, dt_coco, tracks)
+    evaluator = TrackEval(gt_coco, dt_coco, tracks)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         evaluator.evaluate()
@@ -141,7 +136,9 @@ def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict
     return metrics, out.getvalue()
 
 
-def _ann(ann_id: int, video: int, cat: int, segs: list, crowd: int, score: float | None) -> dict[str, Any]:
+def _ann(
+    ann_id: int, video: int, cat: int, segs: list[Rle | None], crowd: int, score: float | None
+) -> dict[str, Any]:
     rec = {
         "id": int(ann_id),
         "image_id": int(video),

@@ -1,7 +1,7 @@
 """A small clip-level query head over per-frame pyramid features, trained with track-level Hungarian matching.
 
-Per frame, the frozen backbone's maps go through the detection suite's neck (`BackboneWithPyramid`:
-an FPN, or ViTDet's simple pyramid for plain ViTs). Then, per clip:
+Per frame, the frozen backbone's maps go through the shared neck (`BackboneWithPyramid` of
+tasks/common/pyramid.py: an FPN, or ViTDet's simple pyramid for plain ViTs). Then, per clip:
   - `num_queries` learnable queries, shared by all frames of the clip, attend (a small transformer
     decoder) to the stride-16 tokens of every frame of the clip, each token tagged with its frame;
   - each query gives class logits (K classes + "no object") and a mask embedding; its mask in frame t
@@ -18,6 +18,7 @@ queries plus cross-entropy towards "no object" (weight `no_object_weight`) for t
 from __future__ import annotations
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
@@ -80,8 +81,6 @@ def match_tracks(
 
     logits [Q, K+1], masks [Q, T, P] (mask logits), labels [G], targets [G, T, P] in [0, 1].
     """
-    from scipy.optimize import linear_sum_assignment
-
     with torch.no_grad():
         w_cls, w_dice, w_mask = weights
         prob = logits.softmax(-1)[:, labels]  # [Q, G]

@@ -1,4 +1,5 @@
-"""Frozen per-frame backbone maps, the neck + query head's training loop, and prediction as YouTube-VIS results."""
+"""Frozen per-frame backbone maps, the training of the neck + query head (in the one training loop,
+tasks/common/train_loop.py), and prediction as YouTube-VIS results."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_util
+from torch import nn
 from torch.nn import functional as F
 
+from bob.backbones.base import Backbone
 from bob.errors import BackboneContractError
 from bob.progress import progress_bar
 from bob.tasks.common.pyramid import BackboneWithPyramid
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
+from bob.tasks.vis import VisArgs
 from bob.tasks.vis.data import VisSplit
 from bob.tasks.vis.model import ClipQueryHead, clip_loss
 
@@ -21,7 +27,7 @@ MEMORY_STRIDE = 16
 class FrameMaps:
     """The backbone's maps of every frame, computed once (the backbone is frozen), and the trainable neck."""
 
-    def __init__(self, backbone: Any, dim: int, size: int, device: Any) -> None:
+    def __init__(self, backbone: Backbone, dim: int, size: int, device: torch.device | str) -> None:
         self.body = BackboneWithPyramid(backbone, dim, frozen=True).to(device)
         self.size, self.device = size, device
         strides = list(self.body.plan.strides)
@@ -67,16 +73,23 @@ def _targets(split: VisSplit, index: int, side: int) -> tuple[torch.Tensor, torc
     return torch.from_numpy(labels), m.reshape(g, t, side * side)
 
 
+def _epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> list[np.ndarray]:
+    """One epoch's clip indexes: a fresh permutation, cut into batches (the last may be short)."""
+    order = rng.permutation(n)
+    return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+
+
 def train_head(
     maps: FrameMaps,
     split: VisSplit,
     frame_maps: list[list[torch.Tensor]],
-    args: Any,
+    args: VisArgs,
     num_classes: int,
     max_frames: int,
     seed: int,
 ) -> tuple[ClipQueryHead, dict[str, Any]]:
-    """Train the neck and the head; returns the head and {loss history}."""
+    """Train the neck and the head for `args.epochs` in the one training loop (AdamW, cosine decay per
+    step); returns the head and {steps, first and last loss}."""
     device = maps.device
     head = ClipQueryHead(args.dim, num_classes, args.num_queries, args.decoder_layers, max_frames).to(device)
     side = maps.size // maps.mask_stride
@@ -88,33 +101,31 @@ def train_head(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     weights = (args.class_weight, args.dice_weight, args.mask_weight)
     rng = np.random.default_rng(seed)
-    maps.body.neck.train()
-    head.train()
-    losses = []
-    with progress_bar("training vis head", total, "steps") as bar:
-        for _ in range(args.epochs):
-            order = rng.permutation(len(split))
-            for start in range(0, len(order), args.batch_size):
-                loss = torch.zeros((), device=device)
-                batch = order[start : start + args.batch_size]
-                for i in batch:  # clips differ in length on real data: one clip at a time, loss averaged
-                    memory, mask_maps = maps.neck(frame_maps[i])
-                    logits, masks = head(memory[None], mask_maps[None])
-                    labels, target = (v.to(device) for v in targets[i])
-                    loss = loss + clip_loss(
-                        logits[0], masks[0].flatten(2), labels, target, weights, args.no_object_weight
-                    )
-                loss = loss / len(batch)
-                if not torch.isfinite(loss):
-                    from bob.errors import TrainingDivergedError
 
-                    raise TrainingDivergedError(f"vis head: loss became {loss.item()}; try a lower lr.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
-                bar.advance(1)
+    def loss_of(batch: np.ndarray) -> torch.Tensor:
+        loss = torch.zeros((), device=device)
+        for i in batch:  # clips differ in length on real data: one clip at a time, loss averaged
+            memory, mask_maps = maps.neck(frame_maps[i])
+            logits, masks = head(memory[None], mask_maps[None])
+            labels, target = (v.to(device) for v in targets[i])
+            loss = loss + clip_loss(
+                logits[0], masks[0].flatten(2), labels, target, weights, args.no_object_weight
+            )
+        return loss / len(batch)
+
+    loop = TrainLoop(
+        nn.ModuleList([maps.body.neck, head]),  # the backbone stays frozen, in eval mode
+        optimizer,
+        loss_of,
+        lambda epoch: _epoch_batches(rng, len(split), args.batch_size),
+        device=device,
+        epochs=args.epochs,
+        hooks=[AfterStep(lambda _: schedule.step())],
+        what="vis head",
+        hint="try a lower lr",
+        steps_per_epoch=steps_per_epoch,
+    ).run()
+    losses = loop.losses
     return head, {"steps": total, "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
 
 
@@ -127,8 +138,6 @@ def predict(
     threshold: float,
 ) -> list[dict[str, Any]]:
     """One YouTube-VIS result per query and test video: best class, its probability, per-frame RLE masks."""
-    from pycocotools import mask as mask_util
-
     maps.body.neck.eval()
     head.eval()
     results = []

@@ -2,9 +2,9 @@
 
 Three heads, chosen by the `head` task arg:
   - `fpn`: Semantic FPN (Kirillov et al., 2019; mmseg's `FPNHead`, PVT's ADE20K head). The
-    backbone's pyramid comes from the detection suite's `BackboneWithPyramid`: torchvision's FPN over
-    the deepest level at strides 4..32 (CNNs, ConvNeXt, Swin), or ViTDet's simple pyramid on the
-    last block of a plain ViT. Each level goes through log2(stride/4) blocks of 3×3 conv + BN + ReLU
+    backbone's pyramid comes from the shared `BackboneWithPyramid` (tasks/common/pyramid.py):
+    torchvision's FPN over the deepest level at strides 4..32 (CNNs, ConvNeXt, Swin), or ViTDet's
+    simple pyramid on the last block of a plain ViT. Each level goes through log2(stride/4) blocks of 3×3 conv + BN + ReLU
     (at least one), each followed by ×2 bilinear upsampling until stride 4; the levels are summed,
     then dropout 0.1 and a 1×1 conv give the logits at stride 4.
   - `fcn`: mmseg's `FCNHead` on the last feature level (PixPro's / MoCo's Cityscapes head): two
@@ -101,8 +101,8 @@ class LinearHead(nn.Module):
 
 
 class LastLevel(nn.Module):
-    """The backbone's last feature level, with the same frozen / norm_eval / pad_to semantics as the
-    detection suite's `BackboneWithPyramid`."""
+    """The backbone's last feature level, with the same frozen / norm_eval / pad_to semantics as
+    `BackboneWithPyramid`."""
 
     def __init__(self, backbone: Backbone, frozen: bool, norm_eval: bool, pad_to: int | None) -> None:
         super().__init__()
