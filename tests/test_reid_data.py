@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from bob.data import dataset_info, load_split
-from bob.data.reid import num_queries, pad_to_square, reid_arrays
-from bob.data.reid_shapes import ReidShapesConfig, generate_reid_shapes, reid_shapes_seed
 from bob.errors import DatasetNotFoundError, UsageError
+from bob.tasks.reid.data import num_queries, pad_to_square, reid_arrays
+from bob.tasks.reid.shapes import ReidShapesConfig, generate_reid_shapes, reid_shapes_seed
 
 MARKET = {
     "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s3_000101_02.jpg"],

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from bob.data import load_split
-from bob.data.moving_sprites import MOTION_CLASSES, _clip, generate_moving_sprites
 from bob.data.video import (
     ArrayVideoSplit,
     VideoDecodeError,
@@ -19,6 +18,7 @@ from bob.data.video import (
     uniform_clip_starts,
 )
 from bob.errors import DatasetNotFoundError, UsageError
+from bob.tasks.video_cls.data import MOTION_CLASSES, _clip, generate_moving_sprites
 from bob.tasks.video_cls.temporal_pool import pool_frames
 
 # ------------------------------------------------------------------------------------ temporal pooling
@@ -63,7 +63,7 @@ def test_only_order_aware_pooling_learns_direction() -> None:
 def test_torch_pooling_and_temporal_conv_head_see_order() -> None:
     import torch
 
-    from bob.tasks.video_cls.temporal_pool import pool_frames_torch, temporal_head
+    from bob.tasks.video_cls.model import pool_frames_torch, temporal_head
 
     x, _ = _reversal_pairs(3)
     xt = torch.from_numpy(x).float()
@@ -312,7 +312,7 @@ def test_listing_video_tasks_stays_torch_free() -> None:
     code = (
         "import sys\n"
         "from bob.suites import task_names\n"
-        "import bob.tasks.video_cls, bob.tasks.video_cls.temporal_pool, bob.data.video_folders\n"
+        "import bob.tasks.video_cls, bob.tasks.video_cls.temporal_pool, bob.tasks.video_cls.data\n"
         "assert 'video-cls/moving-sprites' in task_names('video-cls/*')\n"
         "assert not [n for n in task_names() if n.startswith('linear-probe/moving')]\n"
         "assert 'torch' not in sys.modules\n"

@@ -19,6 +19,7 @@ import hashlib
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bob.data.base import ImageSplit
 from bob.errors import UsageError
@@ -67,7 +68,7 @@ class IQASplit(ImageSplit):
     def has_references(self) -> bool:
         return self.references is not None
 
-    def image(self, index: int):
+    def image(self, index: int) -> Image.Image:
         return self.images.image(index)
 
     def _identity_chunks(self) -> list[bytes]:

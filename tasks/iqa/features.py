@@ -16,18 +16,17 @@ distorted image get the same eval transform, so their maps stay pixel-aligned.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
-from bob.progress import progress_bar
-
-if TYPE_CHECKING:
-    import torch
-
-    from bob.backbones.base import Backbone
-    from bob.context import RunContext
-    from bob.tasks.iqa.data import IQASplit
+from bob.backbones.base import Backbone
+from bob.context import RunContext
+from bob.features import split_batches
+from bob.progress import Progress, progress_bar
+from bob.tasks.iqa.data import IQASplit
+from bob.transforms import eval_transform
 
 NORM_EPS = 1e-10  # LPIPS' normalize_tensor
 
@@ -38,8 +37,6 @@ def unit_normalise(x: torch.Tensor) -> torch.Tensor:
 
 def level_distances(dist: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
     """[B, sum C_l]: per level and channel, the spatial mean of the squared normalised difference."""
-    import torch
-
     return torch.cat(
         [
             (unit_normalise(d) - unit_normalise(r)).pow(2).mean(dim=(2, 3))
@@ -51,16 +48,10 @@ def level_distances(dist: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.
 
 def pooled_levels(maps: list[torch.Tensor]) -> torch.Tensor:
     """[B, sum C_l]: global average pooling of each level, concatenated."""
-    import torch
-
     return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
 
 
-def _extract_nr(ctx: RunContext, split: IQASplit, levels: list[int], bar) -> np.ndarray:
-    import torch
-
-    from bob.features import split_batches
-
+def _extract_nr(ctx: RunContext, split: IQASplit, levels: list[int], bar: Progress) -> np.ndarray:
     backbone = ctx.backbone().eval()
     rows = []
     with torch.inference_mode():
@@ -72,13 +63,8 @@ def _extract_nr(ctx: RunContext, split: IQASplit, levels: list[int], bar) -> np.
     return np.concatenate(rows)
 
 
-def _extract_fr(ctx: RunContext, split: IQASplit, levels: list[int], bar) -> np.ndarray:
+def _extract_fr(ctx: RunContext, split: IQASplit, levels: list[int], bar: Progress) -> np.ndarray:
     """Distorted images in reference order, so each reference is forwarded about once."""
-    import torch
-
-    from bob.features import split_batches
-    from bob.transforms import eval_transform
-
     backbone = ctx.backbone().eval()
     transform = eval_transform(ctx.data_config)
     order = np.argsort(split.ref_index, kind="stable")

@@ -4,7 +4,8 @@ z-scores the targets with train statistics and maps its outputs back.
 
 MLP (TOPIQ's optimiser on a head instead of the whole network): Linear(D, hidden) → ReLU →
 Dropout → Linear(hidden, 1), AdamW (weight decay 1e-5 as TOPIQ), cosine decay to zero over all
-steps, shuffled minibatches from a seeded generator. Losses, as IQA-PyTorch defines them:
+steps, shuffled minibatches from a seeded generator, in the shared training loop
+(tasks/common/train_loop.py). Losses, as IQA-PyTorch defines them:
   - `mse`: mean squared error (TOPIQ's KonIQ config);
   - `nin`: norm-in-norm (Li et al. 2020, pyiqa's NiNLoss with p = 1, q = 2);
   - `plcc`: (1 - PLCC of the batch) / 2 (pyiqa's PLCCLoss).
@@ -15,13 +16,21 @@ cross-validation on train (folds never split a scene), the alpha with the best m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GroupKFold
+from torch import nn
 
-from bob.errors import TrainingDivergedError, UsageError
+from bob.errors import UsageError
 from bob.tasks.common.linear_head import Standardizer
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
 
 LOSSES = ("mse", "nin", "plcc")
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
@@ -38,17 +47,12 @@ class MLPConfig:
     loss: str = "mse"
 
 
-def _centred_unit(v):
-    import torch.nn.functional as F
-
+def _centred_unit(v: torch.Tensor) -> torch.Tensor:
     return F.normalize(v - v.mean(), p=2, dim=0)
 
 
-def nin_loss(pred, target, p: float = 1.0, q: float = 2.0):
+def nin_loss(pred: torch.Tensor, target: torch.Tensor, p: float = 1.0, q: float = 2.0) -> torch.Tensor:
     """pyiqa's norm-in-norm loss (p=1, q=2); batches of one fall back to L1 as pyiqa does."""
-    import torch
-    import torch.nn.functional as F
-
     n = pred.shape[0]
     if n < 2:
         return F.l1_loss(pred, target)
@@ -58,68 +62,65 @@ def nin_loss(pred, target, p: float = 1.0, q: float = 2.0):
     return torch.norm(vx - vy, p=p) / scale
 
 
-def plcc_loss(pred, target):
-    import torch.nn.functional as F
-
+def plcc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape[0] < 2:
         return F.l1_loss(pred, target)
     return (1.0 - (_centred_unit(pred) * _centred_unit(target)).sum()) / 2.0
 
 
-def _loss_fn(name: str):
-    import torch.nn.functional as F
-
+def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return {"mse": F.mse_loss, "nin": nin_loss, "plcc": plcc_loss}[name]
 
 
+def _mlp(width: int, cfg: MLPConfig) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1)
+    )
+
+
 def fit_mlp(
-    x: np.ndarray, y: np.ndarray, cfg: MLPConfig, seed: int, bar, device: Any = "cpu"
+    x: np.ndarray, y: np.ndarray, cfg: MLPConfig, seed: int, device: torch.device | str = "cpu"
 ) -> dict[str, Any]:
     """Train the MLP on (x, y); returns everything `predict_mlp` needs (CPU tensors and arrays)."""
-    import torch
-    from torch import nn
-
     torch.manual_seed(seed)
     std = Standardizer.fit(x)
     y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
     xt = torch.as_tensor(std(x), device=device)
     yt = torch.as_tensor((y - y_mean) / y_std, dtype=torch.float32, device=device)
-    model = nn.Sequential(
-        nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1)
-    ).to(device)
+    model = _mlp(x.shape[1], cfg).to(device)
     steps_per_epoch = max(1, len(x) // cfg.batch_size)  # drop the ragged last batch (NiN needs n > 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     loss_fn = _loss_fn(cfg.loss)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    model.train()
-    for epoch in range(cfg.epochs):
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
         perm = torch.randperm(len(x), generator=generator).to(device)
         for step in range(steps_per_epoch):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            loss = loss_fn(model(xt[idx]).squeeze(1), yt[idx])
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"IQA MLP loss became {loss.item()} at epoch {epoch}; lower lr (now {cfg.lr})."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.advance(1)
+            yield perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(xt[idx]).squeeze(1), yt[idx])
+
+    TrainLoop(
+        model,
+        opt,
+        loss_of,
+        batches,
+        device=device,
+        epochs=cfg.epochs,
+        hooks=[AfterStep(lambda _: sched.step())],
+        what="the IQA MLP",
+        hint=f"lower lr (now {cfg.lr})",
+        progress_unit="epochs",
+    ).run()
     model.eval()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"kind": "mlp", "state": state, "standardizer": std, "y_mean": y_mean, "y_std": y_std, "cfg": cfg}
 
 
 def predict_mlp(head: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    import torch
-    from torch import nn
-
-    cfg: MLPConfig = head["cfg"]
-    model = nn.Sequential(
-        nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1)
-    )
+    model = _mlp(x.shape[1], head["cfg"])
     model.load_state_dict(head["state"])
     model.eval()
     with torch.inference_mode():
@@ -129,10 +130,6 @@ def predict_mlp(head: dict[str, Any], x: np.ndarray) -> np.ndarray:
 
 def select_ridge_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> tuple[float, list]:
     """Grouped k-fold CV over RIDGE_ALPHAS by mean fold SRCC; returns (alpha, the sweep)."""
-    from scipy import stats
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import GroupKFold
-
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise UsageError(
@@ -156,8 +153,6 @@ def select_ridge_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: 
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, Any]:
-    from sklearn.linear_model import Ridge
-
     std = Standardizer.fit(x)
     model = Ridge(alpha=alpha).fit(std(x), y)
     return {"kind": "linear", "standardizer": std, "coef": model.coef_, "intercept": float(model.intercept_)}
@@ -169,8 +164,6 @@ def predict_linear(head: dict[str, Any], x: np.ndarray) -> np.ndarray:
 
 def head_artifact(head: dict[str, Any]) -> dict[str, Any]:
     """Tensors and plain types only, so it loads with torch.load(weights_only=True)."""
-    import torch
-
     std: Standardizer = head["standardizer"]
     out: dict[str, Any] = {
         "kind": head["kind"],

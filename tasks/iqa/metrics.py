@@ -19,6 +19,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+from scipy import stats
+from scipy.optimize import curve_fit
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -33,8 +35,6 @@ def logistic4_init(x: np.ndarray, y: np.ndarray) -> list[float]:
 
 def fit_logistic4(x: np.ndarray, y: np.ndarray, maxfev: int = 10000) -> np.ndarray:
     """The fitted parameters (b1, b2, b3, b4) mapping predictions `x` onto targets `y`."""
-    from scipy.optimize import curve_fit
-
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # exp overflow while exploring is harmless
@@ -55,8 +55,6 @@ def _check(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def correlations(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """SRCC, KRCC and PLCC (no fit); NaN where an input is constant (correlation undefined)."""
-    from scipy import stats
-
     pred, target = _check(pred, target)
     if np.ptp(pred) == 0 or np.ptp(target) == 0:
         return {"srcc": float("nan"), "krcc": float("nan"), "plcc": float("nan")}
@@ -69,8 +67,6 @@ def correlations(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 def plcc_after_logistic4(pred: np.ndarray, target: np.ndarray) -> tuple[float, dict[str, Any]]:
     """PLCC of the logistic-mapped predictions, and a record of the fit (parameters or failure)."""
-    from scipy import stats
-
     pred, target = _check(pred, target)
     if np.ptp(pred) == 0 or np.ptp(target) == 0:
         return float("nan"), {"converged": False, "error": "constant predictions or targets"}
@@ -94,8 +90,6 @@ def iqa_metrics(pred: np.ndarray, target: np.ndarray) -> tuple[dict[str, float],
 
 def within_group_srcc(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[int, float]:
     """SRCC inside each group (e.g. distortion type) that has at least 3 samples and varying targets."""
-    from scipy import stats
-
     pred, target, groups = np.asarray(pred), np.asarray(target), np.asarray(groups)
     out: dict[int, float] = {}
     for g in np.unique(groups):

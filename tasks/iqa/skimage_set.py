@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 from bob.data.base import ArraySplit, DatasetInfo
 from bob.data.corruptions import corrupt_image, corruptions_version, image_seed
 from bob.data.instance_views import skimage_photo
+from bob.progress import progress_bar
 from bob.tasks.iqa.data import IQASplit, pick_split
+from bob.weights import bob_cache_dir
 
 PHOTOS: tuple[str, ...] = (
     "astronaut",
@@ -84,10 +87,6 @@ def generate(
     photos: tuple[str, ...], crops_per_photo: int, distortions: tuple[str, ...], size: int
 ) -> dict[str, np.ndarray]:
     """References, distorted images (reference-major, then type, then severity) and their SSIM."""
-    from skimage.metrics import structural_similarity
-
-    from bob.progress import progress_bar
-
     refs = reference_crops(photos, crops_per_photo, size)
     images, scores, ref_index, types = [], [], [], []
     base = _seed("noise")
@@ -114,8 +113,6 @@ def generate(
 
 
 def _cache_file(params: dict) -> Path:
-    from bob.weights import bob_cache_dir
-
     tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return bob_cache_dir() / "datasets" / f"skimage-distortions-{tag}.npz"
 

@@ -8,28 +8,24 @@ Two modes:
   (`train_on=`, the cross-domain Market↔Duke protocol), as a BNNeck embedding: pooled features →
   BatchNorm → bias-free linear classifier over the train identities, label-smoothed cross-entropy plus
   an optional batch-hard triplet loss on the pooled features, P identities × K images per batch
-  (tasks/reid_train.py). Queries and gallery are then embedded with the BatchNorm'd features.
+  (train.py). Queries and gallery are then embedded with the BatchNorm'd features.
 
-Evaluation is torchreid's `eval_market1501` (tasks/reid_metrics.py): same person and same camera
-removed from each ranking, queries without a valid match skipped and counted.
+Evaluation is torchreid's `eval_market1501` (metrics.py): same person and same camera removed from
+each ranking, queries without a valid match skipped and counted. The protocol is run.py; the splits
+with person and camera ids and the Market/Duke layouts are data.py, the generated sets shapes.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-import numpy as np
-
+from bob.data import DATASETS, dataset_info
 from bob.errors import UsageError
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-from bob.tasks.reid.metrics import DISTANCES
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
+from bob.task import Task, TaskArgs, run_arg
 
 MODES = ("frozen", "finetune")
+DISTANCES = ("cosine", "euclidean")  # the keys of metrics.DISTANCES, named here so parsing stays numpy-free
 FINETUNE_ONLY = (
     "train_on",
     "epochs",
@@ -81,22 +77,12 @@ class ReidArgs(TaskArgs):
             self._check_train_on()
 
     def _check_train_on(self) -> None:
-        from bob.data import DATASETS, dataset_info
-
         info = dataset_info(self.train_on)  # unknown names raise with close matches
         if info.task_type != "reid":
             reid = [e.name for e in DATASETS.entries() if e.meta["info"].task_type == "reid"]
             raise UsageError(
                 f"train_on='{self.train_on}' is not a re-ID dataset; re-ID datasets are: {', '.join(reid)}."
             )
-
-
-def valid_query_count(q_pids, g_pids, q_camids, g_camids) -> int:
-    """Queries with at least one gallery image of their person from another camera."""
-    count = 0
-    for pid, cam in zip(q_pids, q_camids, strict=True):
-        count += bool(np.any((g_pids == pid) & (g_camids != cam)))
-    return count
 
 
 class Reid(Task):
@@ -111,76 +97,3 @@ class Reid(Task):
     )
     Args = ReidArgs
     check_dataset: ClassVar[str] = "shapes-reid-mini"  # `bob check`'s mock run needs a re-ID set
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.data.reid import num_queries, reid_arrays
-
-        args: ReidArgs = self.args  # type: ignore[assignment]
-        if args.mode == "frozen":
-            self._reject_finetune_args(args)
-        test = ctx.split("test")
-        n_query = num_queries(test)
-        pids, camids = reid_arrays(test)
-        q_pids, g_pids, q_camids, g_camids = (
-            pids[:n_query],
-            pids[n_query:],
-            camids[:n_query],
-            camids[n_query:],
-        )
-        n_valid = valid_query_count(q_pids, g_pids, q_camids, g_camids)
-        if n_valid == 0:
-            raise UsageError(
-                f"Dataset '{self.dataset}': no query has a gallery image of the same person from another "
-                "camera, so there is nothing to score. Check that query/ and bounding_box_test/ belong together."
-            )
-        if args.mode == "frozen":
-            features = ctx.pooled("test").features
-            protocol: dict[str, Any] = {"features": "pooled backbone features, frozen"}
-        else:
-            from bob.tasks.reid.train import finetune_embedding
-
-            features, protocol = finetune_embedding(ctx, args, test)
-        q_feats, g_feats = features[:n_query], features[n_query:]
-        protocol["junk_images_dropped"] = int(getattr(test, "junk_dropped", 0))
-        return TaskOutput(
-            *self._score(args, q_feats, g_feats, (q_pids, g_pids, q_camids, g_camids), protocol)
-        )
-
-    def _reject_finetune_args(self, args: ReidArgs) -> None:
-        defaults = {f.name: f.default for f in dataclasses.fields(ReidArgs)}
-        given = [name for name in FINETUNE_ONLY if getattr(args, name) != defaults[name]]
-        if given:
-            raise UsageError(
-                f"{', '.join(given)} only apply to mode=finetune; frozen features are not trained. Add "
-                "--task-arg mode=finetune or drop them."
-            )
-
-    def _score(self, args: ReidArgs, q_feats, g_feats, ids, protocol: dict[str, Any]):
-        from bob.progress import progress_bar
-        from bob.tasks.reid.metrics import evaluate_reid
-
-        q_pids, g_pids, q_camids, g_camids = ids
-        with progress_bar("ranking the gallery", len(q_feats), "queries") as bar:
-            scores = evaluate_reid(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, args.distance, bar)
-        metrics = scores.summary(args.ranks)
-        protocol.update(
-            {
-                "mode": args.mode,
-                "distance": args.distance,
-                "distance_definition": "1 - cosine similarity of L2-normalised features"
-                if args.distance == "cosine"
-                else "squared Euclidean distance of raw features",
-                "ranks": list(args.ranks),
-                "evaluation": "torchreid eval_market1501: same person + same camera removed from each "
-                "ranking; AP = mean precision at each correct match; CMC rank-k = first correct match "
-                "within the top k",
-                "ties": "equal distances ranked by the lower gallery index",
-                "num_query": len(q_pids),
-                "num_gallery": len(g_pids),
-                "num_query_ids": len(np.unique(q_pids)),
-                "gallery_distractors": int(np.count_nonzero(g_pids == 0)),
-                "queries_valid": scores.num_valid,
-                "queries_skipped": scores.skipped,
-            }
-        )
-        return metrics, protocol

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bob.progress import Progress
+
 DEFAULT_RANKS = (1, 5, 10)
 QUERY_CHUNK = 256  # queries ranked per block: bounds memory at QUERY_CHUNK × gallery entries
 
@@ -99,7 +101,7 @@ def evaluate_reid(
     q_camids: np.ndarray,
     g_camids: np.ndarray,
     distance: str = "cosine",
-    progress=None,
+    progress: Progress | None = None,
 ) -> ReidScores:
     """Distances and scores block by block over the queries; `progress` (optional) advances per query."""
     measure = DISTANCES[distance]

@@ -17,21 +17,24 @@ evaluate on DukeMTMC-reID, as AdvStyle does). Identities are relabelled 0..N-1 i
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision import transforms as T
 
+from bob.backbones.base import Backbone, pooled_width
+from bob.backbones.meta import DataConfig
+from bob.context import RunContext
+from bob.data import load_split
 from bob.data.base import ImageSplit
-from bob.errors import TrainingDivergedError, UsageError
-
-if TYPE_CHECKING:
-    from bob.backbones.base import Backbone
-    from bob.backbones.meta import DataConfig
-    from bob.context import RunContext
-    from bob.tasks.reid import ReidArgs
+from bob.errors import UsageError
+from bob.features import split_batches
+from bob.progress import Progress, progress_bar
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
+from bob.tasks.reid import ReidArgs
+from bob.tasks.reid.data import reid_arrays
 
 JITTER = 0.2
 
@@ -80,9 +83,7 @@ def identity_batches(labels: np.ndarray, p: int, k: int, rng: np.random.Generato
     return batches
 
 
-def train_transform(cfg: DataConfig) -> Any:
-    from torchvision import transforms as T
-
+def train_transform(cfg: DataConfig) -> T.Compose:
     size = cfg.input_size
     return T.Compose(
         [
@@ -98,8 +99,6 @@ def train_transform(cfg: DataConfig) -> Any:
 
 
 def training_split(ctx: RunContext, args: ReidArgs) -> tuple[str, ImageSplit]:
-    from bob.data import load_split
-
     if args.train_on is None or args.train_on == ctx.dataset:
         return ctx.dataset, ctx.split("train")
     split = load_split(args.train_on, "train", root=ctx.spec.data_root, download=ctx.spec.download)
@@ -112,9 +111,7 @@ def _schedule(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Any) -> np.ndarray:
-    from bob.features import split_batches
-
+def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Progress) -> np.ndarray:
     out = []
     model.eval()
     with torch.inference_mode():
@@ -125,8 +122,6 @@ def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Any)
 
 
 def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
-    from bob.backbones.base import pooled_width
-
     backbone = ctx.build_backbone()
     trainable = {id(p) for p in backbone.trainable().parameters()}
     if not trainable:
@@ -139,12 +134,9 @@ def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
 
 def finetune_embedding(
     ctx: RunContext, args: ReidArgs, test: ImageSplit
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, dict[str, object]]:
     """Train the BNNeck embedding, then embed the test split (queries and gallery); returns the features
     and the protocol."""
-    from bob.data.reid import reid_arrays
-    from bob.progress import progress_bar
-
     train_name, train = training_split(ctx, args)
     pids, _ = reid_arrays(train)
     ids = np.unique(pids)
@@ -157,36 +149,9 @@ def finetune_embedding(
     rng = np.random.default_rng(ctx.seed)
     torch.manual_seed(ctx.seed)
     model = _model(ctx, len(ids))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
-    epochs = [
-        identity_batches(labels, args.ids_per_batch, args.images_per_id, rng) for _ in range(args.epochs)
-    ]
-    total = sum(len(batches) for batches in epochs)
-    warmup = len(epochs[0])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total))
-    transform = train_transform(ctx.data_config)
-    losses: list[float] = []
-    with progress_bar(f"training the re-ID embedding on {train_name}", total, "steps") as bar:
-        for epoch, batches in enumerate(epochs):
-            model.train()
-            for batch in batches:
-                x = torch.stack([transform(train.image(int(i))) for i in batch]).to(ctx.device)
-                y = torch.as_tensor(labels[batch], device=ctx.device)
-                feat, logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
-                if args.triplet_weight > 0:
-                    loss = loss + args.triplet_weight * batch_hard_triplet(feat, y, args.margin)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"re-ID training loss became {loss.item()} in epoch {epoch + 1}."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                bar.advance(1)
+    # Every epoch's P×K batches are drawn up front, epoch after epoch, from the one seeded generator.
+    plan = [identity_batches(labels, args.ids_per_batch, args.images_per_id, rng) for _ in range(args.epochs)]
+    loop = _train(ctx, args, model, (train_name, train, labels), plan)
     with progress_bar("embedding queries and gallery", len(test), "images") as bar:
         features = _embed(ctx, model, test, bar)
     protocol = {
@@ -196,7 +161,7 @@ def finetune_embedding(
         "num_train_ids": len(ids),
         "num_train_images": len(pids),
         "epochs": args.epochs,
-        "steps": total,
+        "steps": loop.step,
         "batch": f"{args.ids_per_batch} identities × {args.images_per_id} images (RandomIdentitySampler)",
         "optimizer": f"Adam lr={args.lr}, weight_decay={args.weight_decay}, 1-epoch linear warm-up, cosine to 0",
         "loss": f"cross-entropy (label smoothing {args.label_smoothing}) + {args.triplet_weight} × batch-hard "
@@ -204,6 +169,46 @@ def finetune_embedding(
         "augmentation": f"resize, horizontal flip, pad {max(1, ctx.data_config.input_size // 16)} + random crop, "
         f"colour jitter {JITTER}",
         "image_size": ctx.data_config.input_size,
-        "final_epoch_loss": float(np.mean(losses[-len(epochs[-1]) :])),
+        "final_epoch_loss": float(np.mean(loop.epoch_losses[-1])),
     }
     return features, protocol
+
+
+def _train(
+    ctx: RunContext,
+    args: ReidArgs,
+    model: BNNeckEmbedding,
+    data: tuple[str, ImageSplit, np.ndarray],
+    plan: list[list[np.ndarray]],
+) -> TrainLoop:
+    """Adam over the planned batches (`data`: the training set's name, split and 0..N-1 labels), the
+    warm-up + cosine factor stepped after every optimizer step."""
+    name, train, labels = data
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    total, warmup = sum(len(batches) for batches in plan), len(plan[0])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total))
+    transform = train_transform(ctx.data_config)
+
+    def loss_of(batch: np.ndarray) -> torch.Tensor:
+        # The random augmentation draws from torch's global generator here, right before the forward.
+        x = torch.stack([transform(train.image(int(i))) for i in batch]).to(ctx.device)
+        y = torch.as_tensor(labels[batch], device=ctx.device)
+        feat, logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+        if args.triplet_weight > 0:
+            loss = loss + args.triplet_weight * batch_hard_triplet(feat, y, args.margin)
+        return loss
+
+    return TrainLoop(
+        model,
+        optimizer,
+        loss_of,
+        lambda epoch: plan[epoch - 1],
+        device=ctx.device,
+        epochs=args.epochs,
+        hooks=[AfterStep(lambda _: scheduler.step())],
+        what=f"the re-ID embedding on {name}",
+        hint=f"lower lr (now {args.lr})",
+        progress_unit="epochs",  # the epochs' batch counts vary (RandomIdentitySampler)
+    ).run()

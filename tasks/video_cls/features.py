@@ -22,6 +22,7 @@ import torch
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
+from bob.backbones.base import Backbone, check_pooled
 from bob.data.video import (
     VideoSplit,
     Views,
@@ -88,10 +89,10 @@ def random_train_clip(frames: np.ndarray, spec: ClipSpec, rng: np.random.Generat
     return _normalise(x, spec)
 
 
-def _forward_frames(backbone: Any, x: torch.Tensor, frame_batch: int, device: Any) -> torch.Tensor:
+def _forward_frames(
+    backbone: Backbone, x: torch.Tensor, frame_batch: int, device: torch.device | str
+) -> torch.Tensor:
     """forward_pooled over [n, 3, S, S] in chunks; returns [n, D] on the CPU."""
-    from bob.backbones.base import check_pooled
-
     outs = []
     for i in range(0, len(x), frame_batch):
         chunk = x[i : i + frame_batch].to(device)
@@ -102,12 +103,12 @@ def _forward_frames(backbone: Any, x: torch.Tensor, frame_batch: int, device: An
 
 
 def eval_view_features(
-    backbone: Any,
+    backbone: Backbone,
     split: VideoSplit,
     spec: ClipSpec,
     views: Views,
     frame_batch: int,
-    device: Any,
+    device: torch.device | str,
     bar: Progress,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of every distinct (crop, frame) the test views use, as rows [Σ crops·U_i, D] in the
@@ -142,13 +143,13 @@ def gather_views(
 
 
 def train_view_features(
-    backbone: Any,
+    backbone: Backbone,
     split: VideoSplit,
     spec: ClipSpec,
     clips_per_video: int,
     seed: int,
     frame_batch: int,
-    device: Any,
+    device: torch.device | str,
     bar: Progress,
 ) -> np.ndarray:
     """[N, K, T, D] features of K seeded random training clips per video."""

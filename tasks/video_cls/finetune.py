@@ -1,27 +1,38 @@
 """`video-cls` fine-tune mode: backbone + temporal head trained end to end on random clips.
 
 Each epoch draws one random clip per training video (random start, one random resized crop for the
-clip, no flip; tasks/video_features.py). The frames of a batch of clips go through the backbone
-together ([B·T, 3, S, S] → [B, T, D]), then the temporal head. Optimiser: AdamW with BoB's
-layer-wise lr decay and weight-decay rules (tasks/layer_decay.py, the head at 10× the backbone's
-rate), timm's per-step cosine schedule with one warm-up epoch, cross-entropy with label smoothing
-0.1. The last epoch is kept (no validation split). Test: the same multi-view scoring as linear mode,
-with the fine-tuned backbone, uncached.
+clip, no flip; features.py) in a fresh random order. The frames of a batch of clips go through the
+backbone together ([B·T, 3, S, S] → [B, T, D]), then the temporal head (model.py). Optimiser: AdamW with
+BoB's layer-wise lr decay and weight-decay rules (tasks/common/layer_decay.py, the head at 10× the
+backbone's rate), timm's per-step cosine schedule with one warm-up epoch, cross-entropy with label
+smoothing 0.1, full precision (no AMP, on any device). The steps run in the shared training loop
+(tasks/common/train_loop.py). The last epoch is kept (no validation split). Test: the same multi-view
+scoring as linear mode, with the fine-tuned backbone, uncached.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from bob.errors import TrainingDivergedError, UsageError
+from bob.backbones.base import Backbone
+from bob.context import RunContext
+from bob.data.video import VideoSplit, Views
+from bob.errors import UsageError
 from bob.progress import progress_bar
-from bob.tasks.video_cls.features import eval_view_features, gather_views, random_train_clip
-from bob.tasks.video_cls.temporal_pool import temporal_head
+from bob.tasks.common.layer_decay import layer_decay_groups
+from bob.tasks.common.train_loop import AfterStep, Hook, TrainLoop
+from bob.tasks.video_cls import VideoClsArgs
+from bob.tasks.video_cls.features import ClipSpec, eval_view_features, gather_views, random_train_clip
+from bob.tasks.video_cls.metrics import multi_view_metrics
+from bob.tasks.video_cls.model import VideoClassifier, temporal_head
 
 WEIGHT_DECAY = 0.05
 LAYER_DECAY = 0.75
@@ -30,18 +41,7 @@ LABEL_SMOOTHING = 0.1
 REAL_EPOCHS, GENERATED_EPOCHS = 30, 10
 
 
-class VideoClassifier(nn.Module):
-    def __init__(self, backbone: Any, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        b, t = clips.shape[:2]
-        frames = self.backbone.forward_pooled(clips.flatten(0, 1))
-        return self.head(frames.view(b, t, -1))
-
-
-def _frame_dim(backbone: Any, size: int, device: Any) -> int:
+def _frame_dim(backbone: Backbone, size: int, device: torch.device | str) -> int:
     if backbone.meta.pooled_dim:
         return int(backbone.meta.pooled_dim)
     backbone.eval()
@@ -49,11 +49,7 @@ def _frame_dim(backbone: Any, size: int, device: Any) -> int:
         return int(backbone.forward_pooled(torch.zeros(1, 3, size, size, device=device)).shape[1])
 
 
-def _optimizer(backbone: Any, head: nn.Module, lr: float) -> tuple[Any, str]:
-    from timm.optim import create_optimizer_v2
-
-    from bob.tasks.common.layer_decay import layer_decay_groups
-
+def _optimizer(backbone: Backbone, head: nn.Module, lr: float) -> tuple[torch.optim.Optimizer, str]:
     trainable = {id(p) for p in backbone.trainable().parameters()}
     if not trainable:
         raise UsageError(f"{backbone.meta.name}: trainable() has no parameters; it cannot be fine-tuned.")
@@ -67,11 +63,20 @@ def _optimizer(backbone: Any, head: nn.Module, lr: float) -> tuple[Any, str]:
     return create_optimizer_v2(groups.groups, opt="adamw", lr=lr, weight_decay=WEIGHT_DECAY), groups.grouping
 
 
-def finetune_video(ctx: Any, train: Any, test: Any, spec: Any, views: Any, args: Any) -> dict[str, Any]:
-    from timm.scheduler import CosineLRScheduler
+class _EpochRecord(Hook):
+    """The mean training loss of every epoch, for the protocol's history."""
 
-    from bob.tasks.video_cls import multi_view_metrics
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
 
+    def after_epoch(self, loop: TrainLoop) -> None:
+        self.history.append({"epoch": loop.epoch, "train_loss": loop.epoch_mean_loss()})
+
+
+def finetune_video(
+    ctx: RunContext, train: VideoSplit, test: VideoSplit, spec: ClipSpec, views: Views, args: VideoClsArgs
+) -> dict[str, Any]:
+    """Fine-tune backbone + head on `train`'s random clips, score `test`'s views; metrics and protocol."""
     epochs = args.ft_epochs or (GENERATED_EPOCHS if ctx.info.kind != "real" else REAL_EPOCHS)
     backbone = ctx.build_backbone(input_size=spec.size)
     torch.manual_seed(ctx.seed)
@@ -79,39 +84,7 @@ def finetune_video(ctx: Any, train: Any, test: Any, spec: Any, views: Any, args:
     model = VideoClassifier(backbone, head).to(ctx.device)
     optimizer, grouping = _optimizer(backbone, head, args.ft_lr)
     batch = min(args.ft_batch, len(train))
-    steps_per_epoch = math.ceil(len(train) / batch)
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=max(2, epochs * steps_per_epoch),  # see finetune_loop: 1 makes timm warn
-        lr_min=1e-6,
-        warmup_t=steps_per_epoch,
-        warmup_lr_init=1e-6,
-        t_in_epochs=False,
-    )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
-    rng = np.random.default_rng(ctx.seed)
-    history, step = [], 0
-    with progress_bar("fine-tuning on clips", epochs * steps_per_epoch, "steps") as bar:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order, losses = rng.permutation(len(train)), []
-            for i in range(0, len(order), batch):
-                idx = order[i : i + batch]
-                clips = torch.stack([random_train_clip(train.frames(int(j)), spec, rng) for j in idx])
-                labels = torch.from_numpy(train.labels[idx]).to(ctx.device)
-                loss = loss_fn(model(clips.to(ctx.device)), labels)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"video fine-tuning diverged at epoch {epoch}, step {step + 1}; lower ft_lr (now {args.ft_lr})."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                scheduler.step_update(num_updates=step)
-                losses.append(float(loss.detach()))
-                bar.advance(1)
-            history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses)})
+    record = _train(ctx, model, optimizer, (train, spec), batch, epochs, args.ft_lr)
     model.eval()
     with progress_bar(f"scoring {test.dataset}/test views", len(test), "videos") as bar:
         rows, counts = eval_view_features(backbone, test, spec, views, args.frame_batch, ctx.device, bar)
@@ -136,6 +109,58 @@ def finetune_video(ctx: Any, train: Any, test: Any, spec: Any, views: Any, args:
         "train_batch_clips": batch,
         "train_sampling": "one random clip per video per epoch",
         "model_selection": "last epoch",
-        "history": history,
+        "history": record.history,
     }
     return {"metrics": metrics, "protocol": protocol}
+
+
+def _train(
+    ctx: RunContext,
+    model: VideoClassifier,
+    optimizer: torch.optim.Optimizer,
+    data: tuple[VideoSplit, ClipSpec],
+    batch: int,
+    epochs: int,
+    lr: float,
+) -> _EpochRecord:
+    """`epochs` passes over the training videos (`data`: the split and how its clips are cut), `batch`
+    clips a step, the cosine schedule updated after every step; returns the per-epoch record."""
+    train, spec = data
+    steps_per_epoch = math.ceil(len(train) / batch)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=max(2, epochs * steps_per_epoch),  # a one-step schedule makes timm warn
+        lr_min=1e-6,
+        warmup_t=steps_per_epoch,
+        warmup_lr_init=1e-6,
+        t_in_epochs=False,
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    # One generator draws each epoch's order and every clip's start, in the order the steps need them;
+    # the crop boxes come from torch's global generator (features.random_train_clip).
+    rng = np.random.default_rng(ctx.seed)
+
+    def batches(epoch: int) -> Iterator[np.ndarray]:
+        order = rng.permutation(len(train))
+        for i in range(0, len(order), batch):
+            yield order[i : i + batch]
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        clips = torch.stack([random_train_clip(train.frames(int(j)), spec, rng) for j in idx])
+        labels = torch.from_numpy(train.labels[idx]).to(ctx.device)
+        return loss_fn(model(clips.to(ctx.device)), labels)
+
+    record = _EpochRecord()
+    TrainLoop(
+        model,
+        optimizer,
+        loss_of,
+        batches,
+        device=ctx.device,
+        epochs=epochs,
+        hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), record],
+        what="the video classifier on clips",
+        hint=f"lower ft_lr (now {lr})",
+        steps_per_epoch=steps_per_epoch,
+    ).run()
+    return record

@@ -1,69 +1,49 @@
 """The temporal-conv head on frozen per-frame features (`video-cls`, `pool=temporal-conv`, linear mode).
 
 Frame features are standardised with train statistics (per dimension, over all training frames);
-the head (tasks/temporal_pool.py) trains with AdamW, cosine decay to zero, cross-entropy, on the
-cached random training clips, with fixed hyperparameters (no search: the head is not convex, so a
-λ sweep like the linear probe's would not be the same protocol). It then scores every test view.
+the head (model.py) trains with AdamW, cosine decay to zero stepped per batch, cross-entropy, on the
+cached random training clips in minibatches reshuffled every epoch by a seeded generator, with fixed
+hyperparameters (no search: the head is not convex, so a λ sweep like the linear probe's would not be
+the same protocol). It then scores every test view.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from bob.errors import TrainingDivergedError
-from bob.progress import progress_bar
+from bob.context import RunContext
 from bob.tasks.common.linear_head import Standardizer
-from bob.tasks.video_cls.temporal_pool import temporal_head
+from bob.tasks.common.train_loop import AfterStep, TrainLoop
+from bob.tasks.video_cls import VideoClsArgs
+from bob.tasks.video_cls.metrics import multi_view_metrics
+from bob.tasks.video_cls.model import temporal_head
 
 HEAD_BATCH = 64
 
 
 def fit_temporal_conv(
-    ctx: Any,
+    ctx: RunContext,
     train_feats: np.ndarray,
     train_labels: np.ndarray,
     test_views: Iterable[np.ndarray],
     test_labels: np.ndarray,
-    args: Any,
+    args: VideoClsArgs,
 ) -> dict[str, Any]:
-    from bob.tasks.video_cls import multi_view_metrics
-
+    """Train the head on the [N, K, T, D] training clips, score the test views; metrics, protocol and
+    the saved head."""
     n, k, t, d = train_feats.shape
     std = Standardizer.fit(train_feats.reshape(-1, d))
     x = torch.from_numpy(std(train_feats).reshape(n * k, t, d)).to(ctx.device)
     y = torch.from_numpy(np.repeat(train_labels, k)).to(ctx.device)
     torch.manual_seed(ctx.seed)
     head = temporal_head("temporal-conv", d, ctx.num_classes).to(ctx.device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.head_lr, weight_decay=args.head_weight_decay)
-    steps_per_epoch = math.ceil(len(x) / HEAD_BATCH)
-    total = args.head_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
-    )
-    generator = torch.Generator().manual_seed(ctx.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    with progress_bar("training temporal-conv head", args.head_epochs, "epochs") as bar:
-        for epoch in range(args.head_epochs):
-            head.train()
-            order = torch.randperm(len(x), generator=generator).to(ctx.device)
-            for i in range(0, len(x), HEAD_BATCH):
-                idx = order[i : i + HEAD_BATCH]
-                loss = loss_fn(head(x[idx]), y[idx])
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"temporal-conv head diverged in epoch {epoch + 1}; lower head_lr (now {args.head_lr})."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-            bar.advance(1)
+    _train_head(head, x, y, args, ctx)
     head.eval()
     with torch.inference_mode():
         logits = np.stack(
@@ -94,3 +74,37 @@ def fit_temporal_conv(
         "num_train_clips": int(n * k),
     }
     return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": path}}
+
+
+def _train_head(
+    head: nn.Module, x: torch.Tensor, y: torch.Tensor, args: VideoClsArgs, ctx: RunContext
+) -> TrainLoop:
+    """AdamW on minibatches of (x, y), cosine to zero over all steps."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.head_lr, weight_decay=args.head_weight_decay)
+    total = args.head_epochs * math.ceil(len(x) / HEAD_BATCH)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
+    )
+    generator = torch.Generator().manual_seed(ctx.seed)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(x), generator=generator).to(ctx.device)
+        for i in range(0, len(x), HEAD_BATCH):
+            yield order[i : i + HEAD_BATCH]
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        return loss_fn(head(x[idx]), y[idx])
+
+    return TrainLoop(
+        head,
+        optimizer,
+        loss_of,
+        batches,
+        device=ctx.device,
+        epochs=args.head_epochs,
+        hooks=[AfterStep(lambda _: scheduler.step())],
+        what="the temporal-conv head",
+        hint=f"lower head_lr (now {args.head_lr})",
+        progress_unit="epochs",
+    ).run()

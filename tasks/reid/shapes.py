@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from bob.data.base import DatasetInfo
-from bob.data.reid import DISTRACTOR_PID, REID_SPLITS, ReidArraySplit
 from bob.data.relevance import mark_queries
 from bob.data.shapes import _BACKGROUNDS, _UNIT_SHAPES, SHAPE_CLASSES, _mask, _place
 from bob.errors import UsageError
+from bob.tasks.reid.data import DISTRACTOR_PID, REID_SPLITS, ReidArraySplit
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,14 @@ def _colour(hue: float, brightness: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.9 * brightness), np.float32) * 255.0
 
 
-def _paint(canvas: np.ndarray, shape: int, centre, radius: float, angle: float, colour) -> np.ndarray:
+def _paint(
+    canvas: np.ndarray,
+    shape: int,
+    centre: tuple[float, float],
+    radius: float,
+    angle: float,
+    colour: np.ndarray,
+) -> np.ndarray:
     cover = _mask(
         _place(_UNIT_SHAPES[SHAPE_CLASSES[shape]], np.asarray(centre), radius, angle), len(canvas), None
     )

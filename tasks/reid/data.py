@@ -1,10 +1,11 @@
-"""Person re-identification data: splits that carry identities and cameras, and the Market/Duke layouts.
+"""Re-ID data: splits that carry identities and cameras, and the Market-1501 / DukeMTMC-reID layouts.
 
 A re-ID dataset (task type "reid") has two splits: `train` (Market/Duke's bounding_box_train/) and
 `test`, which holds the queries first (query/) and the gallery after them (bounding_box_test/), the
 convention of bob's retrieval sets (`bob.data.relevance.mark_queries`), so one extraction serves both.
 Every image has a person id (`pids`, also the split's `labels`) and a 0-based camera id (`camids`); the
-task evaluates queries against the gallery (bob.tasks.reid.metrics) and trains, if asked, on `train`.
+suite evaluates queries against the gallery (metrics.py) and trains, if asked, on `train` (train.py).
+The generated `shapes-reid` sets live in shapes.py.
 
 Real layouts are read the way torchreid reads them (`torchreid/data/datasets/image/market1501.py`,
 `dukemtmcreid.py`): only `*.jpg` files, person and camera parsed from the file name, the camera made
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from bob.data.base import ArraySplit, DatasetInfo, FileSplit, ImageSplit
@@ -72,7 +74,9 @@ def _pid_names(pids: np.ndarray) -> list[str]:
 class ReidArraySplit(ArraySplit):
     """In-memory re-ID images; `labels` are the person ids, `camids` the 0-based cameras."""
 
-    def __init__(self, dataset: str, split: str, images: np.ndarray, pids, camids) -> None:
+    def __init__(
+        self, dataset: str, split: str, images: np.ndarray, pids: ArrayLike, camids: ArrayLike
+    ) -> None:
         pids = np.asarray(pids, dtype=np.int64)
         super().__init__(dataset, split, _pid_names(pids), images, pids)
         self.camids = np.asarray(camids, dtype=np.int64)
@@ -93,7 +97,14 @@ class ReidFileSplit(FileSplit):
     """Re-ID images as files (pid and camera parsed from the names), padded to a square when read."""
 
     def __init__(
-        self, dataset: str, split: str, root: Path, paths: list[Path], pids, camids, dropped: int
+        self,
+        dataset: str,
+        split: str,
+        root: Path,
+        paths: list[Path],
+        pids: ArrayLike,
+        camids: ArrayLike,
+        dropped: int,
     ) -> None:
         pids = np.asarray(pids, dtype=np.int64)
         super().__init__(dataset, split, _pid_names(pids), root, paths, pids)
@@ -124,7 +135,7 @@ def num_queries(split: ImageSplit) -> int:
     if count is None:
         raise UsageError(
             f"Dataset '{split.dataset}' split '{split.split}' does not say which images are queries; re-ID "
-            "evaluates the `test` split of a re-ID loader (bob.data.reid), queries first, then the gallery."
+            "evaluates the `test` split of a re-ID loader (bob.tasks.reid.data), queries first, then the gallery."
         )
     return int(count)
 
@@ -135,7 +146,7 @@ def reid_arrays(split: ImageSplit) -> tuple[np.ndarray, np.ndarray]:
     if camids is None:
         raise UsageError(
             f"Dataset '{split.dataset}' split '{split.split}' has no camera ids: re-ID needs a split from "
-            "a re-ID loader (bob.data.reid), which parses person and camera per image."
+            "a re-ID loader (bob.tasks.reid.data), which parses person and camera per image."
         )
     return split.labels, camids
 
