@@ -101,7 +101,7 @@ def load_features(dataset: str, cache_dir: Path, device: str) -> dict[str, np.nd
 
 
 def run_bob(train, val, test, num_classes: int, seed: int, device: str) -> dict[str, Any]:
-    from bob.tasks import linear_head  # noqa: F401  (import outside the timed region)
+    from bob.tasks.common import linear_head  # noqa: F401  (import outside the timed region)
     from bob.tasks.common.args import ProbeArgs
     from bob.tasks.common.probe import run_linear_probe
 

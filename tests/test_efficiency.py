@@ -15,8 +15,8 @@ from bob.leaderboard import load_results
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from bob.suites import task_names
+from bob.tasks.common.cost import count_macs
 from bob.tasks.efficiency.measure import (
-    count_macs,
     count_params,
     halving_batch,
     largest_fitting_batch,

@@ -10,7 +10,7 @@ from bob.data.base import stratified_partition
 from bob.errors import TrainingDivergedError
 from bob.tasks.common.linear_head import HeadConfig, Standardizer, fit_heads
 from bob.tasks.common.probe import run_linear_probe
-from bob.tasks.knn import knn_predict
+from bob.tasks.knn.run import knn_predict
 from bob.tasks.linear_probe import LinearProbeArgs
 
 FAST = LinearProbeArgs()

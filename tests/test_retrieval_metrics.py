@@ -9,7 +9,6 @@ from sklearn.metrics import average_precision_score
 
 from bob.data.relevance import RelevanceJudgements, same_label_judgements
 from bob.errors import UsageError
-from bob.tasks.retrieval import class_query_split
 from bob.tasks.retrieval.metrics import (
     QueryTruth,
     RetrievalScorer,
@@ -18,6 +17,7 @@ from bob.tasks.retrieval.metrics import (
     rank_database,
     retrieval_metrics,
 )
+from bob.tasks.retrieval.queries import class_query_split
 
 
 def _scores_for_order(order: list[int]) -> np.ndarray:

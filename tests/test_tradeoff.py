@@ -135,7 +135,7 @@ def test_curve_run_over_any_backbones(tmp_path):
 
 
 def test_brief_training_lowers_the_stitchs_loss_and_touches_only_the_layer():
-    from bob.tasks.tradeoff.stitching import train_stitch
+    from bob.tasks.tradeoff.train import train_stitch
 
     tiny, small = _vit("timm/vit_tiny_patch16_224"), _vit("timm/vit_small_patch16_224", 1)
     ft, fs = vit_trunk(tiny), vit_trunk(small)

@@ -18,14 +18,8 @@ from bob.backbones.meta import BackboneMeta, DataConfig
 from bob.errors import TaskNotApplicable, UnknownNameError, UsageError
 from bob.results import read_result
 from bob.task import parse_task_args
-from bob.tasks.zero_shot import (
-    ZeroShot,
-    ZeroShotArgs,
-    class_text_embeddings,
-    prompt_classnames,
-    template_set,
-    zero_shot_logits,
-)
+from bob.tasks.zero_shot import ZeroShot, ZeroShotArgs
+from bob.tasks.zero_shot.run import class_text_embeddings, prompt_classnames, template_set, zero_shot_logits
 
 D = 16
 
@@ -198,7 +192,7 @@ def test_adapters_declare_their_text_tower_without_building():
 
 def _run(tmp_path: Path, backbone: str, task: str, *task_args: str, overwrite: bool = False) -> int:
     """`bob run` in-process (what the CLI calls); returns its exit code."""
-    from bob.cli_run import run_grid
+    from bob.cli.run import run_grid
 
     return run_grid(
         [backbone], [task], ["random"], [0], list(task_args), [], tmp_path / "raw", tmp_path / "cache",

@@ -6,17 +6,20 @@ the grid points at ±2, ±4, ±6, ±8 steps around the best, then ±1 around the
 one-step resolution as CLIP_benchmark's halving search, in three batched rounds: every round's
 candidates are trained together in one pass (see linear_head.py). A final head with the chosen λ is
 trained on train + val and scored on test. The linear-probe suite runs it on cached features; the
-ood, few-label, dg, multilabel, tradeoff, video-cls suites and distillation run it too.
+ood, few-label, dg, multilabel, tradeoff, video-cls suites and distillation run it too. The search
+itself (`search_weight_decay`) takes any head loss and validation score: the multilabel suite runs
+it for sigmoid heads scored by mAP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from bob.progress import progress_bar
+from bob.progress import Progress, progress_bar
 from bob.tasks.common.args import ProbeArgs
 from bob.tasks.common.linear_head import HeadConfig, Standardizer, epochs_for, fit_heads, predict
 from bob.tasks.common.metrics import classification_metrics
@@ -25,6 +28,61 @@ WD_GRID = np.logspace(-6, 2, num=97)
 COARSE = tuple(range(0, 97, 16))
 # Offsets (in grid steps) tried around the current best in each refinement round.
 REFINE_ROUNDS = ((-8, -6, -4, -2, 2, 4, 6, 8), (-1, 1))
+SEARCH_ROUNDS = 1 + len(REFINE_ROUNDS)  # head trainings a search costs (for progress totals)
+
+
+def search_weight_decay(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    num_classes: int,
+    score: Callable[[torch.Tensor], float],
+    cfg: HeadConfig,
+    seed: int,
+    bar: Progress,
+    loss: str = "softmax",
+) -> tuple[float, dict[int, float]]:
+    """The coarse-to-fine λ search: heads trained on (x, y), each scored by `score(val logits [N, C])`
+    (higher is better). Returns the chosen λ and the sweep {grid index: score}. Ties keep the first
+    maximum: the weakest λ in the coarse round, then the current best, then the nearest."""
+    sweep: dict[int, float] = {}
+
+    def evaluate(indices: list[int]) -> None:
+        new = [i for i in dict.fromkeys(indices) if i not in sweep]
+        if not new:
+            bar.advance(epochs_for(len(x), cfg))
+            return
+        w, b = fit_heads(x, y, num_classes, [float(WD_GRID[i]) for i in new], cfg, seed, bar, loss)
+        logits = predict(x_val, w, b)
+        for j, i in enumerate(new):
+            sweep[i] = score(logits[j])
+
+    evaluate(list(COARSE))
+    peak = max(COARSE, key=lambda i: sweep[i])
+    for offsets in REFINE_ROUNDS:
+        window = [peak] + [min(max(peak + o, 0), len(WD_GRID) - 1) for o in sorted(offsets, key=abs)]
+        evaluate(window)
+        peak = max(window, key=lambda i: sweep[i])
+    return float(WD_GRID[peak]), sweep
+
+
+def as_tensor(a: np.ndarray, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def head_state(w: torch.Tensor, b: torch.Tensor, std: Standardizer, weight_decay: float) -> dict[str, Any]:
+    """The final head as tensors and plain types only, so it loads with torch.load(weights_only=True)."""
+    return {
+        "weight": w[0].cpu(),
+        "bias": b[0].cpu(),
+        "mean": torch.from_numpy(std.mean),
+        "std": torch.from_numpy(std.std),
+        "weight_decay": weight_decay,
+    }
+
+
+def _top1_against(labels: np.ndarray) -> Callable[[torch.Tensor], float]:
+    return lambda logits: float((logits.argmax(-1).cpu().numpy() == labels).mean())
 
 
 def run_linear_probe(
@@ -38,39 +96,24 @@ def run_linear_probe(
 ) -> dict[str, Any]:
     """The whole protocol on arrays; returns metrics, protocol and the final head (CPU tensors)."""
     cfg = HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
-    to_t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
     sweep: dict[int, float] = {}
-    n_sweeps = 0 if args.weight_decay is not None else 1 + len(REFINE_ROUNDS)
+    n_sweeps = 0 if args.weight_decay is not None else SEARCH_ROUNDS
     total = n_sweeps * epochs_for(len(train[0]), cfg) + epochs_for(len(train[0]) + len(val[0]), cfg)
     with progress_bar("fitting heads", total, "epochs") as bar:
         if args.weight_decay is None:
             std = Standardizer.fit(train[0])
-            xt, yt, xv = to_t(std(train[0])), to_t(train[1], torch.long), to_t(std(val[0]))
-
-            def evaluate(indices: list[int]) -> None:
-                new = [i for i in dict.fromkeys(indices) if i not in sweep]
-                if not new:
-                    bar.advance(epochs_for(len(xt), cfg))
-                    return
-                w, b = fit_heads(xt, yt, num_classes, [float(WD_GRID[i]) for i in new], cfg, seed, bar)
-                pred = predict(xv, w, b).argmax(-1).cpu().numpy()
-                for j, i in enumerate(new):
-                    sweep[i] = float((pred[j] == val[1]).mean())
-
-            evaluate(list(COARSE))
-            peak = max(COARSE, key=lambda i: sweep[i])  # first maximum: the weakest λ among ties
-            for offsets in REFINE_ROUNDS:
-                window = [peak] + [min(max(peak + o, 0), len(WD_GRID) - 1) for o in sorted(offsets, key=abs)]
-                evaluate(window)
-                peak = max(window, key=lambda i: sweep[i])  # ties keep the current best, then the nearest
-            chosen = float(WD_GRID[peak])
+            xt, yt = as_tensor(std(train[0]), device), as_tensor(train[1], device, torch.long)
+            xv = as_tensor(std(val[0]), device)
+            score = _top1_against(val[1])
+            chosen, sweep = search_weight_decay(xt, yt, xv, num_classes, score, cfg, seed, bar)
         else:
             chosen = args.weight_decay
         x_all = np.concatenate([train[0], val[0]])
         y_all = np.concatenate([train[1], val[1]])
         std = Standardizer.fit(x_all)
-        w, b = fit_heads(to_t(std(x_all)), to_t(y_all, torch.long), num_classes, [chosen], cfg, seed, bar)
-    logits = predict(to_t(std(test[0])), w, b)[0].cpu().numpy()
+        x_fit, y_fit = as_tensor(std(x_all), device), as_tensor(y_all, device, torch.long)
+        w, b = fit_heads(x_fit, y_fit, num_classes, [chosen], cfg, seed, bar)
+    logits = predict(as_tensor(std(test[0]), device), w, b)[0].cpu().numpy()
     metrics = classification_metrics(logits, test[1], num_classes)
     protocol = {
         "selected_weight_decay": chosen,
@@ -85,12 +128,4 @@ def run_linear_probe(
         "num_val": len(val[0]),
         "num_test": len(test[1]),
     }
-    # Tensors and plain types only, so the head loads with torch.load(weights_only=True).
-    head = {
-        "weight": w[0].cpu(),
-        "bias": b[0].cpu(),
-        "mean": torch.from_numpy(std.mean),
-        "std": torch.from_numpy(std.std),
-        "weight_decay": chosen,
-    }
-    return {"metrics": metrics, "protocol": protocol, "head": head}
+    return {"metrics": metrics, "protocol": protocol, "head": head_state(w, b, std, chosen)}

@@ -12,22 +12,20 @@ Per backbone (its feature extractor `forward_pooled`, no classifier):
 The task reads no dataset: the "datasets" of this suite are input sizes. Timing does not depend on
 the weights, so `--weights random` gives the same costs without a download (the run records which).
 The main metric is batch-1 latency in ms (lower is better): it is what this suite alone measures;
-params and MACs are machine-independent and reported beside it.
+params and MACs are machine-independent and reported beside it. The phases are phases.py's, the
+measurements measure.py's (MACs: tasks/common/cost.py), the meters of memory and energy meters.py's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from bob.errors import UsageError
-from bob.progress import progress_bar
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-from bob.tasks.efficiency.measure import PRECISIONS
-from bob.tasks.efficiency.meters import ENERGY_BACKENDS
+from bob.task import Task, TaskArgs, run_arg
 
-if TYPE_CHECKING:
-    from bob.context import RunContext
+PRECISIONS = ("fp32", "bf16", "fp16")
+ENERGY_BACKENDS = ("auto", "rapl", "nvml", "proxy", "off")
 
 
 @dataclass
@@ -62,25 +60,6 @@ class EfficiencyArgs(TaskArgs):
             raise UsageError(f"threads must be at least 1, got {self.threads}.")
 
 
-def _check_device(args: EfficiencyArgs, device: Any) -> None:
-    kind = getattr(device, "type", str(device))
-    if args.precision == "fp16" and kind == "cpu":
-        raise UsageError(
-            "precision=fp16 is not supported on CPU (no fp16 kernels for most ops); "
-            "use precision=bf16 or fp32, or run on a GPU (--device cuda)."
-        )
-
-
-def _check_size(backbone: Any, size: int) -> None:
-    """The input must be at least the model's coarsest stride, or its last feature map is empty."""
-    strides = [f.stride for f in backbone.feature_info]
-    if strides and size < max(strides):
-        raise UsageError(
-            f"{backbone.meta.name}: input {size}×{size} is smaller than its output stride {max(strides)}; "
-            f"pick an efficiency/<size> task with size ≥ {max(strides)}."
-        )
-
-
 class Efficiency(Task):
     suite = "efficiency"
     version = "1"
@@ -103,44 +82,4 @@ class Efficiency(Task):
         "train_batch": "2",
         "train_iters": "1",
     }
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        import torch
-
-        args: EfficiencyArgs = self.args  # type: ignore[assignment]
-        _check_device(args, ctx.device)
-        from bob.tasks.efficiency.meters import resolve_energy_backend
-
-        energy = resolve_energy_backend(args.energy, ctx.device)
-        previous_threads = torch.get_num_threads()
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        try:
-            return self._measure(ctx, args, energy)
-        finally:
-            torch.set_num_threads(previous_threads)
-
-    def _measure(self, ctx: RunContext, args: EfficiencyArgs, energy: str) -> TaskOutput:
-        from bob.tasks.efficiency.protocol import measure_all
-
-        size = ctx.data_config.input_size
-        try:
-            backbone = ctx.backbone()
-        except (RuntimeError, ValueError, AssertionError) as err:  # e.g. a fixed-size model at another size
-            raise UsageError(f"{ctx.ref.name} cannot be built for {size}×{size} inputs: {err}") from err
-        _check_size(backbone, size)
-        with progress_bar(f"efficiency {backbone.meta.name} @{size}", 4, "phases") as bar:
-            metrics, protocol = measure_all(ctx, backbone, args, size, energy, bar)
-        protocol["weights"] = ctx.ref.weights.kind
-        protocol["weights_note"] = (
-            "costs do not depend on the weights' values; random weights measure the same"
-        )
-        return TaskOutput(metrics, protocol)
-
-
-def no_images(info: Any, split: str, **_: Any) -> Any:
-    """The loader of the input-size entries: they hold no images, only a resolution."""
-    raise UsageError(
-        f"'{info.name}' is an input size for the efficiency suite (random tensors, no data); it has no "
-        "images to load. Use it as efficiency/" + info.name + "."
-    )
+    args: EfficiencyArgs

@@ -1,11 +1,8 @@
-"""The measurements of the efficiency suite: parameters, MACs, latency, throughput, train-step time.
+"""The measurements of the efficiency suite: parameters, memory access, latency, throughput, train-step time.
 
-- MACs come from torch's own `torch.utils.flop_counter.FlopCounterMode`, which counts matmuls,
-  convolutions and attention (fvcore's convention: elementwise ops, norms and activations are free)
-  in FLOPs = 2 × MACs; bob stores MACs = FLOPs / 2. Two blind spots are closed while counting: the
-  CPU attention kernel gets torch's own sdpa formula, and nn.MultiheadAttention's fused inference
-  fast path is switched off (it would count as zero). It counts whatever callable it is given — the
-  suite gives it the backbone's `forward_pooled`, i.e. the feature extractor without a classifier.
+- MACs are counted by tasks/common/cost.py (torch's FlopCounterMode; the tradeoff suite counts the
+  same way); the suite gives it the backbone's `forward_pooled`, i.e. the feature extractor without
+  a classifier.
 - Times are wall-clock `time.perf_counter` intervals around each call, after warm-up calls, with
   `torch.cuda.synchronize` before and after on a GPU so queued kernels are inside the interval.
 - Batch searches treat running out of memory as data, as timm's benchmark does: throughput doubles
@@ -22,71 +19,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
-MACS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
+from bob.backbones.base import Backbone
+from bob.runner import is_out_of_memory
+
+# Autocast dtype of each `precision` task arg (tasks/efficiency/__init__.py lists the choices).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+Device = torch.device | str
 
 
-def count_params(module: Any) -> int:
+def count_params(module: nn.Module) -> int:
     """Every parameter element of `module` (trainable or not), as timm and bob's backbone index count them."""
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def _cpu_attention_formulas() -> dict[Any, Callable[..., int]]:
-    """FlopCounterMode knows the GPU attention kernels but not the CPU one that
-    `F.scaled_dot_product_attention` dispatches to on CPU; count it with torch's own sdpa formula."""
-    import torch
-    from torch.utils import flop_counter
-
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is None or op in flop_counter.flop_registry:
-        return {}
-
-    def flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
-        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    return {op: flops}
-
-
-@contextlib.contextmanager
-def _mha_fastpath_off() -> Iterator[None]:
-    """nn.MultiheadAttention's inference fast path is one fused op the counter cannot see into."""
-    import torch
-
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None:
-        yield
-        return
-    enabled = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(enabled)
-
-
-def count_macs(fn: Callable[[Any], Any], x: Any) -> int:
-    """Multiply-accumulates of one call `fn(x)`, counted by FlopCounterMode (FLOPs / 2), without grads."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
-    with torch.no_grad(), _mha_fastpath_off(), counter:
-        fn(x)
-    return int(counter.get_total_flops()) // 2
-
-
-def memory_access(module: Any, fn: Callable[[Any], Any], x: Any) -> int:
+def memory_access(module: nn.Module, fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> int:
     """Memory access cost (VoVNet, after ShuffleNetV2) of one call `fn(x)`, in elements: for every
     Conv2d and Linear layer of `module`, input + output elements + weight elements. For a stride-1
     conv this is VoVNet's h·w·(c_in + c_out) + k²·c_in·c_out (divided by groups); other layers
     (norms, activations, attention products) are not counted."""
-    import torch
-    from torch import nn
-
     total = 0
 
-    def hook(layer: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
         total += inputs[0].numel() + output.numel() + layer.weight.numel()
 
@@ -102,10 +59,8 @@ def memory_access(module: Any, fn: Callable[[Any], Any], x: Any) -> int:
     return total
 
 
-def synchronizer(device: Any) -> Callable[[], None]:
+def synchronizer(device: Device) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on CPU)."""
-    import torch
-
     kind = getattr(device, "type", str(device))
     if kind == "cuda":
         return lambda: torch.cuda.synchronize(device)
@@ -114,14 +69,12 @@ def synchronizer(device: Any) -> Callable[[], None]:
     return lambda: None
 
 
-def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: Device, precision: str) -> contextlib.AbstractContextManager:
     """torch.autocast to the precision's dtype; fp32 runs as is."""
-    import torch
-
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=getattr(device, "type", str(device)), dtype=getattr(torch, dtype))
+    return torch.autocast(device_type=getattr(device, "type", str(device)), dtype=dtype)
 
 
 @dataclass
@@ -181,17 +134,9 @@ def free_memory() -> None:
     Only on CUDA: refcounting already dropped the attempt's tensors, and a full `gc.collect` (for
     tensors caught in reference cycles) costs about a second in a process with timm loaded.
     """
-    import torch
-
     if torch.cuda.is_available():
         gc.collect()
         torch.cuda.empty_cache()
-
-
-def _is_oom(err: BaseException) -> bool:
-    from bob.runner import is_out_of_memory
-
-    return is_out_of_memory(err)
 
 
 @dataclass
@@ -233,7 +178,7 @@ def _fits(attempt: Callable[[int], Any], batch: int, allow_oom: bool) -> bool:
         attempt(batch)
         return True
     except Exception as err:
-        if not (allow_oom and _is_oom(err)):
+        if not (allow_oom and is_out_of_memory(err)):
             raise
     free_memory()
     return False
@@ -264,20 +209,18 @@ def halving_batch(attempt: Callable[[int], Any], start: int) -> BatchSearch:
 class TrainStep:
     """forward + backward + SGD step of the backbone under a linear classifier, on random labels."""
 
-    backbone: Any
-    device: Any
+    backbone: Backbone
+    device: Device
     precision: str
     image_size: int
     num_classes: int = 1000
     lr: float = 0.1
     momentum: float = 0.9
-    _head: Any = None
-    _optimizer: Any = None
-    _scaler: Any = None
+    _head: nn.Linear | None = None
+    _optimizer: torch.optim.Optimizer | None = None
+    _scaler: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
-        import torch
-
         self.backbone.train()
         self._head = torch.nn.Linear(self._pooled_dim(), self.num_classes).to(self.device)
         params = [*self.backbone.trainable().parameters(), *self._head.parameters()]
@@ -287,23 +230,19 @@ class TrainStep:
 
     def _pooled_dim(self) -> int:
         """The declared embedding width, else the width of a probe call (user backbones may not declare it)."""
-        import torch
-
         if self.backbone.meta.pooled_dim is not None:
             return int(self.backbone.meta.pooled_dim)
         with torch.no_grad():
             return int(self.backbone.forward_pooled(self.batch(2, self.image_size)[0]).shape[-1])
 
-    def batch(self, size: int, image_size: int) -> tuple[Any, Any]:
-        import torch
-
+    def batch(self, size: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn(size, 3, image_size, image_size, device=self.device)
         y = torch.randint(0, self.num_classes, (size,), device=self.device)
         return x, y
 
-    def __call__(self, x: Any, y: Any) -> None:
-        import torch.nn.functional as F
-
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step, timed by the suite: a measurement of cost, not training (nothing is kept)."""
+        assert self._head is not None and self._optimizer is not None
         self._optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
             logits = self._head(self.backbone.forward_pooled(x))
@@ -318,10 +257,8 @@ class TrainStep:
 
 
 @contextlib.contextmanager
-def inference_mode(backbone: Any) -> Iterator[None]:
+def inference_mode(backbone: nn.Module) -> Iterator[None]:
     """Eval mode and no autograd, as every inference measurement runs."""
-    import torch
-
     was_training = backbone.training
     backbone.eval()
     try:

@@ -24,6 +24,7 @@ wall-seconds on GPU.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import threading
 import time
@@ -31,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bob.errors import UsageError
 
-ENERGY_BACKENDS = ("auto", "rapl", "nvml", "proxy", "off")
 _STATUS = Path("/proc/self/status")
 POWERCAP = Path("/sys/class/powercap")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -50,8 +52,6 @@ def _status_kb(field: str) -> int:
 def _trim_heap() -> bool:
     """Return freed heap pages to the system (glibc only); True if it could."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         return True
     except (OSError, AttributeError):
@@ -69,7 +69,7 @@ def _can_reset_hwm() -> bool:
 class PeakMemory:
     """`with PeakMemory(device) as m: ...`, then `m.peak_mb` (None when it cannot be measured)."""
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: torch.device | str) -> None:
         self.device = device
         self.is_cuda = getattr(device, "type", str(device)) == "cuda"
         self.method = ""
@@ -81,8 +81,6 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.is_cuda:
-            import torch
-
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
@@ -107,8 +105,6 @@ class PeakMemory:
     def restart_peak(self) -> None:
         """Forget the GPU peak so far (the baseline stays); see the module note."""
         if self.is_cuda:
-            import torch
-
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -120,8 +116,6 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         if self.is_cuda:
-            import torch
-
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self._thread is not None:
@@ -162,7 +156,7 @@ def _nvml_available() -> bool:
     return True
 
 
-def resolve_energy_backend(requested: str, device: Any) -> str:
+def resolve_energy_backend(requested: str, device: torch.device | str) -> str:
     """The backend to use: `auto` picks a real counter for the device if one exists, else the proxy.
     Asking for a counter that does not exist here is a usage error (before anything is measured)."""
     is_cuda = getattr(device, "type", str(device)) == "cuda"
@@ -196,7 +190,7 @@ class EnergyReading:
 class EnergyMeter:
     """`with EnergyMeter(backend, device) as e: ...`, then `e.reading`."""
 
-    def __init__(self, backend: str, device: Any) -> None:
+    def __init__(self, backend: str, device: torch.device | str) -> None:
         self.backend = backend
         self.device = device
         self.reading = EnergyReading(backend, None, "", "off")

@@ -1,4 +1,4 @@
-"""Multi-label metrics: mAP, CF1/OF1, ReaL accuracy and plain top-1 (numpy + scikit-learn; no torch).
+"""Multi-label metrics: mAP, CF1/OF1, ReaL accuracy and plain top-1 (numpy + scikit-learn).
 
 Conventions (they change numbers, so they are fixed here and recorded by the task):
   - `targets` is a multi-hot matrix [N, C] (1 = the class is in the image's label set);
@@ -16,6 +16,7 @@ Conventions (they change numbers, so they are fixed here and recorded by the tas
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import average_precision_score
 
 from bob.errors import UsageError
 
@@ -51,8 +52,6 @@ def average_precision_per_class(
     scores: np.ndarray, targets: np.ndarray, ignore: np.ndarray | None = None
 ) -> np.ndarray:
     """AP of every class ([C], NaN where the class has no positive); ignored pairs are left out."""
-    from sklearn.metrics import average_precision_score
-
     scores, targets = _check(scores, targets)
     keep = _keep(targets, ignore)
     ap = np.full(scores.shape[1], np.nan)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CONVENTIONS = ("standard", "revisitop")
+from bob.tasks.retrieval import CONVENTIONS
+
 DEFAULT_KS = (1, 5, 10)
 
 

@@ -2,34 +2,31 @@
 
 `mode=stitch` (SN-Net, Pan et al. CVPR 2023): the run's backbone and the `anchors` (ViTs of one
 family, e.g. DeiT-Ti/S/B) are sorted by MACs; every nearest pair (Ti↔S, S↔B) is stitched at SN-Net's
-paired sliding-window positions (tasks/stitching.py), each stitching layer initialised by least
-squares on `ls_init_samples` train images and, with `stitch_steps`, then trained briefly on them
-(the layer alone, anchors frozen). Every anchor and every stitch is one point.
+paired sliding-window positions (stitching.py), each stitching layer initialised by least squares
+on `ls_init_samples` train images and, with `stitch_steps`, then trained briefly on them (the layer
+alone, anchors frozen; train.py). Every anchor and every stitch is one point (points.py).
 
 `mode=curve`: each backbone (the run's and the `anchors`, any family) is one point, as ViT-ResNAS
 and ResNet-RS draw their scaling curves.
 
 A point's accuracy is a linear probe on its frozen pooled features (the linear-probe suite's head;
 λ chosen once, by the probe's validation sweep on the first point — the cheapest anchor, or the
-run's backbone in curve mode — and reused for every point, so the points differ only in features); its cost is MACs of one image (torch's
-FlopCounterMode, as the efficiency suite counts) and its parameters. Reported: every point, which
-of them are on the Pareto front (fewer MACs, higher top-1), and the front's hypervolume in the box
-from (0 MACs, top-1 0) to (1.05 × the largest MACs, top-1 1), normalised to [0, 1] (the main metric).
+run's backbone in curve mode — and reused for every point, so the points differ only in features);
+its cost is MACs of one image (torch's FlopCounterMode, tasks/common/cost.py, as the efficiency suite
+counts) and its parameters. Reported: every point, which of them are on the Pareto front (fewer MACs,
+higher top-1), and the front's hypervolume in the box from (0 MACs, top-1 0) to (1.05 × the largest
+MACs, top-1 1), normalised to [0, 1] (the main metric).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from bob.errors import UsageError
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
+from bob.task import Task, TaskArgs, run_arg
 
 MODES = ("stitch", "curve")
-REFERENCE_MARGIN = 1.05  # the hypervolume box reaches 5% past the most expensive point
 
 
 @dataclass
@@ -90,8 +87,4 @@ class Tradeoff(Task):
         "anchors": "timm/test_resnet",
         "anchor_weights": "random",
     }
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.tasks.tradeoff.protocol import run_tradeoff
-
-        return run_tradeoff(ctx, self.args)  # type: ignore[arg-type]
+    args: TradeoffArgs

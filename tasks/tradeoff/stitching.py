@@ -8,32 +8,19 @@ every (i, j) pair inside a window (kernel 2, stride 1 → 34 stitches for two 12
 
 The stitching layer is initialised by least squares (SN-Net's `ps_inv`): on a few images, the
 tokens after A's block i are regressed onto the tokens after B's block j, `W = lstsq([X, 1], Y)`.
-This module needs timm's `VisionTransformer` (DeiT, ViT, and their kin) for its block-wise API.
+Training the layer briefly afterwards (`stitch_steps`) is train.py's work. This module needs timm's
+`VisionTransformer` (DeiT, ViT, and their kin) for its block-wise API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bob.backbones.base import Backbone
 from bob.errors import UsageError
-
-
-@dataclass(frozen=True)
-class Stitch:
-    front: int  # anchor index of the front model
-    end: int  # anchor index of the end model
-    i: int  # last front block run
-    j: int  # last end block skipped (the end model resumes at block j + 1)
-
-    @property
-    def label(self) -> str:
-        return f"{self.front}:{self.i}->{self.end}:{self.j}"
 
 
 def paired_stitches(depth_front: int, depth_end: int, kernel: int, stride: int) -> list[tuple[int, int]]:
@@ -50,7 +37,7 @@ def paired_stitches(depth_front: int, depth_end: int, kernel: int, stride: int) 
     return sorted(pairs)
 
 
-def vit_trunk(backbone: Any) -> nn.Module:
+def vit_trunk(backbone: Backbone) -> nn.Module:
     """The timm VisionTransformer inside a bob backbone, or a usage error naming the backbone."""
     model = getattr(backbone, "model", None)
     needed = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head")
@@ -121,35 +108,3 @@ def least_squares_layer(x: torch.Tensor, y: torch.Tensor) -> nn.Linear:
     layer.weight.data.copy_(sol[:-1].T.float())
     layer.bias.data.copy_(sol[-1].float())
     return layer
-
-
-def train_stitch(
-    module: StitchedViT, x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int, lr: float, seed: int
-) -> tuple[float, float]:
-    """Briefly train one stitching layer: Adam on cross-entropy through a temporary linear classifier on
-    the stitch's pooled output, on images `x` with labels `y`; the anchors stay frozen (and in eval
-    mode). Returns the first and last step's loss."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    module.eval()
-    anchors = [*module.front.parameters(), *module.end.parameters()]
-    was = [p.requires_grad for p in anchors]
-    for p in anchors:
-        p.requires_grad_(False)
-    try:
-        with torch.no_grad():
-            dim = module.forward_pooled(x[:1]).shape[1]
-        head = nn.Linear(dim, num_classes).to(x.device)
-        optimizer = torch.optim.Adam([*module.layer.parameters(), *head.parameters()], lr=lr)
-        losses = []
-        for _ in range(steps):
-            idx = torch.randint(len(x), (min(32, len(x)),), generator=gen).to(x.device)
-            loss = F.cross_entropy(head(module.forward_pooled(x[idx])), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-    finally:
-        for p, flag in zip(anchors, was, strict=True):
-            p.requires_grad_(flag)
-    return losses[0], losses[-1]

@@ -15,27 +15,14 @@ Backbones without a text tower are skipped (result status `skipped`, with the re
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from bob.errors import TaskNotApplicable, UnknownNameError, UsageError
+from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
-    from bob.context import RunContext
+from bob.task import Task, TaskArgs, run_arg
 
 TEMPLATE_SETS = ("openai", "simple")
-# Class names whose dataset labels are not words a text tower can read.
-DATASET_CLASSNAMES: dict[str, tuple[str, ...]] = {
-    "digits": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-}
-_WNID = re.compile(r"^n\d{8}$")
 
 
 @dataclass
@@ -57,74 +44,6 @@ class ZeroShotArgs(TaskArgs):
             raise UsageError(f"text_batch_size must be a positive integer, got {self.text_batch_size}.")
 
 
-def template_set(name: str) -> tuple[Callable[[str], str], ...]:
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
-
-    return {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}[name]
-
-
-def _words(name: str) -> str:
-    name = re.sub(r"^\d+\.", "", name)  # CUB's `001.Black_footed_Albatross`
-    name = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)  # EuroSAT's `AnnualCrop`
-    return " ".join(name.replace("_", " ").split())
-
-
-def prompt_classnames(dataset: str, classes: Sequence[str]) -> list[str]:
-    """The names prompts are built from; raises before any work when the labels carry no words."""
-    if dataset in DATASET_CLASSNAMES and len(DATASET_CLASSNAMES[dataset]) == len(classes):
-        return list(DATASET_CLASSNAMES[dataset])
-    if len(classes) == 1000 and all(_WNID.match(c) for c in classes):
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)  # in WordNet-id order, as torchvision's ImageFolder sorts them
-    names = [_words(c) for c in classes]
-    if not classes or all(not re.search(r"[A-Za-z]", n) for n in names):
-        raise UsageError(
-            f"zero-shot/{dataset}: the class names of {dataset} are bare indices ({', '.join(classes[:3])}, "
-            "...), so there is nothing to prompt a text tower with. Use a dataset whose class folders are "
-            "named by their classes (e.g. imagefolder with one folder per class name)."
-        )
-    return names
-
-
-def class_text_embeddings(
-    encode_text: Callable[[list[str]], torch.Tensor],
-    classnames: Sequence[str],
-    templates: Sequence[Callable[[str], str]],
-    batch_size: int = 256,
-    progress: Any = None,
-) -> torch.Tensor:
-    """[C, D]: per class, its prompts encoded, L2-normalised, averaged and renormalised (CLIP's recipe)."""
-    import torch
-    import torch.nn.functional as F
-
-    prompts = [template(name) for name in classnames for template in templates]
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunks.append(F.normalize(encode_text(prompts[start : start + batch_size]).float(), dim=-1).cpu())
-            if progress is not None:
-                progress.advance(len(chunks[-1]))
-    per_prompt = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
-    return F.normalize(per_prompt.mean(dim=1), dim=-1)
-
-
-def zero_shot_logits(images: np.ndarray, text: torch.Tensor, logit_scale: float) -> np.ndarray:
-    """logit_scale · normalise(images) · text.T, as numpy [N, C]."""
-    import torch
-    import torch.nn.functional as F
-
-    image = F.normalize(torch.as_tensor(images, dtype=torch.float32), dim=-1)
-    return (logit_scale * image @ text.float().T).numpy()
-
-
-def _no_text_tower(name: str) -> str:
-    return (
-        f"{name} has no text tower; zero-shot classification needs a vision-language backbone "
-        "(e.g. open_clip/<arch>:<tag>)."
-    )
-
-
 class ZeroShot(Task):
     suite = "zero-shot"
     version = "1"
@@ -134,40 +53,3 @@ class ZeroShot(Task):
     Args = ZeroShotArgs
     args: ZeroShotArgs
     check_args: ClassVar[dict[str, str]] = {"templates": "simple"}
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.progress import progress_bar
-        from bob.tasks.common.metrics import classification_metrics
-
-        classnames = prompt_classnames(self.dataset, ctx.classes)
-        if ctx.ref.text_tower is False:  # the adapter knows: skip without building the model
-            raise TaskNotApplicable(_no_text_tower(ctx.ref.name))
-        backbone = ctx.backbone()
-        if not backbone.has_text_tower:
-            raise TaskNotApplicable(_no_text_tower(backbone.meta.name))
-        templates = template_set(self.args.templates)
-        n_prompts = len(classnames) * len(templates)
-        with progress_bar("encoding class prompts", n_prompts, "prompts") as bar:
-            text = class_text_embeddings(
-                backbone.encode_text, classnames, templates, self.args.text_batch_size, bar
-            )
-        test = ctx.pooled("test", output="image_embedding")
-        if test.features.shape[1] != text.shape[1]:
-            raise UsageError(
-                f"{backbone.meta.name}: image embeddings have {test.features.shape[1]} dimensions but text "
-                f"embeddings {text.shape[1]}; encode_image and encode_text must share one joint space."
-            )
-        logits = zero_shot_logits(test.features, text, self.args.logit_scale)
-        metrics = classification_metrics(logits, test.labels, len(classnames))
-        protocol = {
-            "templates": self.args.templates,
-            "num_templates": len(templates),
-            "template_source": "open_clip.zero_shot_metadata",
-            "classnames": classnames,
-            "text_embedding": "per class: prompts encoded, L2-normalised, averaged, renormalised",
-            "image_embedding": "encode_image (joint space, post-projection), L2-normalised",
-            "logit_scale": self.args.logit_scale,
-            "embed_dim": int(text.shape[1]),
-            "num_test": len(test.labels),
-        }
-        return TaskOutput(metrics, protocol)

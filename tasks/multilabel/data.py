@@ -1,4 +1,4 @@
-"""Multi-label datasets: images with a label *set* each, for the `multilabel/<dataset>` suite.
+"""The multilabel suite's datasets: images with a label *set* each.
 
 A `MultiLabelSplit` is an `ImageSplit` whose pixels come from another split and which adds
 `targets`, a multi-hot uint8 matrix [N, C], and `ignore`, a bool matrix [N, C] of (image, class)
@@ -20,6 +20,7 @@ Layouts (ROOT is `--task-arg root=...`, else $BOB_DATA_ROOT, else ~/.cache/bob/d
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import re
@@ -31,6 +32,10 @@ import numpy as np
 from PIL import Image
 
 from bob.data.base import DatasetInfo, FileSplit, ImageSplit
+from bob.data.coco import DetectionSplit, load_coco_split
+from bob.data.real import scan_image_folder
+from bob.data.real_shifts import imagenet_wnids
+from bob.data.scenes import load_scenes
 from bob.errors import DatasetNotFoundError, UsageError
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,7 @@ def random_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------ COCO-style
 
 
-def from_coco(split: Any, drop_empty: bool = False) -> MultiLabelSplit:
+def from_coco(split: DetectionSplit, drop_empty: bool = False) -> MultiLabelSplit:
     """Image-level label sets from a detection split's COCO annotations (any annotation counts,
     crowd ones included); the primary label is the class of the largest annotation by `area`."""
     index = {cid: k for k, cid in enumerate(split.category_ids)}
@@ -126,10 +131,10 @@ def from_coco(split: Any, drop_empty: bool = False) -> MultiLabelSplit:
     return MultiLabelSplit(split, split.classes, targets, primary, notes=notes)
 
 
-def load_scenes_multilabel(info: DatasetInfo, split: str, *, root: Path, download: bool = False, **options):
+def load_scenes_multilabel(
+    info: DatasetInfo, split: str, *, root: Path, download: bool = False, **options: Any
+) -> MultiLabelSplit:
     """Generated scenes (the detection suite's generator): the classes present are the label set."""
-    from bob.data.scenes import load_scenes
-
     return from_coco(load_scenes(info, split, root=root, **options))
 
 
@@ -137,8 +142,6 @@ def load_coco_multilabel(
     info: DatasetInfo, split: str, *, root: Path, download: bool = False, layout: str = "coco2014"
 ) -> MultiLabelSplit:
     """COCO instances JSON → 80-class image-level label sets; images without annotations are dropped."""
-    from bob.data.coco import load_coco_split
-
     folders = COCO_LAYOUTS[layout]
     if split not in folders:
         raise UsageError(
@@ -265,8 +268,6 @@ def read_real_json(path: Path | None) -> tuple[list[list[int]], dict[str, str]]:
     if path is not None:
         raw, source = path.read_bytes(), str(path)
     else:
-        import importlib.resources
-
         raw = (importlib.resources.files("timm.data") / "_info" / "imagenet_real_labels.json").read_bytes()
         source = "timm.data/_info/imagenet_real_labels.json"
     try:
@@ -283,9 +284,6 @@ def read_real_json(path: Path | None) -> tuple[list[list[int]], dict[str, str]]:
 
 def load_imagenet_real(info: DatasetInfo, split: str, *, root: Path, download: bool = False) -> ImageSplit:
     """`train`: ImageNet train (single labels, for a probe); `test`: ImageNet val with ReaL sets."""
-    from bob.data.real import scan_image_folder
-    from bob.data.real_shifts import imagenet_wnids
-
     _refuse_download(info, download)
     wnids = list(imagenet_wnids())
     folder = root / "imagenet" / ("train" if split == "train" else "val")

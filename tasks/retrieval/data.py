@@ -1,19 +1,38 @@
-"""Revisited Oxford and Paris (ROxford5k, RParis6k; Radenović et al., CVPR 2018), read from disk.
+"""The retrieval suite's own datasets on disk: revisited Oxford/Paris and INRIA Copydays.
 
-Layout under the data root, as the revisitop download script leaves it:
+Each loader returns the one split these sets have, `test`: the queries first, then the database,
+marked with `bob.data.relevance.mark_queries` and, where the set brings them, its relevance
+judgements.
+
+**Revisited Oxford and Paris** (ROxford5k, RParis6k; Radenović et al., CVPR 2018), laid out under the
+data root as the revisitop download script leaves it:
 
     <root>/roxford5k/gnd_roxford5k.pkl      <root>/rparis6k/gnd_rparis6k.pkl
     <root>/roxford5k/jpg/<name>.jpg         <root>/rparis6k/jpg/<name>.jpg
 
 The pickle holds `imlist` (database names), `qimlist` (query names) and `gnd`: per query its `bbx`
-(x1, y1, x2, y2) and the database indices that are `easy`, `hard` and `junk`. bob's one split, `test`,
-holds the 70 queries, cropped to their box as the standard protocol does, followed by the database.
-bob scores the Medium protocol: easy + hard are relevant, junk is ignored.
+(x1, y1, x2, y2) and the database indices that are `easy`, `hard` and `junk`. The split holds the 70
+queries, cropped to their box as the standard protocol does, followed by the database. bob scores
+the Medium protocol: easy + hard are relevant, junk is ignored.
+
+**INRIA Copydays** (Jégou et al., 2008) as copy detection: originals are the queries, their copies the
+database. Layout under the data root (the official archives extracted side by side):
+
+    <root>/copydays/original/<block><00>.jpg        157 originals, e.g. 200000.jpg
+    <root>/copydays/strong/<block><nn>.jpg          strong attacks (print-scan, paint, …), e.g. 200001.jpg
+    <root>/copydays/jpegqual/<quality>/<name>.jpg   JPEG re-encodes, named like their original
+    <root>/copydays/crops/<percent>/<name>.jpg      crops, named like their original
+
+The split holds the originals (the queries) followed by every image outside `original/` (the
+database); its group is the first four characters of its file name (Copydays' block id), and a
+query's relevant items are the copies of its own block. Any subset of the variant folders works; a
+variant whose block has no original is an error.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +42,24 @@ from bob.data.base import DatasetInfo, FileSplit
 from bob.data.relevance import RETRIEVAL_SPLIT, RelevanceJudgements, mark_queries
 from bob.errors import DatasetNotFoundError, UsageError
 
+# ------------------------------------------------------------------------ revisited Oxford / Paris
+
 MEDIUM = "revisited Oxford/Paris Medium protocol: easy + hard relevant, junk ignored"
 
 
 class CroppedFileSplit(FileSplit):
     """Files cropped to their box (x1, y1, x2, y2 in pixels; a NaN row = whole image); boxes are fingerprinted."""
 
-    def __init__(self, dataset, split, classes, root, paths, labels, boxes: np.ndarray) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        classes: Sequence[str],
+        root: Path,
+        paths: list[Path],
+        labels: np.ndarray,
+        boxes: np.ndarray,
+    ) -> None:
         super().__init__(dataset, split, classes, root, paths, labels)
         self.boxes = np.asarray(boxes, dtype=np.float64)
 
@@ -111,3 +141,54 @@ def load_revisitop(info: DatasetInfo, split: str, *, root: Path, download: bool 
     labels = np.arange(len(names))
     out = CroppedFileSplit(info.name, split, names, folder, _paths(info.name, folder, names), labels, boxes)
     return mark_queries(out, len(queries), medium_judgements(cfg["gnd"]))
+
+
+# ------------------------------------------------------------------------------------------ Copydays
+
+BLOCK_CHARS = 4
+
+
+def _jpgs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg"))
+
+
+def load_copydays(info: DatasetInfo, split: str, *, root: Path, download: bool = False) -> FileSplit:
+    """The `test` split: originals (queries), then every copy; labels = the original's index (its block)."""
+    if download:
+        raise UsageError(
+            "bob does not download Copydays; extract its archives as described in docs/suites/retrieval.md."
+        )
+    if split != RETRIEVAL_SPLIT:
+        raise UsageError(
+            f"Dataset '{info.name}' has no split '{split}'; its only split is {RETRIEVAL_SPLIT}."
+        )
+    folder = Path(root) / "copydays"
+    originals = _jpgs(folder / "original") if (folder / "original").is_dir() else []
+    if not originals:
+        raise DatasetNotFoundError(
+            f"Dataset 'copydays' was not found: bob looked for {folder / 'original'}/*.jpg (the originals) and "
+            "copy folders such as strong/, jpegqual/<q>/ and crops/<p>/ next to it. Extract the Copydays "
+            "archives there and point bob at the folder that holds 'copydays/' with `--task-arg root=DIR` "
+            "or the BOB_DATA_ROOT environment variable."
+        )
+    blocks = [p.stem[:BLOCK_CHARS] for p in originals]
+    if len(set(blocks)) != len(blocks):
+        raise UsageError(
+            f"{folder / 'original'}: two originals share a block id (first {BLOCK_CHARS} characters)."
+        )
+    copies = [p for p in _jpgs(folder) if p.relative_to(folder).parts[0] != "original"]
+    if not copies:
+        raise DatasetNotFoundError(
+            f"Dataset 'copydays': {folder} holds originals but no copies; expected strong/, jpegqual/<q>/ "
+            "or crops/<p>/ folders of .jpg files."
+        )
+    index = {b: i for i, b in enumerate(blocks)}
+    orphans = [p for p in copies if p.stem[:BLOCK_CHARS] not in index]
+    if orphans:
+        raise UsageError(
+            f"Dataset 'copydays': {len(orphans)} copies belong to no original, e.g. {orphans[0]} (block "
+            f"'{orphans[0].stem[:BLOCK_CHARS]}'). Add the missing originals or remove those files."
+        )
+    labels = [*range(len(originals)), *(index[p.stem[:BLOCK_CHARS]] for p in copies)]
+    out = FileSplit(info.name, split, blocks, folder, originals + copies, np.array(labels, dtype=np.int64))
+    return mark_queries(out, len(originals))

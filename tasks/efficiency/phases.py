@@ -1,21 +1,23 @@
-"""The efficiency suite's phases in order: count, latency, throughput, train step.
+"""The efficiency suite's phases, run in this order by run.py: count, latency, throughput, train step.
 
-Each phase returns its metrics and the settings it ran under; `measure_all` strings them together
-for `efficiency/<size>` and records the environment that changes timings (threads, precision,
-device, torch backend flags).
+Each phase returns its metrics and the settings it ran under (the protocol record).
 """
 
 from __future__ import annotations
 
-import platform
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from bob.backbones.base import Backbone
+from bob.context import RunContext
 from bob.errors import UsageError
+from bob.tasks.common.cost import MACS_COUNTER, count_macs
+from bob.tasks.efficiency import EfficiencyArgs
 from bob.tasks.efficiency.measure import (
-    MACS_COUNTER,
+    Device,
     TrainStep,
     autocast,
-    count_macs,
     count_params,
     halving_batch,
     inference_mode,
@@ -26,37 +28,20 @@ from bob.tasks.efficiency.measure import (
 )
 from bob.tasks.efficiency.meters import EnergyMeter, PeakMemory
 
-HEADLINE = (
-    "latency_ms",
-    "gmacs",
-    "params_m",
-    "throughput_img_s",
-    "train_step_ms",
-    "peak_mem_mb",
-    "train_peak_mem_mb",
-)
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
-    from bob.progress import Progress
-    from bob.tasks.efficiency import EfficiencyArgs
+Phase = tuple[dict[str, float], dict[str, Any]]  # (metrics, protocol record)
 
 
-def _inputs(batch: int, size: int, device: Any, seed: int) -> Any:
-    import torch
-
+def _inputs(batch: int, size: int, device: Device, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=gen).to(device)
 
 
-def _is_cpu(device: Any) -> bool:
+def is_cpu(device: Device) -> bool:
     return getattr(device, "type", str(device)) == "cpu"
 
 
-def count_phase(backbone: Any, size: int, device: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+def count_phase(backbone: Backbone, size: int, device: Device, seed: int) -> Phase:
     """Params and per-image MACs of `forward_pooled`; a model that cannot take the size says so here."""
-    import torch
-
     x = _inputs(1, size, device, seed)
     with inference_mode(backbone):
         try:
@@ -81,8 +66,8 @@ def count_phase(backbone: Any, size: int, device: Any, seed: int) -> tuple[dict[
 
 
 def latency_phase(
-    backbone: Any, args: EfficiencyArgs, size: int, device: Any, energy: str, seed: int
-) -> tuple[dict[str, float], dict[str, Any]]:
+    backbone: Backbone, args: EfficiencyArgs, size: int, device: Device, energy: str, seed: int
+) -> Phase:
     x = _inputs(1, size, device, seed)
     sync = synchronizer(device)
     with inference_mode(backbone), autocast(device, args.precision), PeakMemory(device) as memory:
@@ -110,14 +95,12 @@ def latency_phase(
     return metrics, protocol
 
 
-def _proxy_name(device: Any) -> str:
-    return "energy_proxy_cpu_s_per_img" if _is_cpu(device) else "energy_proxy_gpu_s_per_img"
+def _proxy_name(device: Device) -> str:
+    return "energy_proxy_cpu_s_per_img" if is_cpu(device) else "energy_proxy_gpu_s_per_img"
 
 
-def throughput_phase(
-    backbone: Any, args: EfficiencyArgs, size: int, device: Any, seed: int
-) -> tuple[dict[str, float], dict[str, Any]]:
-    cap = min(args.max_batch, args.cpu_max_batch) if _is_cpu(device) else args.max_batch
+def throughput_phase(backbone: Backbone, args: EfficiencyArgs, size: int, device: Device, seed: int) -> Phase:
+    cap = min(args.max_batch, args.cpu_max_batch) if is_cpu(device) else args.max_batch
     sync = synchronizer(device)
     with inference_mode(backbone), autocast(device, args.precision):
 
@@ -148,11 +131,9 @@ def throughput_phase(
     return metrics, protocol
 
 
-def train_phase(ctx: RunContext, args: EfficiencyArgs, size: int) -> tuple[dict[str, float], dict[str, Any]]:
-    import torch
-
+def train_phase(ctx: RunContext, args: EfficiencyArgs, size: int) -> Phase:
     device = ctx.device
-    start = min(args.train_batch, args.cpu_max_batch) if _is_cpu(device) else args.train_batch
+    start = min(args.train_batch, args.cpu_max_batch) if is_cpu(device) else args.train_batch
     backbone = ctx.build_backbone(input_size=size)  # a private copy: training never touches the shared one
     torch.manual_seed(ctx.seed)
     step = TrainStep(backbone, device, args.precision, size)
@@ -189,50 +170,3 @@ def train_phase(ctx: RunContext, args: EfficiencyArgs, size: int) -> tuple[dict[
         }
     }
     return metrics, protocol
-
-
-def environment(args: EfficiencyArgs, device: Any) -> dict[str, Any]:
-    import torch
-
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if getattr(device, "type", "") == "cuda"
-        else platform.processor() or platform.machine(),
-        "precision": args.precision,
-        "autocast": args.precision != "fp32",
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
-        "matmul_precision": torch.get_float32_matmul_precision(),
-        "timer": "time.perf_counter" + ("" if _is_cpu(device) else f" with {device.type} synchronize"),
-    }
-
-
-def measure_all(
-    ctx: RunContext, backbone: Any, args: EfficiencyArgs, size: int, energy: str, bar: Progress
-) -> tuple[dict[str, float], dict[str, Any]]:
-    metrics: dict[str, float] = {}
-    protocol: dict[str, Any] = {"input_size": size, "input": f"random tensors 3×{size}×{size}"}
-    protocol.update(environment(args, ctx.device))
-    phases = [
-        ("counting params and MACs", lambda: count_phase(backbone, size, ctx.device, ctx.seed)),
-        ("batch-1 latency", lambda: latency_phase(backbone, args, size, ctx.device, energy, ctx.seed)),
-        ("throughput", lambda: throughput_phase(backbone, args, size, ctx.device, ctx.seed)),
-    ]
-    if args.train:
-        phases.append(("train step", lambda: train_phase(ctx, args, size)))
-    for label, phase in phases:
-        bar.update(label)
-        m, p = phase()
-        metrics.update(m)
-        protocol.update(p)
-        bar.advance()
-    # VoVNet's "GPU-computation efficiency": MACs per second at the throughput batch.
-    metrics["gmacs_per_s"] = metrics["gmacs"] * metrics["throughput_img_s"]
-    first = [m for m in HEADLINE if m in metrics]  # what a terminal table shows first
-    return {**{m: metrics[m] for m in first}, **metrics}, protocol
