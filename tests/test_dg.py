@@ -208,7 +208,7 @@ def test_task_args_are_checked_before_any_run():
 def test_listing_dg_imports_no_torch():
     code = (
         "import sys\n"
-        "import bob.tasks.dg, bob.tasks.dg.matrix, bob.data.domains\n"
+        "import bob.tasks.dg, bob.tasks.dg.matrix, bob.tasks.dg.data\n"
         "from bob.suites import task_names\n"
         "assert 'dg/shapes-multidomain' in task_names('dg/*')\n"
         "assert 'torch' not in sys.modules\n"

@@ -13,9 +13,10 @@ from scipy.spatial.distance import jensenshannon
 
 from bob.errors import UnknownNameError, UsageError
 from bob.task import parse_task_args
-from bob.tasks.common.distill import KDConfig, SoftTargets, batch_loss, kd_loss
+from bob.tasks.common.args import DISTILL_ARGS
+from bob.tasks.common.distill_loss import KDConfig, SoftTargets, batch_loss, kd_loss
 from bob.tasks.few_label import FewLabelArgs
-from bob.tasks.finetune import DISTILL_ARGS, FinetuneSearchArgs
+from bob.tasks.finetune import FinetuneSearchArgs
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
@@ -151,12 +152,12 @@ def test_teacher_soft_labels_cover_the_unlabeled_pool(tmp_path, monkeypatch):
     """few-label + teacher: the student trains on the labelled rows and the whole unlabeled pool, each
     row with the teacher's logits of that very image; held-out val images are in neither."""
     import bob.tasks.common.distill as distill
-    import bob.tasks.finetune as finetune
     from bob.backbones import resolve_backbone
     from bob.cache import FeatureCache
     from bob.context import RunContext
     from bob.results import ResultStore
     from bob.spec import make_spec
+    from bob.task import TaskOutput
     from bob.tasks.few_label import FewLabel
 
     seen = {}
@@ -169,10 +170,10 @@ def test_teacher_soft_labels_cover_the_unlabeled_pool(tmp_path, monkeypatch):
 
     def fake_finetune(ctx, train, val, cfg, drop_path, distill=None, artifact="checkpoint"):
         seen.update(train=train, val=val, targets=distill)
-        return finetune.TaskOutput({"top1": 0.4}, {}, {})
+        return TaskOutput({"top1": 0.4}, {}, {})
 
     monkeypatch.setattr(distill, "fit_teacher", fake_teacher)
-    monkeypatch.setattr(finetune, "finetune_and_test", fake_finetune)
+    monkeypatch.setattr(distill, "finetune_and_test", fake_finetune)
     task_args = {"teacher": "torchvision/mobilenet_v2", "fraction": "0.2"}
     spec = make_spec("timm/test_resnet", "few-label/shapes-mini", "random", 0, {}, task_args)
     ref = resolve_backbone("timm/test_resnet", "random", {}, 0)
@@ -196,7 +197,7 @@ def test_teacher_soft_labels_cover_the_unlabeled_pool(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_distillation_runs_end_to_end_with_baseline(tmp_path):
     """A seconds-long real run: random teacher and student on shapes-mini; the plumbing, not the gain."""
-    from bob.cli_run import run_grid
+    from bob.cli.run import run_grid
     from bob.results import read_result
 
     task_args = [
@@ -223,7 +224,7 @@ def test_pretrained_teacher_lifts_a_random_student_on_animal_mnist(tmp_path):
     """SimCLRv2's distillation step on CPU: an ImageNet MobileNetV2 teacher (linear probe on 10% of the
     labels) teaches a random-init ResNet-18 on the unlabeled 90%; it must beat the same student
     fine-tuned on the labelled 10% alone."""
-    from bob.cli_run import run_grid
+    from bob.cli.run import run_grid
     from bob.results import read_result
 
     task_args = [

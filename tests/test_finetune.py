@@ -13,16 +13,16 @@ from bob.errors import TrainingDivergedError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
 from bob.task import parse_task_args
+from bob.tasks.common.args import FinetuneArgs
 from bob.tasks.common.finetune import (
     Classifier,
-    FinetuneConfig,
     evaluate,
     finetune_classifier,
     train_transform,
 )
 from bob.tasks.common.layer_decay import layer_decay_groups, stage_depths
 from bob.tasks.common.metrics import classification_metrics
-from bob.tasks.finetune import FinetuneArgs
+from bob.tasks.common.recipe import FinetuneConfig
 
 SMALL_TIMM = "timm/mobilenetv3_small_050"  # has group_matcher and drop_path_rate
 TINY = FinetuneConfig(epochs=1, warmup_epochs=0, batch_size=16, mixup=0.8, cutmix=1.0)

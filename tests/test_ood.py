@@ -7,13 +7,15 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from bob.data.shifts import get_shift
 from bob.errors import UnknownNameError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
 from bob.suites import parse_task_name
 from bob.tasks.common.calibration import expected_calibration_error, softmax
-from bob.tasks.ood import OODArgs, score, select_sets, summarise
+from bob.tasks.ood import OODArgs
+from bob.tasks.ood.data import get_shift
+from bob.tasks.ood.metrics import score, summarise
+from bob.tasks.ood.sets import select_sets
 
 TINY = "timm/mobilenetv3_small_050"
 FAST_ARGS = {"image_size": "32", "epochs": "2", "min_steps": "20"}
@@ -147,7 +149,7 @@ def test_listing_ood_tasks_does_not_import_torch():
         "from bob.suites import task_names\n"
         "names = task_names('ood/*')\n"
         "assert 'ood/shapes-domains' in names and 'ood/imagenet-c' in names, names\n"
-        "import bob.tasks.ood, bob.data.shifts, bob.data.real_shifts, bob.data.corruptions\n"
+        "import bob.tasks.ood, bob.tasks.ood.data, bob.data.real_shifts, bob.data.corruptions\n"
         "heavy = [m for m in ('torch', 'torchvision', 'timm', 'imagecorruptions') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -14,8 +14,8 @@ from bob.backbones.meta import DataConfig
 from bob.data import load_split
 from bob.data.corruptions import CORRUPTIONS, CorruptedSplit, RenderSpec, corrupt_image
 from bob.data.real_shifts import VISDA_CLASSES, imagenet_wnids, valid_class_indices
-from bob.data.shifts import get_shift, load_shifted_set
 from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
+from bob.tasks.ood.data import get_shift, load_shifted_set
 
 WNIDS = imagenet_wnids()
 

@@ -43,14 +43,14 @@ def test_without_ray_a_search_fails_clearly_before_any_training(
 ):
     import sys
 
-    import bob.tasks.common.finetune as finetune_loop
+    import bob.tasks.common.finetune_run as finetune_run
     import bob.tasks.detection.train as detection_train
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started although the search cannot run")
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    monkeypatch.setattr(finetune_loop, "finetune_classifier", no_training)
+    monkeypatch.setattr(finetune_run, "finetune_classifier", no_training)
     monkeypatch.setattr(detection_train, "train_detector", no_training)
     spec = make_spec(backbone, task, "random", task_args={"search": "lr", **extra})
     result = execute(spec, RunOptions(results_dir, cache_dir, device="cpu", num_workers=0)).result
@@ -104,7 +104,7 @@ def test_detection_search_args_are_validated():
 
 def test_the_detection_val_part_is_seeded_and_disjoint_from_the_train_part():
     from bob.data import load_split
-    from bob.tasks.detection import holdout
+    from bob.tasks.detection.train import holdout
 
     train = load_split("scenes-mini", "train")
     part, val = holdout(train, 0.25, seed=3)

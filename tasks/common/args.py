@@ -45,3 +45,242 @@ def check_text_encoder(encoder: str) -> None:
         encoder.startswith("open_clip:") and len(encoder) > 10
     ):
         raise UsageError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got '{encoder}'.")
+
+
+# ------------------------------------------------------------------------------ detection, open-vocab
+# The detector's knobs: the detection suite's Args, and the base of open-vocab's (which trains the same
+# detector with a text classifier). These imports sit with the section that uses them so that each
+# section of this shared file can be added on its own.
+from typing import Any, ClassVar  # noqa: E402
+
+from bob.errors import UnknownNameError  # noqa: E402
+from bob.registry import suggest  # noqa: E402
+
+DETECTION_MODES = ("finetune", "frozen")
+DETECTION_AUGMENTS = ("lsj", "flip")
+DETECTION_LR_GRID = (8e-5, 1e-4, 2e-4, 3e-4)  # BoB's detection sweep; one run per value
+DETECTION_SEARCHES = ("none", "lr")
+DETECTION_HEADS = ("rcnn", "query")
+
+
+@dataclass
+class DetectionArgs(TaskArgs):
+    """A detector on the backbone's pyramid: its schedule, augmentation, neck and head, and the lr search."""
+
+    # The declared search space (tasks/common/tune.py syntax): search=lr tries BoB's grid, one trial each.
+    search_space: ClassVar[dict[str, Any]] = {"lr": list(DETECTION_LR_GRID)}
+
+    mode: str = run_arg("finetune", "finetune (train the backbone) or frozen (backbone fixed, eval mode)")
+    lr: float = run_arg(1e-4, "AdamW learning rate; BoB sweeps 8e-5, 1e-4, 2e-4, 3e-4 (one run each)")
+    weight_decay: float = run_arg(0.05, "AdamW weight decay")
+    epochs: int = run_arg(36, "training epochs over the train split (36 = mmdetection's 3× schedule)")
+    iters: int | None = run_arg(
+        None, "train for exactly this many iterations instead of `epochs` (smoke runs)"
+    )
+    batch_size: int = run_arg(16, "images per training step (BoB: 8 GPUs × 2)")
+    warmup_iters: int = run_arg(1000, "linear warmup iterations (capped at a quarter of training)")
+    augment: str = run_arg("lsj", "lsj (large-scale jitter + flip) or flip (horizontal flip only)")
+    lsj_scale: tuple[float, ...] = run_arg((0.1, 2.0), "LSJ scale range, as min,max")
+    fpn_channels: int = run_arg(256, "channels of every pyramid level")
+    rois_per_image: int = run_arg(
+        512, "RoIs sampled per image for the box and mask heads (torchvision/mmdet: 512)"
+    )
+    anchor_size: int = run_arg(32, "anchor side at stride 4 (doubles per level)")
+    norm_eval: bool = run_arg(True, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
+    amp: bool = run_arg(
+        True, "mixed precision on CUDA: bfloat16 where supported, else float16 with loss scaling (not on CPU)"
+    )
+    save_model: bool = run_arg(False, "save the trained detector's state_dict next to the result")
+    search: str = run_arg(
+        "none",
+        "in-protocol search first: none, or lr (Ray Tune over BoB's lr grid, box AP on held-out train)",
+    )
+    search_val_fraction: float = run_arg(0.2, "share of train held out (seeded) to score search=lr's trials")
+    head: str = run_arg(
+        "rcnn",
+        "rcnn (Mask/Faster R-CNN: RPN + RoI heads) or query (Sparse R-CNN/StageInteractor-style "
+        "learnable queries, one-to-one Hungarian matching; boxes only)",
+    )
+    num_queries: int = run_arg(100, "head=query: learnable queries per image")
+    query_stages: int = run_arg(6, "head=query: refinement stages")
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.search == "none":  # runs without a search keep the keys they had before search existed
+            del ident["search"], ident["search_val_fraction"]
+        if self.head == "rcnn":  # likewise for runs from before the query head
+            del ident["head"], ident["num_queries"], ident["query_stages"]
+        else:  # the R-CNN-only knobs do not change a query-head run
+            del ident["rois_per_image"], ident["anchor_size"]
+        return ident
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode not in DETECTION_MODES:
+            raise UsageError(f"mode must be one of {', '.join(DETECTION_MODES)}, got '{self.mode}'.")
+        if self.augment not in DETECTION_AUGMENTS:
+            raise UsageError(f"augment must be one of {', '.join(DETECTION_AUGMENTS)}, got '{self.augment}'.")
+        if self.image_size is not None and self.image_size % 32:
+            raise UsageError(
+                f"image_size must be a multiple of 32 for the detector's pyramid, got {self.image_size}."
+            )
+        for name in ("epochs", "batch_size", "fpn_channels", "anchor_size", "rois_per_image"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.iters is not None and self.iters < 1:
+            raise UsageError(f"iters must be a positive integer, got {self.iters}.")
+        if self.warmup_iters < 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise UsageError("lr must be positive; warmup_iters and weight_decay non-negative.")
+        if self.head not in DETECTION_HEADS:
+            hint = f"Valid values: {', '.join(DETECTION_HEADS)}."
+            raise UnknownNameError("detection head", self.head, suggest(self.head, DETECTION_HEADS, 3), hint)
+        if self.num_queries < 1 or self.query_stages < 1:
+            raise UsageError(
+                f"num_queries and query_stages must be positive, got {self.num_queries} and "
+                f"{self.query_stages}."
+            )
+        if self.search not in DETECTION_SEARCHES:
+            hint = f"Valid values: {', '.join(DETECTION_SEARCHES)}."
+            raise UnknownNameError(
+                "search for detection", self.search, suggest(self.search, DETECTION_SEARCHES, 3), hint
+            )
+        if not 0.0 < self.search_val_fraction < 1.0:
+            raise UsageError(f"search_val_fraction must be in (0, 1), got {self.search_val_fraction}.")
+        if len(self.lsj_scale) != 2 or not 0 < self.lsj_scale[0] <= self.lsj_scale[1]:
+            raise UsageError(f"lsj_scale takes min,max with 0 < min <= max, got {self.lsj_scale}.")
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+# BoB's fine-tuning recipe (tasks/common/finetune.py) with optional distillation from a teacher
+# (tasks/common/distill.py): the finetune suite's Args (which adds its lr search), the base of
+# few-label's, and what ood's mode=finetune builds from its ft_* args. Its own imports sit with it, as
+# the detection section's do (Any, ClassVar, UnknownNameError and suggest come from there).
+from bob.backbones.catalog import BACKBONES, is_factory_name  # noqa: E402
+from bob.tasks.common.recipe import FinetuneConfig  # noqa: E402
+from bob.weights import WeightsRequest  # noqa: E402
+
+# Defaults for (epochs, warmup_epochs, batch_size) by dataset kind: BoB's on real data, CPU-sized otherwise.
+REAL_SCHEDULE = (100, 5, 128)
+SMALL_SCHEDULE = (3, 1, 64)
+KD_LOSSES = ("kl", "js")  # KL(teacher || student), or SSLD's Jensen-Shannon divergence
+# The distillation args: part of a run's identity only when a teacher is set, so runs without one keep
+# the ids they had before distillation existed.
+DISTILL_ARGS = (
+    "teacher",
+    "teacher_weights",
+    "kd_temperature",
+    "kd_alpha",
+    "kd_loss",
+    "kd_baseline",
+    "kd_unlabeled",
+)
+
+
+@dataclass
+class FinetuneArgs(TaskArgs):
+    """BoB's recipe: schedule, optimizer, augmentation and the distillation knobs; `config` resolves it."""
+
+    real_schedule: ClassVar[tuple[int, int, int]] = REAL_SCHEDULE
+    small_schedule: ClassVar[tuple[int, int, int]] = SMALL_SCHEDULE
+    val_fraction_may_be_zero: ClassVar[bool] = False
+
+    epochs: int | None = run_arg(None, "training epochs (default: 100 on real datasets, 3 on embedded ones)")
+    warmup_epochs: int | None = run_arg(None, "linear warm-up epochs (default: 5 real, 1 embedded)")
+    batch_size: int | None = run_arg(None, "training batch size (default: 128 real, 64 embedded)")
+    lr: float = run_arg(1e-3, "peak AdamW learning rate (head and top layer)")
+    weight_decay: float = run_arg(0.05, "AdamW weight decay (not on biases and norms)")
+    layer_decay: float = run_arg(0.75, "layer-wise lr decay factor (1 = off)")
+    drop_path: float = run_arg(0.1, "drop-path rate, where the architecture has drop-path")
+    mixup: float = run_arg(0.8, "mixup alpha (0 = off)")
+    cutmix: float = run_arg(1.0, "cutmix alpha (0 = off)")
+    label_smoothing: float = run_arg(0.1, "label smoothing")
+    auto_augment: str = run_arg("rand-m9-mstd0.5-inc1", "timm auto-augment policy ('none' = off)")
+    random_erasing: float = run_arg(0.25, "random-erasing probability")
+    amp: bool = run_arg(True, "mixed precision on CUDA (ignored on CPU)")
+    val_fraction: float = run_arg(
+        0.1, "share of train held out for epoch selection when the dataset has no val split"
+    )
+    teacher: str | None = run_arg(
+        None, "distil from this backbone (a linear probe on its features of the labelled images); none = off"
+    )
+    teacher_weights: str = run_arg("pretrained", "the teacher's weights: pretrained, random or a file")
+    kd_temperature: float = run_arg(1.0, "distillation temperature T (SimCLRv2 and SSLD: 1)")
+    kd_alpha: float = run_arg(
+        1.0, "weight of the distillation loss; 1 - kd_alpha goes to the labels' cross-entropy"
+    )
+    kd_loss: str = run_arg("kl", "kl (KL(teacher || student)) or js (SSLD's Jensen-Shannon divergence)")
+    kd_baseline: bool = run_arg(
+        False, "with a teacher: also fine-tune without it in the same run and report gain_top1"
+    )
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        if self.teacher is None:
+            for name in DISTILL_ARGS:
+                ident.pop(name, None)
+        return ident
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_distillation()
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value}.")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise UsageError(f"warmup_epochs must be 0 or more, got {self.warmup_epochs}.")
+        if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+            raise UsageError(
+                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})."
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise UsageError("lr must be positive and weight_decay non-negative.")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise UsageError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
+        for name in ("drop_path", "label_smoothing", "random_erasing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise UsageError("mixup and cutmix alphas must be 0 (off) or positive.")
+        low = 0.0 if self.val_fraction_may_be_zero else 1e-12
+        if not low <= self.val_fraction < 1.0:
+            interval = "[0, 1)" if self.val_fraction_may_be_zero else "(0, 1)"
+            raise UsageError(f"val_fraction must be in {interval}, got {self.val_fraction}.")
+
+    def _check_distillation(self) -> None:
+        """The distillation args, checked before anything runs (an unknown teacher: did-you-mean)."""
+        if self.kd_loss not in KD_LOSSES:
+            hint = f"Valid values: {', '.join(KD_LOSSES)}."
+            raise UnknownNameError("kd_loss", self.kd_loss, suggest(self.kd_loss, KD_LOSSES, 2), hint)
+        if self.kd_temperature <= 0:
+            raise UsageError(f"kd_temperature must be positive, got {self.kd_temperature}.")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise UsageError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
+        if self.teacher is not None:
+            if not self.teacher.strip():
+                raise UsageError("teacher is empty: name a backbone, e.g. teacher=torchvision/mobilenet_v2.")
+            if not is_factory_name(self.teacher):
+                BACKBONES.get(self.teacher, live=True)  # an unknown name: did-you-mean, before any run
+            WeightsRequest.parse(self.teacher_weights)
+
+    def config(self, dataset_kind: str) -> FinetuneConfig:
+        """The loop's config, with the schedule defaults of the dataset's kind filled in."""
+        epochs, warmup, batch = self.real_schedule if dataset_kind == "real" else self.small_schedule
+        epochs = self.epochs if self.epochs is not None else epochs
+        warmup = self.warmup_epochs if self.warmup_epochs is not None else min(warmup, epochs - 1)
+        if warmup >= epochs:
+            raise UsageError(f"warmup_epochs ({warmup}) must be smaller than epochs ({epochs}).")
+        return FinetuneConfig(
+            epochs=epochs,
+            warmup_epochs=warmup,
+            batch_size=self.batch_size if self.batch_size is not None else batch,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            layer_decay=self.layer_decay,
+            mixup=self.mixup,
+            cutmix=self.cutmix,
+            label_smoothing=self.label_smoothing,
+            auto_augment=None if self.auto_augment.lower() in ("", "none") else self.auto_augment,
+            random_erasing=self.random_erasing,
+            amp=self.amp,
+        )

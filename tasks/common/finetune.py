@@ -11,64 +11,43 @@ BoB's recipe (timm 0.6 `train.py` + the `*_ft.yaml` defaults):
   - AMP on CUDA (bfloat16 where supported, else float16 with a grad scaler);
   - after every epoch the model is scored on `val` and the best epoch's weights are kept (ties keep
     the earlier epoch); with no `val`, the last epoch is kept.
-With `distill` (common/distill.py) the targets are a teacher's soft labels instead (labelled and
+With `distill` (common/distill_loss.py; the teacher comes from common/distill.py) the targets are a teacher's soft labels instead (labelled and
 unlabeled images). A non-finite loss stops the run with `TrainingDivergedError`. The head follows BoB's
 `reset_classifier`: a new Linear with Xavier-normal weights and zero bias.
+The suites call it through common/finetune_run.py, which adds what a run brings: a fresh trainable
+backbone, the validation holdout, the test split's metrics and the saved checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from timm.data import Mixup, auto_augment, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
+from torchvision.transforms import Compose
 
 from bob.backbones.base import Backbone, pooled_width
 from bob.backbones.meta import DataConfig
 from bob.data.base import ImageSplit
 from bob.errors import UsageError
-from bob.tasks.common.layer_decay import layer_decay_groups
+from bob.tasks.common.distill_loss import ImageTransform, SoftTargets, batch_loss
+from bob.tasks.common.layer_decay import ParamGroups, layer_decay_groups
 from bob.tasks.common.metrics import classification_metrics
+from bob.tasks.common.recipe import FinetuneConfig
 from bob.tasks.common.train_loop import AfterStep, KeepBest, TrainLoop, autocast
 from bob.transforms import eval_transform
 
-if TYPE_CHECKING:
-    from bob.tasks.common.distill import SoftTargets
-
-RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 _OPTIMIZER_NAMES = {"adamw": "AdamW", "momentum": "SGD with momentum"}
 # (model, images, targets, criterion) -> the step's loss; see `finetune_classifier(loss_fn=...)`.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
-
-
-@dataclass
-class FinetuneConfig:
-    """BoB's fine-tuning recipe; only `epochs` and `warmup_epochs` are scaled down by the suites."""
-
-    epochs: int = 100
-    warmup_epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    warmup_lr: float = 1e-4
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    label_smoothing: float = 0.1
-    auto_augment: str | None = RAND_AUGMENT
-    color_jitter: float = 0.4
-    random_erasing: float = 0.25
-    amp: bool = True
-    # Additions for suites with other recipes (dg: SGD with momentum, milder crops); the defaults are BoB's.
-    opt: str = "adamw"  # a timm optimizer name ("momentum" = SGD with momentum, no Nesterov)
-    momentum: float = 0.9  # used by the SGD-type optimizers only
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
 
 
 @dataclass
@@ -96,7 +75,7 @@ class Classifier(nn.Module):
 
 
 class _LabelledImages(torch.utils.data.Dataset):
-    def __init__(self, split: ImageSplit, transform: Any) -> None:
+    def __init__(self, split: ImageSplit, transform: ImageTransform) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
@@ -106,9 +85,8 @@ class _LabelledImages(torch.utils.data.Dataset):
         return self.transform(self.split.image(index)), int(self.split.labels[index])
 
 
-def train_transform(cfg: FinetuneConfig, data_config: DataConfig) -> Any:
-    from timm.data import create_transform
-
+def train_transform(cfg: FinetuneConfig, data_config: DataConfig) -> Compose:
+    """timm's training transform at the task resolution with the backbone's mean/std."""
     transform = create_transform(
         data_config.input_size,
         is_training=True,
@@ -125,21 +103,16 @@ def train_transform(cfg: FinetuneConfig, data_config: DataConfig) -> Any:
     return transform
 
 
-def _patch_posterize(transform: Any) -> None:
+def _patch_posterize(transform: Compose) -> None:
     """RandAugment's `inc` posterize keeps 4 down to 0 bits; Pillow ≥ 12 rejects 0 bits, which older
     Pillow (and the TF reference) turn into a black image. Restore that meaning for timm's ops."""
-    from timm.data import auto_augment
-
     for t in getattr(transform, "transforms", []):
         for op in getattr(t, "ops", []):
             if op.aug_fn is auto_augment.posterize:
                 op.aug_fn = _posterize_zero_bits_black
 
 
-def _posterize_zero_bits_black(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
-    from PIL import Image
-    from timm.data import auto_augment
-
+def _posterize_zero_bits_black(img: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Image:
     if bits_to_keep <= 0:
         return Image.new(img.mode, img.size)
     return auto_augment.posterize(img, bits_to_keep, **kwargs)
@@ -149,7 +122,7 @@ def evaluate(
     model: nn.Module,
     split: ImageSplit,
     data_config: DataConfig,
-    device: Any,
+    device: torch.device | str,
     batch_size: int = 128,
     num_workers: int = 0,
     amp: bool = True,
@@ -187,71 +160,29 @@ def finetune_classifier(
 
     `on_epoch`, if given, is called with each epoch's record (epoch, train_loss, lr and, with a
     `val`, val_top1) once that epoch is scored: an in-protocol search reports it to Ray Tune.
-    `distill`, if given, holds a teacher's logits for every row of `train` (see common/distill.py).
+    `distill`, if given, holds a teacher's logits for every row of `train` (see common/distill_loss.py).
     `loss_fn(model, x, y, criterion)`, if given, computes a step's loss in place of
     `criterion(model(x), y)` (e.g. a style-adversarial step with two forward passes).
     """
     if distill is not None and loss_fn is not None:
         raise UsageError("fine-tuning takes a teacher (distill) or a custom loss_fn, not both.")
     device = torch.device(device)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the head's initialisation; the loader shuffles with its own generator
     batch_size = _train_batch_size(len(train), cfg.batch_size)
-    model = _classifier(backbone, num_classes, data_config.input_size).to(device)
-    groups = layer_decay_groups(backbone, model.head, cfg.weight_decay, cfg.layer_decay)
-    optimizer = create_optimizer_v2(
-        groups.groups, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
-    )
+    model, groups, optimizer = _model_and_optimizer(backbone, num_classes, cfg, data_config, device)
     transform = train_transform(cfg, data_config)
-    loader = torch.utils.data.DataLoader(
-        _LabelledImages(train, transform) if distill is None else distill.dataset(train, transform),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,  # mixup pairs a batch with its own reversal: it needs an even, full batch
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=device.type == "cuda",
-    )
-    steps_per_epoch = len(loader)
-    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    scheduler = CosineLRScheduler(
-        optimizer,
-        # A one-step schedule (a smoke run) starts at the same lr either way; 2 keeps timm from warning.
-        t_initial=max(2, total_steps),
-        lr_min=cfg.min_lr,
-        warmup_t=warmup_steps,
-        warmup_lr_init=cfg.warmup_lr,
-        t_in_epochs=False,
-    )
+    images = _LabelledImages(train, transform) if distill is None else distill.dataset(train, transform)
+    loader = _train_loader(images, batch_size, device, seed, num_workers)
+    scheduler = _cosine_schedule(optimizer, cfg, len(loader))
     mixup, criterion = _mixup_and_loss(cfg, num_classes)
-
-    def loss_of(batch: Any) -> torch.Tensor:
-        if distill is not None:
-            from bob.tasks.common.distill import batch_loss
-
-            kd, smoothing = distill.config, cfg.label_smoothing
-            return batch_loss(model, batch, mixup, kd, num_classes, smoothing, device)
-        x, y = (t.to(device, non_blocking=True) for t in batch)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        if loss_fn is not None:
-            return loss_fn(model, x, y, criterion)
-        return criterion(model(x), y)
-
-    history: list[dict[str, float]] = []
-
-    def score(loop: TrainLoop) -> tuple[float, dict[str, float]]:
-        record = {"epoch": loop.epoch, "train_loss": loop.epoch_mean_loss(), "lr": _top_lr(optimizer)}
-        val_metrics: dict[str, float] = {}
-        value = float(loop.epoch)  # no val: the last epoch wins
-        if val is not None:
-            logits = evaluate(model, val, data_config, device, batch_size, num_workers, cfg.amp)
-            val_metrics = classification_metrics(logits, val.labels, num_classes)
-            record["val_top1"] = value = val_metrics["top1"]
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(dict(record))
-        return value, val_metrics
-
+    loss_of = _batch_loss(model, mixup, criterion, cfg, num_classes, device, distill, loss_fn)
+    score = _EpochScore(
+        optimizer,
+        val,
+        lambda split: evaluate(model, split, data_config, device, batch_size, num_workers, cfg.amp),
+        num_classes,
+        on_epoch,
+    )
     best = KeepBest(score)
     loop = TrainLoop(
         model,
@@ -264,9 +195,107 @@ def finetune_classifier(
         hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), best],
         what="classifier",
         hint=f"lower the learning rate (task arg lr, now {cfg.lr}) or turn off amp",
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=len(loader),
     ).run()
-    protocol = {
+    protocol = _protocol(cfg, groups, loop, best, mixup, criterion, distill, train, val, batch_size)
+    return FinetuneResult(model, best.best_state, best.best_epoch, best.best_extras, score.history, protocol)
+
+
+def _train_loader(
+    images: torch.utils.data.Dataset, batch_size: int, device: torch.device, seed: int, num_workers: int
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        images,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,  # mixup pairs a batch with its own reversal: it needs an even, full batch
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _cosine_schedule(
+    optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, steps_per_epoch: int
+) -> CosineLRScheduler:
+    """timm's cosine schedule with linear warm-up, counted in optimizer steps."""
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    return CosineLRScheduler(
+        optimizer,
+        # A one-step schedule (a smoke run) starts at the same lr either way; 2 keeps timm from warning.
+        t_initial=max(2, total_steps),
+        lr_min=cfg.min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=cfg.warmup_lr,
+        t_in_epochs=False,
+    )
+
+
+def _batch_loss(
+    model: nn.Module,
+    mixup: Mixup | None,
+    criterion: nn.Module,
+    cfg: FinetuneConfig,
+    num_classes: int,
+    device: torch.device,
+    distill: SoftTargets | None,
+    loss_fn: LossFn | None,
+) -> Callable[[Sequence[torch.Tensor]], torch.Tensor]:
+    """The loop's `loss_of`: the distillation loss, `loss_fn`, or the criterion on (mixed) labels."""
+
+    def loss_of(batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        if distill is not None:
+            return batch_loss(model, batch, mixup, distill.config, num_classes, cfg.label_smoothing, device)
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        if loss_fn is not None:
+            return loss_fn(model, x, y, criterion)
+        return criterion(model(x), y)
+
+    return loss_of
+
+
+@dataclass
+class _EpochScore:
+    """`KeepBest`'s score: each epoch's record (epoch, train loss, top lr and, with a `val`, val top-1),
+    kept in `history` and passed to `on_epoch`; the value is val top-1, else the epoch (last wins)."""
+
+    optimizer: torch.optim.Optimizer
+    val: ImageSplit | None
+    logits_of: Callable[[ImageSplit], np.ndarray]  # the model's logits on a split, eval transform
+    num_classes: int
+    on_epoch: Callable[[dict[str, float]], None] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __call__(self, loop: TrainLoop) -> tuple[float, dict[str, float]]:
+        record = {"epoch": loop.epoch, "train_loss": loop.epoch_mean_loss(), "lr": _top_lr(self.optimizer)}
+        val_metrics: dict[str, float] = {}
+        value = float(loop.epoch)  # no val: the last epoch wins
+        if self.val is not None:
+            val_metrics = classification_metrics(self.logits_of(self.val), self.val.labels, self.num_classes)
+            record["val_top1"] = value = val_metrics["top1"]
+        self.history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(dict(record))
+        return value, val_metrics
+
+
+def _protocol(
+    cfg: FinetuneConfig,
+    groups: ParamGroups,
+    loop: TrainLoop,
+    best: KeepBest,
+    mixup: Mixup | None,
+    criterion: nn.Module,
+    distill: SoftTargets | None,
+    train: ImageSplit,
+    val: ImageSplit | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Every value the fine-tuning used, resolved, for the result's protocol."""
+    loss = type(criterion).__name__ if distill is None else "distillation (tasks/common/distill_loss.py)"
+    return {
         **asdict(cfg),
         "optimizer": f"{_OPTIMIZER_NAMES.get(cfg.opt, cfg.opt)} (timm create_optimizer_v2)",
         "schedule": "timm CosineLRScheduler, per step, linear warm-up",
@@ -274,16 +303,27 @@ def finetune_classifier(
         "layer_decay_depths": groups.num_layers,
         "train_transform": "timm create_transform(is_training=True)",
         "mixup_active": mixup is not None,
-        "loss": type(criterion).__name__ if distill is None else "distillation (tasks/common/distill.py)",
+        "loss": loss,
         "amp": str(loop.amp_dtype).removeprefix("torch.") if loop.amp_dtype is not None else "off",
         "train_batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": loop.steps_per_epoch,
         "model_selection": "best val top-1 (earliest on ties)" if val is not None else "last epoch",
         "best_epoch": best.best_epoch,
         "num_train": len(train),
         "num_val": len(val) if val is not None else 0,
     }
-    return FinetuneResult(model, best.best_state, best.best_epoch, best.best_extras, history, protocol)
+
+
+def _model_and_optimizer(
+    backbone: Backbone, num_classes: int, cfg: FinetuneConfig, data_config: DataConfig, device: torch.device
+) -> tuple[Classifier, ParamGroups, torch.optim.Optimizer]:
+    """The classifier (its head drawn from torch's global generator) and its layer-decayed optimizer."""
+    model = _classifier(backbone, num_classes, data_config.input_size).to(device)
+    groups = layer_decay_groups(backbone, model.head, cfg.weight_decay, cfg.layer_decay)
+    optimizer = create_optimizer_v2(
+        groups.groups, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+    )
+    return model, groups, optimizer
 
 
 def _classifier(backbone: Backbone, num_classes: int, input_size: int) -> Classifier:
@@ -304,10 +344,7 @@ def _train_batch_size(n: int, wanted: int) -> int:
     return size
 
 
-def _mixup_and_loss(cfg: FinetuneConfig, num_classes: int) -> tuple[Any, nn.Module]:
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
+def _mixup_and_loss(cfg: FinetuneConfig, num_classes: int) -> tuple[Mixup | None, nn.Module]:
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(
             mixup_alpha=cfg.mixup,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from timm.optim import param_groups_layer_decay
 from torch import nn
 
 from bob.backbones.base import Backbone
@@ -37,8 +38,6 @@ def layer_decay_groups(
     """Groups for every trainable parameter of `backbone.trainable()` plus `head` (scale 1)."""
     model = backbone.trainable()
     if hasattr(model, "group_matcher"):
-        from timm.optim import param_groups_layer_decay
-
         no_wd = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
         groups = param_groups_layer_decay(
             model, weight_decay=weight_decay, no_weight_decay_list=no_wd, layer_decay=layer_decay

@@ -22,9 +22,12 @@ import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bob.errors import UsageError
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
 
 SCHEDULERS = ("fifo", "asha")
 SAMPLERS = ("loguniform", "uniform", "choice")
@@ -140,7 +143,7 @@ def search_in_protocol(
             ray.shutdown()
 
 
-def _collect(grid: Any, space: dict[str, Any], metric: str, mode: str, scheduler: str) -> SearchResult:
+def _collect(grid: ResultGrid, space: dict[str, Any], metric: str, mode: str, scheduler: str) -> SearchResult:
     trials = []
     for result in grid:
         if result.error is not None:

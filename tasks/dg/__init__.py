@@ -1,14 +1,14 @@
 """`dg/<dataset>`: single-source domain generalisation (AdvStyle / Dassl protocol on PACS).
 
-Protocol, on a multi-domain dataset (one split per domain, bob/data/domains.py):
+Protocol, on a multi-domain dataset (one split per domain, tasks/dg/data.py):
   1. every domain is divided, stratified by class and seeded by the run's seed, into a train part
      and a held-out part of `holdout_fraction` (DomainBed's in/out split; PACS's official split
      files are not read);
   2. for each source domain (all domains by default) a model is trained on the source's train part
-     only: `mode=finetune` fine-tunes the backbone with a new linear head (tasks/finetune_loop.py;
+     only: `mode=finetune` fine-tunes the backbone with a new linear head (tasks/common/finetune.py;
      SGD with momentum, cosine schedule, the last epoch is kept, as Dassl does), optionally with
      MixStyle or an AdvStyle-like step on the statistics of the backbone's stages
-     (tasks/style_aug.py); `mode=linear` fits the linear-probe head (tasks/linear_probe.py) on frozen
+     (tasks/dg/style_aug.py); `mode=linear` fits the linear-probe head (tasks/common/probe.py) on frozen
      pooled features, its λ chosen on a stratified `val_fraction` of the source's train part;
   3. the model is scored (top-1) on every other domain, whole, as Dassl scores PACS targets ("all"),
      and on the source's own held-out part (the diagonal of the matrix);
@@ -20,23 +20,16 @@ at batch 32, lr 0.01 (CPU minutes). Every value used is recorded in the result's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
-import numpy as np
-
-from bob.data.base import ImageSplit, stratified_partition
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
-from bob.task import Task, TaskArgs, TaskOutput, run_arg
-from bob.tasks.dg.matrix import summarise_matrix
-
-if TYPE_CHECKING:
-    from bob.context import RunContext
-    from bob.tasks.common.finetune import FinetuneConfig
+from bob.task import Task, TaskArgs, run_arg
+from bob.tasks.common.recipe import FinetuneConfig
 
 MODES = ("finetune", "linear")
-STYLE_AUGS = ("none", "mixstyle", "advstyle")  # tasks/style_aug.py (kept here so parsing stays torch-free)
+STYLE_AUGS = ("none", "mixstyle", "advstyle")  # tasks/dg/style_aug.py (named here: parsing stays torch-free)
 OPTIMIZERS = {"sgd": "momentum", "adamw": "adamw"}  # task arg -> timm optimizer name
 # (epochs, batch_size, lr) by dataset kind: AdvStyle's PACS recipe on real data, CPU-sized otherwise.
 REAL_RECIPE = (50, 64, 1e-3)
@@ -106,8 +99,6 @@ class DGArgs(TaskArgs):
 
     def config(self, dataset_kind: str) -> FinetuneConfig:
         """The fine-tuning loop's config: Dassl's plain recipe (no mixup, no RandAugment, no smoothing)."""
-        from bob.tasks.common.finetune import FinetuneConfig
-
         epochs, batch, lr = REAL_RECIPE if dataset_kind == "real" else SMALL_RECIPE
         return FinetuneConfig(
             epochs=self.epochs or epochs,
@@ -129,56 +120,6 @@ class DGArgs(TaskArgs):
         )
 
 
-@dataclass
-class Domains:
-    """Every domain's whole split and its seeded train / held-out index partition."""
-
-    splits: dict[str, ImageSplit]
-    parts: dict[str, tuple[np.ndarray, np.ndarray]]
-    pooled: dict[str, Any] = field(default_factory=dict)  # linear mode: cached features, read once
-
-    def train(self, domain: str) -> ImageSplit:
-        return self.splits[domain].subset(self.parts[domain][0], f"{domain}-train")
-
-    def held_out(self, domain: str) -> ImageSplit:
-        return self.splits[domain].subset(self.parts[domain][1], f"{domain}-heldout")
-
-    def eval_set(self, source: str, target: str) -> ImageSplit:
-        return self.held_out(source) if target == source else self.splits[target]
-
-
-def load_domains(
-    ctx: RunContext, sources: tuple[str, ...] | None, holdout: float
-) -> tuple[Domains, list[str]]:
-    """Load and check every domain before any training; returns the domains and the sources."""
-    domains = list(ctx.info.splits)
-    if len(domains) < 2:
-        raise UsageError(f"Dataset '{ctx.dataset}' has {len(domains)} domain(s); dg needs at least two.")
-    chosen = list(sources) if sources is not None else domains
-    for name in chosen:
-        if name not in domains:
-            hint = f"The domains of {ctx.dataset} are: {', '.join(domains)}."
-            raise UnknownNameError(f"source domain of {ctx.dataset}", name, suggest(name, domains, 3), hint)
-    splits = {d: ctx.split(d) for d in domains}
-    classes = splits[domains[0]].classes
-    parts = {}
-    for domain, split in splits.items():
-        if split.classes != classes:
-            raise UsageError(
-                f"Dataset '{ctx.dataset}': domain '{domain}' has classes {list(split.classes)}, domain "
-                f"'{domains[0]}' has {list(classes)}; every domain must share one class list."
-            )
-        counts = np.bincount(split.labels, minlength=len(classes))
-        if (counts < 2).any():
-            few = [classes[i] for i in np.flatnonzero(counts < 2)]
-            raise UsageError(
-                f"Dataset '{ctx.dataset}': domain '{domain}' has fewer than 2 images of class(es) "
-                f"{', '.join(few)}; each class needs one image to train on and one to hold out."
-            )
-        parts[domain] = stratified_partition(split.labels, holdout, seed=ctx.seed)
-    return Domains(splits, parts), list(dict.fromkeys(chosen))
-
-
 class Dg(Task):
     suite = "dg"
     version = "1"
@@ -193,147 +134,3 @@ class Dg(Task):
     args: DGArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "batch_size": "16", "sources": "plain"}
     check_dataset: ClassVar[str] = "shapes-multidomain-mini"
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        from bob.progress import progress_bar
-
-        domains, sources = load_domains(ctx, self.args.sources, self.args.holdout_fraction)
-        names = list(domains.splits)
-        train_on = finetune_source if self.args.mode == "finetune" else linear_source
-        matrix: dict[str, dict[str, float]] = {}
-        per_source: dict[str, dict[str, Any]] = {}
-        with progress_bar(f"dg on {ctx.dataset}", len(sources), "sources") as bar:
-            for source in sources:
-                matrix[source], per_source[source] = train_on(ctx, self.args, domains, source)
-                bar.advance(1)
-        protocol: dict[str, Any] = {
-            "mode": self.args.mode,
-            "domains": names,
-            "sources": sources,
-            "matrix": matrix,
-            "matrix_layout": "matrix[source][target] = top-1; diagonal = the source's held-out part",
-            "targets_scored_on": "the whole target domain (Dassl's 'all'); the source on its held-out part",
-            "averaging": "mean over targets per source, then mean over sources",
-            "holdout_fraction": self.args.holdout_fraction,
-            "split": f"stratified per domain and class, seed {ctx.seed} (no official split files)",
-            "num_images": {d: len(s) for d, s in domains.splits.items()},
-            "num_train": {d: len(domains.parts[d][0]) for d in names},
-            "num_held_out": {d: len(domains.parts[d][1]) for d in names},
-            "per_source": per_source,
-        }
-        return TaskOutput(summarise_matrix(matrix), protocol)
-
-
-def _score_row(domains: Domains, source: str, logits_of: Any) -> dict[str, float]:
-    from bob.tasks.common.metrics import top_k_accuracy
-
-    row = {}
-    for target in domains.splits:
-        split = domains.eval_set(source, target)
-        row[target] = top_k_accuracy(logits_of(target, split), split.labels, 1)
-    return row
-
-
-def finetune_source(
-    ctx: RunContext, args: DGArgs, domains: Domains, source: str
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fine-tune a fresh backbone on the source's train part; score every domain."""
-    from bob.tasks.common.finetune import evaluate, finetune_classifier
-    from bob.tasks.dg.style_aug import StyleHooks, stage_modules
-    from bob.tasks.finetune import trainable_backbone
-
-    cfg = args.config(ctx.info.kind)
-    backbone, drop = trainable_backbone(ctx, 0.0)
-    hooks, style = None, {"style_aug": args.style_aug}
-    if args.style_aug != "none":  # stages are found (or refused) before any training
-        stages = stage_modules(backbone, args.style_levels)
-        channels = {name: _level_channels(backbone, name) for name, _ in stages}
-        hooks = StyleHooks(
-            stages, args.style_aug, args.mixstyle_p, args.mixstyle_alpha, args.advstyle_eps, channels
-        )
-        style.update(_style_protocol(args, [name for name, _ in stages]))
-    try:
-        out = finetune_classifier(
-            backbone,
-            domains.train(source),
-            None,
-            len(domains.splits[source].classes),
-            cfg,
-            ctx.data_config,
-            ctx.device,
-            ctx.seed,
-            ctx.num_workers,
-            loss_fn=hooks.adversarial_loss if hooks is not None and args.style_aug == "advstyle" else None,
-        )
-    finally:
-        if hooks is not None:
-            hooks.remove()
-
-    def logits_of(_target: str, split: ImageSplit) -> np.ndarray:
-        return evaluate(
-            out.model, split, ctx.data_config, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp
-        )
-
-    row = _score_row(domains, source, logits_of)
-    protocol = {
-        **out.protocol,
-        **drop,
-        **style,
-        "history": out.history,
-        "image_size": ctx.data_config.input_size,
-    }
-    return row, protocol
-
-
-def _level_channels(backbone: Any, module_name: str) -> int:
-    return next(level.channels for level in backbone.feature_info if level.module == module_name)
-
-
-def _style_protocol(args: DGArgs, stage_names: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"style_stages": stage_names, "style_active": "training mode only"}
-    if args.style_aug == "mixstyle":
-        out.update(
-            {"mixstyle_p": args.mixstyle_p, "mixstyle_alpha": args.mixstyle_alpha, "mixstyle_mix": "random"}
-        )
-    else:
-        out.update(
-            {
-                "advstyle_eps": args.advstyle_eps,
-                "advstyle_step": "one signed gradient-ascent step on per-channel mean/std, radius eps·std",
-                "advstyle_loss": "mean of clean and adversarially re-styled cross-entropy",
-            }
-        )
-    return out
-
-
-def linear_source(
-    ctx: RunContext, args: DGArgs, domains: Domains, source: str
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """The linear-probe protocol on frozen pooled features of the source's train part."""
-    from bob.tasks.common.args import ProbeArgs
-    from bob.tasks.common.probe import run_linear_probe
-
-    if not domains.pooled:  # one cached extraction per domain, shared by every source
-        domains.pooled.update({d: ctx.pooled(d) for d in domains.splits})
-    feats = domains.pooled
-    train_idx, held_idx = domains.parts[source]
-    x, y = feats[source].features[train_idx], feats[source].labels[train_idx]
-    rest, val = stratified_partition(y, args.val_fraction, seed=ctx.seed)
-    probe_args = ProbeArgs(
-        val_fraction=args.val_fraction, epochs=args.probe_epochs, min_steps=args.probe_min_steps
-    )
-    held = (feats[source].features[held_idx], feats[source].labels[held_idx])
-    num_classes = len(domains.splits[source].classes)
-    out = run_linear_probe(
-        (x[rest], y[rest]), (x[val], y[val]), held, num_classes, probe_args, ctx.seed, ctx.device
-    )
-    head = out["head"]
-    weight, bias = head["weight"].numpy(), head["bias"].numpy()
-    mean, std = head["mean"].numpy(), head["std"].numpy()
-
-    def logits_of(target: str, _split: ImageSplit) -> np.ndarray:
-        x_t = feats[target].features[held_idx] if target == source else feats[target].features
-        return ((x_t - mean) / std) @ weight + bias
-
-    row = _score_row(domains, source, logits_of)
-    return row, out["protocol"]

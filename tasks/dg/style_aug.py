@@ -24,7 +24,7 @@ the hooked module is in training mode, so evaluation and feature extraction are 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from bob.backbones.base import Backbone
 
 EPS = 1e-6
+# A forward hook: (module, its inputs, its output) -> a replacement output, or None to keep it.
+ForwardHook = Callable[[nn.Module, tuple[object, ...], object], torch.Tensor | None]
 
 
 def style_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,28 +146,29 @@ class StyleHooks:
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
-    def _hook(self, name: str) -> Any:
-        def hook(module: nn.Module, _inputs: Any, out: Any) -> Any:
+    def _hook(self, name: str) -> ForwardHook:
+        def hook(module: nn.Module, _inputs: tuple[object, ...], out: object) -> torch.Tensor | None:
             if not module.training:
                 return None
-            self._check(name, out)
+            x = self._check(name, out)
             if self.kind == "mixstyle":
                 if torch.rand(()) > self.p:
                     return None
-                return mixstyle(out, self.alpha)
+                return mixstyle(x, self.alpha)
             if self.mode == "probe":
-                zero = out.new_zeros(out.shape[0], out.shape[1], 1, 1)
+                zero = x.new_zeros(x.shape[0], x.shape[1], 1, 1)
                 d_mu, d_sig = zero.clone().requires_grad_(True), zero.clone().requires_grad_(True)
                 self.deltas[name] = (d_mu, d_sig)
-                return restyle(out, d_mu, d_sig)
+                return restyle(x, d_mu, d_sig)
             if self.mode == "apply":
                 s_mu, s_sig = self.signs[name]
-                return adversarial_restyle(out, s_mu, s_sig, self.eps)
+                return adversarial_restyle(x, s_mu, s_sig, self.eps)
             return None
 
         return hook
 
-    def _check(self, name: str, out: Any) -> None:
+    def _check(self, name: str, out: object) -> torch.Tensor:
+        """The stage's output, which must be an NCHW map (with the channels its level declares)."""
         want = self.expected_channels.get(name)
         if not isinstance(out, torch.Tensor) or out.ndim != 4 or (want is not None and out.shape[1] != want):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -174,6 +177,7 @@ class StyleHooks:
                 + (f" with {want} channels" if want is not None else "")
                 + "; its statistics cannot be re-styled. Use style_aug=none for this backbone."
             )
+        return out
 
     def adversarial_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module

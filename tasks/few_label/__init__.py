@@ -1,16 +1,16 @@
 """`few-label/<dataset>`: learn from a fraction of the train labels (SimCLRv2 / BoB low-data ImageNet).
 
 Protocol:
-  1. the labelled subset is `fraction` of train (tasks/label_subsets.py): SimCLR's published
+  1. the labelled subset is `fraction` of train (tasks/few_label/subsets.py): SimCLR's published
      1percent.txt / 10percent.txt on ImageNet, else a seeded class-balanced subset written once;
   2. model selection only ever sees labelled-subset images: a seeded stratified `val_fraction` of the
      subset is held out (`val_fraction=0`: train on all of it, keep the last epoch / fix the probe's λ);
-  3. `mode=finetune`: the finetune suite's loop and recipe (tasks/finetune_loop.py) on the subset;
-     `mode=linear`: the linear-probe protocol (tasks/linear_probe.py) on the cached train features,
+  3. `mode=finetune`: the finetune suite's loop and recipe (tasks/common/finetune.py) on the subset;
+     `mode=linear`: the linear-probe protocol (tasks/common/probe.py) on the cached train features,
      indexed by the subset, so it costs no extraction when the linear probe ran before;
   4. top-1 / top-5 / mean per-class recall on the full test split.
 With `teacher=<backbone>` (fine-tune mode) the student also learns from the teacher's soft labels on
-the unlabeled pool, the train images outside the subset (SimCLRv2's distillation; tasks/distill.py).
+the unlabeled pool, the train images outside the subset (SimCLRv2's distillation; tasks/common/distill.py).
 Fine-tuning defaults: BoB's recipe; 60 epochs (5 warm-up) at batch 128 on real data, as in BoB's
 low-data ImageNet runs; 10 epochs (1 warm-up) at batch 64 on embedded and generated data.
 """
@@ -18,18 +18,11 @@ low-data ImageNet runs; 10 epochs (1 warm-up) at batch 64 on embedded and genera
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from bob.data.base import stratified_partition
 from bob.errors import UsageError
-from bob.task import Task, TaskOutput, run_arg
-from bob.tasks.finetune import FinetuneArgs, finetune_and_test
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from bob.context import RunContext
-    from bob.tasks.few_label.subsets import LabelSubset
+from bob.task import Task, run_arg
+from bob.tasks.common.args import FinetuneArgs
 
 MODES = ("finetune", "linear")
 
@@ -87,103 +80,5 @@ class FewLabel(Task):
     needs = ("pooled", "trainable")
     description = "a fraction of the train labels (SimCLR's ImageNet 1%/10% files); fine-tune or linear probe"
     Args = FewLabelArgs
+    args: FewLabelArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "warmup_epochs": "0", "fraction": "0.5"}
-
-    def run(self, ctx: RunContext) -> TaskOutput:
-        subset = self._subset(ctx)
-        held_out = self._holdout(ctx, subset)
-        protocol = {
-            "mode": self.args.mode,
-            "subset": subset.describe(),
-            "subset_fingerprint": subset.fingerprint,
-            "val_source": (
-                f"stratified {self.args.val_fraction:.0%} of the labelled subset (seed {ctx.seed})"
-                if len(held_out[1])
-                else "none (val_fraction=0)"
-            ),
-        }
-        if self.args.mode == "linear":
-            output = self._linear(ctx, subset, held_out)
-        elif self.args.teacher is not None:
-            output = self._distill(ctx, subset, held_out)
-        else:
-            train = ctx.split("train")
-            rest, held = (subset.indices[part] for part in held_out)
-            val = train.subset(held, "val") if len(held) else None
-            output = finetune_and_test(
-                ctx, train.subset(rest, "train"), val, self.args.config(ctx.info.kind), self.args.drop_path
-            )
-        output.protocol.update(protocol)
-        return output
-
-    def _distill(
-        self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
-    ) -> TaskOutput:
-        """Teacher soft labels on the labelled rows and, with kd_unlabeled, on the unlabeled pool."""
-        import numpy as np
-
-        from bob.tasks.common.distill import distill_and_test
-
-        train = ctx.split("train")
-        rest, held = (subset.indices[part] for part in held_out)
-        pool = np.setdiff1d(np.arange(len(train)), subset.indices) if self.args.kd_unlabeled else np.arange(0)
-        val = train.subset(held, "val") if len(held) else None
-        cfg = self.args.config(ctx.info.kind)
-        output = distill_and_test(ctx, self.args, rest, pool, val, cfg)
-        output.protocol["distillation"]["unlabeled_pool"] = (
-            f"the {len(pool)} train images outside the labelled subset" if len(pool) else "not used"
-        )
-        return output
-
-    def _subset(self, ctx: RunContext) -> LabelSubset:
-        from pathlib import Path
-
-        from bob.data import default_data_root
-        from bob.tasks.few_label.subsets import select_subset
-
-        root = Path(ctx.spec.data_root).expanduser() if ctx.spec.data_root else default_data_root()
-        subsets_dir = ctx.cache.root / "label-subsets"
-        return select_subset(ctx.split("train"), self.args.fraction, self.args.subset_seed, root, subsets_dir)
-
-    def _holdout(self, ctx: RunContext, subset: LabelSubset) -> tuple[np.ndarray, np.ndarray]:
-        """Positions (into the subset) of (train, val); checked before any training starts."""
-        import numpy as np
-
-        labels = ctx.split("train").labels[subset.indices]
-        if self.args.val_fraction == 0:
-            return np.arange(len(labels)), np.arange(0)
-        rest, held = stratified_partition(labels, self.args.val_fraction, seed=ctx.seed)
-        if len(held) == 0:
-            raise UsageError(
-                f"The {self.args.fraction:g} subset of {ctx.dataset} ({len(labels)} images, at most one per "
-                "class) is too small to hold out a validation set: pass val_fraction=0 (and, in linear "
-                "mode, probe_weight_decay), or a larger fraction."
-            )
-        return rest, held
-
-    def _linear(
-        self, ctx: RunContext, subset: LabelSubset, held_out: tuple[np.ndarray, np.ndarray]
-    ) -> TaskOutput:
-        from bob.tasks.common.args import ProbeArgs
-        from bob.tasks.common.probe import run_linear_probe
-
-        train, test = ctx.pooled("train"), ctx.pooled("test")  # the cache's full-split features
-        x, y = train.features[subset.indices], train.labels[subset.indices]
-        rest, held = held_out
-        probe = ProbeArgs(
-            epochs=self.args.probe_epochs,
-            min_steps=self.args.probe_min_steps,
-            lr=self.args.probe_lr,
-            weight_decay=self.args.probe_weight_decay,
-        )
-        out = run_linear_probe(
-            (x[rest], y[rest]),
-            (x[held], y[held]),
-            (test.features, test.labels),
-            ctx.num_classes,
-            probe,
-            ctx.seed,
-            ctx.device,
-        )
-        head = ctx.save_artifact("head", {**out["head"], "classes": list(ctx.classes)})
-        return TaskOutput(out["metrics"], out["protocol"], {"head": head})

@@ -1,31 +1,37 @@
 """Multi-domain datasets: one split per visual domain, the same classes in every domain.
 
 Domain generalisation trains on one domain and tests on the others, so a multi-domain dataset's
-splits are its domains (`pacs` has splits `art_painting`, `cartoon`, `photo`, `sketch`); how a domain
-is divided into train and held-out parts is the task's business (tasks/dg.py).
-
-Two loaders:
+splits are its domains (`pacs` has splits `art_painting`, `cartoon`, `photo`, `sketch`). The dg
+suite's datasets (tasks/dg/datasets.yaml) read through two loaders:
   - `load_domain_folder`: a real dataset as a folder of domains, `<root>/<dir>/<domain>/<class>/<image>`
     (PACS, Office-Home, DomainNet). Every load validates the whole tree first: every domain present,
     the same class folders in every domain, no class folder without images — so a broken tree fails
     before any feature is extracted or any model trained, and the error names the path.
   - `load_shapes_domain`: the generated `shapes` classes drawn in one of their five domains, each
     domain from its own fixed seed.
+A run divides every domain into a train and a held-out part (`Domains`, `load_domains`): seeded and
+stratified by class, checked before any training.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bob.data.base import ArraySplit, DatasetInfo, FileSplit
+from bob.data.base import ArraySplit, DatasetInfo, FileSplit, ImageSplit, stratified_partition
 from bob.data.real import IMG_EXTENSIONS, scan_image_folder
 from bob.data.shapes import SHAPE_CLASSES, generate_shapes, split_seed
-from bob.errors import DatasetNotFoundError, UsageError
+from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
+from bob.registry import suggest
+
+if TYPE_CHECKING:
+    from bob.cache import FeatureSet
+    from bob.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,7 @@ def load_domain_folder(
     subdir: str,
     domains: tuple[str, ...],
 ) -> FileSplit:
-    """Catalog loader: the whole of one domain (`split`) of `<root>/<subdir>/<domain>/<class>/*`."""
+    """Registry loader: the whole of one domain (`split`) of `<root>/<subdir>/<domain>/<class>/*`."""
     if download:
         log.warning("%s cannot be downloaded by bob; ignoring download=true", info.name)
     if split not in domains:
@@ -155,10 +161,63 @@ def load_shapes_domain(
     n: int = 500,
     size: int = 64,
 ) -> ArraySplit:
-    """Catalog loader: `n` balanced images of the shapes domain `split`; `root` is unused."""
+    """Registry loader: `n` balanced images of the shapes domain `split`; `root` is unused."""
     if split not in info.splits:
         raise UsageError(
             f"Dataset '{info.name}' has no domain '{split}'; its domains are: {', '.join(info.splits)}."
         )
     images, labels = _shapes_domain_arrays(split, n, size)
     return ArraySplit(info.name, split, SHAPE_CLASSES, images.copy(), labels.copy())
+
+
+# ------------------------------------------------------------------------------ a run's partition
+
+
+@dataclass
+class Domains:
+    """Every domain's whole split and its seeded train / held-out index partition."""
+
+    splits: dict[str, ImageSplit]
+    parts: dict[str, tuple[np.ndarray, np.ndarray]]
+    pooled: dict[str, FeatureSet] = field(default_factory=dict)  # linear mode: cached features, read once
+
+    def train(self, domain: str) -> ImageSplit:
+        return self.splits[domain].subset(self.parts[domain][0], f"{domain}-train")
+
+    def held_out(self, domain: str) -> ImageSplit:
+        return self.splits[domain].subset(self.parts[domain][1], f"{domain}-heldout")
+
+    def eval_set(self, source: str, target: str) -> ImageSplit:
+        return self.held_out(source) if target == source else self.splits[target]
+
+
+def load_domains(
+    ctx: RunContext, sources: tuple[str, ...] | None, holdout: float
+) -> tuple[Domains, list[str]]:
+    """Load and check every domain before any training; returns the domains and the sources."""
+    domains = list(ctx.info.splits)
+    if len(domains) < 2:
+        raise UsageError(f"Dataset '{ctx.dataset}' has {len(domains)} domain(s); dg needs at least two.")
+    chosen = list(sources) if sources is not None else domains
+    for name in chosen:
+        if name not in domains:
+            hint = f"The domains of {ctx.dataset} are: {', '.join(domains)}."
+            raise UnknownNameError(f"source domain of {ctx.dataset}", name, suggest(name, domains, 3), hint)
+    splits = {d: ctx.split(d) for d in domains}
+    classes = splits[domains[0]].classes
+    parts = {}
+    for domain, split in splits.items():
+        if split.classes != classes:
+            raise UsageError(
+                f"Dataset '{ctx.dataset}': domain '{domain}' has classes {list(split.classes)}, domain "
+                f"'{domains[0]}' has {list(classes)}; every domain must share one class list."
+            )
+        counts = np.bincount(split.labels, minlength=len(classes))
+        if (counts < 2).any():
+            few = [classes[i] for i in np.flatnonzero(counts < 2)]
+            raise UsageError(
+                f"Dataset '{ctx.dataset}': domain '{domain}' has fewer than 2 images of class(es) "
+                f"{', '.join(few)}; each class needs one image to train on and one to hold out."
+            )
+        parts[domain] = stratified_partition(split.labels, holdout, seed=ctx.seed)
+    return Domains(splits, parts), list(dict.fromkeys(chosen))
