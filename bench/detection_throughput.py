@@ -7,7 +7,7 @@ Both detectors are the same architecture: ResNet-50 → FPN (strides 4–32 + a 
   torchvision  `maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`: IntermediateLayerGetter
                over the ResNet (BatchNorm in train mode, all layers trainable, as torchvision does
                without pretrained weights);
-  bob          `bob.tasks.detection.model.build_detector` on `torchvision/resnet50 --weights random`:
+  bob          `bob.tasks.common.rcnn.build_detector` on `torchvision/resnet50 --weights random`:
                the bob backbone's `forward_features` (forward hooks that stop the pass after the
                last level) feeding torchvision's FeaturePyramidNetwork. `--norm-eval` freezes its
                BatchNorm statistics (bob's default for fine-tuning); off here, to match torchvision.
@@ -65,7 +65,7 @@ def torchvision_model(size: int) -> torch.nn.Module:
 
 def bob_model(size: int, norm_eval: bool) -> torch.nn.Module:
     from bob.backbones import build_backbone
-    from bob.tasks.detection.model import build_detector
+    from bob.tasks.common.rcnn import build_detector
 
     backbone = build_backbone("torchvision/resnet50", "random")
     return build_detector(backbone, NUM_CLASSES - 1, masks=True, image_size=size, norm_eval=norm_eval)

@@ -94,8 +94,8 @@ def test_bad_names_and_unsupported_backbones_fail_clearly():
 
 def test_detector_trains_a_step_on_a_composite():
     from bob.data.scenes import generate_scenes
-    from bob.tasks.detection.model import build_detector
-    from bob.tasks.detection.train import DetectionDataset
+    from bob.tasks.common.detector_data import DetectionDataset
+    from bob.tasks.common.rcnn import build_detector
     from tests.test_detection import _split
 
     torch.manual_seed(0)

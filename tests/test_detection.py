@@ -256,9 +256,9 @@ def _train_step(name: str, size: int, frozen: bool) -> dict:
     import torch
 
     from bob.backbones import build_backbone
+    from bob.tasks.common.detector_data import DetectionDataset
     from bob.tasks.common.pyramid import accepts_any_size
-    from bob.tasks.detection.model import build_detector
-    from bob.tasks.detection.train import DetectionDataset
+    from bob.tasks.common.rcnn import build_detector
 
     torch.manual_seed(0)
     backbone = build_backbone(name, "random", input_size=size)

@@ -13,13 +13,10 @@ from bob.data.scenes import SCENE_CLASSES, generate_scenes
 from bob.errors import UsageError
 from bob.task import parse_task_args
 from bob.tasks.common.text import bow_embeddings, text_embeddings
-from bob.tasks.open_vocab import (
-    OpenVocabArgs,
-    novel_ids,
-    subset_metrics,
-    text_predictor,
-    without_categories,
-)
+from bob.tasks.open_vocab import OpenVocabArgs
+from bob.tasks.open_vocab.metrics import subset_metrics
+from bob.tasks.open_vocab.model import text_predictor
+from bob.tasks.open_vocab.vocab import novel_ids, without_categories
 
 PALETTE = ("red", "yellow", "green", "blue")
 NOVEL = ("green circle", "red star")
@@ -239,8 +236,9 @@ def _lvis_tree(root):
 
 def test_lvis_layout_and_federated_ap(tmp_path):
     from bob.data import dataset_info
+    from bob.data.lvis import is_lvis, load_lvis
     from bob.errors import DatasetNotFoundError
-    from bob.tasks.open_vocab.lvis import is_lvis, load_lvis, lvis_metrics
+    from bob.tasks.open_vocab.metrics import lvis_metrics
 
     anns = _lvis_tree(tmp_path)
     split = load_lvis(dataset_info("lvis-v1"), "test", root=tmp_path)

@@ -25,7 +25,7 @@ def _detector(stages: int = 2, queries: int = 10, frozen: bool = False):
 
 
 def _batch(n: int = 2):
-    from bob.tasks.detection.train import DetectionDataset
+    from bob.tasks.common.detector_data import DetectionDataset
 
     split = _split(generate_scenes(n, size=64, seed=1))
     items = [DetectionDataset(split, list(range(n)), masks=False)[i] for i in range(n)]

@@ -131,16 +131,31 @@ def validate_coco(coco: Any, where: str) -> dict[str, Any]:
     coco = {k: coco[k] for k in ("images", "annotations", "categories")}
     _require(bool(coco["images"]), where, "no images; the split is empty")
     _require(bool(coco["categories"]), where, "no categories")
-    cat_ids = [c.get("id") for c in coco["categories"]]
+    known_cats = _category_ids(coco["categories"], where)
+    image_ids = _image_ids(coco["images"], where)
+    for n, ann in enumerate(coco["annotations"]):
+        _check_annotation(ann, n, image_ids, known_cats, where)
+    _require(bool(coco["annotations"]), where, "no annotations; nothing to train or evaluate on")
+    return coco
+
+
+def _category_ids(categories: list[dict[str, Any]], where: str) -> set[int]:
+    """The declared category ids: unique integers, each category with a name."""
+    cat_ids = [c.get("id") for c in categories]
     _require(len(set(cat_ids)) == len(cat_ids), where, "duplicate category ids")
-    for cat in coco["categories"]:
+    for cat in categories:
         _require(
             isinstance(cat.get("id"), int) and "name" in cat,
             where,
             f"category {cat} needs an integer id and a name",
         )
+    return set(cat_ids)
+
+
+def _image_ids(images: list[dict[str, Any]], where: str) -> set[int]:
+    """The declared image ids: unique, each image with its file name and size."""
     image_ids = set()
-    for im in coco["images"]:
+    for im in images:
         _require(
             all(k in im for k in ("id", "file_name", "width", "height")),
             where,
@@ -148,36 +163,39 @@ def validate_coco(coco: Any, where: str) -> dict[str, Any]:
         )
         _require(im["id"] not in image_ids, where, f"image id {im['id']} appears twice")
         image_ids.add(im["id"])
-    known_cats = set(cat_ids)
-    for n, ann in enumerate(coco["annotations"]):
-        ann.setdefault("id", n + 1)
-        ann.setdefault("iscrowd", 0)
-        aid = ann["id"]
-        _require(
-            ann.get("image_id") in image_ids,
-            where,
-            f"annotation {aid} points to image id {ann.get('image_id')}, which is not in 'images'",
-        )
-        _require(
-            ann.get("category_id") in known_cats,
-            where,
-            f"annotation {aid} has category id {ann.get('category_id')}, which is not in 'categories' "
-            f"(known: {sorted(known_cats)})",
-        )
-        box = ann.get("bbox")
-        ok = (
-            isinstance(box, list)
-            and len(box) == 4
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
-        )
-        _require(
-            ok and box[2] >= 0 and box[3] >= 0,
-            where,
-            f"annotation {aid} has bbox {box}; expected [x, y, width, height] with width, height >= 0",
-        )
-        ann.setdefault("area", float(box[2] * box[3]))
-    _require(bool(coco["annotations"]), where, "no annotations; nothing to train or evaluate on")
-    return coco
+    return image_ids
+
+
+def _check_annotation(
+    ann: dict[str, Any], n: int, image_ids: set[int], known_cats: set[int], where: str
+) -> None:
+    """Annotation `n`: its references and box checked, its optional fields filled in (in place)."""
+    ann.setdefault("id", n + 1)
+    ann.setdefault("iscrowd", 0)
+    aid = ann["id"]
+    _require(
+        ann.get("image_id") in image_ids,
+        where,
+        f"annotation {aid} points to image id {ann.get('image_id')}, which is not in 'images'",
+    )
+    _require(
+        ann.get("category_id") in known_cats,
+        where,
+        f"annotation {aid} has category id {ann.get('category_id')}, which is not in 'categories' "
+        f"(known: {sorted(known_cats)})",
+    )
+    box = ann.get("bbox")
+    ok = (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+    )
+    _require(
+        ok and box[2] >= 0 and box[3] >= 0,
+        where,
+        f"annotation {aid} has bbox {box}; expected [x, y, width, height] with width, height >= 0",
+    )
+    ann.setdefault("area", float(box[2] * box[3]))
 
 
 def keep_categories(coco: dict[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_util
 
 from bob.data.base import DatasetInfo
 from bob.data.coco import DetectionSplit
@@ -33,8 +34,7 @@ MIN_VISIBLE = 12  # pixels; fewer visible after occlusion and the object is not 
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_util
-
+    """A binary mask as COCO JSON's compressed RLE (`counts` a string)."""
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
@@ -94,13 +94,7 @@ def generate_scenes(
 
     With a `palette` (names from PALETTE) the categories are colour × shape (`red star`), and those
     named in `novel` are marked `"split": "novel"` (the rest `"base"`) for open-vocabulary detection."""
-    unknown = [c for c in palette if c not in PALETTE]
-    if unknown:
-        raise UsageError(f"Unknown scene colours {unknown}; valid colours are: {', '.join(PALETTE)}.")
-    names = palette_classes(palette) if palette else SCENE_CLASSES
-    missing = [c for c in novel if c not in names]
-    if missing:
-        raise UsageError(f"Novel categories {missing} are not scene categories ({', '.join(names)}).")
+    names = _scene_classes(palette, novel)
     if domain not in _BACKGROUNDS:
         raise UsageError(f"Unknown scenes domain '{domain}'; valid domains are: {', '.join(_BACKGROUNDS)}.")
     if size < 32 or n < 1 or max_objects < 1:
@@ -121,20 +115,35 @@ def generate_scenes(
         images[i], objects = _scene(rng, size, domain, max_objects, palette)
         coco["images"].append({"id": i + 1, "file_name": f"{i:06d}.png", "width": size, "height": size})
         for cls, mask in objects:
-            ys, xs = np.nonzero(mask)
-            x0, y0 = int(xs.min()), int(ys.min())
-            coco["annotations"].append(
-                {
-                    "id": len(coco["annotations"]) + 1,
-                    "image_id": i + 1,
-                    "category_id": cls + 1,
-                    "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
-                    "area": int(mask.sum()),
-                    "segmentation": _rle(mask),
-                    "iscrowd": 0,
-                }
-            )
+            coco["annotations"].append(_annotation(len(coco["annotations"]) + 1, i + 1, cls, mask))
     return images, coco
+
+
+def _scene_classes(palette: tuple[str, ...], novel: tuple[str, ...]) -> tuple[str, ...]:
+    """The category names of scenes with this `palette` (plain shapes without one), `novel` checked."""
+    unknown = [c for c in palette if c not in PALETTE]
+    if unknown:
+        raise UsageError(f"Unknown scene colours {unknown}; valid colours are: {', '.join(PALETTE)}.")
+    names = palette_classes(palette) if palette else SCENE_CLASSES
+    missing = [c for c in novel if c not in names]
+    if missing:
+        raise UsageError(f"Novel categories {missing} are not scene categories ({', '.join(names)}).")
+    return names
+
+
+def _annotation(ann_id: int, image_id: int, cls: int, mask: np.ndarray) -> dict[str, Any]:
+    """The COCO annotation of one object's visible mask: its extent as the box, the mask as RLE."""
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cls + 1,
+        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+        "area": int(mask.sum()),
+        "segmentation": _rle(mask),
+        "iscrowd": 0,
+    }
 
 
 def scenes_seed(domain: str, split: str) -> int:

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 # COCOeval.stats[0:6] in order, and the prefix per iou type.
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -35,8 +38,6 @@ def to_coco_results(
 ) -> list[dict[str, Any]]:
     """COCO result records for one image; `labels` are 1..K indexes into `category_ids`."""
     records = []
-    if masks is not None:
-        from pycocotools import mask as mask_util
     for j in range(len(boxes)):
         x0, y0, x1, y1 = (float(v) for v in boxes[j])
         rec: dict[str, Any] = {
@@ -56,10 +57,8 @@ def to_coco_results(
     return records
 
 
-def coco_index(dataset: dict[str, Any]) -> Any:
+def coco_index(dataset: dict[str, Any]) -> COCO:
     """A pycocotools `COCO` over an in-memory COCO dict, indexed quietly (no file, no prints)."""
-    from pycocotools.coco import COCO
-
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -71,8 +70,6 @@ def coco_metrics(
     gt: dict[str, Any], results: list[dict[str, Any]], iou_types: Sequence[str] = ("bbox",)
 ) -> tuple[dict[str, float], dict[str, str]]:
     """(metrics, COCOeval's printed summary per iou type) of `results` against the COCO dict `gt`."""
-    from pycocotools.cocoeval import COCOeval
-
     gt_coco = coco_index({**gt, "info": gt.get("info", {})})
     metrics: dict[str, float] = {}
     summaries: dict[str, str] = {}
@@ -82,8 +79,6 @@ def coco_metrics(
         for ann in anns:
             w, h = ann["bbox"][2:]
             if iou_type == "segm":
-                from pycocotools import mask as mask_util
-
                 ann["area"] = float(mask_util.area(bytes_rle(ann["segmentation"])))
             else:
                 ann["area"] = w * h
@@ -104,5 +99,6 @@ def coco_metrics(
 
 
 def bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """An RLE as pycocotools takes it: `counts` as bytes (COCO JSON holds them as a string)."""
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}

@@ -1,58 +1,42 @@
-"""Any bob backbone → feature pyramid (tasks/common/pyramid.py) → torchvision Mask R-CNN (or Faster R-CNN
-for box-only data).
-
-The box head is torchvision's TwoMLPHead (1024-d); the mask head's four convs have the pyramid's
-width (256 by default, torchvision's). Anchors are `anchor_size · stride / 4` per level, three aspect
-ratios (torchvision's default at anchor_size 32). Images are normalised with the backbone's own mean
-and std and resized so their longer side is `image_size`.
-"""
+"""The detection suite's detector: the shared R-CNN (tasks/common/rcnn.py) or, with `head=query`, the
+query-based head (query_head.py) on the same pyramid; and each head's part of the protocol record."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
-from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
 from bob.backbones.base import Backbone
+from bob.tasks.common.args import DetectionArgs
 from bob.tasks.common.pyramid import BackboneWithPyramid
+from bob.tasks.common.rcnn import describe_rcnn, rcnn_detector, square_pad
+from bob.tasks.detection.query_head import QueryDetector
 
 
-def build_detector(
-    backbone: Backbone,
-    num_classes: int,
-    *,
-    masks: bool,
-    image_size: int,
-    fpn_channels: int = 256,
-    anchor_size: int = 32,
-    rois_per_image: int = 512,
-    frozen: bool = False,
-    norm_eval: bool = True,
-    pad_to: int | None = None,
-) -> nn.Module:
-    """Mask R-CNN (masks=True) or Faster R-CNN over the backbone's pyramid; `num_classes` excludes background."""
-    body = BackboneWithPyramid(backbone, fpn_channels, frozen=frozen, norm_eval=norm_eval, pad_to=pad_to)
-    strides = [*body.plan.strides, 2 * body.plan.strides[-1]]
-    anchors = AnchorGenerator(
-        tuple((round(anchor_size * s / 4),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides)
+def detector(
+    backbone: Backbone, args: DetectionArgs, num_classes: int, masks: bool, size: int
+) -> tuple[nn.Module, int | None]:
+    """The detector on `backbone` as the task args ask, and the square pad size it needs (if any)."""
+    if args.head != "query":
+        return rcnn_detector(backbone, args, num_classes, masks, size)
+    pad_to = square_pad(backbone, size)
+    body = BackboneWithPyramid(
+        backbone, args.fpn_channels, frozen=args.mode == "frozen", norm_eval=args.norm_eval, pad_to=pad_to
     )
-    config = backbone.data_config
-    kwargs = {
-        "num_classes": num_classes + 1,
-        "min_size": image_size,
-        "max_size": image_size,
-        "image_mean": list(config.mean),
-        "image_std": list(config.std),
-        "rpn_anchor_generator": anchors,
-        "box_roi_pool": MultiScaleRoIAlign(body.feature_names, 7, 2),
-        "box_batch_size_per_image": rois_per_image,
+    return QueryDetector(body, num_classes, size, args.num_queries, args.query_stages), pad_to
+
+
+def describe_head(model: nn.Module, args: DetectionArgs, masks: bool) -> dict[str, Any]:
+    """The head's part of the protocol record."""
+    if args.head != "query":
+        return describe_rcnn(model, args, masks)
+    return {
+        "detector": "query-based (Sparse R-CNN / StageInteractor-style)",
+        "heads": (
+            f"{args.num_queries} learnable queries, {args.query_stages} stages of RoIAlign 7x7 + "
+            "self-attention + dynamic interaction (own and previous stage's filters) + FFN"
+        ),
+        "assignment": "one-to-one Hungarian per stage, cost 2 focal + 5 L1 + 2 GIoU",
+        "losses": "sigmoid focal (alpha 0.25, gamma 2) x2, L1 on normalised boxes x5, GIoU x2",
     }
-    if masks:
-        model = MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(body.feature_names, 14, 2), **kwargs)
-        # torchvision's mask head with its conv width tied to the pyramid's (it fixes 256, the default).
-        model.roi_heads.mask_head = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
-        model.roi_heads.mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes + 1)
-        return model
-    return FasterRCNN(body, **kwargs)

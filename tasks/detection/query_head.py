@@ -17,13 +17,15 @@ pay sigmoid focal loss (α 0.25, γ 2), L1 on normalised boxes and GIoU loss wit
 unmatched queries are background. Inference takes the 100 best (query, class) pairs of the last stage.
 
 The module follows torchvision's detector interface — `model(images, targets)` returns a loss dict in
-train mode, `model(images)` a list of `{boxes, labels, scores}` — so the suite's training loop,
-prediction and COCOeval run unchanged. Labels are 1..K as for torchvision (0 is background).
+train mode, `model(images)` a list of `{boxes, labels, scores}` — so the R-CNN's training, prediction
+(tasks/common/detector_train.py) and COCOeval run unchanged. Labels are 1..K as for torchvision (0 is
+background).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, generalized_box_iou, sigmoid_focal_loss
 
 from bob.tasks.common.pyramid import BackboneWithPyramid
+
+Filters = tuple[torch.Tensor, torch.Tensor]  # a query's generated 1×1 filter pair
 
 CLASS_WEIGHT, L1_WEIGHT, GIOU_WEIGHT = 2.0, 5.0, 2.0  # Sparse R-CNN / StageInteractor
 BOX_DELTA_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
@@ -63,18 +67,18 @@ class DynamicInteraction(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(DYNAMIC_DIM), nn.LayerNorm(dim)
         self.out = nn.Sequential(nn.Linear(dim * POOL * POOL, dim), nn.LayerNorm(dim), nn.ReLU(inplace=True))
 
-    def filters(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def filters(self, queries: torch.Tensor) -> Filters:
         params = self.generate(queries)  # [Q, 2·C·D]
         first = params[:, : self.dim * DYNAMIC_DIM].view(-1, self.dim, DYNAMIC_DIM)
         second = params[:, self.dim * DYNAMIC_DIM :].view(-1, DYNAMIC_DIM, self.dim)
         return first, second
 
-    def interact(self, roi: torch.Tensor, filters: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def interact(self, roi: torch.Tensor, filters: Filters) -> torch.Tensor:
         first, second = filters  # roi: [Q, 49, C]
         roi = F.relu(self.norm1(torch.bmm(roi, first)))
         return F.relu(self.norm2(torch.bmm(roi, second)))
 
-    def forward(self, roi: torch.Tensor, filters: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def forward(self, roi: torch.Tensor, filters: list[Filters]) -> torch.Tensor:
         for f in filters:
             roi = self.interact(roi, f)
         return self.out(roi.flatten(1))
@@ -102,7 +106,9 @@ class QueryStage(nn.Module):
         nn.init.zeros_(self.reg[-1].weight)
         nn.init.zeros_(self.reg[-1].bias)
 
-    def forward(self, roi, queries, boxes, previous_filters):
+    def forward(
+        self, roi: torch.Tensor, queries: torch.Tensor, boxes: torch.Tensor, previous_filters: Filters | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Filters]:
         b, n, c = queries.shape
         attended = self.attention(queries, queries, queries, need_weights=False)[0]
         queries = self.norm_attn(queries + attended).reshape(b * n, c)
@@ -144,7 +150,9 @@ class QueryDetector(nn.Module):
         scale = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=xyxy.dtype, device=xyxy.device)
         return xyxy[None] * scale[:, None]
 
-    def forward(self, images, targets=None):
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, Any]] | None = None
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         original = [tuple(im.shape[-2:]) for im in images]
         batch, targets = self.transform(images, targets)
         features = self.backbone(batch.tensors)
@@ -166,7 +174,9 @@ class QueryDetector(nn.Module):
         detections = self.postprocess(*outputs[-1], sizes)
         return self.transform.postprocess(detections, sizes, original)
 
-    def postprocess(self, logits, boxes, sizes):
+    def postprocess(
+        self, logits: torch.Tensor, boxes: torch.Tensor, sizes: list[tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
         out = []
         for cls, box, (h, w) in zip(logits.sigmoid(), boxes, sizes, strict=True):
             scores, flat = cls.flatten().topk(min(DETECTIONS_PER_IMAGE, cls.numel()))
@@ -184,7 +194,12 @@ class QueryDetector(nn.Module):
             out.append({"boxes": kept, "scores": scores, "labels": label + 1})
         return out
 
-    def losses(self, outputs, targets, sizes):
+    def losses(
+        self,
+        outputs: list[tuple[torch.Tensor, torch.Tensor]],
+        targets: list[dict[str, Any]],
+        sizes: list[tuple[int, int]],
+    ) -> dict[str, torch.Tensor]:
         total = {"loss_focal": 0.0, "loss_l1": 0.0, "loss_giou": 0.0}
         num_gt = max(1, sum(len(t["boxes"]) for t in targets))
         for logits, boxes in outputs:
@@ -194,7 +209,13 @@ class QueryDetector(nn.Module):
         return {k: v / n for k, v in total.items()}
 
 
-def match(cls_logits, boxes, gt_labels, gt_boxes, scale) -> tuple[torch.Tensor, torch.Tensor]:
+def match(
+    cls_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hungarian one-to-one matching of queries to ground truth; returns (query idx, gt idx)."""
     if len(gt_labels) == 0:
         empty = torch.zeros(0, dtype=torch.long)
@@ -213,7 +234,13 @@ def match(cls_logits, boxes, gt_labels, gt_boxes, scale) -> tuple[torch.Tensor, 
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
 
-def stage_losses(logits, boxes, targets, sizes, num_classes) -> dict[str, torch.Tensor]:
+def stage_losses(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    targets: list[dict[str, Any]],
+    sizes: list[tuple[int, int]],
+    num_classes: int,
+) -> dict[str, torch.Tensor]:
     """Focal, L1 (normalised boxes) and GIoU losses of one stage, summed over images (weights applied)."""
     focal = l1 = giou = logits.sum() * 0.0
     for cls, box, target, (h, w) in zip(logits, boxes, targets, sizes, strict=True):

@@ -1,0 +1,78 @@
+"""The detection protocol (see the package docstring): validate the splits, optionally search the lr,
+train the detector on train, score its test predictions with COCOeval."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from bob.context import RunContext
+from bob.data.coco import DetectionSplit
+from bob.errors import UsageError
+from bob.task import TaskOutput
+from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.coco_eval import coco_metrics
+from bob.tasks.common.detector_data import train_indices
+from bob.tasks.common.detector_train import (
+    REAL_IMAGE_SIZE,
+    describe_training,
+    predict,
+    train_config,
+    train_detector,
+)
+from bob.tasks.detection import Detection
+from bob.tasks.detection.model import describe_head, detector
+from bob.tasks.detection.train import search_lr
+
+
+def run(task: Detection, ctx: RunContext) -> TaskOutput:
+    args: DetectionArgs = task.args  # type: ignore[assignment]
+    train, test = detection_splits(task, ctx)
+    n_train = len(train_indices(train))
+    size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
+    masks = train.has_masks and test.has_masks and args.head == "rcnn"  # the query head has no mask branch
+    search = None
+    if args.search == "lr":  # before the final fit: a missing Ray fails here, not after training
+        search = search_lr(ctx, args, train, size, masks)
+        args = dataclasses.replace(args, **search["best_config"])
+    cfg = train_config(args, n_train, size)
+    backbone = ctx.build_backbone(input_size=size)
+    torch.manual_seed(ctx.seed)
+    model, pad_to = detector(backbone, args, len(train.classes), masks, size)
+    start = time.perf_counter()
+    history = train_detector(model, train, cfg, ctx.device, ctx.seed, ctx.num_workers)
+    train_s = time.perf_counter() - start
+    records = predict(model, test, args.batch_size, ctx.device, ctx.num_workers, args.amp)
+    metrics, summaries = coco_metrics(test.coco, records, ("bbox", "segm") if masks else ("bbox",))
+    protocol: dict[str, Any] = {
+        "head": args.head,
+        **describe_head(model, args, masks),
+        **describe_training(args, cfg, model, backbone, pad_to, n_train, len(test)),
+    }
+    protocol.update(
+        history, train_s=round(train_s, 2), num_detections=len(records), cocoeval_summary=summaries
+    )
+    protocol["data"] = {"train": train.describe(), "test": test.describe()}
+    if search is not None:
+        protocol["search"] = search
+    artifacts = {}
+    if args.save_model:
+        state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
+        artifacts["detector"] = ctx.save_artifact("detector", state)
+    return TaskOutput(metrics, protocol, artifacts)
+
+
+def detection_splits(task: Detection, ctx: RunContext) -> tuple[DetectionSplit, DetectionSplit]:
+    """The train and test splits, checked: both with boxes, the same categories, something to train on."""
+    train, test = ctx.split("train"), ctx.split("test")
+    for split in (train, test):
+        if not isinstance(split, DetectionSplit):
+            raise UsageError(f"{task.name}: split '{split.split}' has no boxes; pick a detection dataset.")
+    if train.category_ids != test.category_ids:
+        raise UsageError(f"{task.name}: train and test declare different categories; they must match.")
+    if not train_indices(train):
+        raise UsageError(f"{task.name}: no train image has a non-crowd instance; nothing to train on.")
+    return train, test
