@@ -178,3 +178,13 @@ def test_schedule_and_accumulation_are_validated():
 def test_mixed_precision_is_off_on_the_cpu():
     assert amp_dtype("cpu", amp=True) is None
     assert amp_dtype("cpu", amp=False) is None
+
+
+def test_mixed_precision_on_cuda_prefers_bfloat16_unless_a_suite_names_its_dtype(monkeypatch):
+    """No GPU needed: the choice reads only the device type and the bfloat16 capability."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert amp_dtype("cuda", amp=True) is torch.bfloat16
+    assert amp_dtype("cuda:0", amp=True, dtype=torch.float16) is torch.float16  # the dense suites
+    assert amp_dtype("cuda", amp=False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert amp_dtype("cuda", amp=True) is torch.float16

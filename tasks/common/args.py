@@ -88,7 +88,7 @@ class DetectionArgs(TaskArgs):
     anchor_size: int = run_arg(32, "anchor side at stride 4 (doubles per level)")
     norm_eval: bool = run_arg(True, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
     amp: bool = run_arg(
-        True, "mixed precision on CUDA: bfloat16 where supported, else float16 with loss scaling (not on CPU)"
+        True, "float16 mixed precision with loss scaling on CUDA, in training and prediction (not on CPU)"
     )
     save_model: bool = run_arg(False, "save the trained detector's state_dict next to the result")
     search: str = run_arg(

@@ -34,6 +34,10 @@ LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27
 WARMUP_RATIO = 0.001
 REAL_IMAGE_SIZE = 1024  # BoB's LSJ resolution, used when neither the task arg nor the dataset sets one
 
+# Mixed precision on CUDA is float16 (mmdetection's), never bfloat16: torchvision decodes boxes in the
+# deltas' dtype (BoxCoder), and bfloat16 would round coordinates to 2 px steps above 256 px.
+DETECTION_AMP_DTYPE = torch.float16
+
 
 @dataclass
 class TrainConfig:
@@ -151,6 +155,7 @@ def train_detector(
         device=device,
         iterations=cfg.iterations,
         amp=cfg.amp,
+        amp_dtype=DETECTION_AMP_DTYPE,
         hooks=[AfterStep(scheduler.step_update)],
         what="detector",
         hint="try a lower lr",
@@ -175,9 +180,7 @@ def predict(
     records: list[dict[str, Any]] = []
     with progress_bar("evaluating detector", len(dataset), "images") as bar:
         for images, targets in loader:
-            # bfloat16 where the GPU supports it: torchvision then decodes boxes in bfloat16 too
-            # (BoxCoder casts to the deltas' dtype), i.e. to 2-4 px steps above 256 / 512 px.
-            with autocast(device, amp):
+            with autocast(device, amp, DETECTION_AMP_DTYPE):
                 outputs = model([im.to(device) for im in images])
             for out, target in zip(outputs, targets, strict=True):
                 m = out["masks"][:, 0].float().cpu().numpy() if masks else None

@@ -101,20 +101,27 @@ class KeepBest(Hook):
         return self.best[3] if self.best is not None else {}
 
 
-def amp_dtype(device: torch.device | str, amp: bool) -> torch.dtype | None:
-    """The autocast dtype of mixed precision: bfloat16 where CUDA supports it, else float16; None
-    (full precision) off CUDA or with `amp` off."""
+def amp_dtype(device: torch.device | str, amp: bool, dtype: torch.dtype | None = None) -> torch.dtype | None:
+    """The autocast dtype of mixed precision on CUDA: `dtype` when the suite names one, else bfloat16
+    where the device supports it and float16 otherwise; None (full precision) off CUDA or with `amp`
+    off. The dense suites name float16: under bfloat16 torchvision's box decoding rounds coordinates
+    to 2 px steps above 256 px (4 px above 512)."""
     device = torch.device(device)
     if not amp or device.type != "cuda":
         return None
+    if dtype is not None:
+        return dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(device: torch.device | str, amp: bool) -> torch.autocast:
+_amp_dtype = amp_dtype  # for TrainLoop, whose argument of that name shadows the function
+
+
+def autocast(device: torch.device | str, amp: bool, dtype: torch.dtype | None = None) -> torch.autocast:
     """The autocast context of `amp_dtype` (a no-op context when it is None): for inference too."""
-    dtype = amp_dtype(device, amp)
+    chosen = amp_dtype(device, amp, dtype)
     kind = torch.device(device).type
-    return torch.autocast(kind, dtype=dtype or torch.float32, enabled=dtype is not None)
+    return torch.autocast(kind, dtype=chosen or torch.float32, enabled=chosen is not None)
 
 
 class TrainLoop:
@@ -122,7 +129,9 @@ class TrainLoop:
 
     Give exactly one of `epochs` (with `batches`: a callable `epoch -> iterable of batches`, or an
     iterable re-iterated every epoch) and `iterations` (with `batches` an iterable cycled until that
-    many optimizer steps). `what` names the model in the progress bar and in errors; `hint` ends the
+    many optimizer steps). `amp_dtype` names the mixed-precision dtype instead of the default (see the
+    function `amp_dtype`); float16 gets a gradient scaler. `what` names the model in the progress bar
+    and in errors; `hint` ends the
     divergence message (what to lower). The model is put in train mode at the start of every epoch
     (and once, for iteration-counted loops).
     """
@@ -138,6 +147,7 @@ class TrainLoop:
         epochs: int | None = None,
         iterations: int | None = None,
         amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
         accum_steps: int = 1,
         hooks: Sequence[Hook] = (),
         what: str = "model",
@@ -157,7 +167,7 @@ class TrainLoop:
         self.what, self.hint = what, hint
         self.progress_unit = progress_unit
         self.steps_per_epoch = steps_per_epoch
-        self.amp_dtype = amp_dtype(self.device, amp)
+        self.amp_dtype = _amp_dtype(self.device, amp, amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.epoch = 0  # 1-based once training starts; 0 for iteration-counted loops
         self.step = 0  # optimizer steps done

@@ -72,7 +72,7 @@ class SegmentationArgs(TaskArgs):
     )
     norm_eval: bool = run_arg(False, "keep the backbone's BatchNorm statistics fixed when fine-tuning")
     amp: bool = run_arg(
-        True, "mixed precision on CUDA: bfloat16 where supported, else float16 with loss scaling (CPU: off)"
+        True, "float16 mixed precision with loss scaling on CUDA, in training and prediction (CPU: off)"
     )
     save_model: bool = run_arg(False, "save the trained segmenter's state_dict next to the result")
 

@@ -218,6 +218,7 @@ def train_segmenter(
         device=device,
         iterations=cfg.iterations,
         amp=cfg.amp,
+        amp_dtype=torch.float16,  # mmseg's fp16, as the dense suites have always trained
         hooks=[AfterStep(lambda _: scheduler.step())],
         what="segmenter",
         hint="try a lower lr",
@@ -297,7 +298,7 @@ def _predict(
         th, tw = eval_scale(h, w, cfg.test_size)
         if (th, tw) != (h, w):
             batch = F.interpolate(batch, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-        with autocast(device, cfg.amp):
+        with autocast(device, cfg.amp, torch.float16):
             if cfg.mode == "slide":
                 logits = slide_logits(model, batch, cfg.crop_size, cfg.stride)
             else:
