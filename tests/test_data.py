@@ -413,3 +413,82 @@ def test_listing_and_loader_modules_do_not_import_torch() -> None:
 def test_options_reach_the_loader() -> None:
     assert data.DATASETS.get("shapes-noise").meta["options"] == {"domain": "noise"}
     assert json.dumps(data.dataset_info("fgvc-aircraft").to_dict())  # info is plain, serialisable data
+
+
+# ----------------------------------------------------------------------------- the YAML registry
+
+
+def _yaml_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "datasets.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_yaml_entry_takes_file_defaults_and_resolves_relative_loaders(tmp_path: Path) -> None:
+    from bob.data.registry import read_dataset_file
+
+    path = _yaml_file(
+        tmp_path,
+        "defaults: {task_type: retrieval, splits: [test]}\n"
+        "datasets:\n"
+        "- {name: a, title: A, kind: real, num_classes: null, loader: '.data:load_a', source: s, license: l,\n"
+        "   options: {sizes: [1, 2], nested: {k: [3]}}}\n"
+        "- {name: b, title: B, kind: generated, num_classes: 3, splits: [train, test], image_size: 32,\n"
+        "   loader: 'x.y:load_b', source: s, license: l}\n",
+    )
+    (a_name, a_loader, a_info, a_opts), (_, b_loader, b_info, _) = read_dataset_file(path, "bob.tasks.demo")
+    assert a_name == "a" and a_loader == "bob.tasks.demo.data:load_a" and b_loader == "x.y:load_b"
+    assert a_info.task_type == "retrieval" and a_info.splits == ("test",) and a_info.needs_root
+    assert b_info.splits == ("train", "test") and not b_info.needs_root and b_info.image_size == 32
+    assert a_opts == {"sizes": (1, 2), "nested": {"k": (3,)}}  # lists reach the loader as tuples
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- just a list\n", "expected a mapping with 'defaults' and 'datasets'"),
+        ("datasets:\n- {title: no name}\n", "a mapping with a 'name'"),
+        (
+            "datasets:\n- {name: a, colour: red, loader: 'm:f'}\n",
+            "dataset 'a': unknown fields \\['colour'\\]",
+        ),
+        (
+            "datasets:\n- {name: a, title: A, kind: real, num_classes: 1, splits: [test], source: s, license: l}\n",
+            "'loader' must read 'module:function'",
+        ),
+        ("datasets:\n- {name: a, title: A, loader: 'm:f'}\n", "dataset 'a': .*missing"),
+        ("defaults: {shape: round}\ndatasets: []\n", "unknown default fields"),
+    ],
+)
+def test_a_malformed_yaml_entry_names_the_file_and_the_entry(tmp_path: Path, text: str, message: str) -> None:
+    from bob.data.registry import DatasetDefinitionError, read_dataset_file
+
+    path = _yaml_file(tmp_path, text)
+    with pytest.raises(DatasetDefinitionError, match=message) as err:
+        read_dataset_file(path, "bob.data")
+    assert str(path) in str(err.value)
+
+
+def test_a_dataset_defined_twice_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bob.data import registry
+    from bob.registry import Registry
+
+    entry = "- {name: twin, title: T, kind: generated, num_classes: 2, splits: [test], loader: 'm:f', source: s, license: l}\n"
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("datasets:\n" + entry)
+    two.write_text("datasets:\n" + entry)
+    monkeypatch.setattr(registry, "dataset_files", lambda: [(one, "bob.data"), (two, "bob.data")])
+    fresh = Registry("dataset", populate=registry._populate)
+    with pytest.raises(registry.DatasetDefinitionError, match=r"two\.yaml: dataset 'twin' is defined twice"):
+        fresh.names()
+
+
+def test_every_shipped_yaml_file_is_found_and_every_loader_resolves() -> None:
+    """Each registered dataset's loader imports (a typo in a YAML loader line fails here, not at run time)."""
+    from bob.data.registry import dataset_files
+    from bob.registry import import_target
+
+    files = {path.name if path.parent.name == "entries" else path.parent.name for path, _ in dataset_files()}
+    assert {"classification.yaml", "detection.yaml", "ood", "iqa", "vis"} <= files
+    for entry in data.DATASETS.entries():
+        assert callable(import_target(entry.target)), entry.name

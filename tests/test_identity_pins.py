@@ -198,10 +198,14 @@ def test_run_ids_are_pinned(backbone, task, weights, seed, backbone_args, task_a
     assert make_spec(backbone, task, weights, seed, backbone_args, task_args).id == run_id
 
 
-def test_pinned_ids_cover_every_suite():
+def test_pinned_ids_cover_every_suite_that_had_results():
+    """The 19 suites that existed when the ids were pinned (a suite added later needs no pin here)."""
+    from test_suites import BOB_SUITES
+
     from bob.suites import SUITES
 
-    assert {t.partition("/")[0] for _, t, *_ in PINNED_IDS} == set(SUITES.names())
+    pinned = {t.partition("/")[0] for _, t, *_ in PINNED_IDS}
+    assert pinned == BOB_SUITES and pinned <= set(SUITES.names())
 
 
 @pytest.mark.parametrize("task", list(PINNED_CACHE_KEYS))

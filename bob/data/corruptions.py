@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from bob.data.base import ImageSplit
-from bob.errors import UsageError
+from bob.errors import UnknownNameError, UsageError
+from bob.registry import suggest
 
 # ImageNet-C's 15 corruptions, in its order.
 CORRUPTIONS: tuple[str, ...] = (
@@ -129,9 +130,6 @@ def corrupt_image(image: Image.Image, corruption: str, severity: int, seed: int)
 
 
 def check_corruption(corruption: str, severity: int) -> None:
-    from bob.errors import UnknownNameError
-    from bob.registry import suggest
-
     known = CORRUPTIONS + EXTRA_CORRUPTIONS
     if corruption not in known:
         raise UnknownNameError(

@@ -7,9 +7,14 @@ features, ...), so the shared knobs have one definition, one default and one hel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from bob.errors import UsageError
+from bob.backbones.catalog import BACKBONES, is_factory_name
+from bob.errors import UnknownNameError, UsageError
+from bob.registry import suggest
 from bob.task import TaskArgs, run_arg
+from bob.tasks.common.recipe import FinetuneConfig
+from bob.weights import WeightsRequest
 
 
 @dataclass
@@ -49,12 +54,8 @@ def check_text_encoder(encoder: str) -> None:
 
 # ------------------------------------------------------------------------------ detection, open-vocab
 # The detector's knobs: the detection suite's Args, and the base of open-vocab's (which trains the same
-# detector with a text classifier). These imports sit with the section that uses them so that each
-# section of this shared file can be added on its own.
-from typing import Any, ClassVar  # noqa: E402
+# detector with a text classifier).
 
-from bob.errors import UnknownNameError  # noqa: E402
-from bob.registry import suggest  # noqa: E402
 
 DETECTION_MODES = ("finetune", "frozen")
 DETECTION_AUGMENTS = ("lsj", "flip")
@@ -153,11 +154,7 @@ class DetectionArgs(TaskArgs):
 # ------------------------------------------------------------------------------------------ fine-tuning
 # BoB's fine-tuning recipe (tasks/common/finetune.py) with optional distillation from a teacher
 # (tasks/common/distill.py): the finetune suite's Args (which adds its lr search), the base of
-# few-label's, and what ood's mode=finetune builds from its ft_* args. Its own imports sit with it, as
-# the detection section's do (Any, ClassVar, UnknownNameError and suggest come from there).
-from bob.backbones.catalog import BACKBONES, is_factory_name  # noqa: E402
-from bob.tasks.common.recipe import FinetuneConfig  # noqa: E402
-from bob.weights import WeightsRequest  # noqa: E402
+# few-label's, and what ood's mode=finetune builds from its ft_* args.
 
 # Defaults for (epochs, warmup_epochs, batch_size) by dataset kind: BoB's on real data, CPU-sized otherwise.
 REAL_SCHEDULE = (100, 5, 128)
