@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bob.backbones.catalog import BACKBONES, composite_inner, is_factory_name
+from bob.backbones.catalog import (
+    BACKBONES,
+    COMPOSITE_RESOLVER,
+    USER_RESOLVER,
+    composite_inner,
+    is_factory_name,
+)
+from bob.registry import import_target
+from bob.weights import WeightsRequest
 
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone, BackboneRef
@@ -28,20 +36,17 @@ def resolve_backbone(
     name: str, weights: str = "pretrained", args: dict[str, Any] | None = None, seed: int = 0
 ) -> BackboneRef:
     """Resolve a backbone name to exact weights and transform without building the model."""
-    from bob.weights import WeightsRequest
-
     request = WeightsRequest.parse(weights)
     inner = composite_inner(name)
+    # Like every adapter, composites and user factories load through their registry target on first
+    # use: they import torch, and this package is imported by every listing.
     if inner is not None:
-        from bob.backbones import composite
-
         args = dict(args or {})
         zero_init = bool(args.pop("composite_zero_init", True))
-        return composite.resolve(name, resolve_backbone(inner, weights, args, seed), zero_init=zero_init)
+        inner_ref = resolve_backbone(inner, weights, args, seed)
+        return import_target(COMPOSITE_RESOLVER)(name, inner_ref, zero_init=zero_init)
     if is_factory_name(name):
-        from bob.backbones import user
-
-        return user.resolve(name, request, dict(args or {}), seed)
+        return import_target(USER_RESOLVER)(name, request, dict(args or {}), seed)
     entry = BACKBONES.get(name, live=True)
     resolve = entry.load()
     if "factory" in entry.meta:  # an installed package's entry point

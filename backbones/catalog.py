@@ -7,14 +7,17 @@ carries each architecture's parameter count (without classifier) and family.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from bob.backbones.families import infer_data, infer_method
+from bob.errors import UsageError
 from bob.registry import Registry, import_target
 
 # A user's factory: `path/to/file.py:function` or `package.module:function` (see backbones/user.py).
@@ -47,6 +50,9 @@ ADAPTERS = {
     "diffusion": "bob.backbones.diffusion_backbone",
     "hf": "bob.backbones.hf_backbone",
 }
+# How the two name forms outside the catalog resolve (loaded on first use, like the adapters).
+USER_RESOLVER = "bob.backbones.user:resolve"
+COMPOSITE_RESOLVER = "bob.backbones.composite:resolve"
 ENTRY_KEYS = {"name", "adapter", "target", "family", "method", "data", "params", "license", "source"}
 OPTIONAL_KEYS = {"args", "sha256", "groups", "note", "transform"}
 FAMILIES = ("cnn", "vit", "hierarchical", "hybrid", "diffusion")
@@ -100,6 +106,42 @@ def describe(name: str) -> dict[str, Any]:
         "weights": tag or (f"{default} (default)" if default else "none (random init only)"),
         "groups": [],
     }
+
+
+@dataclass
+class BackboneFilter:
+    """Filters over `describe` rows (`bob ls backbones`, a sweep file's backbone selectors): exact
+    family, glob on pretraining method and data, catalog group, size cap."""
+
+    family: str | None = None
+    method: str | None = None
+    data: str | None = None
+    group: str | None = None
+    max_params: str | None = None
+
+    def active(self) -> bool:
+        return any(vars(self).values())
+
+    def keep(self, row: dict[str, Any]) -> bool:
+        if self.family and row.get("family") != self.family:
+            return False
+        for key in ("method", "data"):
+            pattern = getattr(self, key)
+            if pattern and not fnmatch.fnmatchcase(str(row.get(key) or "").lower(), pattern.lower()):
+                return False
+        if self.group and self.group not in row.get("groups", ()):
+            return False
+        limit = parse_count(self.max_params) if self.max_params else None
+        return limit is None or (row.get("params") is not None and row["params"] < limit)
+
+
+def parse_count(text: str) -> int:
+    """`30M`, `1.5B`, `800K` or a plain integer."""
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1:].upper(), 1)
+    try:
+        return int(float(text[:-1] if scale != 1 else text) * scale)
+    except ValueError:
+        raise UsageError(f"--max-params takes a count such as 30M, 1.5B or 25000000, got '{text}'.") from None
 
 
 @cache
@@ -171,9 +213,7 @@ def _register_entry_points() -> None:
             logging.getLogger(__name__).warning("entry point '%s' shadows a catalog name; ignored", ep.name)
             continue
         dist = getattr(ep.dist, "name", None) if getattr(ep, "dist", None) else None
-        BACKBONES.register(
-            ep.name, "bob.backbones.user:resolve", factory=ep.value, entry_point=ep.name, distribution=dist
-        )
+        BACKBONES.register(ep.name, USER_RESOLVER, factory=ep.value, entry_point=ep.name, distribution=dist)
 
 
 _register_entry_points()

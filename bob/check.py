@@ -9,6 +9,7 @@ reason); any failure makes the command exit 1.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from bob.backbones import resolve_backbone
+from bob.backbones.base import Backbone, check_pooled
 from bob.errors import UsageError
+from bob.registry import match
+from bob.runner import RunOptions, execute
+from bob.spec import make_spec
+from bob.suites import SUITES
 
 DEFAULT_SIZE = 64
 
@@ -47,76 +56,80 @@ def _run(results: list[CheckResult], name: str, fn: Callable[[], str | None]) ->
         return False
 
 
-def _contract_checks(model: Any, size: int, results: list[CheckResult]) -> None:
-    import torch
+# Each contract check takes the model in eval mode and a fixed batch of 3 images; it returns the
+# detail to show, raises _Skip, or raises with the reason it fails.
 
-    from bob.backbones.base import check_pooled
 
+def _pooled(model: Backbone, x: torch.Tensor) -> str:
+    with torch.no_grad():
+        out = check_pooled(model.meta.name, model.forward_pooled(x), 3)
+    declared = model.meta.pooled_dim
+    if declared is not None and out.shape[1] != declared:
+        raise AssertionError(
+            f"pooled dimension {out.shape[1]} differs from the declared pooled_dim {declared}"
+        )
+    return f"[B, {out.shape[1]}], finite"
+
+
+def _determinism(model: Backbone, x: torch.Tensor) -> str:
+    with torch.no_grad():
+        a, b = model.forward_pooled(x), model.forward_pooled(x)
+    if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+        raise AssertionError(f"two eval-mode passes differ by up to {(a - b).abs().max().item():.3g}")
+    return "two passes agree"
+
+
+def _batch_invariance(model: Backbone, x: torch.Tensor) -> str:
+    with torch.no_grad():
+        batched = model.forward_pooled(x)
+        single = torch.cat([model.forward_pooled(x[i : i + 1]) for i in range(len(x))])
+    if not torch.allclose(batched, single, atol=1e-4, rtol=1e-3):
+        diff = (batched - single).abs().max().item()
+        raise AssertionError(f"an image's features depend on its batch (max difference {diff:.3g})")
+    return "batch of 3 = 3 batches of 1"
+
+
+def _features(model: Backbone, x: torch.Tensor) -> str:
+    if not model.feature_info:
+        raise _Skip("no feature levels: dense suites (detection, segmentation) will not run")
+    size = x.shape[-1]
+    with torch.no_grad():
+        maps = model.forward_features(x[:1])
+    for fmap, info in zip(maps, model.feature_info, strict=True):
+        expect = {size // info.stride, -(-size // info.stride)}
+        if fmap.ndim != 4 or fmap.shape[1] != info.channels or fmap.shape[2] not in expect:
+            raise AssertionError(f"level {info} produced {tuple(fmap.shape)}")
+        if not torch.isfinite(fmap).all():
+            raise AssertionError(f"level {info} has non-finite values")
+    return f"{len(maps)} levels, strides {[i.stride for i in model.feature_info]}"
+
+
+def _params(model: Backbone, x: torch.Tensor) -> str:
+    counted = sum(p.numel() for p in model.parameters())
+    if model.meta.params not in (None, counted):
+        raise AssertionError(f"meta.params {model.meta.params} != {counted} counted in the module")
+    return f"{counted:,}"
+
+
+CONTRACT_CHECKS = (
+    ("pooled output", _pooled),
+    ("eval determinism", _determinism),
+    ("batch-size invariance", _batch_invariance),
+    ("feature levels", _features),
+    ("parameter count", _params),
+)
+
+
+def _contract_checks(model: Backbone, size: int, results: list[CheckResult]) -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 3, size, size)
     model.eval()
-    name = model.meta.name
-
-    def pooled() -> str:
-        with torch.no_grad():
-            out = check_pooled(name, model.forward_pooled(x), 3)
-        declared = model.meta.pooled_dim
-        if declared is not None and out.shape[1] != declared:
-            raise AssertionError(
-                f"pooled dimension {out.shape[1]} differs from the declared pooled_dim {declared}"
-            )
-        return f"[B, {out.shape[1]}], finite"
-
-    def determinism() -> str:
-        with torch.no_grad():
-            a, b = model.forward_pooled(x), model.forward_pooled(x)
-        if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
-            raise AssertionError(f"two eval-mode passes differ by up to {(a - b).abs().max().item():.3g}")
-        return "two passes agree"
-
-    def batch_invariance() -> str:
-        with torch.no_grad():
-            batched = model.forward_pooled(x)
-            single = torch.cat([model.forward_pooled(x[i : i + 1]) for i in range(len(x))])
-        if not torch.allclose(batched, single, atol=1e-4, rtol=1e-3):
-            diff = (batched - single).abs().max().item()
-            raise AssertionError(f"an image's features depend on its batch (max difference {diff:.3g})")
-        return "batch of 3 = 3 batches of 1"
-
-    def features() -> str:
-        if not model.feature_info:
-            raise _Skip("no feature levels: dense suites (detection, segmentation) will not run")
-        with torch.no_grad():
-            maps = model.forward_features(x[:1])
-        for fmap, info in zip(maps, model.feature_info, strict=True):
-            expect = {size // info.stride, -(-size // info.stride)}
-            if fmap.ndim != 4 or fmap.shape[1] != info.channels or fmap.shape[2] not in expect:
-                raise AssertionError(f"level {info} produced {tuple(fmap.shape)}")
-            if not torch.isfinite(fmap).all():
-                raise AssertionError(f"level {info} has non-finite values")
-        return f"{len(maps)} levels, strides {[i.stride for i in model.feature_info]}"
-
-    def params() -> str:
-        counted = sum(p.numel() for p in model.parameters())
-        if model.meta.params not in (None, counted):
-            raise AssertionError(f"meta.params {model.meta.params} != {counted} counted in the module")
-        return f"{counted:,}"
-
-    for check, fn in (
-        ("pooled output", pooled),
-        ("eval determinism", determinism),
-        ("batch-size invariance", batch_invariance),
-        ("feature levels", features),
-        ("parameter count", params),
-    ):
-        _run(results, check, fn)
+    for check, fn in CONTRACT_CHECKS:
+        _run(results, check, functools.partial(fn, model, x))
 
 
 def selected_suites(pattern: str) -> set[str]:
     """The suite names `--suites` selects (globs, comma-separated); none is a usage error listing them."""
-    from bob.registry import match
-    from bob.suites import SUITES
-
     names = SUITES.names()
     selected = {name for part in pattern.split(",") if part.strip() for name in match(part.strip(), names)}
     if not selected:
@@ -133,10 +146,6 @@ def _mock_runs(
     dense: bool = True,
     suites: str = "*",
 ) -> None:
-    from bob.runner import RunOptions, execute
-    from bob.spec import make_spec
-    from bob.suites import SUITES
-
     selected = selected_suites(suites)
     with tempfile.TemporaryDirectory(prefix="bob-check-") as tmp:
         options = RunOptions(Path(tmp) / "results", Path(tmp) / "cache", device="cpu", num_workers=0)
@@ -178,8 +187,6 @@ def check_backbone(
 ) -> list[CheckResult]:
     """Every check, in order; later checks are skipped when the backbone cannot be built.
     `mock_runs=False` stops after the contract checks (the gate `bob sweep` applies)."""
-    from bob.backbones import resolve_backbone
-
     if mock_runs:
         selected_suites(suites)  # a bad pattern stops before anything is built
     results: list[CheckResult] = []

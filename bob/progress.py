@@ -9,12 +9,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from bob.console import console
+
 _ENABLED = False
 
 
 def set_enabled(enabled: bool) -> None:
     global _ENABLED
     _ENABLED = enabled
+
+
+def is_enabled() -> bool:
+    return _ENABLED
 
 
 class Progress:
@@ -46,8 +52,6 @@ def progress_bar(description: str, total: float | None, unit: str = "") -> Itera
         TimeRemainingColumn,
     )
     from rich.progress import Progress as RichProgress
-
-    from bob.console import console
 
     columns = [
         TextColumn("[progress.description]{task.description}"),

@@ -9,18 +9,29 @@ written like any other result, so a sweep goes on and the failure is data.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import random
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bob import env
+from bob.backbones import resolve_backbone
 from bob.cache import FeatureCache
 from bob.errors import BobError, ResultFileError, TaskNotApplicable, UsageError
 from bob.results import ResultStore, RunResult
 from bob.spec import RunSpec
+from bob.suites import parse_task_name, task_class
+
+if TYPE_CHECKING:
+    import torch
+
+    from bob.context import RunContext
+    from bob.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +56,14 @@ class RunOutcome:
     skipped: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def metrics_are_fractions(self) -> bool:
+        """Whether the suite's metrics are fractions in [0, 1] (tables print them as percentages)
+        or values to print as they are (milliseconds, MACs)."""
+        return task_class(self.spec.task.partition("/")[0]).metrics_are_fractions
 
-def resolve_device(name: str) -> Any:
+
+def resolve_device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -111,12 +128,10 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def _retry_with_half_batch(
-    spec: RunSpec, options: RunOptions, store: ResultStore, device: Any, first: RunResult
+    spec: RunSpec, options: RunOptions, store: ResultStore, device: torch.device, first: RunResult
 ) -> tuple[RunResult, dict[str, Any]]:
     """One retry with half the extraction batch and half the task's own `batch_size`, if it has one.
     The run keeps its id (the spec is what was asked for); the result records the retry."""
-    import dataclasses
-
     half = dataclasses.replace(options, batch_size=max(1, options.batch_size // 2))
     overrides = {}
     task_batch = spec.task_args.get("batch_size")
@@ -133,8 +148,6 @@ def _retry_with_half_batch(
 
 
 def _free_accelerator_memory() -> None:
-    import gc
-
     import torch
 
     gc.collect()
@@ -142,19 +155,8 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _run(
-    spec: RunSpec,
-    options: RunOptions,
-    store: ResultStore,
-    device: Any,
-    arg_overrides: dict[str, Any] | None = None,
-) -> tuple[RunResult, dict[str, Any]]:
-    from bob import env
-    from bob.backbones import resolve_backbone
-    from bob.context import RunContext
-    from bob.suites import parse_task_name, task_class
-
-    start = time.perf_counter()
+def _parsed_task(spec: RunSpec, arg_overrides: dict[str, Any] | None) -> Task:
+    """The spec's task with its typed args (plus any overrides of a retry) and data location."""
     name = parse_task_name(spec.task)
     cls = task_class(name.suite)
     try:
@@ -165,23 +167,41 @@ def _run(
             f"Run {spec.id}: task args {spec.task_args} do not fit {spec.task} ({err})."
         ) from None
     args.validate()
-    task = cls(name.dataset, args)
+    return cls(name.dataset, args)
+
+
+def _error(err: Exception) -> dict[str, Any]:
+    """What a failed result records of its exception: type, message, kind, traceback tail."""
+    return {
+        "type": type(err).__name__,
+        "message": str(err),
+        "user_error": isinstance(err, BobError),
+        "out_of_memory": is_out_of_memory(err),
+        "traceback": "".join(traceback.format_exception(err)).splitlines()[-TRACEBACK_LINES:],
+    }
+
+
+def _run(
+    spec: RunSpec,
+    options: RunOptions,
+    store: ResultStore,
+    device: torch.device,
+    arg_overrides: dict[str, Any] | None = None,
+) -> tuple[RunResult, dict[str, Any]]:
+    # The context imports the backbone contract, the feature extractor and the data loaders (torch):
+    # planning and listing import this module, so it waits until a run starts.
+    from bob.context import RunContext
+
+    start = time.perf_counter()
+    task = _parsed_task(spec, arg_overrides)
     result = RunResult(id=spec.id, status="ok", spec=spec.to_dict(), task=task.meta(), created_at=_now())
     ctx = None
     try:
         seed_everything(spec.seed)
         result.env = env.capture(device)
         ref = resolve_backbone(spec.backbone, spec.weights, spec.backbone_args, spec.seed)
-        ctx = RunContext(
-            spec,
-            task,
-            ref,
-            store,
-            FeatureCache(options.cache_dir),
-            device,
-            options.batch_size,
-            options.num_workers,
-        )
+        cache = FeatureCache(options.cache_dir)
+        ctx = RunContext(spec, task, ref, store, cache, device, options.batch_size, options.num_workers)
         output = task.run(ctx)
         result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts
         result.protocol.setdefault("transform", ctx.data_config.to_dict())
@@ -190,22 +210,20 @@ def _run(
         result.metrics, result.protocol, result.artifacts = {}, {}, {}
         log.info("run %s skipped: %s", spec.id, err)
     except Exception as err:  # every failure becomes data; KeyboardInterrupt still stops the run
-        result.status = "failed"
-        result.error = {
-            "type": type(err).__name__,
-            "message": str(err),
-            "user_error": isinstance(err, BobError),
-            "out_of_memory": is_out_of_memory(err),
-            "traceback": "".join(traceback.format_exception(err)).splitlines()[-TRACEBACK_LINES:],
-        }
+        result.status, result.error = "failed", _error(err)
         log.debug("run %s failed", spec.id, exc_info=True)
-    if ctx is not None:
-        result.backbone = ctx.backbone_meta or {"name": spec.backbone, "resolved_name": ctx.ref.resolved_name}
-        result.backbone["weights"] = ctx.ref.weights.to_dict()
-        result.cache = {"keys": ctx.cache_keys, "hits": ctx.cache_hits, "extractions": ctx.extractions}
-        result.timings["extract_s"] = round(ctx.extract_s, 3)
-    else:
-        result.backbone = {"name": spec.backbone}
+    _record_context(result, spec, ctx)
     result.timings["total_s"] = round(time.perf_counter() - start, 3)
     stats = {"extractions": ctx.extractions if ctx else 0, "cache_hits": ctx.cache_hits if ctx else 0}
     return result, stats
+
+
+def _record_context(result: RunResult, spec: RunSpec, ctx: RunContext | None) -> None:
+    """The backbone, cache and extraction time the run's context saw (just the name without one)."""
+    if ctx is None:
+        result.backbone = {"name": spec.backbone}
+        return
+    result.backbone = ctx.backbone_meta or {"name": spec.backbone, "resolved_name": ctx.ref.resolved_name}
+    result.backbone["weights"] = ctx.ref.weights.to_dict()
+    result.cache = {"keys": ctx.cache_keys, "hits": ctx.cache_hits, "extractions": ctx.extractions}
+    result.timings["extract_s"] = round(ctx.extract_s, 3)

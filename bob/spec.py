@@ -15,8 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bob.backbones.catalog import BACKBONES, composite_inner, is_factory_name
 from bob.cache import canonical_json
 from bob.errors import UsageError
+from bob.suites import parse_task_name, task_class
+from bob.task import parse_task_args
+from bob.weights import WeightsRequest
 
 ID_LENGTH = 16
 
@@ -76,8 +80,6 @@ def parse_backbone_args(raw: dict[str, str]) -> dict[str, Any]:
 
 def validate_backbone_name(backbone: str) -> None:
     """Check a backbone name without building anything (`composite(X)` checks X)."""
-    from bob.backbones.catalog import BACKBONES, composite_inner, is_factory_name
-
     inner = composite_inner(backbone)
     if inner is not None:
         if composite_inner(inner) is not None:
@@ -102,10 +104,6 @@ def make_spec(
     task_args: dict[str, str] | None = None,
 ) -> RunSpec:
     """Validate names and args (without importing torch) and return the canonical spec."""
-    from bob.suites import parse_task_name, task_class
-    from bob.task import parse_task_args
-    from bob.weights import WeightsRequest
-
     validate_backbone_name(backbone)
     request = WeightsRequest.parse(weights)
     name = parse_task_name(task)

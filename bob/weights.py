@@ -24,7 +24,6 @@ import socket
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -312,6 +311,10 @@ def _missing_message(sources: list[WeightsSource], what: str, errors: list[str])
 
 def download(source: WeightsSource) -> Path:
     """One download attempt with a short timeout into the library's standard cache."""
+    # http.client, ssl and email come with urllib.request: `bob ls` imports this module, and only
+    # a download needs them.
+    import urllib.request
+
     if source.kind == "hf-hub":
         return _download_hf(source)
     dest = _torch_hub_checkpoint(source.filename)

@@ -60,6 +60,14 @@ def test_ls_datasets_shows_a_dash_for_datasets_without_a_class_count():
     assert row["classes"] is None  # JSON keeps the null
 
 
+def test_ls_tasks_args_prints_help_texts_that_hold_brackets():
+    """open-vocab's text_encoder help reads `open_clip:<model>[/<pretrained>]`: text, not rich markup."""
+    proc = bob("ls", "tasks", "open-vocab/*", "--args")
+    assert proc.returncode == 0, proc.stderr
+    assert "task args of open-vocab" in proc.stdout and "text_encoder" in proc.stdout
+    assert "[/<pretrained>]" in proc.stdout
+
+
 def test_ls_backbones_without_pattern_summarises_namespaces():
     proc = bob("ls", "backbones")
     assert proc.returncode == 0 and "timm/…" in proc.stdout and "architectures" in proc.stdout

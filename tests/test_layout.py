@@ -35,7 +35,20 @@ SUITE_FOLDERS = sorted(
 
 # (importing module, imported module): the engine's lazy boundaries, where an import waits until a
 # function runs so that `bob --help`, `bob ls` and sweep planning never import torch or pandas.
-LAZY_BOUNDARIES: dict[tuple[str, str], str] = {}
+LAZY_BOUNDARIES: dict[tuple[str, str], str] = {
+    ("bob", "bob.api"): "PEP 562: `import bob` stays light; the API loads on first use",
+    ("bob.cli.run", "bob.api"): "`bob --help` loads typer and rich only; commands load the API",
+    ("bob.cli.check", "bob.api"): "`bob --help` loads typer and rich only; commands load the API",
+    ("bob.cli.sweep", "bob.api"): "`bob --help` loads typer and rich only; commands load the API",
+    ("bob.cli.leaderboard", "bob.cli.board"): "the command's body builds and prints the board: pandas",
+    ("bob.cli.ls", "bob.listing"): "`bob --help` loads typer and rich only; `bob ls` loads the listings",
+    ("bob.listing", "bob.backbones.catalog"): "each listing loads only its own registry (`bob ls` speed)",
+    ("bob.listing", "bob.suites"): "each listing loads only its own registry; suites bring numpy",
+    ("bob.listing", "bob.data"): "each listing loads only its own registry; datasets bring numpy",
+    ("bob.api", "bob.leaderboard"): "pandas, scipy, plotly: only to build a board, never for ls or sweeps",
+    ("bob.api", "bob.check"): "the contract checks run the model (torch): `check`, a sweep's own backbones",
+    ("bob.runner", "bob.context"): "the run context imports torch (backbone, extraction); planning does not",
+}
 
 
 def _suite_of(module: str) -> str | None:

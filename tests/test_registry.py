@@ -92,7 +92,7 @@ def test_listing_never_imports_torch():
     # Sweeps validate every suite's task args before any run: loading each task class stays light too.
     code = (
         "import sys\n"
-        "from bob.cli_ls import list_kind\n"
+        "from bob.cli.ls import list_kind\n"
         "from bob.suites import SUITES, task_class\n"
         "for kind in ('backbones', 'tasks', 'datasets'):\n"
         "    list_kind(kind, None, as_json=True, show_all=False)\n"

@@ -194,8 +194,9 @@ def test_example_file_is_short():
 
 
 def test_a_sweep_refuses_a_user_backbone_that_fails_bob_check(broken, tmp_path):
-    from bob.cli_sweep import check_own_backbones, own_backbones
+    from bob.api import check_own_backbones
     from bob.sweep.driver import plan_sweep
+    from bob.sweep.plan import own_backbones
     from bob.sweep.spec import load_sweep
 
     sweep = tmp_path / "mine.yaml"

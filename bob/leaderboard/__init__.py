@@ -17,8 +17,12 @@ import pandas as pd
 
 from bob.errors import UsageError
 from bob.leaderboard.aggregate import Board, BoardOptions, build_board
+from bob.leaderboard.analyses import group_summary
 from bob.leaderboard.load import LoadedResults, load_results
-from bob.leaderboard.views import RowFilter, apply_filters
+from bob.leaderboard.render_csv import write_csv
+from bob.leaderboard.render_html import write_html
+from bob.leaderboard.render_md import write_markdown
+from bob.leaderboard.views import GROUP_KEYS, RowFilter, apply_filters
 
 FORMATS = ("csv", "md", "html")
 __all__ = ["Board", "BoardOptions", "BuildOutput", "RowFilter", "build_leaderboard", "load_results"]
@@ -30,6 +34,7 @@ class BuildOutput:
     table: pd.DataFrame  # the rows shown (after --filter)
     paths: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    summary: pd.DataFrame | None = None  # by `group_by` (family, method class, …), when asked for
 
 
 def _require_results(results_dir: Path, loaded: LoadedResults) -> None:
@@ -56,16 +61,16 @@ def build_leaderboard(
     filters: list[RowFilter] | None = None,
     formats: tuple[str, ...] = FORMATS,
     title: str = "bob leaderboard",
+    group_by: str | None = None,
 ) -> BuildOutput:
-    """Load, score, and write the requested formats to `out_dir`; timings per step in `seconds`."""
-    from bob.leaderboard.render_csv import write_csv
-    from bob.leaderboard.render_html import write_html
-    from bob.leaderboard.render_md import write_markdown
-
+    """Load, score, and write the requested formats to `out_dir`; timings per step in `seconds`.
+    `group_by` (one of GROUP_KEYS) adds the overall score per group of the rows shown (`summary`)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UsageError(f"Unknown output format(s) {', '.join(bad)}; use {', '.join(FORMATS)}.")
+    if group_by is not None and group_by not in GROUP_KEYS:
+        raise UsageError(f"--group-by takes one of {', '.join(GROUP_KEYS)}, got {group_by!r}.")
     t0 = time.perf_counter()
     loaded = load_results(results_dir)
     _require_results(results_dir, loaded)
@@ -85,4 +90,6 @@ def build_leaderboard(
         t = time.perf_counter()
         output.paths += writers[fmt]()
         seconds[fmt] = time.perf_counter() - t
+    if group_by is not None:
+        output.summary = group_summary(board, group_by, table)
     return output

@@ -29,6 +29,7 @@ import pandas as pd
 
 from bob.errors import UsageError
 from bob.leaderboard.load import LoadedResults
+from bob.leaderboard.pareto_view import check_y, pareto_frame
 
 WEIGHTINGS = ("suite", "setting")
 MERGE_KEYS = ["task", "task_version", "task_args", "main_metric", "higher_is_better"]
@@ -93,8 +94,6 @@ class Board:
 
     def pareto(self, table: pd.DataFrame) -> pd.DataFrame:
         """GMACs vs `options.pareto_y` for the backbones of `table`, with the Pareto front marked."""
-        from bob.leaderboard.pareto_view import pareto_frame
-
         eff_runs = self.runs[self.runs["suite"].isin(self.options.efficiency_suites)]
         return pareto_frame(table, eff_runs, self.settings, self.options.pareto_y, self.options.pareto_cost)
 
@@ -285,8 +284,6 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
     reference = ~cells["backbone_key"].map(meta).astype(bool)
     cells, settings = _zscore(cells, reference, options.min_backbones)
     table = _backbone_table(scored, cells, settings, options.weighting)
-    from bob.leaderboard.pareto_view import check_y
-
     check_y(table, options.pareto_y)
     return Board(
         options=options,

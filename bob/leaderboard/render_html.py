@@ -19,6 +19,7 @@ import pandas as pd
 from bob.leaderboard import format as fmt
 from bob.leaderboard.aggregate import Board
 from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
+from bob.leaderboard.figures import figures_html
 
 _ASSETS = Path(__file__).with_name("assets")
 
@@ -208,8 +209,6 @@ def problems_html(board: Board) -> str:
 
 
 def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Path, title: str) -> Path:
-    from bob.leaderboard.figures import figures_html
-
     anchors = {key: f"runs-{i}" for i, key in enumerate(table["backbone_key"])}
     link_base = Path(os.path.relpath(results_dir.resolve(), out_dir.resolve())).as_posix() + "/"
     counts = (

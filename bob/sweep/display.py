@@ -26,7 +26,7 @@ class SweepDisplay:
             + (f" · {len(state.damaged)} unreadable result files left alone" if state.damaged else ""),
             highlight=False,
         )
-        self._was_enabled = progress._ENABLED
+        self._was_enabled = progress.is_enabled()
         progress.set_enabled(False)
         if not self.enabled:
             return

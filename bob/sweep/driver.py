@@ -1,6 +1,6 @@
 """Run a sweep: expand, plan, filter what is already done, execute, collect, summarise.
 
-The Python API behind `bob sweep`; a notebook can call `run_sweep(load_sweep(path), ...)` too.
+The machinery behind `bob sweep` and `bob.api.sweep`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bob.sweep.expand import expand
 from bob.sweep.plan import Plan, RunGroup, make_plan
 from bob.sweep.spec import SweepSpec
 from bob.sweep.worker import RunReport, report_status, wanted
+from bob.weights import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class SweepSummary:
 
 
 def plan_sweep(sweep: SweepSpec) -> Plan:
-    return make_plan([run.spec for run in expand(sweep)])
+    plan = make_plan([run.spec for run in expand(sweep)])
+    plan.name = sweep.name
+    return plan
 
 
 def lost_result(spec: RunSpec, why: str) -> RunResult:
@@ -101,8 +104,6 @@ class Collector:
     def on_report(self, report: RunReport) -> None:
         spec = self.specs.get(report.id)
         if spec is not None and report.result_json and not self.store.path_for(spec).exists():
-            from bob.weights import atomic_write_text
-
             atomic_write_text(self.store.path_for(spec), report.result_json)
         report.result_json = None  # keep the driver's memory flat on big sweeps
         self.reports[report.id] = report

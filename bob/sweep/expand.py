@@ -12,8 +12,11 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from bob.backbones.catalog import BACKBONES, FAMILIES, BackboneFilter, describe
 from bob.errors import UsageError
+from bob.registry import match, suggest
 from bob.spec import RunSpec, make_spec
+from bob.suites import SUITES
 from bob.sweep.spec import BackboneSelector, ExcludeRule, Grid, SweepSpec, SweepSpecError, TaskEntry
 
 GLOB_CHARS = set("*?[")
@@ -40,10 +43,6 @@ def arg_text(value: Any) -> str:
 
 def select_backbones(selector: BackboneSelector, source: str) -> list[str]:
     """Names a selector stands for; a selector that matches nothing is an error."""
-    from bob.backbones.catalog import BACKBONES, describe
-    from bob.cli_ls import BackboneFilter
-    from bob.registry import match, suggest
-
     catalog = BACKBONES.names(namespaces=False)
     if selector.name is not None and not GLOB_CHARS & set(selector.name):
         return [selector.name]  # checked by make_spec, with did-you-mean
@@ -62,8 +61,6 @@ def select_backbones(selector: BackboneSelector, source: str) -> list[str]:
     if not found:
         hint = ""
         if "family" in selector.filters:
-            from bob.backbones.catalog import FAMILIES
-
             close = suggest(selector.filters["family"], FAMILIES, 2)
             hint = f" Families: {', '.join(FAMILIES)}." + (f" Did you mean {close[0]}?" if close else "")
         raise SweepSpecError(
@@ -123,8 +120,6 @@ def expand(sweep: SweepSpec) -> list[PlannedRun]:
     """Every run of the sweep, excludes removed; a run asked for twice is an error naming both places."""
     for key in sweep.task_args:
         if key != "*":
-            from bob.suites import SUITES
-
             try:
                 SUITES.get(key)
             except UsageError as err:

@@ -9,11 +9,14 @@ detection, few-label fine-tune) go to the pool on their own. Planning imports no
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from bob.backbones.catalog import BACKBONES, composite_inner, describe, is_factory_name
 from bob.cache import canonical_json
+from bob.data import DATASETS
 from bob.spec import RunSpec
 from bob.suites import task_class
 
@@ -28,8 +31,6 @@ def _feature_datasets(dataset: str) -> list[str]:
     """The datasets whose features a run on `dataset` reads. A distribution shift (`ood/imagenet-r`)
     trains on its in-distribution dataset's train split, the features a linear probe on that
     dataset extracts too, and adds its own shifted sets."""
-    from bob.data import DATASETS
-
     options = (DATASETS.get(dataset).meta.get("options") or {}) if dataset in DATASETS else {}
     in_dist = options.get("in_dist")
     return [in_dist, f"{dataset} (shifted sets)"] if in_dist else [dataset]
@@ -74,6 +75,7 @@ class RunGroup:
 class Plan:
     groups: list[RunGroup]
     extraction_count: int = 0
+    name: str = ""  # the sweep's name, from its file
 
     @property
     def runs(self) -> int:
@@ -94,8 +96,6 @@ class Plan:
 
     def breakdown(self) -> dict[str, Any]:
         """Counts by suite, backbone family and weights, for `bob sweep --dry-run`."""
-        from bob.backbones.catalog import describe, is_factory_name
-
         families: dict[str, str] = {}
         for s in self.specs():
             if s.backbone not in families:
@@ -130,3 +130,17 @@ def make_plan(specs: list[RunSpec]) -> Plan:
     # Training groups first: they are the longest, so starting them early shortens the sweep's tail.
     ordered.sort(key=lambda g: g.extracts)
     return Plan(ordered, len(unique))
+
+
+def own_backbones(plan: Plan) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, weights, backbone args) of every user backbone in the plan: a factory named in the
+    sweep file, or one an installed package registers under the `bob.backbones` entry points."""
+    seen: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for spec in plan.specs():
+        name = spec.backbone
+        inner = composite_inner(name) or name  # a composite of a user backbone is checked whole
+        own = is_factory_name(inner) or (inner in BACKBONES and "factory" in BACKBONES.get(inner).meta)
+        if own:
+            key = json.dumps([name, spec.weights, spec.backbone_args], sort_keys=True, default=str)
+            seen.setdefault(key, (name, spec.weights, dict(spec.backbone_args)))
+    return list(seen.values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bob import progress
 from bob.errors import UsageError
 from bob.sweep.executors import LostFn, ReportFn, SweepJob
 from bob.sweep.plan import RunGroup
@@ -21,8 +22,6 @@ log = logging.getLogger(__name__)
 
 
 def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
-    from bob import progress
-
     progress.set_enabled(False)  # no bars from inside a worker
     return fn(*payload)
 

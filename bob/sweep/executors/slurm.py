@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bob import progress
 from bob.errors import UsageError
 from bob.sweep.executors import LostFn, ReportFn, SweepJob
 from bob.sweep.plan import RunGroup
@@ -16,8 +17,6 @@ from bob.sweep.worker import RunReport
 
 
 def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
-    from bob import progress
-
     progress.set_enabled(False)
     return fn(*payload)
 

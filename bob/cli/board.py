@@ -1,61 +1,60 @@
-"""`bob leaderboard`: build the board, write its files, print its top to the terminal."""
+"""`bob leaderboard`'s body: build the board with `bob.api.leaderboard`, then print its notes, top
+rows, efficiency view and group summary.
+
+Imported by the command only once it runs: the API's leaderboard and the cell formatting bring
+pandas, which `bob --help` never needs."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
+from bob import api
 from bob.console import console, stdout_console
+from bob.leaderboard import format as fmt
 
-log = logging.getLogger("bob.leaderboard")
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bob.leaderboard import BuildOutput
+    from bob.leaderboard.aggregate import Board
+
 MAX_RAW_SETTINGS = 4
+MAX_EFFICIENCY_COLUMNS = 6
 
 
-def run_leaderboard(
-    results_dir: Path,
-    out_dir: Path,
-    suites: list[str],
-    filters: list[str],
-    weighting: str,
-    best_of: list[str],
-    min_backbones: int,
-    top: int,
-    group_by: str | None,
-    efficiency_suites: list[str] | None = None,
-    pareto_y: str = "overall",
-    pareto_cost: str = "",
-) -> int:
-    from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard
-    from bob.leaderboard import format as fmt
-    from bob.leaderboard.views import GROUP_KEYS
+def run_leaderboard(results_dir: Path, out: Path, top: int, **options: Any) -> None:
+    """Build the board (`options` are bob.api.leaderboard's) and print its first `top` rows."""
+    print_board(api.leaderboard(results_dir, out, **options), top)
 
-    if group_by is not None and group_by not in GROUP_KEYS:
-        from bob.errors import UsageError
 
-        raise UsageError(f"--group-by takes one of {', '.join(GROUP_KEYS)}, got {group_by!r}.")
-    options = BoardOptions(
-        weighting=weighting,
-        best_of=tuple(best_of),
-        min_backbones=min_backbones,
-        suites=tuple(suites),
-        efficiency_suites=tuple(efficiency_suites or ("efficiency",)),
-        pareto_y=pareto_y,
-        pareto_cost=pareto_cost,
-    )
-    parsed = [RowFilter.parse(f) for f in filters]
-    out = build_leaderboard(results_dir, out_dir, options, parsed)
-    board, table = out.board, out.table
+def print_board(output: BuildOutput, top: int) -> None:
+    """Everything `bob leaderboard` prints: notes on stderr, tables on stdout, the written files."""
+    board = output.board
     err = console()
     for skipped in board.skipped:
         err.print(Text.assemble(("skipped ", "yellow"), skipped.path, ": ", skipped.reason), highlight=False)
-    err.print(Text(f"convention: {options.convention()}", style="dim"), highlight=False)
+    err.print(Text(f"convention: {board.options.convention()}", style="dim"), highlight=False)
     for setting in board.settings.itertuples():
         if setting.note:
             err.print(Text(f"{setting.setting}: {setting.note}", style="yellow"), highlight=False)
+    out = stdout_console()
+    out.print(board_table(board, output.table, top))
+    if not board.efficiency.empty:
+        out.print(efficiency_table(board.efficiency))
+    if output.summary is not None:
+        out.print(Text(output.summary.to_string(index=False)))
+    if len(board.failed):
+        err.print(f"{len(board.failed)} failed run(s) are listed separately and not averaged in.")
+    err.print(fmt.LEGEND, style="dim", highlight=False)
+    err.print("wrote " + ", ".join(str(p) for p in output.paths), highlight=False)
 
+
+def board_table(board: Board, table: pd.DataFrame, top: int) -> Table:
+    """The first `top` rows: position, backbone, overall and per-suite z, mean rank, coverage."""
     # Small boards (a quickstart, a first sweep) also show each setting's raw seed-mean: with fewer
     # than three pretrained backbones there are no z-scores to show yet.
     raw = list(board.settings["setting"]) if len(board.settings) <= MAX_RAW_SETTINGS else []
@@ -83,28 +82,11 @@ def run_leaderboard(
             fmt.params(r["params"]), fmt.num(r["overall"], signed=True), *suites_z,
             fmt.num(r["mean_rank"], 1), fmt.coverage(r), *raw_values,
         )  # fmt: skip
-    stdout_console().print(grid)
-    if not board.efficiency.empty:
-        stdout_console().print(_efficiency_table(board.efficiency))
-    if group_by:
-        from bob.leaderboard.analyses import group_summary
-
-        summary = group_summary(board, group_by, table)
-        stdout_console().print(Text(summary.to_string(index=False)))
-    if len(board.failed):
-        err.print(f"{len(board.failed)} failed run(s) are listed separately and not averaged in.")
-    err.print(fmt.LEGEND, style="dim", highlight=False)
-    err.print("wrote " + ", ".join(str(p) for p in out.paths), highlight=False)
-    return 0
+    return grid
 
 
-MAX_EFFICIENCY_COLUMNS = 6
-
-
-def _efficiency_table(eff) -> Table:
+def efficiency_table(eff: pd.DataFrame) -> Table:
     """The efficiency view's first columns (each setting's main metric, then its GMACs …)."""
-    from bob.leaderboard import format as fmt
-
     cols = [c for c in eff.columns if c not in ("backbone_key", "params")]
     shown = cols[:MAX_EFFICIENCY_COLUMNS]
     more = len(cols) - len(shown)

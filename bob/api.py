@@ -1,0 +1,359 @@
+"""The Python API: what the `bob` command line does, as functions a notebook calls in one line.
+
+    >>> import bob
+    >>> outcomes = bob.run("timm/test_resnet", "linear-probe/shapes-mini", weights="random",
+    ...                    task_args={"epochs": 2})
+    >>> outcomes[0].result.metrics["top1"]
+    >>> bob.list_tasks("knn/*")                      # rows, as `bob ls tasks 'knn/*'` shows them
+    >>> board = bob.leaderboard("results/raw", "results").table   # a pandas DataFrame
+
+Every function checks its whole input before anything runs and raises bob's errors (`bob.errors`):
+`UsageError` (`UnknownNameError` with did-you-mean suggestions) for bad names, arguments and files.
+A run that fails is data, not an exception: its outcome holds the `failed` result, as on the command
+line. Nothing here prints (progress bars aside, when asked for); the CLI (`bob.cli`) parses flags,
+calls these functions and prints their results.
+
+Importing this module imports neither torch nor pandas: torch loads when a run, a check or a backbone
+build starts, pandas when a leaderboard is built. The listings live in `bob.listing` (re-exported
+here), where each loads only the registry it lists, for a fast `bob ls`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bob import progress as progress_bars
+from bob.backbones import build_backbone as _build_backbone
+from bob.errors import ResultFileError, UnknownNameError, UsageError
+from bob.listing import backbone_namespaces, list_backbones, list_datasets, list_task_args, list_tasks
+from bob.results import ResultStore
+from bob.runner import RunOptions, RunOutcome, execute
+from bob.spec import RunSpec, make_spec, parse_backbone_args
+from bob.suites import SUITES
+from bob.sweep.display import SweepDisplay
+from bob.sweep.driver import SweepState, SweepSummary, plan_sweep, run_sweep, survey
+from bob.sweep.executors import make_executor
+from bob.sweep.expand import arg_text
+from bob.sweep.plan import Plan, own_backbones
+from bob.sweep.spec import load_sweep
+from bob.task import parse_assignments
+
+if TYPE_CHECKING:
+    from bob.backbones.base import Backbone
+    from bob.check import CheckResult
+    from bob.leaderboard import BuildOutput
+
+__all__ = [
+    "RunOutcome",
+    "SweepDisplay",
+    "backbone_namespaces",
+    "build_backbone",
+    "check",
+    "check_own_backbones",
+    "leaderboard",
+    "list_backbones",
+    "list_datasets",
+    "list_task_args",
+    "list_tasks",
+    "load_outcomes",
+    "run",
+    "run_specs",
+    "sweep",
+    "sweep_plan",
+    "sweep_status",
+]
+
+RESULTS_DIR = Path("results/raw")
+SWEEP_MODES = ("missing", "failed", "all")
+
+# Arguments given as a mapping ({"epochs": 2}) or as the CLI's KEY=VALUE strings (["epochs=2"]).
+Assignments = Mapping[str, object] | Sequence[str] | None
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def run_specs(
+    backbones: str | Sequence[str],
+    tasks: str | Sequence[str],
+    weights: str | Sequence[str] = "pretrained",
+    seeds: int | Sequence[int] = 0,
+    task_args: Assignments = None,
+    backbone_args: Assignments = None,
+) -> list[RunSpec]:
+    """Every (backbone, weights, task, seed) combination as a RunSpec, validated before anything runs.
+
+    A task arg `KEY` applies to every task of the grid; `SUITE:KEY` only to that suite's tasks (e.g.
+    `{"linear-probe:epochs": 50, "knn:k": 10}`). Duplicates (same run id) are listed once."""
+    task_list = _as_list(tasks)
+    scoped = _scope_task_args(_assignments(task_args, "--task-arg"))
+    bargs = _backbone_args(backbone_args)
+    specs: dict[str, RunSpec] = {}
+    grid = itertools.product(_as_list(backbones), task_list, _as_list(weights), _as_list(seeds))
+    for b, t, w, s in grid:
+        suite = t.partition("/")[0]
+        targs = {**scoped.get("", {}), **scoped.get(suite, {})}
+        try:
+            spec = make_spec(b, t, w, s, bargs, targs)
+        except UnknownNameError as err:
+            if err.kind.startswith("task arg") and len(task_list) > 1:
+                raise UsageError(
+                    f"{err} Scope an arg to one suite with --task-arg SUITE:KEY=VALUE."
+                ) from None
+            raise
+        specs.setdefault(spec.id, spec)
+    return list(specs.values())
+
+
+def run(
+    backbones: str | Sequence[str],
+    tasks: str | Sequence[str],
+    weights: str | Sequence[str] = "pretrained",
+    seeds: int | Sequence[int] = 0,
+    *,
+    task_args: Assignments = None,
+    backbone_args: Assignments = None,
+    results_dir: str | Path = RESULTS_DIR,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_start: Callable[[int, int, RunSpec], None] | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    """Run backbones × weights × tasks × seeds; one RunOutcome per run, in grid order.
+
+    Each run writes one result JSON under `results_dir`; a run whose settled result is already there
+    is not run again (`outcome.skipped`) unless `overwrite`. The whole grid is validated first
+    (`run_specs`), so a typo stops everything before the first run. `weights` is `pretrained`,
+    `random` or a checkpoint path; `device` is `auto`, `cpu`, `cuda`, `cuda:N` or `mps`.
+    `on_start(i, n, spec)` and `on_outcome(outcome)` are called around each run (the CLI prints
+    there). Raises ResultFileError for a damaged stored result (left untouched)."""
+    specs = run_specs(backbones, tasks, weights, seeds, task_args, backbone_args)
+    options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite)
+    outcomes = []
+    with _progress(progress):
+        for i, spec in enumerate(specs, 1):
+            if on_start is not None:
+                on_start(i, len(specs), spec)
+            outcome = execute(spec, options)
+            if on_outcome is not None:
+                on_outcome(outcome)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def load_outcomes(specs: Sequence[RunSpec], results_dir: str | Path = RESULTS_DIR) -> list[RunOutcome]:
+    """The stored outcomes of these runs (skipping runs without a result and unreadable files)."""
+    store = ResultStore(Path(results_dir))
+    outcomes = []
+    for spec in specs:
+        try:
+            result = store.load(spec)
+        except ResultFileError:
+            continue
+        if result is not None:
+            outcomes.append(RunOutcome(spec, result, store.path_for(spec)))
+    return outcomes
+
+
+# ----------------------------------------------------------------------------------------- sweeps
+
+
+def sweep_plan(file: str | Path) -> Plan:
+    """Read, validate and expand a sweep file into its plan (runs grouped by feature extraction),
+    without importing torch; `plan.name`, `plan.runs`, `plan.specs()`, `plan.breakdown()`."""
+    return plan_sweep(load_sweep(Path(file)))
+
+
+def sweep_status(plan: Plan, results_dir: str | Path = RESULTS_DIR, mode: str = "missing") -> SweepState:
+    """Where the plan's runs stand in `results_dir`: to do, done, failed, not applicable, unreadable."""
+    _check_mode(mode)
+    return survey(plan.specs(), ResultStore(Path(results_dir)), mode)
+
+
+def sweep(
+    file: str | Path | Plan,
+    *,
+    mode: str = "missing",
+    executor: str = "local",
+    executor_options: Mapping[str, Any] | None = None,
+    results_dir: str | Path = RESULTS_DIR,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    display: SweepDisplay | None = None,
+) -> SweepSummary:
+    """Run a sweep file (or its plan): every run of its grid, each feature set extracted once.
+
+    `mode` picks the runs: `missing` (no settled result yet; a sweep resumes), `failed` (re-run the
+    failed ones) or `all` (re-run everything, replacing results). `executor` is `local`, `ray` or
+    `slurm`, configured by `executor_options` (e.g. `{"num_cpus": 4}` for ray). A backbone of your
+    own (a factory, an entry point) must pass `bob check`'s contract checks first, or nothing runs
+    (UsageError). Failed runs are counted in the summary, not raised."""
+    _check_mode(mode)
+    plan = file if isinstance(file, Plan) else sweep_plan(file)
+    check_own_backbones(plan)
+    runner = make_executor(executor, **dict(executor_options or {}))
+    options = _options(results_dir, cache_dir, device, batch_size, num_workers)
+    return run_sweep(plan, runner, options, mode, display)
+
+
+def check_own_backbones(plan: Plan) -> None:
+    """A user backbone joins a sweep only after it passes `bob check`'s contract checks (resolve,
+    build, pooled shape and finiteness, determinism, batch invariance, feature levels)."""
+    mine = own_backbones(plan)
+    if not mine:
+        return
+    from bob.check import check_backbone  # torch: only when the sweep names a backbone of yours
+
+    for name, weights, args in mine:
+        failed = [r for r in check_backbone(name, weights, args, mock_runs=False) if r.status == "fail"]
+        if failed:
+            first = failed[0]
+            raise UsageError(
+                f"Backbone '{name}' [{weights}] fails `bob check` ({first.name}: {first.detail}), so this "
+                f"sweep does not accept it; nothing ran. `bob check --backbone {name}` shows the whole report."
+            )
+
+
+# ------------------------------------------------------------------------------------ leaderboard
+
+
+def leaderboard(
+    results_dir: str | Path = RESULTS_DIR,
+    out: str | Path = "results",
+    *,
+    suites: Sequence[str] = (),
+    filters: Sequence[str] = (),
+    weighting: str = "suite",
+    best_of: Sequence[str] = (),
+    min_backbones: int = 3,
+    efficiency_suites: Sequence[str] = ("efficiency",),
+    pareto_y: str = "overall",
+    pareto_cost: str = "",
+    group_by: str | None = None,
+    formats: Sequence[str] = ("csv", "md", "html"),
+) -> BuildOutput:
+    """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML to `out`.
+
+    `filters` are `KEY=GLOB` strings over family, method, data, size, backbone, weights; `group_by`
+    (family, method_class, pretrain_data or size) adds a summary by that key (`output.summary`).
+    Returns the board (`output.board`), the rows shown (`output.table`) and the written paths."""
+    from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard  # pandas: only here
+
+    options = BoardOptions(
+        weighting=weighting,
+        best_of=tuple(best_of),
+        min_backbones=min_backbones,
+        suites=tuple(suites),
+        efficiency_suites=tuple(efficiency_suites),
+        pareto_y=pareto_y,
+        pareto_cost=pareto_cost,
+    )
+    parsed = [RowFilter.parse(f) for f in filters]
+    return build_leaderboard(results_dir, out, options, parsed, formats=tuple(formats), group_by=group_by)
+
+
+# ------------------------------------------------------------------------------- backbones, checks
+
+
+def build_backbone(
+    name: str,
+    weights: str = "pretrained",
+    args: Assignments = None,
+    *,
+    seed: int = 0,
+    input_size: int | None = None,
+) -> Backbone:
+    """Resolve and build one backbone (a bob Backbone, an nn.Module): `forward_pooled(x)` -> [B, D],
+    `forward_features(x)` -> one map per feature level. Raises UnknownNameError, WeightsError."""
+    return _build_backbone(name, weights, _backbone_args(args), seed, input_size)
+
+
+def check(
+    backbone: str,
+    weights: str = "pretrained",
+    backbone_args: Assignments = None,
+    *,
+    image_size: int = 64,
+    suites: str = "*",
+    mock_runs: bool = True,
+) -> list[CheckResult]:
+    """`bob check`: the contract checks, then (with `mock_runs`) a seconds-long run of every suite
+    `suites` selects (comma-separated globs). One CheckResult per check: pass, fail or skip, with
+    the detail. Writes no results (mock runs go to a throwaway folder)."""
+    from bob.check import check_backbone  # torch: the checks run the model
+
+    args = _backbone_args(backbone_args)
+    return check_backbone(backbone, weights, args, image_size, mock_runs=mock_runs, suites=suites)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _as_list(value: str | int | Sequence[Any]) -> list[Any]:
+    return [value] if isinstance(value, str | int) else list(value)
+
+
+def _assignments(values: Assignments, what: str) -> dict[str, str]:
+    """KEY=VALUE strings (parsed, malformed ones raise) or a mapping whose values become the text the
+    task-arg parser reads (`True` -> `true`, a list -> `a,b`)."""
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): arg_text(list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+    return parse_assignments([values] if isinstance(values, str) else list(values), what)
+
+
+def _backbone_args(values: Assignments) -> dict[str, Any]:
+    """A mapping as it is; KEY=VALUE strings with JSON scalars parsed (`0.1`, `true`, `[1,2]`)."""
+    if isinstance(values, Mapping):
+        return dict(values)
+    return parse_backbone_args(_assignments(values, "--backbone-arg"))
+
+
+def _scope_task_args(args: dict[str, str]) -> dict[str, dict[str, str]]:
+    """`SUITE:KEY` args under their suite (an unknown suite is a did-you-mean error), the rest under ''."""
+    scoped: dict[str, dict[str, str]] = {}
+    for key, value in args.items():
+        suite, sep, name = key.rpartition(":")
+        if sep:
+            SUITES.get(suite)
+        scoped.setdefault(suite, {})[name] = value
+    return scoped
+
+
+def _options(
+    results_dir: str | Path,
+    cache_dir: str | Path | None,
+    device: str,
+    batch_size: int,
+    num_workers: int | None,
+    overwrite: bool = False,
+) -> RunOptions:
+    cache = Path(cache_dir) if cache_dir is not None else None
+    return RunOptions(Path(results_dir), cache, device, batch_size, num_workers, overwrite)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in SWEEP_MODES:
+        raise UsageError(f"Sweep mode '{mode}' is not one of {', '.join(SWEEP_MODES)}.")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    """Progress bars on or off for one call; the previous setting comes back afterwards."""
+    before = progress_bars.is_enabled()
+    progress_bars.set_enabled(enabled)
+    try:
+        yield
+    finally:
+        progress_bars.set_enabled(before)

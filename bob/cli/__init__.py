@@ -1,0 +1,86 @@
+"""The `bob` command line: a thin layer over the Python API (`bob.api`), one module per command.
+
+Exit codes: 0 every run ok (or already done), 1 a run failed, 2 bad usage or bad input.
+Tracebacks are shown only with --debug; every error bob raises on purpose is one clear paragraph.
+Each command imports `bob.api` when it runs, so `bob --help` loads typer and rich and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from bob import __version__
+from bob.cli import check, leaderboard, ls, run, sweep
+from bob.cli.options import STATE
+from bob.console import console
+from bob.errors import BobError
+
+app = typer.Typer(
+    name="bob",
+    help="bob: benchmark pretrained vision backbones on a battery of task suites.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"bob {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    STATE["debug"] = debug
+    from rich.logging import RichHandler  # rich's traceback machinery: not for `bob --help`
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console(), show_path=debug, rich_tracebacks=debug)],
+    )
+    logging.getLogger("bob").setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+# In the order `bob --help` lists them.
+app.command(name="run")(run.run)
+app.command(name="check")(check.check)
+app.command(name="ls")(ls.ls)
+app.command(name="leaderboard")(leaderboard.leaderboard)
+app.command(name="sweep")(sweep.sweep)
+
+
+def main() -> None:
+    """Console-script entry point: BobErrors become one paragraph and their exit code."""
+    try:
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit
+    except BobError as err:
+        if STATE["debug"]:
+            console().print_exception()
+        console().print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
+        sys.exit(err.exit_code)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        console().print("interrupted; finished runs are saved, the interrupted one left nothing behind")
+        sys.exit(130)
+    except Exception as err:
+        # Usage errors of the command-line parser (unknown option, missing value) show themselves and
+        # carry exit code 2. typer vendors click, so they are recognised by shape, not by class.
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

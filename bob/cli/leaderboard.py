@@ -1,0 +1,99 @@
+"""`bob leaderboard`: the command's options; `bob.cli.board` builds the board through `bob.api.leaderboard`
+and prints its top to the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ResultFiles = Annotated[
+    Path, typer.Option("--results-dir", metavar="DIR", help="Where the result JSON files are.")
+]
+Out = Annotated[Path, typer.Option("--out", metavar="DIR", help="Where leaderboard.{csv,md,html} go.")]
+Suites = Annotated[
+    list[str] | None, typer.Option("--suite", metavar="SUITE", help="Score only these suites (repeatable).")
+]
+Filters = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="KEY=GLOB",
+        help="Show only matching backbones: family, method, data, size, backbone, weights (repeatable).",
+    ),
+]
+Weighting = Annotated[
+    str,
+    typer.Option(
+        metavar="suite|setting",
+        help="Overall score: mean over suites (each weighs the same) or over settings.",
+    ),
+]
+BestOf = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--best-of", metavar="ARG", help="Task arg to take the best value over, e.g. lr (repeatable)."
+    ),
+]
+MinBackbones = Annotated[
+    int, typer.Option(metavar="N", help="Fewest pretrained backbones a setting needs to be z-scored.")
+]
+EfficiencySuites = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--efficiency-suite",
+        metavar="SUITE",
+        help="Suites shown beside the board, never z-scored (repeatable; default: efficiency).",
+    ),
+]
+ParetoY = Annotated[
+    str,
+    typer.Option(
+        metavar="COLUMN",
+        help="Accuracy axis of the accuracy-vs-MACs Pareto view: overall, suite:SUITE, z:SETTING or "
+        "value:SETTING.",
+    ),
+]
+ParetoCost = Annotated[
+    str,
+    typer.Option(
+        metavar="SETTING",
+        help="Efficiency setting whose GMACs are the Pareto view's cost, e.g. efficiency/224 "
+        "(default: the one that measured the most backbones).",
+    ),
+]
+Top = Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")]
+GroupBy = Annotated[
+    str | None,
+    typer.Option(metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."),
+]
+
+
+def leaderboard(
+    results_dir: ResultFiles = Path("results/raw"),
+    out: Out = Path("results"),
+    suite: Suites = None,
+    filter_: Filters = None,
+    weighting: Weighting = "suite",
+    best_of: BestOf = None,
+    min_backbones: MinBackbones = 3,
+    efficiency_suite: EfficiencySuites = None,
+    pareto_y: ParetoY = "overall",
+    pareto_cost: ParetoCost = "",
+    top: Top = 20,
+    group_by: GroupBy = None,
+) -> None:
+    """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
+
+    Example: bob leaderboard --results-dir results/raw --out results --filter family=vit
+    """
+    from bob.cli import board  # pandas, scipy and plotly: never needed by `bob --help`
+
+    board.run_leaderboard(
+        results_dir, out, suites=suite or [], filters=filter_ or [], weighting=weighting,
+        best_of=best_of or [], min_backbones=min_backbones,
+        efficiency_suites=efficiency_suite or ["efficiency"], pareto_y=pareto_y, pareto_cost=pareto_cost,
+        group_by=group_by, top=top,
+    )  # fmt: skip
+    raise typer.Exit(0)
