@@ -195,7 +195,6 @@ def finetune_classifier(
         hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), best],
         what="classifier",
         hint=f"lower the learning rate (task arg lr, now {cfg.lr}) or turn off amp",
-        steps_per_epoch=len(loader),
     ).run()
     protocol = _protocol(cfg, groups, loop, best, mixup, criterion, distill, train, val, batch_size)
     return FinetuneResult(model, best.best_state, best.best_epoch, best.best_extras, score.history, protocol)
@@ -306,7 +305,7 @@ def _protocol(
         "loss": loss,
         "amp": str(loop.amp_dtype).removeprefix("torch.") if loop.amp_dtype is not None else "off",
         "train_batch_size": batch_size,
-        "steps_per_epoch": loop.steps_per_epoch,
+        "steps_per_epoch": loop.step // cfg.epochs,
         "model_selection": "best val top-1 (earliest on ties)" if val is not None else "last epoch",
         "best_epoch": best.best_epoch,
         "num_train": len(train),

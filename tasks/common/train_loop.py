@@ -24,7 +24,7 @@ data-parallel means wrapping the model and the batches, not reshaping the loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -131,8 +131,9 @@ class TrainLoop:
     iterable re-iterated every epoch) and `iterations` (with `batches` an iterable cycled until that
     many optimizer steps). `amp_dtype` names the mixed-precision dtype instead of the default (see the
     function `amp_dtype`); float16 gets a gradient scaler. `what` names the model in the progress bar
-    and in errors; `hint` ends the
-    divergence message (what to lower). The model is put in train mode at the start of every epoch
+    and in errors; `hint` ends the divergence message (what to lower). `total_steps` sizes the
+    progress bar when the loop cannot count the steps itself (batches from a callable);
+    `progress_unit="epochs"` counts epochs instead. The model is put in train mode at the start of every epoch
     (and once, for iteration-counted loops).
     """
 
@@ -153,7 +154,7 @@ class TrainLoop:
         what: str = "model",
         hint: str = "",
         progress_unit: str = "steps",
-        steps_per_epoch: int | None = None,
+        total_steps: int | None = None,
     ) -> None:
         if (epochs is None) == (iterations is None):
             raise ValueError("give exactly one of epochs and iterations")
@@ -166,7 +167,7 @@ class TrainLoop:
         self.hooks = list(hooks)
         self.what, self.hint = what, hint
         self.progress_unit = progress_unit
-        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
         self.amp_dtype = _amp_dtype(self.device, amp, amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.epoch = 0  # 1-based once training starts; 0 for iteration-counted loops
@@ -272,15 +273,13 @@ class TrainLoop:
             getattr(hook, name)(self)
 
     def _total_steps(self) -> int | None:
-        if self.iterations is not None:
-            return self.iterations
-        assert self.epochs is not None
+        """The progress bar's total: given, counted from the schedule, or unknown (a callable schedule)."""
         if self.progress_unit == "epochs":
             return self.epochs
-        if self.steps_per_epoch is not None:
-            return self.epochs * self.steps_per_epoch
-        batches = self.batches if not callable(self.batches) else None
-        size = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+        if self.total_steps is not None or self.iterations is not None:
+            return self.total_steps or self.iterations
+        assert self.epochs is not None
+        size = len(self.batches) if isinstance(self.batches, Sized) else None
         return self.epochs * math.ceil(size / self.accum_steps) if size is not None else None
 
     def _divergence(self, value: float, parts: dict[str, float]) -> str:

@@ -210,5 +210,5 @@ def _train(
         hooks=[AfterStep(lambda _: scheduler.step())],
         what=f"the re-ID embedding on {name}",
         hint=f"lower lr (now {args.lr})",
-        progress_unit="epochs",  # the epochs' batch counts vary (RandomIdentitySampler)
+        total_steps=total,  # the epochs' batch counts vary (RandomIdentitySampler)
     ).run()

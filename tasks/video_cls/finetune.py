@@ -161,6 +161,6 @@ def _train(
         hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), record],
         what="the video classifier on clips",
         hint=f"lower ft_lr (now {lr})",
-        steps_per_epoch=steps_per_epoch,
+        total_steps=epochs * steps_per_epoch,
     ).run()
     return record

@@ -123,7 +123,7 @@ def train_head(
         hooks=[AfterStep(lambda _: schedule.step())],
         what="vis head",
         hint="try a lower lr",
-        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
     ).run()
     losses = loop.losses
     return head, {"steps": total, "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
