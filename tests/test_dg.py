@@ -17,7 +17,7 @@ from bob.errors import DatasetNotFoundError, UnknownNameError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
 from bob.task import parse_task_args
-from bob.tasks.dg import DGArgs
+from bob.tasks.dg import DgArgs
 from bob.tasks.dg.matrix import summarise_matrix
 from bob.tasks.dg.style_aug import StyleHooks, mix_stats, stage_modules, style_stats
 
@@ -192,16 +192,16 @@ def test_style_aug_on_a_backbone_without_stages_names_it():
 
 def test_task_args_are_checked_before_any_run():
     with pytest.raises(UsageError, match="mode=finetune"):
-        parse_task_args(DGArgs, {"mode": "linear", "style_aug": "mixstyle"}, "dg/x")
+        parse_task_args(DgArgs, {"mode": "linear", "style_aug": "mixstyle"}, "dg/x")
     with pytest.raises(UsageError, match="epochs, lr set the fine-tuning schedule"):
-        parse_task_args(DGArgs, {"mode": "linear", "epochs": "3", "lr": "0.1"}, "dg/x")
+        parse_task_args(DgArgs, {"mode": "linear", "epochs": "3", "lr": "0.1"}, "dg/x")
     with pytest.raises(UnknownNameError, match="mixstyle"):
-        parse_task_args(DGArgs, {"style_aug": "mixstyel"}, "dg/x")
+        parse_task_args(DgArgs, {"style_aug": "mixstyel"}, "dg/x")
     with pytest.raises(UsageError, match="holdout_fraction"):
-        parse_task_args(DGArgs, {"holdout_fraction": "1.5"}, "dg/x")
+        parse_task_args(DgArgs, {"holdout_fraction": "1.5"}, "dg/x")
     with pytest.raises(UsageError, match="advstyle_eps"):
-        parse_task_args(DGArgs, {"advstyle_eps": "1"}, "dg/x")
-    args = parse_task_args(DGArgs, {"sources": "plain,sketch"}, "dg/x")
+        parse_task_args(DgArgs, {"advstyle_eps": "1"}, "dg/x")
+    args = parse_task_args(DgArgs, {"sources": "plain,sketch"}, "dg/x")
     assert args.sources == ("plain", "sketch")
 
 

@@ -16,7 +16,7 @@ from bob.task import parse_task_args
 from bob.tasks.common.args import DISTILL_ARGS
 from bob.tasks.common.distill_loss import KDConfig, SoftTargets, batch_loss, kd_loss
 from bob.tasks.few_label import FewLabelArgs
-from bob.tasks.finetune import FinetuneSearchArgs
+from bob.tasks.finetune import FinetuneArgs
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
@@ -118,7 +118,7 @@ def test_soft_targets_must_cover_the_training_split():
 
 
 def test_runs_without_a_teacher_keep_their_identity():
-    for cls in (FinetuneSearchArgs, FewLabelArgs):
+    for cls in (FinetuneArgs, FewLabelArgs):
         plain = cls().identity()
         assert not set(DISTILL_ARGS) & set(plain)
         with_teacher = cls(teacher="torchvision/mobilenet_v2").identity()
@@ -129,17 +129,17 @@ def test_runs_without_a_teacher_keep_their_identity():
 @pytest.mark.parametrize(
     ("cls", "raw", "error", "match"),
     [
-        (FinetuneSearchArgs, {"teacher": "torchvision/mobilenet_v3"}, UnknownNameError, "mobilenet"),
-        (FinetuneSearchArgs, {"kd_loss": "jsd"}, UnknownNameError, "js"),
-        (FinetuneSearchArgs, {"kd_temperature": "0"}, UsageError, "kd_temperature"),
-        (FinetuneSearchArgs, {"kd_alpha": "1.5"}, UsageError, "kd_alpha"),
+        (FinetuneArgs, {"teacher": "torchvision/mobilenet_v3"}, UnknownNameError, "mobilenet"),
+        (FinetuneArgs, {"kd_loss": "jsd"}, UnknownNameError, "js"),
+        (FinetuneArgs, {"kd_temperature": "0"}, UsageError, "kd_temperature"),
+        (FinetuneArgs, {"kd_alpha": "1.5"}, UsageError, "kd_alpha"),
         (
-            FinetuneSearchArgs,
+            FinetuneArgs,
             {"teacher": "timm/resnet18", "teacher_weights": "/no/such.pt"},
             UsageError,
             "no such",
         ),
-        (FinetuneSearchArgs, {"teacher": "timm/resnet18", "search": "lr"}, UsageError, "search=lr"),
+        (FinetuneArgs, {"teacher": "timm/resnet18", "search": "lr"}, UsageError, "search=lr"),
         (FewLabelArgs, {"teacher": "timm/resnet18", "mode": "linear"}, UsageError, "mode=finetune"),
     ],
 )

@@ -13,7 +13,7 @@ from bob.errors import TrainingDivergedError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
 from bob.task import parse_task_args
-from bob.tasks.common.args import FinetuneArgs
+from bob.tasks.common.args import FinetuneRecipeArgs
 from bob.tasks.common.finetune import (
     Classifier,
     evaluate,
@@ -192,16 +192,16 @@ def test_mixup_needs_an_even_batch_and_tiny_sets_get_one():
 )
 def test_out_of_range_args_are_usage_errors(raw):
     with pytest.raises(UsageError):
-        parse_task_args(FinetuneArgs, raw, "finetune/shapes-mini")
+        parse_task_args(FinetuneRecipeArgs, raw, "finetune/shapes-mini")
 
 
 def test_schedule_defaults_depend_on_the_dataset_kind():
-    args = FinetuneArgs()
+    args = FinetuneRecipeArgs()
     real, small = args.config("real"), args.config("embedded")
     assert (real.epochs, real.warmup_epochs, real.batch_size) == (100, 5, 128)
     assert (small.epochs, small.warmup_epochs, small.batch_size) == (3, 1, 64)
-    assert FinetuneArgs(epochs=1).config("embedded").warmup_epochs == 0
-    assert FinetuneArgs(auto_augment="none").config("real").auto_augment is None
+    assert FinetuneRecipeArgs(epochs=1).config("embedded").warmup_epochs == 0
+    assert FinetuneRecipeArgs(auto_augment="none").config("real").auto_augment is None
 
 
 # ------------------------------------------------------------------------------------------- runs

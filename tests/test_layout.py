@@ -118,6 +118,7 @@ def test_suite_classes_follow_the_naming_rule_and_declare_their_metadata():
 
     for cls in SUITES.classes():
         assert cls.__name__ == cls.class_name()
+        assert cls.Args.__name__ == f"{cls.class_name()}Args" and cls.Args.__module__ == cls.__module__
         assert cls.__module__ == f"bob.tasks.{cls.suite.replace('-', '_')}"
         assert cls.version and cls.main_metric and cls.description and cls.task_types
 

@@ -15,7 +15,7 @@ from bob.data import dataset_info, load_split
 from bob.errors import DatasetNotFoundError, UsageError
 from bob.runner import execute
 from bob.spec import make_spec
-from bob.tasks.multilabel import MultiLabelArgs
+from bob.tasks.multilabel import MultilabelArgs
 from bob.tasks.multilabel.data import MultiLabelSplit, read_real_json
 from bob.tasks.multilabel.metrics import (
     average_precision_per_class,
@@ -225,11 +225,11 @@ def test_timm_pretrained_checkpoint_keeps_its_imagenet_head(tmp_path, monkeypatc
 
 def test_task_args_are_validated():
     with pytest.raises(UsageError, match="classifier"):
-        MultiLabelArgs(classifier="oracle").validate()
+        MultilabelArgs(classifier="oracle").validate()
     with pytest.raises(UsageError, match="threshold"):
-        MultiLabelArgs(threshold=1.5).validate()
+        MultilabelArgs(threshold=1.5).validate()
     with pytest.raises(UsageError, match="val_fraction"):
-        MultiLabelArgs(val_fraction=0.0).validate()
+        MultilabelArgs(val_fraction=0.0).validate()
 
 
 def test_listing_multilabel_tasks_does_not_import_torch():

@@ -12,7 +12,7 @@ from bob.runner import execute
 from bob.spec import make_spec
 from bob.suites import parse_task_name
 from bob.tasks.common.calibration import expected_calibration_error, softmax
-from bob.tasks.ood import OODArgs
+from bob.tasks.ood import OodArgs
 from bob.tasks.ood.data import get_shift
 from bob.tasks.ood.metrics import score, summarise
 from bob.tasks.ood.sets import select_sets
@@ -108,26 +108,26 @@ def test_summary_metrics_are_consistent():
 
 def test_set_selection_and_argument_errors():
     digits = get_shift("digits-c")
-    default = select_sets(digits, OODArgs())
+    default = select_sets(digits, OodArgs())
     assert len(default) == 20 and "fog-5" in default and "glass_blur-1" not in default
-    assert len(select_sets(digits, OODArgs(corruptions=("all",)))) == 75
-    assert select_sets(digits, OODArgs(corruptions=("snow",), severities=(5, 2))) == ["snow-2", "snow-5"]
+    assert len(select_sets(digits, OodArgs(corruptions=("all",)))) == 75
+    assert select_sets(digits, OodArgs(corruptions=("snow",), severities=(5, 2))) == ["snow-2", "snow-5"]
     with pytest.raises(UnknownNameError) as err:
-        select_sets(digits, OODArgs(corruptions=("gausian_noise",)))
+        select_sets(digits, OodArgs(corruptions=("gausian_noise",)))
     assert "gaussian_noise" in err.value.suggestions
     shapes = get_shift("shapes-domains")
-    assert select_sets(shapes, OODArgs()) == [
+    assert select_sets(shapes, OodArgs()) == [
         "shapes-texture",
         "shapes-cartoon",
         "shapes-sketch",
         "shapes-noise",
     ]
     with pytest.raises(UsageError, match="only apply to corruption shifts"):
-        select_sets(shapes, OODArgs(corruptions=("fog",)))
+        select_sets(shapes, OodArgs(corruptions=("fog",)))
     with pytest.raises(UsageError, match="severities"):
-        OODArgs(severities=(0, 6)).validate()
+        OodArgs(severities=(0, 6)).validate()
     with pytest.raises(UnknownNameError, match="Did you mean: linear"):
-        OODArgs(mode="linaer").validate()
+        OodArgs(mode="linaer").validate()
 
 
 def test_unknown_shift_suggests_close_names():
@@ -219,9 +219,9 @@ def test_finetune_mode_trains_end_to_end_and_extracts_nothing(options):
 
 def test_finetune_overrides_are_checked_and_refused_in_linear_mode():
     with pytest.raises(UsageError, match="epochs"):
-        OODArgs(mode="finetune", ft_epochs=0).validate()
+        OodArgs(mode="finetune", ft_epochs=0).validate()
     with pytest.raises(UsageError, match="mode=finetune"):
-        OODArgs(ft_lr=1e-2).validate()
+        OodArgs(ft_lr=1e-2).validate()
 
 
 def test_missing_real_data_fails_before_training(options, tmp_path):

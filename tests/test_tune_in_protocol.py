@@ -8,7 +8,7 @@ from bob.errors import UsageError
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
 from bob.task import parse_task_args
-from bob.tasks.finetune import FinetuneSearchArgs
+from bob.tasks.finetune import FinetuneArgs
 
 SMALL_TIMM = "timm/mobilenetv3_small_050"
 
@@ -17,11 +17,11 @@ def test_an_unknown_search_is_a_usage_error_before_any_run():
     with pytest.raises(
         UsageError, match=r"Unknown search for finetune 'learning_rate'.*Valid values: none, lr"
     ):
-        parse_task_args(FinetuneSearchArgs, {"search": "learning_rate"}, "finetune/shapes-mini")
+        parse_task_args(FinetuneArgs, {"search": "learning_rate"}, "finetune/shapes-mini")
     with pytest.raises(UsageError, match="Did you mean: lr"):
         make_spec(SMALL_TIMM, "finetune/shapes-mini", "random", task_args={"search": "lrr"})
     with pytest.raises(UsageError, match="search_samples must be a positive integer"):
-        parse_task_args(FinetuneSearchArgs, {"search": "lr", "search_samples": "0"}, "finetune/shapes-mini")
+        parse_task_args(FinetuneArgs, {"search": "lr", "search_samples": "0"}, "finetune/shapes-mini")
 
 
 def test_runs_without_a_search_keep_their_identity():

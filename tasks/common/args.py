@@ -65,7 +65,7 @@ DETECTION_HEADS = ("rcnn", "query")
 
 
 @dataclass
-class DetectionArgs(TaskArgs):
+class DetectorArgs(TaskArgs):
     """A detector on the backbone's pyramid: its schedule, augmentation, neck and head, and the lr search."""
 
     # The declared search space (tasks/common/tune.py syntax): search=lr tries BoB's grid, one trial each.
@@ -174,7 +174,7 @@ DISTILL_ARGS = (
 
 
 @dataclass
-class FinetuneArgs(TaskArgs):
+class FinetuneRecipeArgs(TaskArgs):
     """BoB's recipe: schedule, optimizer, augmentation and the distillation knobs; `config` resolves it."""
 
     real_schedule: ClassVar[tuple[int, int, int]] = REAL_SCHEDULE

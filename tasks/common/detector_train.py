@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from bob.backbones.base import Backbone
 from bob.data.coco import DetectionSplit
 from bob.progress import progress_bar
-from bob.tasks.common.args import DETECTION_LR_GRID, DetectionArgs
+from bob.tasks.common.args import DETECTION_LR_GRID, DetectorArgs
 from bob.tasks.common.coco_eval import to_coco_results
 from bob.tasks.common.detector_data import DetectionDataset, collate, train_indices
 from bob.tasks.common.rcnn import predicts_masks
@@ -52,7 +52,7 @@ class TrainConfig:
     amp: bool = False
 
 
-def train_config(args: DetectionArgs, n_train: int, size: int) -> TrainConfig:
+def train_config(args: DetectorArgs, n_train: int, size: int) -> TrainConfig:
     """The training loop's config: `iters`, else `epochs` over `n_train` images."""
     iterations = args.iters or args.epochs * max(1, n_train // args.batch_size)
     return TrainConfig(
@@ -197,7 +197,7 @@ def predict(
 
 
 def describe_training(
-    args: DetectionArgs,
+    args: DetectorArgs,
     cfg: TrainConfig,
     model: nn.Module,
     backbone: Backbone,

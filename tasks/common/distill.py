@@ -27,7 +27,7 @@ from bob.context import RunContext
 from bob.data.base import ImageSplit, stratified_partition
 from bob.errors import UsageError
 from bob.task import TaskOutput
-from bob.tasks.common.args import FinetuneArgs, ProbeArgs
+from bob.tasks.common.args import FinetuneRecipeArgs, ProbeArgs
 from bob.tasks.common.distill_loss import KDConfig, SoftTargets
 from bob.tasks.common.finetune_run import finetune_and_test
 from bob.tasks.common.probe import run_linear_probe
@@ -91,7 +91,7 @@ def fit_teacher(ctx: RunContext, teacher: str, weights: str, labelled_rows: np.n
 
 def distill_and_test(
     ctx: RunContext,
-    args: FinetuneArgs,
+    args: FinetuneRecipeArgs,
     labelled_rows: np.ndarray,
     unlabeled_rows: np.ndarray,
     val: ImageSplit | None,

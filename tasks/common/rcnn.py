@@ -18,7 +18,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from bob.backbones.base import Backbone
-from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.pyramid import BackboneWithPyramid, accepts_any_size
 
 
@@ -68,7 +68,7 @@ def square_pad(backbone: Backbone, size: int) -> int | None:
 
 
 def rcnn_detector(
-    backbone: Backbone, args: DetectionArgs, num_classes: int, masks: bool, size: int
+    backbone: Backbone, args: DetectorArgs, num_classes: int, masks: bool, size: int
 ) -> tuple[nn.Module, int | None]:
     """The R-CNN on `backbone` as the task args ask, and the square pad size it needs (if any)."""
     pad_to = square_pad(backbone, size)
@@ -93,7 +93,7 @@ def predicts_masks(model: nn.Module) -> bool:
     return heads is not None and hasattr(heads, "mask_head") and heads.has_mask()
 
 
-def describe_rcnn(model: nn.Module, args: DetectionArgs, masks: bool) -> dict[str, Any]:
+def describe_rcnn(model: nn.Module, args: DetectorArgs, masks: bool) -> dict[str, Any]:
     """The R-CNN's part of a run's protocol record."""
     return {
         "detector": "Mask R-CNN" if masks else "Faster R-CNN",

@@ -12,17 +12,21 @@ Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/su
 loop and evaluation. With `search=lr`, Ray Tune first scores every grid lr on a seeded held-out part
 of train (box AP; train.py) and step 3 uses the winner; the search lands in `protocol["search"]`.
 The R-CNN, its training and prediction are shared with open-vocab (tasks/common/rcnn.py,
-detector_train.py); the task args are `DetectionArgs` (tasks/common/args.py).
+detector_train.py); the task args are the detector's (`DetectorArgs`, tasks/common/args.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from bob.task import Task
-from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.args import DetectorArgs
 
-__all__ = ["Detection", "DetectionArgs"]
+
+@dataclass
+class DetectionArgs(DetectorArgs):
+    """The detector's knobs (tasks/common/args.py), which open-vocab shares; detection adds none."""
 
 
 class Detection(Task):

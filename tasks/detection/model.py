@@ -8,14 +8,14 @@ from typing import Any
 from torch import nn
 
 from bob.backbones.base import Backbone
-from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.pyramid import BackboneWithPyramid
 from bob.tasks.common.rcnn import describe_rcnn, rcnn_detector, square_pad
 from bob.tasks.detection.query_head import QueryDetector
 
 
 def detector(
-    backbone: Backbone, args: DetectionArgs, num_classes: int, masks: bool, size: int
+    backbone: Backbone, args: DetectorArgs, num_classes: int, masks: bool, size: int
 ) -> tuple[nn.Module, int | None]:
     """The detector on `backbone` as the task args ask, and the square pad size it needs (if any)."""
     if args.head != "query":
@@ -27,7 +27,7 @@ def detector(
     return QueryDetector(body, num_classes, size, args.num_queries, args.query_stages), pad_to
 
 
-def describe_head(model: nn.Module, args: DetectionArgs, masks: bool) -> dict[str, Any]:
+def describe_head(model: nn.Module, args: DetectorArgs, masks: bool) -> dict[str, Any]:
     """The head's part of the protocol record."""
     if args.head != "query":
         return describe_rcnn(model, args, masks)

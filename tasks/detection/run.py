@@ -13,7 +13,7 @@ from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.errors import UsageError
 from bob.task import TaskOutput
-from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.coco_eval import coco_metrics
 from bob.tasks.common.detector_data import train_indices
 from bob.tasks.common.detector_train import (
@@ -29,7 +29,7 @@ from bob.tasks.detection.train import search_lr
 
 
 def run(task: Detection, ctx: RunContext) -> TaskOutput:
-    args: DetectionArgs = task.args  # type: ignore[assignment]
+    args: DetectorArgs = task.args  # type: ignore[assignment]
     train, test = detection_splits(task, ctx)
     n_train = len(train_indices(train))
     size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE

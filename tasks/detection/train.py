@@ -1,6 +1,6 @@
 """The detection suite's in-protocol lr search (`search=lr`), run before the final fit.
 
-Ray Tune tries every lr of `DetectionArgs.search_space` (BoB's grid, one FIFO trial each): a trial
+Ray Tune tries every lr of `DetectorArgs.search_space` (BoB's grid, one FIFO trial each): a trial
 trains a fresh detector on a seeded part of train with tasks/common/detector_train.py's recipe and
 reports box AP on the held-out rest (`holdout`). The final fit then trains on all of train with the
 winner.
@@ -19,7 +19,7 @@ from bob.backbones.base import BackboneRef
 from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.errors import UsageError
-from bob.tasks.common.args import DetectionArgs
+from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.coco_eval import coco_metrics
 from bob.tasks.common.detector_data import train_indices
 from bob.tasks.common.detector_train import predict, train_config, train_detector
@@ -41,7 +41,7 @@ def holdout(train: DetectionSplit, fraction: float, seed: int) -> tuple[Detectio
 
 
 def search_lr(
-    ctx: RunContext, args: DetectionArgs, train: DetectionSplit, size: int, masks: bool
+    ctx: RunContext, args: DetectorArgs, train: DetectionSplit, size: int, masks: bool
 ) -> dict[str, Any]:
     """Ray Tune over `args.search_space` (BoB's lr grid, one FIFO trial per lr): each trial trains a
     fresh detector on the train part and reports box AP on the held-out val part; returns
@@ -78,7 +78,7 @@ def lr_trial(
     config: dict[str, Any],
     report: Callable[[dict[str, float]], None],
     ref: BackboneRef,
-    args: DetectionArgs,
+    args: DetectorArgs,
     train: DetectionSplit,
     val: DetectionSplit,
     n_train: int,

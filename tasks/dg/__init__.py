@@ -37,7 +37,7 @@ SMALL_RECIPE = (10, 32, 1e-2)
 
 
 @dataclass
-class DGArgs(TaskArgs):
+class DgArgs(TaskArgs):
     mode: str = run_arg("finetune", "finetune (backbone + linear head) or linear (frozen pooled features)")
     sources: tuple[str, ...] | None = run_arg(None, "source domains, comma-separated (default: every domain)")
     holdout_fraction: float = run_arg(0.2, "share of each domain held out (the in-domain diagonal)")
@@ -130,7 +130,7 @@ class Dg(Task):
         "single-source domain generalisation: train on one domain (fine-tune, or linear on frozen "
         "features; optional MixStyle/AdvStyle), top-1 on the others, averaged over sources"
     )
-    Args = DGArgs
-    args: DGArgs
+    Args = DgArgs
+    args: DgArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "batch_size": "16", "sources": "plain"}
     check_dataset: ClassVar[str] = "shapes-multidomain-mini"

@@ -16,7 +16,7 @@ from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.finetune_run import trainable_backbone
 from bob.tasks.common.metrics import top_k_accuracy
 from bob.tasks.common.probe import run_linear_probe
-from bob.tasks.dg import DGArgs
+from bob.tasks.dg import DgArgs
 from bob.tasks.dg.data import Domains
 from bob.tasks.dg.style_aug import StyleHooks, stage_modules
 
@@ -33,7 +33,7 @@ def _score_row(domains: Domains, source: str, logits_of: LogitsOf) -> dict[str, 
 
 
 def finetune_source(
-    ctx: RunContext, args: DGArgs, domains: Domains, source: str
+    ctx: RunContext, args: DgArgs, domains: Domains, source: str
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Fine-tune a fresh backbone on the source's train part; score every domain."""
     cfg = args.config(ctx.info.kind)
@@ -72,7 +72,7 @@ def finetune_source(
     return row, protocol
 
 
-def _style_hooks(backbone: Backbone, args: DGArgs) -> tuple[StyleHooks | None, dict[str, Any]]:
+def _style_hooks(backbone: Backbone, args: DgArgs) -> tuple[StyleHooks | None, dict[str, Any]]:
     """The style-augmentation hooks `args` ask for, on the backbone's stages, and their protocol.
     Stages are found (or refused) here, before any training."""
     style: dict[str, Any] = {"style_aug": args.style_aug}
@@ -91,7 +91,7 @@ def _level_channels(backbone: Backbone, module_name: str) -> int:
     return next(level.channels for level in backbone.feature_info if level.module == module_name)
 
 
-def _style_protocol(args: DGArgs, stage_names: list[str]) -> dict[str, Any]:
+def _style_protocol(args: DgArgs, stage_names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"style_stages": stage_names, "style_active": "training mode only"}
     if args.style_aug == "mixstyle":
         out.update(
@@ -109,7 +109,7 @@ def _style_protocol(args: DGArgs, stage_names: list[str]) -> dict[str, Any]:
 
 
 def linear_source(
-    ctx: RunContext, args: DGArgs, domains: Domains, source: str
+    ctx: RunContext, args: DgArgs, domains: Domains, source: str
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The linear-probe protocol on frozen pooled features of the source's train part."""
     if not domains.pooled:  # one cached extraction per domain, shared by every source

@@ -22,13 +22,13 @@ from typing import ClassVar
 
 from bob.errors import UsageError
 from bob.task import Task, run_arg
-from bob.tasks.common.args import FinetuneArgs
+from bob.tasks.common.args import FinetuneRecipeArgs
 
 MODES = ("finetune", "linear")
 
 
 @dataclass
-class FewLabelArgs(FinetuneArgs):
+class FewLabelArgs(FinetuneRecipeArgs):
     real_schedule: ClassVar[tuple[int, int, int]] = (60, 5, 128)
     small_schedule: ClassVar[tuple[int, int, int]] = (10, 1, 64)
     val_fraction_may_be_zero: ClassVar[bool] = True

@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 from bob.task import Task, run_arg
-from bob.tasks.common.args import FinetuneArgs
+from bob.tasks.common.args import FinetuneRecipeArgs
 
 SEARCHES = ("none", "lr")
 
 
 @dataclass
-class FinetuneSearchArgs(FinetuneArgs):
+class FinetuneArgs(FinetuneRecipeArgs):
     """The finetune suite's args: BoB's recipe plus an optional in-protocol lr search (Ray Tune)."""
 
     # The declared search space (tasks/common/tune.py syntax); search=lr draws `search_samples` lrs from it.
@@ -65,6 +65,6 @@ class Finetune(Task):
     main_metric = "top1"
     needs = ("trainable",)
     description = "end-to-end fine-tuning, BoB recipe: AdamW, layer-wise lr decay, RandAugment, mixup/cutmix"
-    Args = FinetuneSearchArgs
-    args: FinetuneSearchArgs
+    Args = FinetuneArgs
+    args: FinetuneArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "1", "warmup_epochs": "0", "batch_size": "16"}

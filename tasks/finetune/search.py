@@ -23,7 +23,7 @@ from bob.tasks.common.finetune import finetune_classifier
 from bob.tasks.common.finetune_run import with_drop_path
 from bob.tasks.common.recipe import FinetuneConfig
 from bob.tasks.common.tune import search_in_protocol
-from bob.tasks.finetune import FinetuneSearchArgs
+from bob.tasks.finetune import FinetuneArgs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class BackboneRecipe:
 
 
 def search_lr(
-    ctx: RunContext, args: FinetuneSearchArgs, train: ImageSplit, val: ImageSplit, cfg: FinetuneConfig
+    ctx: RunContext, args: FinetuneArgs, train: ImageSplit, val: ImageSplit, cfg: FinetuneConfig
 ) -> dict[str, Any]:
     """Ray Tune trials over `args.search_space`, ASHA-stopped on val top-1; returns `to_protocol()`.
 

@@ -34,7 +34,7 @@ def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 @dataclass
-class IQAArgs(TaskArgs):
+class IqaArgs(TaskArgs):
     mode: str = run_arg(
         "nr", "nr (no-reference: the distorted image alone) or fr (full-reference: vs its reference)"
     )
@@ -86,6 +86,6 @@ class Iqa(Task):
         "image quality: frozen multi-scale features → MLP (mode=nr), or LPIPS-style feature distances "
         "to the reference → ridge (mode=fr); SRCC, KRCC, PLCC (raw and 4-parameter logistic)"
     )
-    Args = IQAArgs
+    Args = IqaArgs
     check_dataset: ClassVar[str] = "skimage-distortions-mini"
     check_args: ClassVar[dict[str, str]] = {"epochs": "2"}

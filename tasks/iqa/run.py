@@ -11,7 +11,7 @@ from bob.context import RunContext
 from bob.data.base import ImageSplit
 from bob.errors import UsageError
 from bob.task import TaskOutput
-from bob.tasks.iqa import Iqa, IQAArgs, heads
+from bob.tasks.iqa import Iqa, IqaArgs, heads
 from bob.tasks.iqa.data import IQASplit
 from bob.tasks.iqa.features import iqa_features
 from bob.tasks.iqa.metrics import iqa_metrics, within_group_srcc
@@ -23,7 +23,7 @@ FEATURES = {
 
 
 def run(task: Iqa, ctx: RunContext) -> TaskOutput:
-    args: IQAArgs = task.args  # type: ignore[assignment]
+    args: IqaArgs = task.args  # type: ignore[assignment]
     train = check_iqa_split(ctx.split("train"), "train", args.mode)
     test = check_iqa_split(ctx.split("test"), "test", args.mode)
     levels = list(args.levels) if args.levels is not None else None
@@ -73,7 +73,7 @@ def check_iqa_split(split: ImageSplit, name: str, mode: str) -> IQASplit:
 
 
 def fit_and_predict(
-    args: IQAArgs, x_train: np.ndarray, train: IQASplit, x_test: np.ndarray, ctx: RunContext
+    args: IqaArgs, x_train: np.ndarray, train: IQASplit, x_test: np.ndarray, ctx: RunContext
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     """Fit the chosen head on train; returns (head, test predictions, the head's protocol record)."""
     if args.resolved_head == "mlp":

@@ -14,7 +14,7 @@ from bob.task import Task, TaskArgs, run_arg
 
 
 @dataclass
-class KNNArgs(TaskArgs):
+class KnnArgs(TaskArgs):
     k: int = run_arg(20, "number of neighbours")
     temperature: float = run_arg(0.07, "temperature T of the exp(sim / T) vote weights")
 
@@ -32,5 +32,5 @@ class Knn(Task):
     main_metric = "top1"
     reads_feature_cache = True
     description = "frozen pooled features; cosine k-NN with DINO's temperature-weighted vote (k=20, T=0.07)"
-    Args = KNNArgs
-    args: KNNArgs
+    Args = KnnArgs
+    args: KnnArgs

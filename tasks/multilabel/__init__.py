@@ -30,7 +30,7 @@ MAIN_METRIC_BY_DATASET = {"imagenet-real": "real_top1"}
 
 
 @dataclass
-class MultiLabelArgs(ProbeArgs):
+class MultilabelArgs(ProbeArgs):
     classifier: str = run_arg(
         "probe", "probe: linear head on frozen features; native: the backbone's own ImageNet-1k head"
     )
@@ -54,8 +54,8 @@ class Multilabel(Task):
         "label sets per image: linear sigmoid head on frozen pooled features (or the backbone's own "
         "ImageNet head); mAP, CF1/OF1, ReaL accuracy (main metric on imagenet-real) and plain top-1"
     )
-    Args = MultiLabelArgs
-    args: MultiLabelArgs
+    Args = MultilabelArgs
+    args: MultilabelArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "2", "min_steps": "20"}
     check_dataset: ClassVar[str] = "scenes-multilabel-mini"
 

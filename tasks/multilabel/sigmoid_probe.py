@@ -15,7 +15,7 @@ import torch
 from bob.progress import progress_bar
 from bob.tasks.common.linear_head import HeadConfig, Standardizer, epochs_for, fit_heads, predict
 from bob.tasks.common.probe import SEARCH_ROUNDS, WD_GRID, as_tensor, head_state, search_weight_decay
-from bob.tasks.multilabel import MultiLabelArgs
+from bob.tasks.multilabel import MultilabelArgs
 from bob.tasks.multilabel.metrics import mean_average_precision
 
 
@@ -29,7 +29,7 @@ def head_scores(x: np.ndarray, head: dict[str, Any], device: torch.device | str)
 def fit_sigmoid_probe(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray, np.ndarray],
-    args: MultiLabelArgs,
+    args: MultilabelArgs,
     seed: int,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -28,7 +28,7 @@ from typing import ClassVar
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 from bob.task import Task, run_arg
-from bob.tasks.common.args import FinetuneArgs, ProbeArgs
+from bob.tasks.common.args import FinetuneRecipeArgs, ProbeArgs
 
 MODES = ("linear", "finetune")
 FT_DEFAULTS = {"ft_epochs": None, "ft_lr": 1e-3, "ft_batch_size": None}
@@ -36,7 +36,7 @@ ALL_SEVERITIES = (1, 2, 3, 4, 5)
 
 
 @dataclass
-class OODArgs(ProbeArgs):
+class OodArgs(ProbeArgs):
     mode: str = run_arg(
         "linear", "classifier: linear (linear-probe protocol, frozen features) | finetune (end to end)"
     )
@@ -72,9 +72,9 @@ class OODArgs(ProbeArgs):
                     f"Task args {', '.join(changed)} only apply with mode=finetune (this run is mode=linear)."
                 )
 
-    def finetune_args(self) -> FinetuneArgs:
+    def finetune_args(self) -> FinetuneRecipeArgs:
         """The finetune suite's recipe (BoB's), with this run's `ft_*` overrides; validated."""
-        ft = FinetuneArgs(
+        ft = FinetuneRecipeArgs(
             epochs=self.ft_epochs,
             lr=self.ft_lr,
             batch_size=self.ft_batch_size,
@@ -94,7 +94,7 @@ class Ood(Task):
         "classifier trained in distribution (linear probe, or fine-tuned); top-1, in→out drop and "
         "15-bin ECE on each shifted set"
     )
-    Args = OODArgs
-    args: OODArgs
+    Args = OodArgs
+    args: OodArgs
     check_args: ClassVar[dict[str, str]] = {"epochs": "2", "min_steps": "20"}
     check_dataset: ClassVar[str] = "shapes-mini-domains"

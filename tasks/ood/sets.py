@@ -17,11 +17,11 @@ from bob.data.corruptions import RenderSpec
 from bob.data.real_shifts import valid_class_indices
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
-from bob.tasks.ood import ALL_SEVERITIES, OODArgs
+from bob.tasks.ood import ALL_SEVERITIES, OodArgs
 from bob.tasks.ood.data import Shift, load_shifted_set
 
 
-def select_sets(shift: Shift, args: OODArgs) -> list[str]:
+def select_sets(shift: Shift, args: OodArgs) -> list[str]:
     """The shifted sets a run scores: all of the shift's, or its default, narrowed by the task args."""
     if not shift.corruption_sets:
         if args.corruptions is not None or tuple(args.severities) != ALL_SEVERITIES:

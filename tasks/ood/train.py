@@ -15,7 +15,7 @@ from bob.data.base import stratified_partition
 from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.finetune_run import holdout_val, trainable_backbone
 from bob.tasks.common.probe import run_linear_probe
-from bob.tasks.ood import OODArgs
+from bob.tasks.ood import OodArgs
 from bob.tasks.ood.data import get_shift
 from bob.tasks.ood.sets import in_dist_splits
 
@@ -29,12 +29,12 @@ class Classifier:
     state: dict[str, Any]
 
 
-def fit_classifier(mode: str, ctx: RunContext, args: OODArgs) -> Classifier:
+def fit_classifier(mode: str, ctx: RunContext, args: OodArgs) -> Classifier:
     """Train the in-distribution classifier the way `mode` says."""
     return _MODES[mode](ctx, args)
 
 
-def _linear_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
+def _linear_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
     """The linear-probe protocol on the in-distribution train split's cached frozen features."""
     train, test = ctx.pooled("train"), ctx.pooled("test")
     if "val" in in_dist_splits(get_shift(ctx.dataset)):  # loaded by load_sets
@@ -65,7 +65,7 @@ def _linear_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
     return Classifier(logits, protocol, head)
 
 
-def _finetune_classifier(ctx: RunContext, args: OODArgs) -> Classifier:
+def _finetune_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
     """The finetune suite's protocol on the in-distribution train split (BoB's OOD setting)."""
     ft = args.finetune_args()
     cfg = ft.config(ctx.info.kind)

@@ -33,11 +33,11 @@ from typing import Any, ClassVar
 
 from bob.errors import UsageError
 from bob.task import Task, run_arg
-from bob.tasks.common.args import DetectionArgs, check_text_encoder
+from bob.tasks.common.args import DetectorArgs, check_text_encoder
 
 
 @dataclass
-class OpenVocabArgs(DetectionArgs):
+class OpenVocabArgs(DetectorArgs):
     """The detector's knobs (tasks/common/args.py) plus the text classifier's and the novel set."""
 
     search_space: ClassVar[dict[str, Any]] = {}
