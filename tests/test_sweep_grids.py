@@ -58,9 +58,9 @@ def test_bob_dry_run_imports_no_torch():
     assert "runs by family" in proc.stdout
 
 
-def test_quickstart_plans_eight_runs_in_four_extraction_groups():
+def test_quickstart_plans_twelve_runs_in_four_extraction_groups():
     plan = plan_sweep(load_sweep(SWEEPS / "quickstart.yaml"))
-    assert plan.runs == 8 and plan.extractions == 4 and plan.training_runs == 0
+    assert plan.runs == 12 and plan.extractions == 4 and plan.training_runs == 0
 
 
 SEED_PAPER_SUITES = {

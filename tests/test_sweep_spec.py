@@ -177,7 +177,7 @@ def test_dry_run_needs_no_torch_and_prints_the_breakdown(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "8 runs · 4 unique feature extractions" in proc.stdout
+    assert "12 runs · 4 unique feature extractions" in proc.stdout
     assert "runs by suite" in proc.stdout and "runs by family" in proc.stdout
 
 
