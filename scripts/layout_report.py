@@ -73,16 +73,15 @@ def imports_of(module: str, path: Path, known: set[str]) -> list[tuple[str, bool
     return out
 
 
-def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
-    """Module-level (run-time) imports between bob's modules: what executes on `import`."""
+def import_graph(root: Path = ROOT, typing_only: bool = False) -> dict[str, set[str]]:
+    """Imports between bob's modules, function-level ones included (a cycle through a function is a
+    cycle all the same); `typing_only` adds the `if TYPE_CHECKING:` imports too."""
     files = module_files(root)
     known = set(files)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         graph[module] = {
-            m
-            for m, in_func, typed in imports_of(module, path, known)
-            if not in_func and not typed and m != module
+            m for m, _, typed in imports_of(module, path, known) if (typing_only or not typed) and m != module
         }
     return graph
 
@@ -168,12 +167,14 @@ def report(root: Path = ROOT) -> dict[str, object]:
     ]
     file_lengths, function_lengths = lengths(root)
     found_cycles = cycles(import_graph(root))
+    typing_cycles = cycles(import_graph(root, typing_only=True))
     all_imports = sum(len(imports_of(m, p, known)) for m, p in files.items())
     return {
         "modules": len(files),
         "import_cycles": len(found_cycles),
         "modules_in_cycles": sum(len(c) for c in found_cycles),
         "cycles": found_cycles,
+        "cycles_with_typing_imports": typing_cycles,
         "function_level_imports": len(in_function),
         "function_level_import_share": round(len(in_function) / max(1, all_imports), 3),
         "function_level_imports_by_module": sorted({f"{m} -> {t}" for m, t in in_function}),
@@ -196,6 +197,10 @@ def main() -> None:
     print(f"modules: {data['modules']}")
     print(f"import cycles: {data['import_cycles']} ({data['modules_in_cycles']} modules)")
     for cycle in data["cycles"]:  # type: ignore[union-attr]
+        print(f"  {' <-> '.join(cycle)}")
+    typing = data["cycles_with_typing_imports"]
+    print(f"cycles counting `if TYPE_CHECKING` imports too: {len(typing)}")  # type: ignore[arg-type]
+    for cycle in typing:  # type: ignore[union-attr]
         print(f"  {' <-> '.join(cycle)}")
     print(
         f"function-level imports of bob's own modules: {data['function_level_imports']} "
