@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from bob import data
-from bob.data.instance_views import PHOTOS, generate_instance_views
 from bob.data.relevance import query_database_judgements
 from bob.errors import DatasetNotFoundError, UsageError
+from bob.tasks.retrieval.views import PHOTOS, generate_instance_views
 
 
 def _jpg(path: Path, size=(40, 30), value: int = 0) -> None:

@@ -14,7 +14,7 @@ entry of the file shares unless it says otherwise) and a `datasets` list:
       num_classes: 48
       image_size: 96                  # eval resolution (omit: the backbone's own)
       crop_pct: 1.0                   # omit: the backbone's own crop
-      loader: .data:load_instance_views
+      loader: .views:load_instance_views
       options: {}                     # keyword arguments of the loader
       source: ...
       license: ...

@@ -154,6 +154,16 @@ def _textures() -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+def skimage_photo(name: str) -> Image.Image:
+    """One of scikit-image's bundled photos (`skimage.data.<name>`) as RGB; greyscale ones are tripled."""
+    import skimage.data
+
+    array = getattr(skimage.data, name)()
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), mode="RGB")
+
+
 def _bg_plain(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.zeros((size, size, 3), np.float32)
 

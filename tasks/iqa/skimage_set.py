@@ -28,7 +28,7 @@ from skimage.metrics import structural_similarity
 
 from bob.data.base import ArraySplit, DatasetInfo
 from bob.data.corruptions import corrupt_image, corruptions_version, image_seed
-from bob.data.instance_views import skimage_photo
+from bob.data.shapes import skimage_photo
 from bob.progress import progress_bar
 from bob.tasks.iqa.data import IQASplit, pick_split
 from bob.weights import bob_cache_dir

@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance
 
 from bob.data.base import ArraySplit, DatasetInfo
 from bob.data.relevance import RETRIEVAL_SPLIT, mark_queries
+from bob.data.shapes import skimage_photo
 from bob.errors import UsageError
 
 # CC0 / public-domain photos bundled in the scikit-image wheel (loaded without network).
@@ -43,16 +44,6 @@ _ASPECT = (0.8, 1.25)
 _ROTATION_DEG = 12.0
 _JITTER = (0.65, 1.35)  # brightness, contrast and saturation factors
 _JPEG_QUALITY = (25, 90)
-
-
-def skimage_photo(name: str) -> Image.Image:
-    """One of scikit-image's bundled photos (`skimage.data.<name>`) as RGB; greyscale ones are tripled."""
-    import skimage.data
-
-    array = getattr(skimage.data, name)()
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    return Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), mode="RGB")
 
 
 def _base_crop(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
