@@ -26,6 +26,7 @@ API = (
     "sweep",
     "leaderboard",
     "check",
+    "compare",
     "build_backbone",
     "list_backbones",
     "list_tasks",

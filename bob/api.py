@@ -28,14 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from bob import progress as progress_bars
 from bob.backbones import build_backbone as _build_backbone
+from bob.cache import default_cache_root
 from bob.errors import ResultFileError, UnknownNameError, UsageError
 from bob.listing import backbone_namespaces, list_backbones, list_datasets, list_task_args, list_tasks
+from bob.preflight import Target, require_writable_dirs
 from bob.results import ResultStore
-from bob.runner import RunOptions, RunOutcome, execute
+from bob.runner import RunOptions, RunOutcome, execute, resolve_device
 from bob.spec import RunSpec, make_spec, parse_backbone_args
 from bob.suites import SUITES
 from bob.sweep.display import SweepDisplay
-from bob.sweep.driver import SweepState, SweepSummary, plan_sweep, run_sweep, survey
+from bob.sweep.driver import SweepState, SweepSummary, check_size, plan_sweep, run_sweep, survey_plan
 from bob.sweep.executors import make_executor
 from bob.sweep.expand import arg_text
 from bob.sweep.plan import Plan, own_backbones
@@ -45,6 +47,7 @@ from bob.task import parse_assignments
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone
     from bob.check import CheckResult
+    from bob.compare import Comparison
     from bob.leaderboard import BuildOutput
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "build_backbone",
     "check",
     "check_own_backbones",
+    "compare",
     "leaderboard",
     "list_backbones",
     "list_datasets",
@@ -123,6 +127,7 @@ def run(
     batch_size: int = 64,
     num_workers: int | None = None,
     overwrite: bool = False,
+    samples: bool = True,
     progress: bool = False,
     on_start: Callable[[int, int, RunSpec], None] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
@@ -134,9 +139,12 @@ def run(
     (`run_specs`), so a typo stops everything before the first run. `weights` is `pretrained`,
     `random` or a checkpoint path; `device` is `auto`, `cpu`, `cuda`, `cuda:N` or `mps`.
     `on_start(i, n, spec)` and `on_outcome(outcome)` are called around each run (the CLI prints
-    there). Raises ResultFileError for a damaged stored result (left untouched)."""
+    there). `samples=False` skips storing each run's per-sample outputs. Raises ResultFileError for a
+    damaged stored result (left untouched)."""
     specs = run_specs(backbones, tasks, weights, seeds, task_args, backbone_args)
-    options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite)
+    options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite, samples)
+    resolve_device(device)  # an unavailable device is bad input too: found before any run
+    preflight(options)
     outcomes = []
     with _progress(progress):
         for i, spec in enumerate(specs, 1):
@@ -172,10 +180,13 @@ def sweep_plan(file: str | Path) -> Plan:
     return plan_sweep(load_sweep(Path(file)))
 
 
-def sweep_status(plan: Plan, results_dir: str | Path = RESULTS_DIR, mode: str = "missing") -> SweepState:
-    """Where the plan's runs stand in `results_dir`: to do, done, failed, not applicable, unreadable."""
+def sweep_status(
+    plan: Plan, results_dir: str | Path = RESULTS_DIR, mode: str = "missing", keep: bool = True
+) -> SweepState:
+    """Where the plan's runs stand in `results_dir`: to do, done, failed, not applicable, unreadable.
+    `keep=False` only counts the runs to do (`state.to_run`), for plans too big to hold."""
     _check_mode(mode)
-    return survey(plan.specs(), ResultStore(Path(results_dir)), mode)
+    return survey_plan(plan, ResultStore(Path(results_dir)), mode, keep)
 
 
 def sweep(
@@ -189,21 +200,31 @@ def sweep(
     device: str = "auto",
     batch_size: int = 64,
     num_workers: int | None = None,
+    samples: bool = True,
     display: SweepDisplay | None = None,
+    yes: bool = False,
+    max_runs: int | None = None,
 ) -> SweepSummary:
     """Run a sweep file (or its plan): every run of its grid, each feature set extracted once.
 
     `mode` picks the runs: `missing` (no settled result yet; a sweep resumes), `failed` (re-run the
     failed ones) or `all` (re-run everything, replacing results). `executor` is `local`, `ray` or
-    `slurm`, configured by `executor_options` (e.g. `{"num_cpus": 4}` for ray). A backbone of your
-    own (a factory, an entry point) must pass `bob check`'s contract checks first, or nothing runs
-    (UsageError). Failed runs are counted in the summary, not raised."""
+    `slurm`, configured by `executor_options` (e.g. `{"num_cpus": 4}` for ray). Before anything runs
+    (each a UsageError): the results dir (which holds the run locks) and the feature cache must be
+    writable folders; a sweep that would start more than `max_runs` runs (default: the file's
+    `max_runs`, else 10,000) needs `yes=True`; a backbone of your own (a factory, an entry point)
+    must pass `bob check`'s contract checks. Failed runs are counted in the summary, not raised."""
     _check_mode(mode)
     plan = file if isinstance(file, Plan) else sweep_plan(file)
-    check_own_backbones(plan)
     runner = make_executor(executor, **dict(executor_options or {}))
-    options = _options(results_dir, cache_dir, device, batch_size, num_workers)
-    return run_sweep(plan, runner, options, mode, display)
+    options = _options(results_dir, cache_dir, device, batch_size, num_workers, samples=samples)
+    if executor == "local":  # remote workers resolve the device on their own machines
+        resolve_device(device)
+    preflight(options)
+    state = survey_plan(plan, ResultStore(options.results_dir), mode)
+    check_size(state, plan, max_runs, yes)
+    check_own_backbones(plan)
+    return run_sweep(plan, runner, options, mode, display, state=state)
 
 
 def check_own_backbones(plan: Plan) -> None:
@@ -241,12 +262,17 @@ def leaderboard(
     pareto_cost: str = "",
     group_by: str | None = None,
     formats: Sequence[str] = ("csv", "md", "html"),
+    intervals: bool = True,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    bootstrap_seed: int = 0,
 ) -> BuildOutput:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML to `out`.
 
     `filters` are `KEY=GLOB` strings over family, method, data, size, backbone, weights; `group_by`
     (family, method_class, pretrain_data or size) adds a summary by that key (`output.summary`).
-    Returns the board (`output.board`), the rows shown (`output.table`) and the written paths."""
+    `intervals` adds percentile-bootstrap intervals to every score and rank from the runs' per-sample
+    files (`resamples` paired resamples at `confidence`, seeded by `bootstrap_seed`). Returns the board (`output.board`), the rows shown (`output.table`) and the written paths."""
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard  # pandas: only here
 
     options = BoardOptions(
@@ -257,9 +283,32 @@ def leaderboard(
         efficiency_suites=tuple(efficiency_suites),
         pareto_y=pareto_y,
         pareto_cost=pareto_cost,
+        intervals=intervals,
+        resamples=resamples,
+        confidence=confidence,
+        bootstrap_seed=bootstrap_seed,
     )
     parsed = [RowFilter.parse(f) for f in filters]
     return build_leaderboard(results_dir, out, options, parsed, formats=tuple(formats), group_by=group_by)
+
+
+def compare(
+    a: str,
+    b: str,
+    results_dir: str | Path = RESULTS_DIR,
+    *,
+    tasks: Sequence[str] = (),
+    resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    best_of: Sequence[str] = (),
+) -> Comparison:
+    """Backbones `a` and `b` (names or board rows such as `'NAME [random]'`) on every setting both ran
+    (those matching a `tasks` glob, when given): paired differences with bootstrap intervals, paired
+    tests (McNemar where it applies, else the paired bootstrap), Holm's correction, and a verdict."""
+    from bob.compare import compare as run_compare  # pandas and numpy: only here
+
+    return run_compare(results_dir, a, b, tasks, resamples=resamples, seed=seed, alpha=alpha, best_of=best_of)
 
 
 # ------------------------------------------------------------------------------- backbones, checks
@@ -338,9 +387,22 @@ def _options(
     batch_size: int,
     num_workers: int | None,
     overwrite: bool = False,
+    samples: bool = True,
 ) -> RunOptions:
     cache = Path(cache_dir) if cache_dir is not None else None
-    return RunOptions(Path(results_dir), cache, device, batch_size, num_workers, overwrite)
+    return RunOptions(Path(results_dir), cache, device, batch_size, num_workers, overwrite, samples)
+
+
+def preflight(options: RunOptions) -> None:
+    """The results dir and the feature cache exist or can be created and take a file, before any
+    compute (a UsageError line, exit 2, naming the folder and the cause); a warning when either
+    disk is nearly full."""
+    require_writable_dirs(
+        [
+            Target(options.results_dir, "Results dir", "--results-dir"),
+            Target(options.cache_dir or default_cache_root(), "Feature cache", "--cache-dir"),
+        ]
+    )
 
 
 def _check_mode(mode: str) -> None:

@@ -6,16 +6,23 @@ feature output, dataset split + fingerprint, dtype, cache format). An entry is a
 `COMPLETE` with the sha256 of every file. Entries are built in a temp directory and renamed into
 place, so a reader sees a whole entry or none; a present entry whose files fail their checksums is
 reported, never read, and never deleted behind the user's back.
+
+A process that misses a key builds it under the key's extraction lock (`claim`,
+`<root>/<key[:2]>/.<key>.lock`), so concurrent sweeps extract each feature set once. A write the
+disk refuses is a one-line StorageError naming the entry and the cause, with the temp dir removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,19 @@ from typing import Any
 import numpy as np
 
 from bob.errors import CacheCorruptError
+from bob.locks import FileLock
+from bob.preflight import storage_error
 from bob.weights import bob_cache_dir
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 _FILES = ("features.npy", "labels.npy", "meta.json")
+
+
+# The extraction lock's holder touches it this often; a holder silent for six beats (a dead node)
+# loses it to the next process that needs the features.
+EXTRACTION_HEARTBEAT_S = 10.0
 
 
 def canonical_json(obj: Any) -> str:
@@ -94,8 +110,11 @@ class FeatureCache:
     def put(self, key: str, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> FeatureSet:
         """Write an entry atomically. If another process wrote the same key first, theirs is kept."""
         final = self.entry_dir(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key[:12]}-"))
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key[:12]}-"))
+        except OSError as err:
+            raise storage_error("feature cache entry", final, err) from err
         try:
             np.save(
                 tmp / "features.npy", np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False
@@ -114,12 +133,46 @@ class FeatureCache:
                 if not final.exists():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an identical entry
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as err:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            if isinstance(err, OSError):
+                raise storage_error("feature cache entry", final, err) from err
             raise
         return FeatureSet(
             np.asarray(features, dtype=np.float32), np.asarray(labels, dtype=np.int64), key, False, meta
         )
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[FeatureSet | None]:
+        """The entry of `key`, or the right to build it: yields the entry when it exists (after
+        waiting for another process that is building it right now), else None while this process
+        holds the key's extraction lock, until the block ends.
+
+        Two sweeps (or two workers) that miss the same key at once thus extract it once: the second
+        waits for the first one's entry and reads it. A holder that dies leaves a stale lock (its pid
+        is gone, or its heartbeat stopped) that the waiter breaks before extracting itself."""
+        hit = self.get(key)
+        if hit is not None:
+            yield hit
+            return
+        lock = FileLock(self.root / key[:2] / f".{key}.lock", heartbeat=EXTRACTION_HEARTBEAT_S)
+        while True:
+            try:
+                acquired = lock.acquire()
+            except OSError as err:
+                raise storage_error("feature cache lock", lock.path, err) from err
+            if acquired:
+                try:
+                    yield self.get(key)  # it may have been written between the miss and the lock
+                finally:
+                    lock.release()
+                return
+            lock.wait_free(on_wait=lambda owner: _log_wait(key, owner))
+            hit = self.get(key)
+            if hit is not None:
+                yield hit
+                return
+            # The holder released the lock without writing the entry (its run failed): take it.
 
     @staticmethod
     def _corrupt(entry: Path, why: str) -> CacheCorruptError:
@@ -127,3 +180,8 @@ class FeatureCache:
             f"Feature cache entry {entry} is corrupt: {why}. bob did not use it and left it in place for "
             f"inspection. Delete that directory (rm -r '{entry}') and run again to re-extract the features."
         )
+
+
+def _log_wait(key: str, owner: dict[str, Any] | None) -> None:
+    who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+    log.info("features %s are being extracted by %s; waiting to read them", key[:12], who)

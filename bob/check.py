@@ -24,8 +24,9 @@ from bob.backbones.base import Backbone, check_pooled
 from bob.errors import UsageError
 from bob.registry import match
 from bob.runner import RunOptions, execute
-from bob.spec import make_spec
+from bob.spec import make_spec, validate_backbone_name
 from bob.suites import SUITES
+from bob.weights import WeightsRequest
 
 DEFAULT_SIZE = 64
 
@@ -42,7 +43,11 @@ class _Skip(Exception):
     pass
 
 
-def _run(results: list[CheckResult], name: str, fn: Callable[[], str | None]) -> bool:
+def _run(
+    results: list[CheckResult], name: str, fn: Callable[[], str | None], usage_errors_raise: bool = False
+) -> bool:
+    """Run one check into `results`. With `usage_errors_raise`, bad input (a UsageError: an unknown
+    name, a factory the file does not define) stops the command with exit 2 instead of a failed row."""
     start = time.perf_counter()
     try:
         detail = fn() or ""
@@ -52,6 +57,8 @@ def _run(results: list[CheckResult], name: str, fn: Callable[[], str | None]) ->
         results.append(CheckResult(name, "skip", str(skip), time.perf_counter() - start))
         return True
     except Exception as err:  # a check reports every failure, whatever raised it
+        if usage_errors_raise and isinstance(err, UsageError):
+            raise
         results.append(CheckResult(name, "fail", f"{type(err).__name__}: {err}", time.perf_counter() - start))
         return False
 
@@ -189,6 +196,10 @@ def check_backbone(
     `mock_runs=False` stops after the contract checks (the gate `bob sweep` applies)."""
     if mock_runs:
         selected_suites(suites)  # a bad pattern stops before anything is built
+    # Bad input is a usage error (exit 2) before anything is built, not a failed check: an unknown
+    # name (with did-you-mean), a factory its file does not define, a weights file that is not there.
+    validate_backbone_name(backbone)
+    WeightsRequest.parse(weights)
     results: list[CheckResult] = []
     args = dict(backbone_args or {})
     state: dict[str, Any] = {}
@@ -202,7 +213,7 @@ def check_backbone(
         meta = state["model"].meta
         return f"family {meta.family}, method {meta.method}, {meta.params:,} parameters"
 
-    if _run(results, "resolve", resolve) and _run(results, "build", build):
+    if _run(results, "resolve", resolve, usage_errors_raise=True) and _run(results, "build", build):
         _contract_checks(state["model"], image_size, results)
         if not mock_runs:
             return results

@@ -20,6 +20,7 @@ from bob.cache import FeatureCache, FeatureSet, cache_key
 from bob.data import dataset_info, load_split
 from bob.data.base import DatasetInfo, ImageSplit
 from bob.features import default_num_workers, extract_pooled, split_batches
+from bob.preflight import storage_error
 from bob.progress import progress_bar
 from bob.results import ResultStore
 from bob.spec import RunSpec
@@ -57,6 +58,7 @@ class RunContext:
         device: Any,
         batch_size: int = 64,
         num_workers: int | None = None,
+        save_samples: bool = True,
     ) -> None:
         self.spec = spec
         self.task = task
@@ -66,6 +68,8 @@ class RunContext:
         self.device = device
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
+        # Whether the suite stores its per-sample outputs beside the result (`--no-samples` turns it off).
+        self.save_samples = save_samples
         self.seed = spec.seed
         self.dataset = task.dataset
         self.extractions = 0
@@ -180,22 +184,25 @@ class RunContext:
         return self._cached_or_extracted(split_name, full_spec, extract)
 
     def _cached_or_extracted(self, split_name: str, key_spec: dict[str, Any], extract: Any) -> FeatureSet:
-        """The cache entry of `key_spec`, or `extract(backbone)` timed, counted and stored under it."""
+        """The cache entry of `key_spec`, or `extract(backbone)` timed, counted and stored under it.
+
+        The miss is handled under the key's extraction lock (`FeatureCache.claim`): a process that
+        misses a key another one is extracting waits for that entry and reads it instead."""
         key = cache_key(key_spec)
         self.cache_keys[split_name] = key
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.cache_hits += 1
-            self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
-            return hit
-        backbone = self.backbone()
-        start = time.perf_counter()
-        features, labels, extra = extract(backbone)
-        elapsed = time.perf_counter() - start
-        self.extract_s += elapsed
-        self.extractions += 1
-        meta = {"spec": key_spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed, **extra}
-        return self.cache.put(key, features, labels, meta)
+        with self.cache.claim(key) as hit:
+            if hit is not None:
+                self.cache_hits += 1
+                self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
+                return hit
+            backbone = self.backbone()
+            start = time.perf_counter()
+            features, labels, extra = extract(backbone)
+            elapsed = time.perf_counter() - start
+            self.extract_s += elapsed
+            self.extractions += 1
+            meta = {"spec": key_spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed, **extra}
+            return self.cache.put(key, features, labels, meta)
 
     # ------------------------------------------------------------------------------------- artifacts
     def save_artifact(self, name: str, obj: Any) -> str:
@@ -203,13 +210,17 @@ class RunContext:
         import torch
 
         path = self.store.artifact_path(self.spec, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
             torch.save(obj, tmp)
             os.chmod(tmp, default_file_mode())
             os.replace(tmp, path)
+        except OSError as err:  # a full disk, a read-only folder: one line naming the file and the cause
+            raise storage_error(f"the {name} artifact", path, err) from None
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
         return str(path)

@@ -46,6 +46,14 @@ class CacheCorruptError(BobError):
     """A feature-cache entry whose files do not match their recorded checksums."""
 
 
+class StorageError(BobError):
+    """A write that the file system refused at run time (disk full, read-only, permission denied).
+
+    The message is one line naming the path and the cause; the writer removed its partial file, so
+    nothing is left half-written. Exit code 1: it happens while runs are under way (problems found
+    before any run are UsageErrors from `bob.preflight`)."""
+
+
 class ResultFileError(UsageError):
     """A result JSON in the results dir that cannot be read; bob leaves it untouched."""
 

@@ -14,6 +14,7 @@ from bob.registry import suggest
 from bob.task import describe_args
 
 KINDS = ("backbones", "tasks", "datasets")
+MAX_VALUES_SHOWN = 12  # known filter values an unknown one's message lists
 
 
 def check_kind(kind: str) -> None:
@@ -51,10 +52,38 @@ def list_backbones(
 
     filters = BackboneFilter(family, method, data, group, max_params)
     if filters.active():
-        names = BACKBONES.names(pattern) if pattern else BACKBONES.names()
-        return [row for row in map(describe, names) if filters.keep(row)]
+        every = [describe(name) for name in BACKBONES.names()]
+        check_filter_values(every, family=family, method=method, data=data, group=group)
+        names = set(BACKBONES.names(pattern)) if pattern else None
+        return [row for row in every if (names is None or row["name"] in names) and filters.keep(row)]
     names = BACKBONES.names(pattern) if pattern else BACKBONES.names(namespaces=False)
     return [describe(name) for name in names]
+
+
+def check_filter_values(rows: list[dict[str, Any]], **values: str | None) -> None:
+    """A filter value that no backbone has (`--family transformerz`, `--group bobb`, a `--method`
+    glob matching no method) is an unknown name with did-you-mean, not an empty listing. Values that
+    exist but select nothing together are a valid, empty answer."""
+    from bob.backbones.catalog import FAMILIES, BackboneFilter
+
+    for key, value in values.items():
+        if not value:
+            continue
+        if key == "family":
+            known = set(FAMILIES)
+        elif key == "group":
+            known = {g for row in rows for g in row.get("groups", ())}
+        else:
+            known = {str(row.get(key) or "") for row in rows} - {""}
+        if any(BackboneFilter(**{key: value}).keep(row) for row in rows):
+            continue
+        shown = sorted(known)
+        listing = ", ".join(shown[:MAX_VALUES_SHOWN]) + (
+            f", … ({len(shown)} in all)" if len(shown) > MAX_VALUES_SHOWN else ""
+        )
+        raise UnknownNameError(
+            f"backbone {key}", value, suggest(value, known, 3), f"Known values: {listing}."
+        )
 
 
 def backbone_namespaces() -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ class RunResult:
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
     reason: str | None = None  # why a `skipped` run did not apply; absent from the JSON otherwise
+    sweep: str | None = None  # the sweep invocation that wrote it; absent for `bob run` results
 
     @property
     def ok(self) -> bool:
@@ -68,8 +69,9 @@ class RunResult:
 
     def to_json(self) -> str:
         data = asdict(self)
-        if data["reason"] is None:
-            del data["reason"]  # results that were not skipped keep the layout they always had
+        for optional in ("reason", "sweep"):
+            if data[optional] is None:
+                del data[optional]  # results without them keep the layout they always had
         return json.dumps(_finite(data), indent=2, sort_keys=False, default=str) + "\n"
 
     @classmethod
@@ -94,10 +96,19 @@ class RunResult:
 class ResultStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._folders: dict[tuple[str, str], Path] = {}  # (task, backbone) -> folder: sweeps ask 10^6 times
+
+    def folder_for(self, task: str, backbone: str) -> Path:
+        folder = self._folders.get((task, backbone))
+        if folder is None:
+            suite, _, dataset = task.partition("/")
+            folder = self._folders[(task, backbone)] = (
+                self.root / slug(suite) / slug(dataset) / slug(backbone)
+            )
+        return folder
 
     def path_for(self, spec: RunSpec) -> Path:
-        suite, _, dataset = spec.task.partition("/")
-        return self.root / slug(suite) / slug(dataset) / slug(spec.backbone) / f"{spec.id}.json"
+        return self.folder_for(spec.task, spec.backbone) / f"{spec.id}.json"
 
     def artifact_path(self, spec: RunSpec, name: str) -> Path:
         return self.path_for(spec).with_suffix(f".{slug(name)}.pt")
@@ -111,7 +122,7 @@ class ResultStore:
 
     def write(self, result: RunResult, spec: RunSpec) -> Path:
         path = self.path_for(spec)
-        atomic_write_text(path, result.to_json())
+        atomic_write_text(path, result.to_json(), "result")
         return path
 
     def iter_results(self) -> Iterator[tuple[Path, RunResult | ResultFileError]]:

@@ -46,6 +46,11 @@ class RunOptions:
     batch_size: int = 64
     num_workers: int | None = None
     overwrite: bool = False
+    # Store each run's per-sample outputs beside its result (never part of a run's identity).
+    save_samples: bool = True
+    # The sweep invocation that runs it (a token written into the result), so two sweeps on one
+    # results dir each count only their own runs.
+    sweep: str | None = None
 
 
 @dataclass
@@ -194,14 +199,26 @@ def _run(
 
     start = time.perf_counter()
     task = _parsed_task(spec, arg_overrides)
-    result = RunResult(id=spec.id, status="ok", spec=spec.to_dict(), task=task.meta(), created_at=_now())
+    result = RunResult(
+        id=spec.id, status="ok", spec=spec.to_dict(), task=task.meta(), created_at=_now(), sweep=options.sweep
+    )
     ctx = None
     try:
         seed_everything(spec.seed)
         result.env = env.capture(device)
         ref = resolve_backbone(spec.backbone, spec.weights, spec.backbone_args, spec.seed)
         cache = FeatureCache(options.cache_dir)
-        ctx = RunContext(spec, task, ref, store, cache, device, options.batch_size, options.num_workers)
+        ctx = RunContext(
+            spec,
+            task,
+            ref,
+            store,
+            cache,
+            device,
+            options.batch_size,
+            options.num_workers,
+            options.save_samples,
+        )
         output = task.run(ctx)
         result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts
         result.protocol.setdefault("transform", ctx.data_config.to_dict())

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bob.errors import UsageError, WeightsError
+from bob.errors import StorageError, UsageError, WeightsError
+from bob.preflight import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _read_memo(path: Path) -> dict[str, str]:
 def _write_memo(path: Path, memo: dict[str, str]) -> None:
     try:
         atomic_write_text(path, json.dumps(memo))
-    except OSError:  # a read-only cache only costs a re-hash next time
+    except StorageError:  # a read-only or full cache only costs a re-hash next time
         log.debug("could not write %s", path)
 
 
@@ -147,19 +148,26 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write_text(path: Path, text: str, what: str = "file") -> None:
+    """Write via a temp file in the same directory and rename: readers never see a torn file.
+
+    A write the file system refuses (disk full, read-only, permission denied, a file where a folder
+    should be) removes the temp file and raises StorageError naming `what`, the path and the cause."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise storage_error(what, path, err) from err
         raise
 
 

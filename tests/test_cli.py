@@ -184,3 +184,86 @@ def test_debug_shows_the_traceback(tmp_path):
         "-q",
     )
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "bogus" in proc.stderr
+
+
+# ------------------------------------------------------------------- hardening (issue 17)
+
+
+def test_check_table_titles_with_brackets_are_text_not_markup(capsys):
+    """`bob check -w /abs/path.pth` titles its table `bob check X [/abs/path.pth]`, which rich once
+    parsed as a closing tag and crashed on, after every check had run."""
+    from bob.check import CheckResult
+    from bob.cli.check import print_checks
+
+    code = print_checks("bob check timm/x [/abs/path.pth]", [CheckResult("resolve", "pass", "[/x] ok")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[/abs/path.pth]" in out and "[/x] ok" in out
+
+
+@pytest.mark.slow
+def test_check_with_an_absolute_weights_path_prints_its_table(tmp_path):
+    import torch
+
+    from bob.api import build_backbone
+
+    path = tmp_path / "tiny.pth"
+    torch.save(build_backbone(TINY, "random").model.state_dict(), path)
+    proc = bob("check", "-b", TINY, "-w", str(path.resolve()), "--suites", "ncm")
+    assert proc.returncode == 0, proc.stderr
+    assert f"[{path.resolve()}]" in proc.stdout and "All checks passed" in proc.stdout
+
+
+def test_a_full_disk_at_result_time_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """The run computes, then its result cannot be written: one line naming the file and the cause
+    (the write was atomic, so no partial file), exit 1 (a run failed), no traceback."""
+    import errno
+    import os
+
+    import bob.weights
+    from tests.cli_harness import invoke
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bob.weights.os, "fsync", full)
+    results = tmp_path / "raw"
+    args = ["run", "-b", TINY, "-w", "random", "-t", "knn/digits", "--results-dir", str(results), "-q"]
+    code, text = invoke([*args, "--cache-dir", str(tmp_path / "cache")], capsys)
+    flat = " ".join(text.split())
+    assert code == 1, text
+    assert "Cannot write result" in flat and "no space left on the device" in flat
+    assert "Traceback" not in text
+    assert not [p for p in results.rglob("*") if p.is_file()], "nothing half-written"
+    assert os.environ.get("BOB_OFFLINE") == "1"
+
+
+def test_a_full_cache_disk_fails_the_run_naming_the_entry(tmp_path, monkeypatch, capsys):
+    import bob.cache
+    from bob.results import read_result
+    from tests.cli_harness import invoke
+
+    def short_write(*args, **kwargs):
+        raise OSError("689664 requested and 262112 written")
+
+    monkeypatch.setattr(bob.cache.np, "save", short_write)
+    results, cache = tmp_path / "raw", tmp_path / "cache"
+    args = ["run", "-b", TINY, "-w", "random", "-t", "knn/digits", "--results-dir", str(results), "-q"]
+    code, text = invoke([*args, "--cache-dir", str(cache)], capsys)
+    flat = " ".join(text.split())
+    assert code == 1 and "StorageError" in flat and "no space left on the device" in flat, text
+    (path,) = results.rglob("*.json")
+    error = read_result(path).error
+    assert error["type"] == "StorageError" and str(cache) in error["message"]
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_low_free_space_is_a_warning_before_the_run(tmp_path, monkeypatch, caplog):
+    import bob.preflight
+    from bob.preflight import Target, require_writable_dirs
+
+    monkeypatch.setattr(bob.preflight, "free_bytes", lambda path: 5 << 20)
+    with caplog.at_level("WARNING", logger="bob.preflight"):
+        require_writable_dirs([Target(tmp_path / "raw", "Results dir", "--results-dir")])
+    assert "only 5.0 MB free on its disk" in caplog.text
+    assert not (tmp_path / "raw").exists(), "the pre-flight check creates nothing"

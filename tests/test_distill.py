@@ -214,7 +214,7 @@ def test_distillation_runs_end_to_end_with_baseline(tmp_path):
     m, kd = result.metrics, result.protocol["distillation"]
     assert m["gain_top1"] == pytest.approx(m["top1"] - m["baseline_top1"])
     assert 0 <= m["teacher_top1"] <= 1 and kd["kd_loss"] == "js" and kd["num_unlabeled"] == 0
-    assert set(result.artifacts) == {"checkpoint", "baseline-checkpoint"}
+    assert set(result.artifacts) == {"checkpoint", "baseline-checkpoint", "samples"}
     assert result.protocol["loss"].startswith("distillation")
 
 

@@ -46,6 +46,8 @@ LAZY_BOUNDARIES: dict[tuple[str, str], str] = {
     ("bob.listing", "bob.suites"): "each listing loads only its own registry; suites bring numpy",
     ("bob.listing", "bob.data"): "each listing loads only its own registry; datasets bring numpy",
     ("bob.api", "bob.leaderboard"): "pandas, scipy, plotly: only to build a board, never for ls or sweeps",
+    ("bob.cli.compare", "bob.api"): "`bob --help` loads typer and rich only; commands load the API",
+    ("bob.api", "bob.compare"): "the comparison reads result and per-sample files: pandas, numpy",
     ("bob.api", "bob.check"): "the contract checks run the model (torch): `check`, a sweep's own backbones",
     ("bob.runner", "bob.context"): "the run context imports torch (backbone, extraction); planning does not",
 }

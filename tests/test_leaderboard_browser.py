@@ -131,3 +131,42 @@ def test_leaderboard_page_in_headless_chromium(page, tmp_path):
         == 0
     )
     assert errors == [] and requests == []
+
+
+def test_the_compare_panel_agrees_with_bob_compare(page, tmp_path):
+    """Ticking two rows shows, per shared setting, the paired difference and interval that
+    `bob compare` computes from the same resamples (two seeds per cell: both use the bootstrap test)."""
+    import numpy as np
+    from sample_results import hits_samples, write_sampled_result
+
+    from bob.compare import compare
+    from bob.leaderboard import BoardOptions
+
+    rng = np.random.default_rng(0)
+    for name, acc in {"a": 0.8, "b": 0.7, "c": 0.5}.items():
+        for task in ("knn/x", "ncm/x"):
+            for seed in (0, 1):
+                write_sampled_result(
+                    tmp_path / "raw", name, task, hits_samples(rng.random(200) < acc), seed=seed
+                )
+    out = build_leaderboard(tmp_path / "raw", tmp_path / "out", BoardOptions(resamples=300))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "out" / "leaderboard.html").as_uri())
+    keys = list(out.table["backbone_key"])
+    page.check('input.cmp[data-row="0"]')
+    page.check('input.cmp[data-row="2"]')
+    rows = page.eval_on_selector_all(
+        "#compare-table tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+    )
+    expected = compare(tmp_path / "raw", keys[0], keys[2], resamples=300)
+    assert [r[0] for r in rows] == [s.setting for s in expected.settings]
+    for row, s in zip(rows, expected.settings, strict=True):
+        low, high = (float(v) for v in row[5].strip("[]").split(","))
+        assert float(row[4]) == pytest.approx(s.diff, abs=1e-4)
+        assert (low, high) == pytest.approx((s.ci_low, s.ci_high), abs=2e-4)
+        assert float(row[7]) == pytest.approx(s.p_holm, rel=0.05) and row[8] == s.verdict
+    assert expected.verdict in page.inner_text("#compare-out")
+    page.check('input.cmp[data-row="1"]')  # a third tick drops the oldest
+    assert page.is_checked('input.cmp[data-row="0"]') is False
+    assert errors == []

@@ -1,13 +1,15 @@
-"""RunSpec identity, the result store, resume, and failures recorded as data."""
+"""RunSpec identity, the result store, resume, failures recorded as data, and writes the disk refuses."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
 import bob.backbones
-from bob.errors import ResultFileError
+from bob.errors import ResultFileError, StorageError
 from bob.results import SCHEMA_VERSION, ResultStore, RunResult, read_result
 from bob.runner import RunOptions, execute
 from bob.spec import make_spec
@@ -106,3 +108,62 @@ def test_result_files_get_the_usual_file_mode(tmp_path):
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644, "readable in a shared results folder"
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600, "the umask is respected"
+
+
+def test_the_sweep_token_is_kept_and_absent_outside_sweeps(tmp_path):
+    spec = make_spec(TINY, "knn/digits", "random")
+    plain = RunResult(id=spec.id, status="ok", spec=spec.to_dict())
+    assert "sweep" not in json.loads(plain.to_json())  # `bob run` results keep their layout
+    swept = RunResult(id=spec.id, status="ok", spec=spec.to_dict(), sweep="a1b2")
+    path = ResultStore(tmp_path).write(swept, spec)
+    assert read_result(path).sweep == "a1b2"
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
+def test_a_refused_result_write_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch, code, cause):
+    import bob.weights
+
+    spec = make_spec(TINY, "knn/digits", "random")
+    store = ResultStore(tmp_path)
+    path = store.write(RunResult(id=spec.id, status="failed", spec=spec.to_dict()), spec)
+    before = path.read_text()
+
+    def refuse(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(bob.weights.os, "fsync", refuse)
+    with pytest.raises(StorageError) as err:
+        store.write(RunResult(id=spec.id, status="ok", spec=spec.to_dict()), spec)
+    assert str(err.value).startswith(f"Cannot write result {path}: {cause}")
+    assert "\n" not in str(err.value)
+    assert path.read_text() == before, "the stored result is untouched"
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "no temp file is left behind"
+
+
+def test_a_refused_artifact_write_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """A full disk while saving a head or checkpoint: StorageError with the path and the cause, no temp file left."""
+    import errno
+
+    import torch
+
+    from bob.context import RunContext
+    from bob.errors import StorageError
+    from bob.spec import make_spec
+
+    def full_disk(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    spec = make_spec("timm/test_resnet", "linear-probe/shapes-mini", "random")
+    ctx = RunContext.__new__(RunContext)
+    ctx.spec, ctx.store = spec, ResultStore(tmp_path / "raw")
+    with pytest.raises(StorageError, match=r"Cannot write the head artifact .*: no space left on the device"):
+        ctx.save_artifact("head", {"w": 1})
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]

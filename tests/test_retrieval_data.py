@@ -83,6 +83,23 @@ def test_revisitop_loader_crops_queries_and_reads_the_medium_protocol(tmp_path):
     assert data.load_split("roxford5k", "test", root=tmp_path / "other").fingerprint != split.fingerprint
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_revisitop_ground_truth_with_numpy_arrays_reads_safely(tmp_path, protocol):
+    """The released files hold numpy arrays and scalars; the restricted unpickler rebuilds them (and
+    nothing else: tests/test_security.py feeds it a payload)."""
+    cfg = make_roxford(tmp_path)
+    for g in cfg["gnd"]:
+        g["bbx"] = np.array(g["bbx"], dtype=np.float64)
+        g["easy"], g["hard"] = np.array(g["easy"], dtype=np.int64), np.array(g["hard"], dtype=np.int64)
+        g["junk"] = [np.int64(j) for j in g["junk"]]
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as f:
+        pickle.dump(cfg, f, protocol=protocol)
+    split = data.load_split("roxford5k", "test", root=tmp_path)
+    _, j = query_database_judgements(split)
+    assert [p.tolist() for p in j.positives] == [[0, 1, 2], [4]]
+    assert split.image(0).size == (30, 30)
+
+
 def test_revisitop_errors_name_what_is_missing(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"gnd_rparis6k\.pkl"):
         data.load_split("rparis6k", "test", root=tmp_path)

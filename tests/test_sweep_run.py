@@ -180,6 +180,34 @@ def test_two_sweeps_on_one_results_dir_never_run_a_spec_twice(tmp_path):
     assert busy_skips.counts["done_before"] == 10
 
 
+_COUNTING_DRIVER = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from tests.sweep_fixtures import register, run_fake\n"
+    "register()\n"
+    "print(json.dumps(run_fake(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])).counts))\n"
+)
+
+
+@pytest.mark.slow
+def test_two_sweeps_count_only_the_runs_they_executed(tmp_path):
+    """Before: 24 + 25 = 49 `ok` for 40 runs, a result the other sweep wrote counted as one's own.
+    Now every run is `ok` in exactly one summary; the other sees it as busy or finished elsewhere."""
+    results, log = tmp_path / "raw", tmp_path / "log.txt"
+    data = fake_sweep(10, behaviour="sleep", seconds=0.3, log=str(log))
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-c", _COUNTING_DRIVER, str(tmp_path / "s.json"), str(results)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    counts = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert sum(c.get("ok", 0) for c in counts) == 10, counts
+    for c in counts:
+        assert c.get("ok", 0) + c.get("busy", 0) + c.get("elsewhere", 0) == 10, counts
+    assert len(log.read_text().splitlines()) == 10, "every run ran once"
+    for result in _all_valid(results):
+        assert result.sweep is not None  # the token of the sweep that executed it
+
+
 @pytest.mark.slow
 def test_cli_sweep_runs_resumes_and_reports(tmp_path):
     sweep = tmp_path / "tiny.yaml"

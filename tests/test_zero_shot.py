@@ -145,7 +145,7 @@ def _fake_ctx(
         return backbone
 
     ref = SimpleNamespace(name="stub-clip", text_tower=text_tower)
-    ctx = SimpleNamespace(classes=tuple(classes), backbone=build, pooled=pooled, ref=ref)
+    ctx = SimpleNamespace(classes=tuple(classes), backbone=build, pooled=pooled, ref=ref, save_samples=False)
     return ctx, seen
 
 

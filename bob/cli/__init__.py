@@ -1,7 +1,8 @@
 """The `bob` command line: a thin layer over the Python API (`bob.api`), one module per command.
 
-Exit codes: 0 every run ok (or already done), 1 a run failed, 2 bad usage or bad input.
-Tracebacks are shown only with --debug; every error bob raises on purpose is one clear paragraph.
+Exit codes: 0 every run ok (or already done), 1 a run failed, 2 bad usage or bad input found before
+anything ran, for every command. Tracebacks are shown only with --debug; every error bob raises on
+purpose is one clear paragraph, and a file-system fault nobody foresaw is one line with its path.
 Each command imports `bob.api` when it runs, so `bob --help` loads typer and rich and nothing else.
 """
 
@@ -15,10 +16,11 @@ import typer
 from rich.text import Text
 
 from bob import __version__
-from bob.cli import check, leaderboard, ls, run, sweep
+from bob.cli import check, compare, leaderboard, ls, run, sweep
 from bob.cli.options import STATE
 from bob.console import console
 from bob.errors import BobError
+from bob.preflight import os_error_cause
 
 app = typer.Typer(
     name="bob",
@@ -59,13 +61,15 @@ app.command(name="run")(run.run)
 app.command(name="check")(check.check)
 app.command(name="ls")(ls.ls)
 app.command(name="leaderboard")(leaderboard.leaderboard)
+app.command(name="compare")(compare.compare)
 app.command(name="sweep")(sweep.sweep)
 
 
-def main() -> None:
-    """Console-script entry point: BobErrors become one paragraph and their exit code."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: BobErrors become one paragraph and their exit code. `argv` (the
+    arguments after `bob`) defaults to the command line; tests pass their own."""
     try:
-        code = app(standalone_mode=False)  # returns the code of a typer.Exit
+        code = app(args=argv, prog_name="bob", standalone_mode=False)  # returns the code of a typer.Exit
     except BobError as err:
         if STATE["debug"]:
             console().print_exception()
@@ -76,6 +80,16 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         console().print("interrupted; finished runs are saved, the interrupted one left nothing behind")
         sys.exit(130)
+    except OSError as err:
+        # A file-system fault bob did not foresee: one line naming the path and the cause (the
+        # traceback with --debug), exit 1, since it may have happened after runs started.
+        if STATE["debug"]:
+            console().print_exception()
+        where = f"{err.filename}: " if err.filename else ""
+        console().print(
+            Text.assemble(("error: ", "bold red"), f"{where}{os_error_cause(err)}"), highlight=False
+        )
+        sys.exit(1)
     except Exception as err:
         # Usage errors of the command-line parser (unknown option, missing value) show themselves and
         # carry exit code 2. typer vendors click, so they are recognised by shape, not by class.

@@ -47,10 +47,31 @@ def print_board(output: BuildOutput, top: int) -> None:
         out.print(efficiency_table(board.efficiency))
     if output.summary is not None:
         out.print(Text(output.summary.to_string(index=False)))
+    if board.intervals is not None:
+        print_intervals(board)
     if len(board.failed):
         err.print(f"{len(board.failed)} failed run(s) are listed separately and not averaged in.")
     err.print(fmt.LEGEND, style="dim", highlight=False)
-    err.print("wrote " + ", ".join(str(p) for p in output.paths), highlight=False)
+    err.print("wrote " + ", ".join(str(p) for p in output.paths), highlight=False, markup=False)
+
+
+def print_intervals(board: Board) -> None:
+    """How the intervals were made, how many adjacent positions they separate, and what has none."""
+    err, intervals = console(), board.intervals
+    assert intervals is not None
+    err.print(Text(intervals.describe(), style="dim"), highlight=False)
+    separated, pairs = intervals.distinguishable
+    if pairs:
+        err.print(
+            f"{separated} of {pairs} adjacent positions differ at this level (leaderboard.md lists them)."
+        )
+    for note in intervals.notes:
+        err.print(Text(note, style="yellow"), highlight=False)
+    reasons, first = intervals.missing()
+    for why, count in reasons.items():
+        err.print(Text(f"no interval for {count} run(s): {why}", style="yellow"), highlight=False)
+    if first:
+        err.print(Text("e.g. " + ", ".join(first), style="dim"), highlight=False)
 
 
 def board_table(board: Board, table: pd.DataFrame, top: int) -> Table:
@@ -75,11 +96,11 @@ def board_table(board: Board, table: pd.DataFrame, top: int) -> Table:
         # Text, not str: names from result files may hold [brackets] that rich would read as markup.
         grid.add_column(Text(name), justify="left" if name in {"backbone", "family", "method"} else "right")
     for _, r in table.head(top).iterrows():
-        suites_z = [fmt.num(r.get(f"suite:{s}"), signed=True) for s in board.suites]
+        suites_z = [fmt.with_interval(r, f"suite:{s}", signed=True) for s in board.suites]
         raw_values = [fmt.num(r.get(f"value:{s}"), 4) for s in raw]
         grid.add_row(
-            fmt.position(r), Text(str(r["backbone_key"])), Text(str(r["family"])), Text(str(r["method"])),
-            fmt.params(r["params"]), fmt.num(r["overall"], signed=True), *suites_z,
+            fmt.rank_range(r), Text(str(r["backbone_key"])), Text(str(r["family"])), Text(str(r["method"])),
+            fmt.params(r["params"]), fmt.with_interval(r, "overall", signed=True), *suites_z,
             fmt.num(r["mean_rank"], 1), fmt.coverage(r), *raw_values,
         )  # fmt: skip
     return grid

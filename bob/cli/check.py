@@ -1,4 +1,5 @@
-"""`bob check`: run `bob.api.check` and print one row per check; exit 1 on any failure."""
+"""`bob check`: run `bob.api.check` and print one row per check; exit 1 on any failed check, 2 on bad
+input (an unknown name, a factory its file does not define) found before any check ran."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def check(
 
 def print_checks(title: str, results: list[CheckResult]) -> int:
     """The checks as a table and the verdict; returns the exit code (1 when any check failed)."""
-    table = Table(title=title, title_justify="left")
+    # Text, not str: the title holds user input (`--weights /abs/path.pth` reads `[/abs/path.pth]`),
+    # which rich would parse as markup and fail on after every check has run.
+    table = Table(title=Text(title), title_justify="left")
     for col in ("check", "result", "detail", "time"):
         table.add_column(col, overflow="fold")
     for r in results:

@@ -64,6 +64,16 @@ ParetoCost = Annotated[
     ),
 ]
 Top = Annotated[int, typer.Option(metavar="N", min=1, help="Rows printed to the terminal.")]
+Intervals = Annotated[
+    bool,
+    typer.Option(
+        "--intervals/--no-intervals",
+        help="Bootstrap intervals on every score and rank from the runs' per-sample files.",
+    ),
+]
+Resamples = Annotated[int, typer.Option(metavar="N", min=50, help="Bootstrap resamples of the intervals.")]
+Confidence = Annotated[float, typer.Option(metavar="LEVEL", help="Interval level, e.g. 0.95.")]
+BootstrapSeed = Annotated[int, typer.Option(metavar="N", help="Seed of the bootstrap draws.")]
 GroupBy = Annotated[
     str | None,
     typer.Option(metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."),
@@ -83,6 +93,10 @@ def leaderboard(
     pareto_cost: ParetoCost = "",
     top: Top = 20,
     group_by: GroupBy = None,
+    intervals: Intervals = True,
+    resamples: Resamples = 1000,
+    confidence: Confidence = 0.95,
+    bootstrap_seed: BootstrapSeed = 0,
 ) -> None:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
 
@@ -94,6 +108,7 @@ def leaderboard(
         results_dir, out, suites=suite or [], filters=filter_ or [], weighting=weighting,
         best_of=best_of or [], min_backbones=min_backbones,
         efficiency_suites=efficiency_suite or ["efficiency"], pareto_y=pareto_y, pareto_cost=pareto_cost,
-        group_by=group_by, top=top,
+        group_by=group_by, top=top, intervals=intervals, resamples=resamples, confidence=confidence,
+        bootstrap_seed=bootstrap_seed,
     )  # fmt: skip
     raise typer.Exit(0)

@@ -87,7 +87,7 @@ def list_kind(
 def _print_rows(kind: str, pattern: str | None, rows: list[dict[str, Any]], show_all: bool) -> None:
     out = stdout_console()
     if not rows and pattern:
-        out.print(f"no {kind} match '{pattern}'")
+        out.print(f"no {kind} match '{pattern}'", markup=False, highlight=False)
     if not rows:
         return
     shown = rows if show_all else rows[:MAX_ROWS]

@@ -42,5 +42,12 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Re-run and replace results that already exist.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Samples = Annotated[
+    bool,
+    typer.Option(
+        "--samples/--no-samples",
+        help="Store each run's per-sample outputs beside its result (the leaderboard's intervals need them).",
+    ),
+]
 
 RESULTS_DIR = Path("results/raw")

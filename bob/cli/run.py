@@ -18,6 +18,7 @@ from bob.cli.options import (
     Overwrite,
     Quiet,
     ResultsDir,
+    Samples,
 )
 from bob.cli.tables import print_outcomes
 from bob.console import console
@@ -67,6 +68,7 @@ def run(
     batch_size: BatchSize = 64,
     num_workers: NumWorkers = None,
     overwrite: Overwrite = False,
+    samples: Samples = True,
     quiet: Quiet = False,
 ) -> None:
     """Run backbones × weights × tasks × seeds; print a result table; write one JSON per run.
@@ -86,6 +88,7 @@ def run(
         batch_size,
         num_workers,
         overwrite,
+        samples=samples,
         progress=not quiet,
         debug=STATE["debug"],
     )
@@ -105,6 +108,7 @@ def run_grid(
     batch_size: int,
     num_workers: int | None,
     overwrite: bool,
+    samples: bool = True,
     progress: bool = True,
     debug: bool = False,
 ) -> int:
@@ -118,16 +122,18 @@ def run_grid(
 
     def already_done(outcome: RunOutcome) -> None:
         if outcome.skipped:
-            err.print(f"already done: {outcome.path} (use --overwrite to re-run)", highlight=False)
+            err.print(
+                f"already done: {outcome.path} (use --overwrite to re-run)", highlight=False, markup=False
+            )
 
     outcomes = api.run(
         backbones, tasks, weights, seeds,
         task_args=task_args, backbone_args=backbone_args, results_dir=results_dir, cache_dir=cache_dir,
         device=device, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
-        progress=progress, on_start=announce, on_outcome=already_done,
+        samples=samples, progress=progress, on_start=announce, on_outcome=already_done,
     )  # fmt: skip
     print_outcomes(outcomes)
-    err.print(f"results: {Path(results_dir)} (one JSON per run)", highlight=False)
+    err.print(f"results: {Path(results_dir)} (one JSON per run)", highlight=False, markup=False)
     return report_failures(outcomes, debug)
 
 
@@ -141,7 +147,9 @@ def report_failures(outcomes: list[RunOutcome], debug: bool) -> int:
             Text.assemble(("failed: ", "bold red"), f"{o.spec.label}\n  {e.get('type')}: {e.get('message')}")
         )
         if debug:
-            err.print("\n".join(e.get("traceback", [])), highlight=False)
+            err.print("\n".join(e.get("traceback", [])), highlight=False, markup=False)
         else:
-            err.print(f"  (traceback in {o.path}; re-run with --debug to print it)", highlight=False)
+            err.print(
+                f"  (traceback in {o.path}; re-run with --debug to print it)", highlight=False, markup=False
+            )
     return 1 if failed else 0

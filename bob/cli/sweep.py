@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from bob.cli.options import BatchSize, CacheDir, Device, NumWorkers, Quiet, ResultsDir
+from bob.cli.options import BatchSize, CacheDir, Device, NumWorkers, Quiet, ResultsDir, Samples
 from bob.cli.tables import print_outcomes
 from bob.console import console, stdout_console
 from bob.errors import UsageError
+from bob.sweep.spec import DEFAULT_MAX_RUNS
 
 if TYPE_CHECKING:
     from bob.sweep.driver import SweepState, SweepSummary
@@ -51,6 +53,12 @@ SlurmFolder = Annotated[
     Path, typer.Option("--slurm-folder", help="SLURM: where submitit keeps logs and pickles.")
 ]
 RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Re-run only the failed runs.")]
+Yes = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Run a sweep above its size limit (the file's max_runs, else 10,000 runs)."
+    ),
+]
 RerunAll = Annotated[bool, typer.Option("--overwrite", help="Re-run every run, replacing results.")]
 
 
@@ -75,6 +83,8 @@ def sweep(
     device: Device = "auto",
     batch_size: BatchSize = 64,
     num_workers: NumWorkers = None,
+    samples: Samples = True,
+    yes: Yes = False,
     quiet: Quiet = False,
 ) -> None:
     """Run a sweep file: every run of its grid, extracting each feature set once; resumable.
@@ -88,7 +98,7 @@ def sweep(
     if dry_run:
         print_plan(plan, as_json)
         if results_dir.is_dir() and not as_json:
-            print_status(api.sweep_status(plan, results_dir, mode), results_dir)
+            print_status(api.sweep_status(plan, results_dir, mode, keep=False), results_dir)
         raise typer.Exit(0)
     flags = {"address": address, "num_cpus": num_cpus, "gpus_per_run": gpus_per_run}
     flags |= {"max_retries": max_retries, "folder": slurm_folder, "partition": partition}
@@ -96,11 +106,10 @@ def sweep(
     summary = api.sweep(
         plan, mode=mode, executor=executor, executor_options=_executor_settings(executor, **flags),
         results_dir=results_dir, cache_dir=cache_dir, device=device, batch_size=batch_size,
-        num_workers=num_workers, display=api.SweepDisplay(console(), enabled=not quiet),
+        num_workers=num_workers, samples=samples, display=api.SweepDisplay(console(), enabled=not quiet), yes=yes,
     )  # fmt: skip
     print_summary(plan, summary, mode, results_dir)
-    if plan.runs <= MAX_TABLE:
-        print_outcomes(api.load_outcomes(plan.specs(), results_dir))
+    print_outcomes(api.load_outcomes(plan.specs(), results_dir) if plan.runs <= MAX_TABLE else [])
     print_failures(summary)
     raise typer.Exit(summary.exit_code)
 
@@ -127,7 +136,7 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     table.add_column(title.split()[-1])
     table.add_column("runs", justify="right")
     for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(key, str(n))
+        table.add_row(Text(key), str(n))  # Text: weights may be checkpoint paths with [brackets]
     return table
 
 
@@ -141,7 +150,7 @@ def print_plan(plan: Plan, as_json: bool) -> None:
             "runs": plan.runs,
             "extractions": plan.extractions,
             "training_runs": plan.training_runs,
-            "groups": len(plan.groups),
+            "groups": plan.group_count,
             **{f"by_{k}": dict(v) for k, v in breakdown.items()},
         }
         out.print_json(json.dumps(data))
@@ -149,21 +158,30 @@ def print_plan(plan: Plan, as_json: bool) -> None:
     out.print(
         f"sweep {plan.name}: {plan.runs} runs · {plan.extractions} unique feature extractions for "
         f"{plan.runs - plan.training_runs} cache-reading runs · {plan.training_runs} training runs · "
-        f"{len(plan.groups)} plan groups",
+        f"{plan.group_count} plan groups",
         highlight=False,
+        markup=False,
     )
     out.print(_counts_table("runs by suite", breakdown["suite"]))
     out.print(_counts_table("runs by family", breakdown["family"]))
     out.print(_counts_table("runs by weights", breakdown["weights"]))
+    limit = plan.max_runs or DEFAULT_MAX_RUNS
+    if plan.runs > limit:
+        out.print(
+            f"{plan.runs} runs is more than this sweep's limit of {limit}: running it needs --yes "
+            "(or a max_runs key in the file that covers it).",
+            highlight=False,
+        )
 
 
 def print_status(state: SweepState, results_dir: Path) -> None:
     """Where an interrupted sweep stands, from the result files alone."""
     stdout_console().print(
-        f"in {results_dir}: {len(state.todo)} to run · {state.done} done · {state.failed_before} failed"
+        f"in {results_dir}: {state.to_run} to run · {state.done} done · {state.failed_before} failed"
         + (f" · {state.not_applicable_before} not applicable" if state.not_applicable_before else "")
         + (f" · {len(state.damaged)} unreadable" if state.damaged else ""),
         highlight=False,
+        markup=False,
     )
 
 
@@ -182,9 +200,11 @@ def print_summary(plan: Plan, summary: SweepSummary, mode: str, results_dir: Pat
         f"{c.get('done_before', 0)} done earlier · {c.get('failed_before', 0)} failed earlier"
         + (" (re-run them with --retry-failed)" if c.get("failed_before") and mode == "missing" else "")
         + (f" · {c['busy']} running in another sweep" if c.get("busy") else "")
+        + (f" · {c['elsewhere']} finished by another sweep" if c.get("elsewhere") else "")
         + _not_applicable_note(c)
         + f" · {summary.extractions} extractions · {summary.seconds:.1f}s · results in {results_dir}",
         highlight=False,
+        markup=False,
     )
 
 

@@ -59,17 +59,18 @@ def _suite_table(suite: str, outcomes: list[RunOutcome]) -> Table:
     # Suites whose metrics are not fractions (costs: ms, MACs, MB) print them as they are.
     fractions = outcomes[0].metrics_are_fractions
     title = f"bob results: {suite}" + (" (fractions in %)" if fractions else "")
-    table = Table(title=title, title_justify="left", caption=caption)
+    table = Table(title=Text(title), title_justify="left", caption=caption)
     for col in ("backbone", "weights", "task", "seed", "status", *metric_names, "time"):
         table.add_column(col, justify="right" if col in metric_names or col in ("seed", "time") else "left")
     for o in outcomes:
         r = o.result
         cells = [_fmt(r.metrics.get(m), fractions) for m in metric_names]
         time_s = r.timings.get("total_s")
+        # Text, not str: names and checkpoint paths may hold [brackets] that rich would read as markup.
         table.add_row(
-            o.spec.backbone,
-            o.spec.weights,
-            o.spec.task,
+            Text(o.spec.backbone),
+            Text(o.spec.weights),
+            Text(o.spec.task),
             str(o.spec.seed),
             _status_cell(o),
             *cells,
@@ -107,5 +108,5 @@ def gap_table(outcomes: list[RunOutcome]) -> Table | None:
     for col in ("backbone", "weights", "task", "seed", "metric", "trained", "random", "gap"):
         table.add_column(col, justify="right" if col in ("trained", "random", "gap", "seed") else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table

@@ -11,19 +11,17 @@ dataset's definition (independent of any run seed).
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import hashlib
-import io
 import logging
 import pickle
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bob.data.base import ArraySplit, DatasetInfo, stratified_partition
+from bob.data.safe_pickle import safe_loads
 from bob.errors import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -52,44 +50,9 @@ ANIMAL_MNIST_SHA256: dict[str, str] = {
 }
 
 
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a pickled ndarray needs, under their numpy 1.x and 2.x module names."""
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        # Protocol 2 stores bytes as `_codecs.encode(str, "latin1")`; it only converts text to bytes.
-        ("_codecs", "encode"): codecs.encode,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the numpy globals needed to rebuild arrays.
-
-    Anything else (`os.system`, `builtins.eval`, …) is refused before it can be called.
-    """
-
-    _allowed = _numpy_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to unpickle global '{module}.{name}': only numpy array reconstruction is allowed"
-            ) from None
-
-
 def safe_unpickle_array(data: bytes) -> np.ndarray:
     """Unpickle bytes that must hold exactly one numpy array, refusing every other global."""
-    obj = RestrictedUnpickler(io.BytesIO(data)).load()
+    obj = safe_loads(data)
     if not isinstance(obj, np.ndarray):
         raise pickle.UnpicklingError(f"expected a pickled numpy array, got {type(obj).__name__}")
     return obj

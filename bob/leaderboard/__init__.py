@@ -18,11 +18,14 @@ import pandas as pd
 from bob.errors import UsageError
 from bob.leaderboard.aggregate import Board, BoardOptions, build_board
 from bob.leaderboard.analyses import group_summary
+from bob.leaderboard.intervals import compute_intervals
 from bob.leaderboard.load import LoadedResults, load_results
 from bob.leaderboard.render_csv import write_csv
 from bob.leaderboard.render_html import write_html
 from bob.leaderboard.render_md import write_markdown
+from bob.leaderboard.replicates import default_bootstrap_cache
 from bob.leaderboard.views import GROUP_KEYS, RowFilter, apply_filters
+from bob.preflight import Target, require_writable_dirs, storage_error
 
 FORMATS = ("csv", "md", "html")
 __all__ = ["Board", "BoardOptions", "BuildOutput", "RowFilter", "build_leaderboard", "load_results"]
@@ -71,14 +74,21 @@ def build_leaderboard(
         raise UsageError(f"Unknown output format(s) {', '.join(bad)}; use {', '.join(FORMATS)}.")
     if group_by is not None and group_by not in GROUP_KEYS:
         raise UsageError(f"--group-by takes one of {', '.join(GROUP_KEYS)}, got {group_by!r}.")
+    # The output folder is checked before the results are read: a file or a read-only folder named
+    # by --out is one line and exit 2, not a traceback after the board is built.
+    require_writable_dirs([Target(out_dir, "Leaderboard output folder", "--out")])
     t0 = time.perf_counter()
     loaded = load_results(results_dir)
     _require_results(results_dir, loaded)
     seconds = {"load": time.perf_counter() - t0}
     t = time.perf_counter()
     board = build_board(loaded, options)
-    table = apply_filters(board.table, filters or [])
     seconds["aggregate"] = time.perf_counter() - t
+    if board.options.intervals:
+        t = time.perf_counter()
+        board.intervals = compute_intervals(board, results_dir, default_bootstrap_cache())
+        seconds["intervals"] = time.perf_counter() - t
+    table = apply_filters(board.table, filters or [])
     out_dir.mkdir(parents=True, exist_ok=True)
     output = BuildOutput(board, table, seconds=seconds)
     writers = {
@@ -88,7 +98,10 @@ def build_leaderboard(
     }
     for fmt in formats:
         t = time.perf_counter()
-        output.paths += writers[fmt]()
+        try:
+            output.paths += writers[fmt]()
+        except OSError as err:  # the disk filled or the folder changed under us while writing
+            raise storage_error(f"the leaderboard's {fmt} file in", out_dir, err) from err
         seconds[fmt] = time.perf_counter() - t
     if group_by is not None:
         output.summary = group_summary(board, group_by, table)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,11 @@ from bob.errors import UsageError
 from bob.leaderboard.load import LoadedResults
 from bob.leaderboard.pareto_view import check_y, pareto_frame
 
+if TYPE_CHECKING:
+    from bob.leaderboard.intervals import Intervals
+
 WEIGHTINGS = ("suite", "setting")
+MIN_RESAMPLES = 50
 MERGE_KEYS = ["task", "task_version", "task_args", "main_metric", "higher_is_better"]
 SMALL_PARAMS = 30e6  # BoB's "small" backbones have fewer than 30M parameters
 BACKBONE_COLUMNS = [
@@ -57,6 +61,11 @@ class BoardOptions:
     # The accuracy-vs-MACs Pareto view: the board column on y, the efficiency task whose GMACs are x.
     pareto_y: str = "overall"
     pareto_cost: str = ""
+    # Confidence intervals from the runs' per-sample files (bob/leaderboard/intervals.py).
+    intervals: bool = True
+    resamples: int = 1000
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -65,6 +74,12 @@ class BoardOptions:
             raise UsageError(
                 f"--min-backbones must be at least 2 (a z-score needs a spread), got {self.min_backbones}."
             )
+        if self.resamples < MIN_RESAMPLES:
+            raise UsageError(
+                f"--resamples must be at least {MIN_RESAMPLES} (percentile intervals need a tail), got {self.resamples}."
+            )
+        if not 0.5 <= self.confidence < 1:
+            raise UsageError(f"--confidence must be in [0.5, 1), e.g. 0.95; got {self.confidence}.")
 
     def convention(self) -> str:
         overall = (
@@ -73,10 +88,16 @@ class BoardOptions:
             else "overall = mean z over all z-scored settings (each setting weighs the same)"
         )
         best = f"; best of grid over {', '.join(self.best_of)}" if self.best_of else ""
+        intervals = (
+            f" [lo, hi]: {self.confidence:.0%} percentile-bootstrap interval ({self.resamples} paired resamples of "
+            f"test samples and seeds, seed {self.bootstrap_seed}); (a–b): the range of a rank."
+            if self.intervals
+            else " No intervals (turned off)."
+        )
         return (
             "z = (score − mean) / std (ddof=0) per task setting over pretrained backbones with a result "
             f"(settings with < {self.min_backbones} are not z-scored); lower-is-better metrics negated; "
-            f"seeds averaged first; suite score = mean z over its settings; {overall}{best}."
+            f"seeds averaged first; suite score = mean z over its settings; {overall}{best}.{intervals}"
         )
 
 
@@ -91,6 +112,7 @@ class Board:
     suites: list[str] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # backbone × efficiency setting
+    intervals: Intervals | None = None  # set by the build when intervals are on
 
     def pareto(self, table: pd.DataFrame) -> pd.DataFrame:
         """GMACs vs `options.pareto_y` for the backbones of `table`, with the Pareto front marked."""

@@ -17,6 +17,7 @@ from bob.leaderboard.aggregate import Board
 
 PLOT_IDS = ("plot-suite-heatmap", "plot-params", "plot-task-corr")
 PARETO_PLOT_ID = "plot-pareto"  # drawn only when efficiency results carry MACs
+INTERVALS_PLOT_ID = "plot-overall-intervals"  # drawn only when the board has intervals
 
 
 def _e(text: object) -> str:
@@ -54,22 +55,38 @@ def suite_heatmap(board: Board, table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _error_bars(group: pd.DataFrame, column: str) -> dict[str, Any] | None:
+    """plotly error bars from `<column>_ci_low/high` (None without intervals; 0 where a row has none)."""
+    if f"{column}_ci_low" not in group:
+        return None
+    mid, low, high = (group[c].astype(float) for c in (column, f"{column}_ci_low", f"{column}_ci_high"))
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [round(float(v), 4) for v in (high - mid).fillna(0.0)],
+        "arrayminus": [round(float(v), 4) for v in (mid - low).fillna(0.0)],
+        "thickness": 1,
+    }
+
+
 def params_scatter(table: pd.DataFrame) -> dict[str, Any]:
     rows = table[table["params"].notna() & table["overall"].notna()]
     traces = []
     for family, group in rows.groupby("family", sort=True):
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": _e(family),
-                "x": [float(v) for v in group["params"]],
-                "y": [round(float(v), 4) for v in group["overall"]],
-                "text": [_e(k) for k in group["backbone_key"]],
-                "marker": {"size": 10, "symbol": ["x" if r else "circle" for r in group["is_random"]]},
-                "hovertemplate": "%{text}<br>params %{x:.3s}<br>overall z %{y:+.2f}<extra></extra>",
-            }
-        )
+        trace = {
+            "type": "scatter",
+            "mode": "markers",
+            "name": _e(family),
+            "x": [float(v) for v in group["params"]],
+            "y": [round(float(v), 4) for v in group["overall"]],
+            "text": [_e(k) for k in group["backbone_key"]],
+            "marker": {"size": 10, "symbol": ["x" if r else "circle" for r in group["is_random"]]},
+            "hovertemplate": "%{text}<br>params %{x:.3s}<br>overall z %{y:+.2f}<extra></extra>",
+        }
+        bars = _error_bars(group, "overall")
+        if bars is not None:
+            trace["error_y"] = bars
+        traces.append(trace)
     return {
         "data": traces,
         "layout": {
@@ -77,6 +94,31 @@ def params_scatter(table: pd.DataFrame) -> dict[str, Any]:
             "xaxis": {"type": "log", "title": {"text": "parameters"}},
             "yaxis": {"title": {"text": "overall z"}},
             "height": 480,
+        },
+    }
+
+
+def overall_intervals(table: pd.DataFrame) -> dict[str, Any]:
+    """Each backbone's overall score with its interval, in board order (a forest plot)."""
+    rows = table[table["overall"].notna()]
+    bars = _error_bars(rows, "overall")
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [round(float(v), 4) for v in rows["overall"]],
+                "y": [_e(k) for k in rows["backbone_key"]],
+                "error_x": bars,
+                "marker": {"size": 8, "symbol": ["x" if r else "circle" for r in rows["is_random"]]},
+                "hovertemplate": "%{y}<br>overall z %{x:+.2f}<extra></extra>",
+            }
+        ],
+        "layout": {
+            "title": {"text": "Overall z-score with its interval (× = random init)"},
+            "height": max(320, 22 * len(rows) + 160),
+            "yaxis": {"autorange": "reversed", "automargin": True, "type": "category"},
+            "xaxis": {"title": {"text": "overall z"}, "zeroline": True},
         },
     }
 
@@ -165,6 +207,9 @@ def figures_html(board: Board, table: pd.DataFrame, matrix: pd.DataFrame) -> str
     if len(pareto):
         figures.append(pareto_scatter(pareto))
         ids.append(PARETO_PLOT_ID)
+    if board.intervals is not None and table.get("overall_ci_low", pd.Series(dtype=float)).notna().any():
+        figures.append(overall_intervals(table))
+        ids.append(INTERVALS_PLOT_ID)
     parts = []
     for i, (div_id, fig) in enumerate(zip(ids, figures, strict=True)):
         parts.append(

@@ -58,3 +58,43 @@ def summary_rows(summary: pd.DataFrame, by: str, esc: Callable[[object], str]) -
         ]
         for _, r in summary.iterrows()
     ]
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def interval(low: Any, high: Any, digits: int = 2, signed: bool = False) -> str:
+    """`[lo, hi]`, or "" when there is no interval."""
+    if _missing(low) or _missing(high):
+        return ""
+    return f"[{num(low, digits, signed)}, {num(high, digits, signed)}]"
+
+
+def with_interval(row: pd.Series, column: str, digits: int = 2, signed: bool = False) -> str:
+    """A score and its interval, `+0.52 [+0.31, +0.70]`; `+0.52 [n/a]` when the board has intervals
+    but this score has none (a run without per-sample files); the bare score when intervals are off."""
+    value = row.get(column)
+    if _missing(value):
+        return num(value)
+    if f"{column}_ci_low" not in row.index:
+        return num(value, digits, signed)
+    band = interval(row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high"), digits, signed)
+    return f"{num(value, digits, signed)} {band or '[' + NO_INTERVAL + ']'}"
+
+
+def rank_range(row: pd.Series) -> str:
+    """The position and, when known, the range it takes over the resamples: `2 (1–3)`."""
+    low, high = row.get("rank_low"), row.get("rank_high")
+    base = position(row)
+    if not row["position"] or _missing(low) or _missing(high):
+        return base
+    return f"{base} ({int(low)}–{int(high)})" if low != high else f"{base} ({int(low)})"
+
+
+NO_INTERVAL = "n/a"
+INTERVAL_LEGEND = (
+    "[lo, hi]: the score's confidence interval; (a–b) after a position: the positions it takes over the "
+    "resamples. Two rows whose intervals overlap can still differ significantly: compare them pairwise "
+    "(`bob compare A B`, or tick two rows of the HTML board)."
+)

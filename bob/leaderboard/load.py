@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from bob.errors import ResultFileError
+from bob.errors import ResultFileError, UsageError
 from bob.results import RunResult
 
 # The columns of the long table, in order (the run's metrics follow as `metric:<name>` columns).
@@ -145,6 +145,8 @@ def _row(rel: str, data: RunResult) -> dict[str, Any]:
         else data.reason or "",
         "path": rel,
         "metrics": {k: v for k, v in data.metrics.items() if isinstance(v, (int, float))},
+        # The per-sample file's record (file, sha256, kind): the intervals read it without reparsing.
+        "samples_record": data.protocol.get("samples") if isinstance(data.protocol, dict) else None,
     }
 
 
@@ -177,6 +179,11 @@ def _read(path: str) -> RunResult:
 def load_results(results_dir: Path | str) -> LoadedResults:
     """Every `*.json` under `results_dir` as a row, or as a Skipped entry with the reason."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise UsageError(
+            f"Results dir {root} is a file, not a folder of result files. Pass --results-dir DIR, the "
+            "folder `bob run` and `bob sweep` write to (default results/raw)."
+        )
     rows: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     seen_ids: dict[str, str] = {}

@@ -20,6 +20,8 @@ from bob.leaderboard import format as fmt
 from bob.leaderboard.aggregate import Board
 from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
 from bob.leaderboard.figures import figures_html
+from bob.leaderboard.html_intervals import compare_section, interval_section
+from bob.weights import atomic_write_text
 
 _ASSETS = Path(__file__).with_name("assets")
 
@@ -52,26 +54,34 @@ def board_table(board: Board, table: pd.DataFrame, anchors: dict[str, str]) -> s
         "mean rank",
         "settings",
     ]
+    compare = board.intervals is not None and board.intervals.any
+    if compare:
+        head.append("compare")
     numeric = {0, 5, 6, *range(7, 7 + len(suites)), 7 + len(suites), 8 + len(suites)}
     ths = "".join(
         f'<th data-col="{i}" data-type="{"num" if i in numeric else "text"}" tabindex="0">{esc(h)}</th>'
         for i, h in enumerate(head)
     )
     rows = []
-    for _, r in table.iterrows():
+    for i, (_, r) in enumerate(table.iterrows()):
         key = r["backbone_key"]
         cells = [
-            _cell(esc(fmt.position(r)), r["position"] or np.nan),
+            _cell(esc(fmt.rank_range(r)), r["position"] or np.nan),
             f'<td><a href="#{anchors[key]}">{esc(key)}</a></td>',
             _cell(esc(r["family"])),
             _cell(esc(r["method"])),
             _cell(esc(r["pretrain_data"])),
             _cell(esc(fmt.params(r["params"])), r["params"]),
-            _cell(esc(fmt.num(r["overall"], signed=True)), r["overall"]),
-            *(_cell(esc(fmt.num(r.get(f"suite:{s}"), signed=True)), r.get(f"suite:{s}")) for s in suites),
+            _cell(esc(fmt.with_interval(r, "overall", signed=True)), r["overall"]),
+            *(
+                _cell(esc(fmt.with_interval(r, f"suite:{s}", signed=True)), r.get(f"suite:{s}"))
+                for s in suites
+            ),
             _cell(esc(fmt.num(r["mean_rank"], 1)), r["mean_rank"]),
             _cell(esc(fmt.coverage(r)), r["covered"]),
         ]
+        if compare:
+            cells.append(f'<td><input type="checkbox" class="cmp" data-row="{i}" aria-label="compare"></td>')
         rows.append(f'<tr class="{esc(r["standing"])}">{"".join(cells)}</tr>')
     return (
         '<input id="board-filter" type="search" placeholder="filter rows (any text, e.g. vit, ssl:, random)">'
@@ -124,56 +134,65 @@ def analyses_html(board: Board, table: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_base: str) -> str:
-    """One section per shown backbone listing its runs, each linking to its result file.
+def _run_rows(board: Board, anchors: dict[str, str], link_base: str) -> dict[str, list[str]]:
+    """Per backbone, one table row per run (ok and failed) with its interval or why it has none.
 
     Built from plain column lists, not DataFrame rows: this is the page's largest part (one row per run).
     """
     frame = pd.concat([board.runs, board.failed], ignore_index=True)
     frame = frame[frame["backbone_key"].isin(anchors)].sort_values(["backbone_key", "setting", "seed"])
-    per_backbone: dict[str, list[str]] = {}
+    for column, empty in (("value_ci_low", np.nan), ("value_ci_high", np.nan), ("samples", "")):
+        frame[column] = frame[column].fillna(empty) if column in frame else empty
+    names = ("backbone_key", "setting", "seed", "status", "value", "main_metric", "error", "path", "id")
+    rows: dict[str, list[str]] = {}
     columns = zip(
-        *(
-            frame[c].tolist()
-            for c in (
-                "backbone_key",
-                "setting",
-                "seed",
-                "status",
-                "value",
-                "main_metric",
-                "error",
-                "path",
-                "id",
-            )
-        ),
-        strict=True,
+        *(frame[c].tolist() for c in (*names, "value_ci_low", "value_ci_high", "samples")), strict=True
     )
-    for key, setting, seed, status, value, metric, error, path, run_id in columns:
-        per_backbone.setdefault(key, []).append(
+    for key, setting, seed, status, value, metric, error, path, run_id, lo, hi, note in columns:
+        band = fmt.interval(lo, hi, 4) or (note if note not in ("", "ok") else "")
+        rows.setdefault(key, []).append(
             f"<tr><td>{esc(setting)}</td><td>{seed}</td><td>{esc(status)}</td>"
-            f"<td>{fmt.num(value, 4)} {esc(metric)}</td><td>{esc(error)}</td>"
+            f"<td>{fmt.num(value, 4)} {esc(metric)}</td><td>{esc(band)}</td><td>{esc(error)}</td>"
             f'<td><a href="{esc(link_base + path)}">{esc(run_id)}</a></td></tr>'
         )
-    per_cell: dict[str, list[str]] = {}
+    return rows
+
+
+def _cell_rows(board: Board) -> dict[str, list[str]]:
+    """Per backbone, one row per setting: seed mean ± std, its interval, seeds, z with its interval, rank."""
     cells = board.cells.sort_values(["backbone_key", "setting"])
-    columns = zip(
-        *(cells[c].tolist() for c in ("backbone_key", "setting", "mean", "std", "n_seeds", "z", "rank")),
-        strict=True,
-    )
-    for key, setting, mean, std, n, z, rank in columns:
-        per_cell.setdefault(key, []).append(
-            f"<tr><td>{esc(setting)}</td><td>{esc(fmt.mean_std(mean, std, n))}</td><td>{n}</td>"
-            f"<td>{fmt.num(z, signed=True)}</td><td>{fmt.num(rank, 1)}</td></tr>"
+    for c in ("value_ci_low", "value_ci_high", "z_ci_low", "z_ci_high"):
+        cells[c] = cells.get(c, np.nan)
+    names = ["backbone_key", "setting", "mean", "std", "n_seeds", "z", "rank"]
+    names += ["value_ci_low", "value_ci_high", "z_ci_low", "z_ci_high"]
+    rows: dict[str, list[str]] = {}
+    for key, setting, mean, std, n, z, rank, v_lo, v_hi, z_lo, z_hi in cells[names].itertuples(index=False):
+        rows.setdefault(key, []).append(
+            f"<tr><td>{esc(setting)}</td><td>{esc(fmt.mean_std(mean, std, n))}</td>"
+            f"<td>{esc(fmt.interval(v_lo, v_hi, 4))}</td><td>{n}</td>"
+            f"<td>{fmt.num(z, signed=True)} {esc(fmt.interval(z_lo, z_hi, signed=True))}</td>"
+            f"<td>{fmt.num(rank, 1)}</td></tr>"
         )
-    cell_head = "".join(f"<th>{h}</th>" for h in ("setting", "mean ± std over seeds", "seeds", "z", "rank"))
-    head = "".join(f"<th>{h}</th>" for h in ("setting", "seed", "status", "value", "error", "result file"))
+    return rows
+
+
+def runs_html(board: Board, table: pd.DataFrame, anchors: dict[str, str], link_base: str) -> str:
+    """One section per shown backbone: its cells (with intervals), then its runs, each linking to its
+    result file."""
+    per_run, per_cell = _run_rows(board, anchors, link_base), _cell_rows(board)
+    cell_head = "".join(
+        f"<th>{h}</th>"
+        for h in ("setting", "mean ± std over seeds", "interval", "seeds", "z [interval]", "rank")
+    )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("setting", "seed", "status", "value", "interval", "error", "result file")
+    )
     return "".join(
         f'<section class="runs" id="{anchors[key]}"><h3>{esc(key)}</h3>'
         f"<table><thead><tr>{cell_head}</tr></thead><tbody>{''.join(per_cell.get(key, []))}</tbody></table>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(per_backbone[key])}</tbody></table></section>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(per_run[key])}</tbody></table></section>"
         for key in table["backbone_key"]
-        if key in per_backbone
+        if key in per_run
     )
 
 
@@ -220,8 +239,11 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         f'<p class="convention">Convention: {esc(board.options.convention())}</p>',
         f"<p>{esc(counts)}</p>",
         f'<p class="legend">{esc(fmt.LEGEND)}</p>',
+        f'<p class="legend">{esc(fmt.INTERVAL_LEGEND)}</p>' if board.intervals is not None else "",
         "<h2>Board</h2>",
         board_table(board, table, anchors),
+        compare_section(board, table),
+        interval_section(board),
         efficiency_html(board),
         "<h2>Plots</h2>",
         figures_html(board, table, task_correlation(board)),
@@ -240,8 +262,14 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{(_ASSETS / 'board.css').read_text()}</style></head><body>"
         + "\n".join(sections)
-        + f"<script>{(_ASSETS / 'board.js').read_text()}</script></body></html>"
+        + f"<script>{(_ASSETS / 'board.js').read_text()}</script>"
+        + (
+            f"<script>{(_ASSETS / 'compare.js').read_text()}</script>"
+            if board.intervals and board.intervals.any
+            else ""
+        )
+        + "</body></html>"
     )
     path = out_dir / "leaderboard.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page, "leaderboard page")
     return path

@@ -16,6 +16,7 @@ import pandas as pd
 from bob.leaderboard import format as fmt
 from bob.leaderboard.aggregate import Board
 from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
+from bob.weights import atomic_write_text
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()|~])")
 
@@ -47,19 +48,75 @@ def board_lines(board: Board, table: pd.DataFrame) -> list[str]:
     ]
     rows = [
         [
-            fmt.position(r),
+            fmt.rank_range(r),
             esc(r["backbone_key"]),
             esc(r["family"]),
             esc(r["method"]),
             fmt.params(r["params"]),
-            fmt.num(r["overall"], signed=True),
-            *(fmt.num(r.get(f"suite:{s}"), signed=True) for s in suites),
+            fmt.with_interval(r, "overall", signed=True),
+            *(fmt.with_interval(r, f"suite:{s}", signed=True) for s in suites),
             fmt.num(r["mean_rank"], 1),
             fmt.coverage(r),
         ]
         for _, r in table.iterrows()
     ]
     return _table(header, rows)
+
+
+def interval_lines(board: Board) -> list[str]:
+    """How sure the ranking is: the method, neighbours told apart, and what has no interval."""
+    iv = board.intervals
+    if iv is None:
+        return []
+    lines = ["## How sure is the ranking?", "", esc(iv.describe()), ""]
+    told, pairs = iv.distinguishable
+    if pairs:
+        lines += [f"{told} of {pairs} adjacent pairs of ranked backbones are distinguishable at {iv.confidence:.0%} "
+                  "(the interval of their paired overall-score difference excludes 0).", ""]  # fmt: skip
+        lines += _table(
+            ["positions", "backbones", "Δ overall", "interval", "distinguishable"],
+            (
+                [
+                    f"{r['position']}–{r['position'] + 1}",
+                    f"{esc(r['a'])} vs {esc(r['b'])}",
+                    fmt.num(r["diff"], signed=True),
+                    fmt.interval(r["ci_low"], r["ci_high"], signed=True),
+                    "yes" if r["distinguishable"] else "no",
+                ]
+                for _, r in iv.adjacent.iterrows()
+            ),
+        )
+    lines += [f"- {esc(note)}" for note in iv.notes]
+    lines += _runs_without(board)
+    return lines
+
+
+def _runs_without(board: Board) -> list[str]:
+    iv = board.intervals
+    if iv is None or not iv.runs_without:
+        return []
+    runs = board.runs.set_index("id")
+    reasons, listed = iv.missing()
+    lines = ["", f"{len(iv.runs_without)} run(s) have no interval ({fmt.NO_INTERVAL} on the board):", ""]
+    lines += [f"- {count} × {esc(why)}" for why, count in reasons.items()] + [""]
+    more = len(iv.runs_without) - len(listed)
+    lines += _table(
+        ["backbone", "setting", "seed", "why"],
+        (
+            [
+                esc(runs.at[i, "backbone_key"]),
+                esc(runs.at[i, "setting"]),
+                str(runs.at[i, "seed"]),
+                esc(iv.runs_without[i]),
+            ]
+            for i in listed
+        ),
+    )
+    return lines + (
+        [f"… and {more} more: the `samples` column of leaderboard_long.csv lists every run.", ""]
+        if more
+        else []
+    )
 
 
 def settings_lines(board: Board) -> list[str]:
@@ -152,12 +209,15 @@ def problems_lines(board: Board) -> list[str]:
 
 def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str) -> Path:
     lines = [f"# {esc(title)}", "", f"Convention: {esc(board.options.convention())}", "", esc(fmt.LEGEND), ""]
+    if board.intervals is not None:
+        lines += [esc(fmt.INTERVAL_LEGEND), ""]
     lines += board_lines(board, table)
+    lines += interval_lines(board)
     lines += efficiency_lines(board)
     lines += pareto_lines(board, table)
     lines += ["## Settings", "", *settings_lines(board)]
     lines += analyses_lines(board, table)
     lines += problems_lines(board)
     path = out_dir / "leaderboard.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", "leaderboard Markdown")
     return path

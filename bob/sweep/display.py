@@ -13,7 +13,7 @@ from bob.sweep.worker import RunReport
 class SweepDisplay:
     def __init__(self, console: Any, enabled: bool = True) -> None:
         self.console, self.enabled = console, enabled
-        self.counts = {"ok": 0, "failed": 0, "skipped": 0, "busy": 0, "not_applicable": 0}
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0, "busy": 0, "not_applicable": 0, "elsewhere": 0}
         self._bar: Any = None
         self._task: Any = None
         self._was_enabled = False
@@ -57,6 +57,7 @@ class SweepDisplay:
         return (
             f"ok {self.counts['ok']} · failed {self.counts['failed']} · skipped {self.counts['skipped']}"
             + (f" · busy {self.counts['busy']}" if self.counts["busy"] else "")
+            + (f" · by another sweep {self.counts['elsewhere']}" if self.counts["elsewhere"] else "")
             + (f" · not applicable {self.counts['not_applicable']}" if self.counts["not_applicable"] else "")
             + f" · remaining {self.total - done}"
         )

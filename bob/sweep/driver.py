@@ -1,26 +1,33 @@
 """Run a sweep: expand, plan, filter what is already done, execute, collect, summarise.
 
-The machinery behind `bob sweep` and `bob.api.sweep`.
+The machinery behind `bob sweep` and `bob.api.sweep`. Planning streams (`plan_sweep`); a sweep holds
+the specs of the runs it will start, nothing more, and one above its size limit asks for --yes
+(`check_size`). Two sweeps on one results dir each count only the runs they executed: every result
+a sweep writes carries its token, and a run the other sweep finished meanwhile is `elsewhere`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bob.errors import ResultFileError
+from bob.errors import ResultFileError, UsageError
 from bob.results import ResultStore, RunResult
 from bob.runner import RunOptions
 from bob.spec import RunSpec
 from bob.sweep.executors import Executor, SweepJob
-from bob.sweep.expand import expand
+from bob.sweep.expand import Expansion
 from bob.sweep.plan import Plan, RunGroup, make_plan
-from bob.sweep.spec import SweepSpec
-from bob.sweep.worker import RunReport, report_status, wanted
+from bob.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec
+from bob.sweep.stats import collect_stats
+from bob.sweep.worker import ELSEWHERE, RunReport, report_status, wanted
 from bob.weights import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -28,36 +35,104 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SweepState:
-    """Where each run of a sweep stands before execution."""
+    """Where each run of a sweep stands before execution. `todo` holds the specs to run unless the
+    survey only counted them (`to_run` always holds the count); `since` is when the survey began:
+    a result written after it was written by a sweep running now."""
 
     todo: list[RunSpec] = field(default_factory=list)
     done: int = 0
     failed_before: int = 0
     not_applicable_before: int = 0  # `skipped` results: the task does not apply to the backbone
     damaged: list[str] = field(default_factory=list)
+    to_run: int = 0
+    since: float = 0.0
 
 
-def survey(specs: list[RunSpec], store: ResultStore, mode: str) -> SweepState:
-    """Split runs into to-do and already settled, reading every stored result once."""
-    state = SweepState()
+class _Listing:
+    """Which files a results folder holds, one `os.listdir` per folder instead of a stat per run."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        return self.holds(path.parent, path.name)
+
+    def holds(self, folder: Path, name: str) -> bool:
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                names = set(os.listdir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                names = set()
+            self._names[folder] = names
+        return name in names
+
+
+def survey(specs: Iterable[RunSpec], store: ResultStore, mode: str, keep: bool = True) -> SweepState:
+    """Split runs into to-do and already settled, reading each stored result once; `keep=False`
+    counts the to-do runs without holding them (a dry run of a huge sweep)."""
+    state = SweepState(since=time.time())
+    listing = _Listing()
     for spec in specs:
-        try:
-            stored = store.load(spec)
-        except ResultFileError as err:
-            if mode == "all":
-                state.todo.append(spec)
-            else:
-                state.damaged.append(str(err))
-            continue
-        if wanted(stored, mode):
-            state.todo.append(spec)
-        elif stored is not None and stored.ok:
-            state.done += 1
-        elif stored is not None and stored.status == "skipped":
-            state.not_applicable_before += 1
-        elif stored is not None:
-            state.failed_before += 1
+        path = store.path_for(spec)
+        _classify(state, store, mode, keep, spec, mode != "all" and listing.exists(path))
     return state
+
+
+def survey_plan(plan: Plan, store: ResultStore, mode: str, keep: bool = True) -> SweepState:
+    """`survey` of a plan's runs. A streamed plan is surveyed from its expansion: a run's file name
+    comes from `SpecTemplate.run_id`, and its RunSpec is built only when it has a stored result or is
+    kept to run, so surveying 10^6 runs costs seconds, not minutes."""
+    if plan.expansion is None:
+        return survey(plan.specs(), store, mode, keep)
+    state = SweepState(since=time.time())
+    listing = _Listing()
+    for combo, backbone, weights, seed in plan.expansion.runs():
+        template = combo.template
+        stored = mode != "all" and listing.holds(
+            store.folder_for(template.task, backbone), f"{template.run_id(backbone, weights, seed)}.json"
+        )
+        if stored or keep:
+            _classify(state, store, mode, keep, template.spec(backbone, weights, seed), stored)
+        elif wanted(None, mode):
+            state.to_run += 1
+    return state
+
+
+def _classify(
+    state: SweepState, store: ResultStore, mode: str, keep: bool, spec: RunSpec, stored: bool
+) -> None:
+    """Count one run (and keep it when it is to run): `stored` says whether its result file exists."""
+    result = None
+    if stored:
+        try:
+            result = store.load(spec)
+        except ResultFileError as err:
+            state.damaged.append(str(err))
+            return
+    if wanted(result, mode):
+        state.to_run += 1
+        if keep:
+            state.todo.append(spec)
+    elif result is not None and result.ok:
+        state.done += 1
+    elif result is not None and result.status == "skipped":
+        state.not_applicable_before += 1
+    elif result is not None:
+        state.failed_before += 1
+
+
+def check_size(state: SweepState, plan: Plan, max_runs: int | None = None, yes: bool = False) -> None:
+    """A sweep that would start more runs than its limit stops before anything runs (exit 2) unless
+    confirmed: the limit is `max_runs`, else the file's `max_runs` key, else DEFAULT_MAX_RUNS."""
+    limit = max_runs or plan.max_runs or DEFAULT_MAX_RUNS
+    if state.to_run > limit and not yes:
+        source = "its max_runs key" if (not max_runs and plan.max_runs) else "the default limit"
+        raise UsageError(
+            f"Sweep {plan.name} would start {state.to_run} runs, more than {limit} ({source}). Nothing ran. "
+            f"Check the plan with `bob sweep FILE --dry-run`, then pass --yes to run it, or set "
+            f"`max_runs: {state.to_run}` in the sweep file."
+        )
 
 
 @dataclass
@@ -74,9 +149,11 @@ class SweepSummary:
 
 
 def plan_sweep(sweep: SweepSpec) -> Plan:
-    plan = make_plan([run.spec for run in expand(sweep)])
-    plan.name = sweep.name
-    return plan
+    """The sweep's plan, counted in one streamed pass (`collect_stats`); every problem of the file is
+    raised together. Its groups are built only when a sweep runs."""
+    expansion = Expansion(sweep)
+    stats = collect_stats(expansion)
+    return Plan(name=sweep.name, stats=stats, expansion=expansion, max_runs=sweep.max_runs)
 
 
 def lost_result(spec: RunSpec, why: str) -> RunResult:
@@ -96,15 +173,21 @@ class Collector:
     """Receives run reports from an executor; writes any returned result whose file is missing."""
 
     def __init__(
-        self, store: ResultStore, specs: dict[str, RunSpec], since: float, display: Any = None
+        self,
+        store: ResultStore,
+        specs: dict[str, RunSpec],
+        since: float,
+        display: Any = None,
+        token: str = "",
     ) -> None:
         self.store, self.specs, self.since, self.display = store, specs, since, display
+        self.token = token  # this sweep's own mark in the results it writes
         self.reports: dict[str, RunReport] = {}
 
     def on_report(self, report: RunReport) -> None:
         spec = self.specs.get(report.id)
         if spec is not None and report.result_json and not self.store.path_for(spec).exists():
-            atomic_write_text(self.store.path_for(spec), report.result_json)
+            atomic_write_text(self.store.path_for(spec), report.result_json, "result")
         report.result_json = None  # keep the driver's memory flat on big sweeps
         self.reports[report.id] = report
         if self.display is not None:
@@ -121,10 +204,28 @@ class Collector:
                 except ResultFileError:
                     stored = None
                 if stored is not None:
-                    self.on_report(RunReport(spec.id, report_status(stored.status)))
+                    ours = stored.sweep == self.token
+                    status = report_status(stored.status) if ours else ELSEWHERE
+                    self.on_report(RunReport(spec.id, status))
                     continue
             self.store.write(lost_result(spec, why), spec)
             self.on_report(RunReport(spec.id, "lost", error=why))
+
+
+def _settle_busy(collector: Collector, store: ResultStore) -> None:
+    """Runs that were busy (another sweep held their lock) and that the other sweep has finished by
+    the time this one ends count as `elsewhere`: settled, not a reason to exit 1. Those still
+    running stay busy (a later run collects them); nothing waits for them."""
+    for report in collector.reports.values():
+        spec = collector.specs.get(report.id)
+        if report.status != "busy" or spec is None:
+            continue
+        try:
+            stored = store.load(spec)
+        except ResultFileError:
+            continue
+        if stored is not None and stored.sweep != collector.token:
+            report.status, report.error = ELSEWHERE, "finished by another sweep while this one ran"
 
 
 def run_sweep(
@@ -134,23 +235,26 @@ def run_sweep(
     mode: str = "missing",
     display: Any = None,
     job_fn: Any = None,
+    state: SweepState | None = None,
 ) -> SweepSummary:
-    """Execute the plan's runs that `mode` wants; return counts by report status."""
+    """Execute the plan's runs that `mode` wants (from `state`, a survey made before, else surveyed
+    here); return counts by report status. Each run this sweep executes carries its token, so a run
+    another sweep finished meanwhile is counted as `elsewhere`, not as this sweep's."""
     options = dataclasses.replace(
         options,
         results_dir=Path(options.results_dir).resolve(),
         cache_dir=Path(options.cache_dir).resolve() if options.cache_dir else None,
+        sweep=uuid.uuid4().hex[:16],
     )
     store = ResultStore(options.results_dir)
-    state = survey(plan.specs(), store, mode)
-    todo_ids = {s.id for s in state.todo}
-    groups = [RunGroup(g.key, [s for s in g.specs if s.id in todo_ids], g.extracts) for g in plan.groups]
-    groups = [g for g in groups if g.specs]
+    if state is None:
+        state = survey_plan(plan, store, mode)
+    groups = make_plan(state.todo).groups
     start = time.time()
-    collector = Collector(store, {s.id: s for s in state.todo}, start, display)
+    collector = Collector(store, {s.id: s for s in state.todo}, state.since, display, options.sweep or "")
     if display is not None:
         display.start(len(state.todo), state)
-    job = SweepJob(options, mode, fresh_after=start)
+    job = SweepJob(options, mode, fresh_after=state.since)
     if job_fn is not None:
         job.fn = job_fn
     try:
@@ -158,6 +262,7 @@ def run_sweep(
     finally:
         if display is not None:
             display.stop()
+    _settle_busy(collector, store)
     counts: dict[str, int] = {"done_before": state.done, "failed_before": state.failed_before}
     if state.not_applicable_before:
         counts["not_applicable_before"] = state.not_applicable_before

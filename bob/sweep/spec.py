@@ -20,8 +20,11 @@
           - {tasks: [retrieval/roxford5k, retrieval/rparis6k], args: {pool: cls}}
     exclude:                             # optional; globs over backbone, task, weights; exact seed/args
       - {backbone: "sd/*", task: "retrieval/*"}
+    max_runs: 20000                      # optional; a sweep that would start more runs asks for --yes
 
-Every problem is reported as `FILE: KEY.PATH: what was expected, what was found` before anything runs.
+Every problem is reported as `FILE: KEY.PATH: what was expected, what was found` before anything runs:
+the parser notes a problem and goes on with the next element, so a file with three mistakes names all
+three (`SweepSpec.problems`); expansion adds its own and raises them together.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from typing import Any
 from bob.errors import UsageError
 from bob.registry import suggest
 
-TOP_KEYS = {"name", "description", "defaults", "grids", "exclude"}
+TOP_KEYS = {"name", "description", "defaults", "grids", "exclude", "max_runs"}
+# A sweep that would start more runs than this asks for --yes, unless its file sets `max_runs`.
+DEFAULT_MAX_RUNS = 10_000
+MAX_PROBLEMS_SHOWN = 30
 DEFAULT_KEYS = {"weights", "seeds", "task_args"}
 GRID_KEYS = {"name", "backbones", "weights", "seeds", "tasks", "backbone_args"}
 TASK_KEYS = {"task", "tasks", "args", "grid", "weights", "seeds"}
@@ -43,6 +49,19 @@ EXCLUDE_KEYS = {"backbone", "task", "weights", "seed", "args"}
 
 class SweepSpecError(UsageError):
     """A sweep file that does not follow the schema; the message names the file and the key path."""
+
+
+def raise_problems(source: str, problems: list[str] | tuple[str, ...]) -> None:
+    """Every problem found in a sweep file, as one SweepSpecError (nothing when there are none)."""
+    unique = list(dict.fromkeys(problems))
+    if not unique:
+        return
+    if len(unique) == 1:
+        raise SweepSpecError(unique[0])
+    shown = unique[:MAX_PROBLEMS_SHOWN]
+    more = len(unique) - len(shown)
+    lines = "\n".join(f"  - {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
+    raise SweepSpecError(f"{len(unique)} problems in sweep file {source}:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -93,19 +112,41 @@ class SweepSpec:
     exclude: tuple[ExcludeRule, ...]
     task_args: dict[str, dict[str, Any]]
     source: str
+    max_runs: int | None = None  # the file's own size limit (`bob sweep` asks for --yes above it)
+    problems: tuple[str, ...] = ()  # schema problems; expansion reports them with its own
 
 
 # ----------------------------------------------------------------------------------------- checks
 
 
 class _Checker:
-    """Type checks that know the file and the key path of the value they look at."""
+    """Type checks that know the file and the key path of the value they look at.
+
+    `fail` returns the error of a value that makes its element unusable (the caller raises it and
+    `guard` records it); `note` records a problem that leaves the element usable (an unknown key)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.problems: list[str] = []
 
     def fail(self, where: str, message: str) -> SweepSpecError:
         return SweepSpecError(f"{self.source}: {where}: {message}")
+
+    def note(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {message}")
+
+    def guard(self, fn: Any, *args: Any) -> Any:
+        """`fn(*args)`, or None with its problem recorded: the next element is checked all the same."""
+        try:
+            return fn(*args)
+        except SweepSpecError as err:
+            self.problems.append(str(err))
+            return None
+
+    def each(self, items: list, where: str, fn: Any, *args: Any) -> tuple:
+        """`fn(self, item, where[i], *args)` for every item; the usable results, in order."""
+        out = (self.guard(fn, self, item, f"{where}[{i}]", *args) for i, item in enumerate(items))
+        return tuple(x for x in out if x is not None)
 
     def mapping(self, value: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
         if not isinstance(value, dict):
@@ -114,13 +155,13 @@ class _Checker:
             if key not in allowed:
                 close = suggest(str(key), allowed, 3)
                 hint = f" Did you mean: {', '.join(close)}?" if close else ""
-                raise self.fail(
+                self.note(
                     f"{where}.{key}", f"unknown key.{hint} Allowed keys here: {', '.join(sorted(allowed))}."
                 )
         missing = sorted(required - set(value))
         if missing:
             raise self.fail(where, f"missing required key(s) {', '.join(missing)}.")
-        return value
+        return {k: v for k, v in value.items() if k in allowed}
 
     def string(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -185,46 +226,76 @@ def load_sweep(path: Path | str) -> SweepSpec:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise SweepSpecError(f"Sweep file {path} is a folder; name a YAML file, e.g. sweeps/quickstart.yaml.")
     if not path.is_file():
         raise SweepSpecError(f"Sweep file {path} does not exist. The shipped grids live in sweeps/.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())
     except yaml.YAMLError as err:
         raise SweepSpecError(f"{path}: not valid YAML ({err}).") from None
+    except OSError as err:
+        raise SweepSpecError(f"Sweep file {path} cannot be read ({err.strerror or err}).") from None
     return parse_sweep(data, str(path))
 
 
 def parse_sweep(data: Any, source: str = "<sweep>") -> SweepSpec:
+    """The sweep as data, with every schema problem in `problems` (expansion raises them all); only a
+    file that is not a mapping at all raises here."""
     check = _Checker(source)
-    top = check.mapping(data, "(top level)", TOP_KEYS, {"name", "grids"})
-    defaults = check.mapping(top.get("defaults", {}) or {}, "defaults", DEFAULT_KEYS)
-    weights = check.strings(defaults.get("weights", ["pretrained"]), "defaults.weights")
-    seeds = check.ints(defaults.get("seeds", [0]), "defaults.seeds")
-    task_args = _suite_args(check, defaults.get("task_args", {}))
-    grids = check.nonempty_list(top["grids"], "grids")
-    parsed = tuple(_grid(check, g, f"grids[{i}]", weights, seeds) for i, g in enumerate(grids))
+    top = check.mapping(data, "(top level)", TOP_KEYS)
+    if "name" not in top:
+        check.note("(top level)", "missing required key(s) name.")
+    if "grids" not in top:
+        check.note("(top level)", "missing required key(s) grids.")
+    defaults = check.guard(check.mapping, top.get("defaults", {}) or {}, "defaults", DEFAULT_KEYS) or {}
+    weights = check.guard(check.strings, defaults.get("weights", ["pretrained"]), "defaults.weights")
+    seeds = check.guard(check.ints, defaults.get("seeds", [0]), "defaults.seeds")
+    task_args = check.guard(_suite_args, check, defaults.get("task_args", {})) or {}
+    grids = (check.guard(check.nonempty_list, top["grids"], "grids") or []) if "grids" in top else []
+    parsed = check.each(grids, "grids", _grid, weights or ("pretrained",), seeds or (0,))
     rules = top.get("exclude", []) or []
     if not isinstance(rules, list):
-        raise check.fail("exclude", f"expected a list of rules, got {_kind(rules)}.")
-    exclude = tuple(_exclude(check, r, f"exclude[{i}]") for i, r in enumerate(rules))
+        check.note("exclude", f"expected a list of rules, got {_kind(rules)}.")
+        rules = []
+    exclude = check.each(rules, "exclude", _exclude)
     description = top.get("description", "")
     if not isinstance(description, str):
-        raise check.fail("description", f"expected a string, got {_kind(description)}.")
-    return SweepSpec(check.string(top["name"], "name"), description, parsed, exclude, task_args, source)
+        check.note("description", f"expected a string, got {_kind(description)}.")
+    name = check.guard(check.string, top.get("name", "unnamed"), "name") or ""
+    max_runs = check.guard(_max_runs, check, top.get("max_runs"))
+    return SweepSpec(
+        name, str(description), parsed, exclude, task_args, source, max_runs, tuple(check.problems)
+    )
+
+
+def _max_runs(check: _Checker, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise check.fail("max_runs", f"expected a positive integer (a run count), got {_kind(value)}.")
+    return value
 
 
 def _suite_args(check: _Checker, value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, dict):
         raise check.fail("defaults.task_args", f"expected a mapping suite -> args, got {_kind(value)}.")
-    return {str(s): check.args(a, f"defaults.task_args.{s}") for s, a in value.items()}
+    out = {}
+    for suite, args in value.items():
+        parsed = check.guard(check.args, args, f"defaults.task_args.{suite}")
+        if parsed is not None:
+            out[str(suite)] = parsed
+    return out
 
 
-def _grid(check: _Checker, value: Any, where: str, weights: tuple, seeds: tuple) -> Grid:
+def _grid(check: _Checker, value: Any, where: str, weights: tuple, seeds: tuple) -> Grid | None:
     g = check.mapping(value, where, GRID_KEYS, {"backbones", "tasks"})
     backbones = check.nonempty_list(g["backbones"], f"{where}.backbones")
-    selectors = tuple(_selector(check, b, f"{where}.backbones[{i}]") for i, b in enumerate(backbones))
+    selectors = check.each(backbones, f"{where}.backbones", _selector)
     tasks = check.nonempty_list(g["tasks"], f"{where}.tasks")
-    entries = tuple(_task_entry(check, t, f"{where}.tasks[{i}]") for i, t in enumerate(tasks))
+    entries = check.each(tasks, f"{where}.tasks", _task_entry)
+    if not selectors or not entries:
+        return None  # every selector or task entry had a problem, each recorded already
     return Grid(
         name=check.string(g.get("name", where), f"{where}.name"),
         backbones=selectors,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bob.errors import ResultFileError
+from bob.preflight import storage_error
 from bob.results import ResultStore, RunResult
 from bob.runner import RunOptions, execute
 from bob.spec import RunSpec
@@ -22,12 +23,15 @@ from bob.sweep.locks import RunLock
 
 # What a sweep re-runs: `missing` (default), `failed` (--retry-failed), `all` (--overwrite).
 MODES = ("missing", "failed", "all")
+# The report of a run another sweep on the same results dir finished after this one started.
+ELSEWHERE = "elsewhere"
 
 
 @dataclass
 class RunReport:
     """The outcome of one run as the driver sees it. `status`: ok | failed | not_applicable (a
-    `skipped` result: the task does not apply to the backbone) | skipped (not wanted) | busy | damaged."""
+    `skipped` result: the task does not apply to the backbone) | skipped (not wanted) | busy (another
+    sweep runs it now) | elsewhere (another sweep finished it) | damaged."""
 
     id: str
     status: str
@@ -64,7 +68,11 @@ def run_spec(
     store = ResultStore(options.results_dir)
     start = time.perf_counter()
     with RunLock(store.path_for(spec)) as lock:
-        if not lock.acquire():
+        try:
+            acquired = lock.acquire()
+        except OSError as err:  # the results dir filled up or turned read-only mid-sweep
+            return RunReport(spec.id, "failed", error=str(storage_error("run lock", lock.path, err)))
+        if not acquired:
             return RunReport(spec.id, "busy", error=f"locked by {lock.owner()}")
         try:
             stored = store.load(spec)
@@ -74,9 +82,9 @@ def run_spec(
             stored = None
         path = store.path_for(spec)
         if stored is not None and fresh_after is not None and path.stat().st_mtime >= fresh_after:
-            return RunReport(
-                spec.id, report_status(stored.status), result_json=None, error="written earlier by this sweep"
-            )
+            if options.sweep is not None and stored.sweep == options.sweep:
+                return RunReport(spec.id, report_status(stored.status), error="written earlier by this sweep")
+            return RunReport(spec.id, ELSEWHERE, error="finished by another sweep after this one started")
         if not wanted(stored, mode):
             return RunReport(spec.id, "skipped")
         try:

@@ -8,6 +8,10 @@ area ranges small < 32², medium < 96², large). Metrics are fractions in [0, 1]
     box_ap, box_ap50, box_ap75, box_ap_s, box_ap_m, box_ap_l    (and mask_* for iou type segm)
 
 COCOeval reports -1 for an area range without ground truth; such metrics are left out, not zeroed.
+
+`coco_samples` keeps what the AP is accumulated from (per image: its detections' scores, matches and
+ignore flags at every IoU threshold; its non-ignored ground truths per category), so the run's sample
+file reproduces COCO AP on any resample of the images (bob.samples.coco).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import numpy as np
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from bob.samples import SampleSet, make_samples
+from bob.samples.coco import pack_bits
 
 # COCOeval.stats[0:6] in order, and the prefix per iou type.
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -67,9 +74,13 @@ def coco_index(dataset: dict[str, Any]) -> COCO:
 
 
 def coco_metrics(
-    gt: dict[str, Any], results: list[dict[str, Any]], iou_types: Sequence[str] = ("bbox",)
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    iou_types: Sequence[str] = ("bbox",),
+    samples: dict[str, SampleSet] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """(metrics, COCOeval's printed summary per iou type) of `results` against the COCO dict `gt`."""
+    """(metrics, COCOeval's printed summary per iou type) of `results` against the COCO dict `gt`.
+    With `samples` (a dict), each iou type's per-image evaluation is put there (`coco_samples`)."""
     gt_coco = coco_index({**gt, "info": gt.get("info", {})})
     metrics: dict[str, float] = {}
     summaries: dict[str, str] = {}
@@ -92,6 +103,8 @@ def coco_metrics(
             evaluator.accumulate()
             evaluator.summarize()
         summaries[iou_type] = out.getvalue()
+        if samples is not None:
+            samples[iou_type] = coco_samples(evaluator, f"{PREFIX[iou_type]}_ap")
         for name, value in zip(STAT_NAMES, evaluator.stats[: len(STAT_NAMES)], strict=True):
             if value >= 0:  # -1: no ground truth in that area range
                 metrics[f"{PREFIX[iou_type]}_{name}"] = float(value)
@@ -102,3 +115,51 @@ def bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
     """An RLE as pycocotools takes it: `counts` as bytes (COCO JSON holds them as a string)."""
     counts = rle["counts"]
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def coco_samples(evaluator: COCOeval, metric: str, units: str = "image") -> SampleSet:
+    """The per-image evaluation of an evaluated COCOeval (area range `all`, the last maxDets), in
+    COCOeval's accumulation order: per category, per image, detections as the image ranked them."""
+    p = evaluator.params
+    n_img, n_area = len(p.imgIds), len(p.areaRng)
+    det: dict[str, list[Any]] = {k: [] for k in ("unit", "cat", "score", "matched", "ignore")}
+    gt: dict[str, list[int]] = {k: [] for k in ("unit", "cat", "count")}
+    for k in range(len(p.catIds)):
+        for i in range(n_img):
+            e = evaluator.evalImgs[k * n_area * n_img + i]  # area range index 0 is `all`
+            if e is None:
+                continue
+            scores = np.asarray(e["dtScores"], dtype=np.float64)
+            det["unit"].append(np.full(len(scores), i))
+            det["cat"].append(np.full(len(scores), k))
+            det["score"].append(scores)
+            det["matched"].append(pack_bits(np.asarray(e["dtMatches"]).reshape(len(p.iouThrs), -1) > 0))
+            det["ignore"].append(pack_bits(np.asarray(e["dtIgnore"]).reshape(len(p.iouThrs), -1) > 0))
+            gt["unit"].append(i)
+            gt["cat"].append(k)
+            gt["count"].append(int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)))
+    scores = _cat(det["score"], np.float64)
+    exact32 = np.array_equal(scores.astype(np.float32).astype(np.float64), scores)
+    arrays = {
+        "det_unit": _cat(det["unit"], np.int32),
+        "det_cat": _cat(det["cat"], np.int32),
+        "det_score": scores.astype(np.float32) if exact32 else scores,
+        "det_matched": _cat(det["matched"], np.uint16),
+        "det_ignore": _cat(det["ignore"], np.uint16),
+        "gt_unit": np.asarray(gt["unit"], dtype=np.int32),
+        "gt_cat": np.asarray(gt["cat"], dtype=np.int32),
+        "gt_count": np.asarray(gt["count"], dtype=np.int32),
+    }
+    params = {
+        "n_units": n_img,
+        "iou_thresholds": [float(t) for t in p.iouThrs],
+        "rec_thresholds": [float(r) for r in p.recThrs],
+        "max_dets": int(p.maxDets[-1]),
+        "categories": [int(c) for c in p.catIds],
+    }
+    truth = (np.asarray(p.imgIds), arrays["gt_unit"], arrays["gt_cat"], arrays["gt_count"])
+    return make_samples("coco", metric, arrays, units=units, truth=truth, params=params)
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)

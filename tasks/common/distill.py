@@ -129,7 +129,9 @@ def _add_baseline(
     drop_path: float,
 ) -> None:
     """`kd_baseline`: the same fine-tuning on the labelled images alone, and the teacher's gain over it."""
-    base = finetune_and_test(ctx, labelled, val, cfg, drop_path, artifact="baseline-checkpoint")
+    base = finetune_and_test(
+        ctx, labelled, val, cfg, drop_path, artifact="baseline-checkpoint", keep_samples=False
+    )
     output.metrics["baseline_top1"] = base.metrics["top1"]
     output.metrics["gain_top1"] = output.metrics["top1"] - base.metrics["top1"]
     output.protocol["baseline"] = {

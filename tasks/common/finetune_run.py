@@ -25,6 +25,7 @@ from bob.tasks.common.distill_loss import SoftTargets
 from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.metrics import classification_metrics
 from bob.tasks.common.recipe import FinetuneConfig
+from bob.tasks.common.samples import classification_samples, save_samples
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,11 @@ def finetune_and_test(
     drop_path: float,
     distill: SoftTargets | None = None,
     artifact: str = "checkpoint",
+    keep_samples: bool = True,
 ) -> TaskOutput:
-    """Fine-tune on `train` (selecting on `val`), score on the test split, save the checkpoint.
-    `distill`: a teacher's soft labels for every row of `train` (common/distill.py)."""
+    """Fine-tune on `train` (selecting on `val`), score on the test split, save the checkpoint and
+    (`keep_samples`) the per-sample file. `distill`: a teacher's soft labels for every row of `train`
+    (common/distill.py)."""
     backbone, drop = trainable_backbone(ctx, drop_path)
     cfg_data = ctx.data_config
     out = finetune_classifier(
@@ -105,4 +108,7 @@ def finetune_and_test(
         "data_config": cfg_data.to_dict(),
         **drop,
     }
-    return TaskOutput(metrics, protocol, {artifact: ctx.save_artifact(artifact, checkpoint)})
+    output = TaskOutput(metrics, protocol, {artifact: ctx.save_artifact(artifact, checkpoint)})
+    if not keep_samples:
+        return output
+    return save_samples(ctx, output, classification_samples(logits, test.labels))

@@ -128,4 +128,10 @@ def run_linear_probe(
         "num_val": len(val[0]),
         "num_test": len(test[1]),
     }
-    return {"metrics": metrics, "protocol": protocol, "head": head_state(w, b, std, chosen)}
+    # `test_logits`: what the run's per-sample file is built from (tasks/common/samples.py).
+    return {
+        "metrics": metrics,
+        "protocol": protocol,
+        "head": head_state(w, b, std, chosen),
+        "test_logits": logits,
+    }

@@ -12,6 +12,7 @@ import torch
 from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.errors import UsageError
+from bob.samples import SampleSet
 from bob.task import TaskOutput
 from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.coco_eval import coco_metrics
@@ -23,6 +24,7 @@ from bob.tasks.common.detector_train import (
     train_config,
     train_detector,
 )
+from bob.tasks.common.samples import save_samples
 from bob.tasks.detection import Detection
 from bob.tasks.detection.model import describe_head, detector
 from bob.tasks.detection.train import search_lr
@@ -46,7 +48,8 @@ def run(task: Detection, ctx: RunContext) -> TaskOutput:
     history = train_detector(model, train, cfg, ctx.device, ctx.seed, ctx.num_workers)
     train_s = time.perf_counter() - start
     records = predict(model, test, args.batch_size, ctx.device, ctx.num_workers, args.amp)
-    metrics, summaries = coco_metrics(test.coco, records, ("bbox", "segm") if masks else ("bbox",))
+    samples: dict[str, SampleSet] = {}
+    metrics, summaries = coco_metrics(test.coco, records, ("bbox", "segm") if masks else ("bbox",), samples)
     protocol: dict[str, Any] = {
         "head": args.head,
         **describe_head(model, args, masks),
@@ -62,7 +65,7 @@ def run(task: Detection, ctx: RunContext) -> TaskOutput:
     if args.save_model:
         state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
         artifacts["detector"] = ctx.save_artifact("detector", state)
-    return TaskOutput(metrics, protocol, artifacts)
+    return save_samples(ctx, TaskOutput(metrics, protocol, artifacts), samples["bbox"])
 
 
 def detection_splits(task: Detection, ctx: RunContext) -> tuple[DetectionSplit, DetectionSplit]:

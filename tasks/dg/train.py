@@ -16,25 +16,32 @@ from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.finetune_run import trainable_backbone
 from bob.tasks.common.metrics import top_k_accuracy
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import top1_predictions
 from bob.tasks.dg import DgArgs
 from bob.tasks.dg.data import Domains
 from bob.tasks.dg.style_aug import StyleHooks, stage_modules
 
 # (target domain, the split scored for it) -> logits [N, C]
 LogitsOf = Callable[[str, ImageSplit], np.ndarray]
+# One source's model: its row of the matrix, its protocol, its top-1 predictions on every other domain.
+SourceResult = tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]
 
 
-def _score_row(domains: Domains, source: str, logits_of: LogitsOf) -> dict[str, float]:
-    row = {}
+def _score_row(
+    domains: Domains, source: str, logits_of: LogitsOf
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The source's row of the matrix, and its top-1 predictions on each target (whole) domain."""
+    row, preds = {}, {}
     for target in domains.splits:
         split = domains.eval_set(source, target)
-        row[target] = top_k_accuracy(logits_of(target, split), split.labels, 1)
-    return row
+        logits = logits_of(target, split)
+        row[target] = top_k_accuracy(logits, split.labels, 1)
+        if target != source:
+            preds[target] = top1_predictions(logits)
+    return row, preds
 
 
-def finetune_source(
-    ctx: RunContext, args: DgArgs, domains: Domains, source: str
-) -> tuple[dict[str, float], dict[str, Any]]:
+def finetune_source(ctx: RunContext, args: DgArgs, domains: Domains, source: str) -> SourceResult:
     """Fine-tune a fresh backbone on the source's train part; score every domain."""
     cfg = args.config(ctx.info.kind)
     backbone, drop = trainable_backbone(ctx, 0.0)
@@ -61,7 +68,7 @@ def finetune_source(
             out.model, split, ctx.data_config, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp
         )
 
-    row = _score_row(domains, source, logits_of)
+    row, preds = _score_row(domains, source, logits_of)
     protocol = {
         **out.protocol,
         **drop,
@@ -69,7 +76,7 @@ def finetune_source(
         "history": out.history,
         "image_size": ctx.data_config.input_size,
     }
-    return row, protocol
+    return row, protocol, preds
 
 
 def _style_hooks(backbone: Backbone, args: DgArgs) -> tuple[StyleHooks | None, dict[str, Any]]:
@@ -108,9 +115,7 @@ def _style_protocol(args: DgArgs, stage_names: list[str]) -> dict[str, Any]:
     return out
 
 
-def linear_source(
-    ctx: RunContext, args: DgArgs, domains: Domains, source: str
-) -> tuple[dict[str, float], dict[str, Any]]:
+def linear_source(ctx: RunContext, args: DgArgs, domains: Domains, source: str) -> SourceResult:
     """The linear-probe protocol on frozen pooled features of the source's train part."""
     if not domains.pooled:  # one cached extraction per domain, shared by every source
         domains.pooled.update({d: ctx.pooled(d) for d in domains.splits})
@@ -134,5 +139,5 @@ def linear_source(
         x_t = feats[target].features[held_idx] if target == source else feats[target].features
         return ((x_t - mean) / std) @ weight + bias
 
-    row = _score_row(domains, source, logits_of)
-    return row, out["protocol"]
+    row, preds = _score_row(domains, source, logits_of)
+    return row, out["protocol"], preds

@@ -66,8 +66,16 @@ def count_phase(backbone: Backbone, size: int, device: Device, seed: int) -> Pha
 
 
 def latency_phase(
-    backbone: Backbone, args: EfficiencyArgs, size: int, device: Device, energy: str, seed: int
+    backbone: Backbone,
+    args: EfficiencyArgs,
+    size: int,
+    device: Device,
+    energy: str,
+    seed: int,
+    calls: list[float] | None = None,
 ) -> Phase:
+    """Batch-1 latency (median and p90 of `args.iters` timed calls); each call's seconds are appended
+    to `calls` when given (the run's per-sample file: the median is recomputed from them)."""
     x = _inputs(1, size, device, seed)
     sync = synchronizer(device)
     with inference_mode(backbone), autocast(device, args.precision), PeakMemory(device) as memory:
@@ -76,6 +84,8 @@ def latency_phase(
         with EnergyMeter(energy, device) as meter:
             timing = time_calls(lambda: backbone.forward_pooled(x), 0, args.iters, sync)
     metrics = {"latency_ms": timing.median_ms, "latency_p90_ms": timing.p90_ms}
+    if calls is not None:
+        calls.extend(timing.seconds)
     if memory.peak_mb is not None:
         metrics["peak_mem_mb"] = memory.peak_mb
     reading = meter.reading

@@ -6,13 +6,16 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+import numpy as np
 import torch
 
 from bob.backbones.base import Backbone
 from bob.context import RunContext
 from bob.errors import UsageError
 from bob.progress import Progress, progress_bar
+from bob.samples import make_samples
 from bob.task import TaskOutput
+from bob.tasks.common.samples import save_samples
 from bob.tasks.efficiency import Efficiency, EfficiencyArgs
 from bob.tasks.efficiency.measure import Device
 from bob.tasks.efficiency.meters import resolve_energy_backend
@@ -68,23 +71,41 @@ def _measure(ctx: RunContext, args: EfficiencyArgs, energy: str) -> TaskOutput:
     except (RuntimeError, ValueError, AssertionError) as err:  # e.g. a fixed-size model at another size
         raise UsageError(f"{ctx.ref.name} cannot be built for {size}×{size} inputs: {err}") from err
     _check_size(backbone, size)
+    calls: list[float] = []
     with progress_bar(f"efficiency {backbone.meta.name} @{size}", 4, "phases") as bar:
-        metrics, protocol = measure_all(ctx, backbone, args, size, energy, bar)
+        metrics, protocol = measure_all(ctx, backbone, args, size, energy, bar, calls)
     protocol["weights"] = ctx.ref.weights.kind
     protocol["weights_note"] = "costs do not depend on the weights' values; random weights measure the same"
-    return TaskOutput(metrics, protocol)
+    samples = make_samples(
+        "quantile",
+        "latency_ms",
+        {"value": np.asarray(calls)},
+        units="timed call",
+        params={"q": 0.5, "scale": 1e3},
+    )
+    return save_samples(ctx, TaskOutput(metrics, protocol), samples)
 
 
 def measure_all(
-    ctx: RunContext, backbone: Backbone, args: EfficiencyArgs, size: int, energy: str, bar: Progress
+    ctx: RunContext,
+    backbone: Backbone,
+    args: EfficiencyArgs,
+    size: int,
+    energy: str,
+    bar: Progress,
+    latency_calls: list[float] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Every phase in order; the metrics come back headline first."""
+    """Every phase in order; the metrics come back headline first. `latency_calls` receives the
+    seconds of each timed batch-1 call."""
     metrics: dict[str, float] = {}
     protocol: dict[str, Any] = {"input_size": size, "input": f"random tensors 3×{size}×{size}"}
     protocol.update(environment(args, ctx.device))
     phases = [
         ("counting params and MACs", lambda: count_phase(backbone, size, ctx.device, ctx.seed)),
-        ("batch-1 latency", lambda: latency_phase(backbone, args, size, ctx.device, energy, ctx.seed)),
+        (
+            "batch-1 latency",
+            lambda: latency_phase(backbone, args, size, ctx.device, energy, ctx.seed, latency_calls),
+        ),
         ("throughput", lambda: throughput_phase(backbone, args, size, ctx.device, ctx.seed)),
     ]
     if args.train:

@@ -16,6 +16,7 @@ from bob.tasks.common.args import ProbeArgs
 from bob.tasks.common.distill import distill_and_test
 from bob.tasks.common.finetune_run import finetune_and_test
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.few_label import FewLabel
 from bob.tasks.few_label.subsets import LabelSubset, select_subset
 
@@ -111,4 +112,5 @@ def _linear(task: FewLabel, ctx: RunContext, subset: LabelSubset, held_out: Held
         ctx.device,
     )
     head = ctx.save_artifact("head", {**out["head"], "classes": list(ctx.classes)})
-    return TaskOutput(out["metrics"], out["protocol"], {"head": head})
+    output = TaskOutput(out["metrics"], out["protocol"], {"head": head})
+    return save_samples(ctx, output, classification_samples(out["test_logits"], test.labels))

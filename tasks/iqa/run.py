@@ -10,7 +10,9 @@ import numpy as np
 from bob.context import RunContext
 from bob.data.base import ImageSplit
 from bob.errors import UsageError
+from bob.samples import make_samples
 from bob.task import TaskOutput
+from bob.tasks.common.samples import save_samples
 from bob.tasks.iqa import Iqa, IqaArgs, heads
 from bob.tasks.iqa.data import IQASplit
 from bob.tasks.iqa.features import iqa_features
@@ -54,7 +56,9 @@ def run(task: Iqa, ctx: RunContext) -> TaskOutput:
         "scipy.optimize.curve_fit for the logistic (pyiqa initial values)",
     }
     path = ctx.save_artifact("head", heads.head_artifact(head))
-    return TaskOutput(metrics, protocol, {"head": path})
+    arrays = {"pred": np.asarray(pred, dtype=np.float64), "target": np.asarray(test.scores, dtype=np.float64)}
+    samples = make_samples("spearman", "srcc", arrays, units="image", truth=(arrays["target"],))
+    return save_samples(ctx, TaskOutput(metrics, protocol, {"head": path}), samples)
 
 
 def check_iqa_split(split: ImageSplit, name: str, mode: str) -> IQASplit:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from bob.context import RunContext
 from bob.task import TaskOutput
 from bob.tasks.common.metrics import classification_metrics
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.knn import Knn
 
 
@@ -50,4 +51,4 @@ def run(task: Knn, ctx: RunContext) -> TaskOutput:
         "num_train": len(train.labels),
         "num_test": len(test.labels),
     }
-    return TaskOutput(metrics, protocol)
+    return save_samples(ctx, TaskOutput(metrics, protocol), classification_samples(scores, test.labels))

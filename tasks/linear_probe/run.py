@@ -6,6 +6,7 @@ from bob.context import RunContext
 from bob.data.base import stratified_partition
 from bob.task import TaskOutput
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.linear_probe import LinearProbe
 
 
@@ -25,4 +26,5 @@ def run(task: LinearProbe, ctx: RunContext) -> TaskOutput:
     )
     out["protocol"]["val_source"] = val_source
     head_path = ctx.save_artifact("head", {**out["head"], "classes": list(ctx.classes)})
-    return TaskOutput(out["metrics"], out["protocol"], {"head": head_path})
+    output = TaskOutput(out["metrics"], out["protocol"], {"head": head_path})
+    return save_samples(ctx, output, classification_samples(out["test_logits"], test.labels))

@@ -11,8 +11,10 @@ from scipy.special import expit
 from bob.context import RunContext
 from bob.data.base import stratified_partition
 from bob.errors import UsageError
+from bob.samples import SampleSet, make_samples
 from bob.task import TaskOutput
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import mean_samples, save_samples
 from bob.tasks.multilabel import Multilabel
 from bob.tasks.multilabel.data import MultiLabelSplit, random_holdout
 from bob.tasks.multilabel.metrics import multilabel_metrics, scored_classes
@@ -46,7 +48,28 @@ def run(task: Multilabel, ctx: RunContext) -> TaskOutput:
         "mean over classes with >=1 positive of sklearn average_precision_score; ignored pairs left out"
     )
     protocol["real_convention"] = "top-k in the label set; images with an empty set excluded"
-    return TaskOutput(metrics, protocol, artifacts)
+    samples = label_set_samples(task.meta()["main_metric"], scores, test.targets, test.ignore)
+    return save_samples(ctx, TaskOutput(metrics, protocol, artifacts), samples)
+
+
+def label_set_samples(metric: str, scores: np.ndarray, targets: np.ndarray, ignore: np.ndarray) -> SampleSet:
+    """What the main metric is computed from, per test image: for mAP every class score with the
+    image's label set (and ignored pairs); for ReaL top-1, whether the top-1 class is in the set
+    (images with an empty set are not scored, so they are not units)."""
+    truth = (np.asarray(targets), np.asarray(ignore))
+    if metric == "real_top1":
+        keep = np.asarray(targets).astype(bool).any(axis=1)
+        top = np.argsort(-scores[keep], axis=1, kind="stable")[:, :1]
+        hit = np.take_along_axis(np.asarray(targets)[keep].astype(bool), top, axis=1)[:, 0]
+        return mean_samples(hit.astype(np.float64), metric, "image", truth)
+    arrays = {
+        "scores": np.asarray(scores, dtype=np.float32),
+        "targets": np.asarray(targets).astype(bool),
+        "ignore": np.asarray(ignore).astype(bool),
+    }
+    if scores.dtype != np.float32 and not np.array_equal(arrays["scores"], scores):
+        arrays["scores"] = np.asarray(scores, dtype=np.float64)  # keep the exact ranking
+    return make_samples("average_precision", metric, arrays, units="image", truth=truth)
 
 
 # ---------------------------------------------------------------------------------- classifiers

@@ -7,6 +7,7 @@ import numpy as np
 from bob.context import RunContext
 from bob.task import TaskOutput
 from bob.tasks.common.metrics import classification_metrics
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.ncm import Ncm
 
 
@@ -54,4 +55,4 @@ def run(task: Ncm, ctx: RunContext) -> TaskOutput:
         "num_train": len(train.labels),
         "num_test": len(test.labels),
     }
-    return TaskOutput(metrics, protocol)
+    return save_samples(ctx, TaskOutput(metrics, protocol), classification_samples(scores, test.labels))

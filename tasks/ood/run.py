@@ -8,9 +8,10 @@ from typing import Any
 from bob.context import RunContext
 from bob.progress import progress_bar
 from bob.task import TaskOutput
+from bob.tasks.common.samples import save_samples
 from bob.tasks.ood import Ood
 from bob.tasks.ood.data import get_shift
-from bob.tasks.ood.metrics import score, summarise
+from bob.tasks.ood.metrics import masked_probs, score, scores_of, set_samples, summarise, top1_rows
 from bob.tasks.ood.sets import load_sets, select_sets
 from bob.tasks.ood.train import fit_classifier
 
@@ -22,10 +23,13 @@ def run(task: Ood, ctx: RunContext) -> TaskOutput:
     classifier = fit_classifier(task.args.mode, ctx, task.args)
     bins = task.args.ece_bins
     id_scores = score(classifier.logits("test"), ctx.split("test").labels, None, bins)
-    set_scores = {}
+    set_scores, predictions = {}, {}
     with progress_bar(f"scoring {shift.name}", len(names), "sets") as bar:
         for name in names:
-            set_scores[name] = score(classifier.logits(name), ctx.split(name).labels, masks[name], bins)
+            logits, labels = classifier.logits(name), ctx.split(name).labels
+            probs, labels = masked_probs(logits, labels, masks[name])
+            set_scores[name] = scores_of(probs, labels, bins)
+            predictions[name] = top1_rows(probs, labels)
             bar.advance(1)
     protocol = {
         "shift": shift.name,
@@ -42,7 +46,8 @@ def run(task: Ood, ctx: RunContext) -> TaskOutput:
         "head": ctx.save_artifact("head", {**classifier.state, "classes": list(ctx.classes)}),
         "sets": ctx.save_artifact("sets", {"id": id_scores, **set_scores}),
     }
-    return TaskOutput(summarise(id_scores, set_scores), protocol, artifacts)
+    output = TaskOutput(summarise(id_scores, set_scores), protocol, artifacts)
+    return save_samples(ctx, output, set_samples(predictions))
 
 
 def _corruption_protocol(ctx: RunContext, names: list[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ setting) and reports AP, AP50, AP75, APs/m/l and APr/APc/APf (rare = novel), for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -21,22 +22,34 @@ from typing import Any
 import numpy as np
 
 from bob.errors import UsageError
+from bob.samples import SampleSet
 from bob.tasks.common.coco_eval import bytes_rle, coco_metrics
 
 LVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 
 def subset_metrics(
-    gt: dict[str, Any], records: list[dict[str, Any]], ids: set[int], iou_types: Sequence[str], suffix: str
+    gt: dict[str, Any],
+    records: list[dict[str, Any]],
+    ids: set[int],
+    iou_types: Sequence[str],
+    suffix: str,
+    samples: dict[str, SampleSet] | None = None,
 ) -> dict[str, float]:
-    """COCOeval restricted to categories `ids` (ground truth and detections), keys suffixed."""
+    """COCOeval restricted to categories `ids` (ground truth and detections), keys suffixed; with
+    `samples`, each iou type's per-image evaluation goes there, its metric named `<box|mask>_ap_<suffix>`."""
     sub_gt = {
         **gt,
         "categories": [c for c in gt["categories"] if int(c["id"]) in ids],
         "annotations": [a for a in gt["annotations"] if int(a["category_id"]) in ids],
     }
     sub = [r for r in records if int(r["category_id"]) in ids]
-    metrics, _ = coco_metrics(sub_gt, sub, iou_types)
+    captured: dict[str, SampleSet] = {}
+    metrics, _ = coco_metrics(sub_gt, sub, iou_types, captured)
+    if samples is not None:
+        samples.update(
+            {t: dataclasses.replace(s, metric=f"{s.metric}_{suffix}") for t, s in captured.items()}
+        )
     return {f"{k}_{suffix}": v for k, v in metrics.items()}
 
 

@@ -12,6 +12,7 @@ from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.data.lvis import is_lvis
 from bob.errors import UsageError
+from bob.samples import SampleSet
 from bob.task import TaskOutput
 from bob.tasks.common.coco_eval import coco_metrics
 from bob.tasks.common.detector_data import train_indices
@@ -23,6 +24,7 @@ from bob.tasks.common.detector_train import (
     train_detector,
 )
 from bob.tasks.common.rcnn import describe_rcnn, rcnn_detector
+from bob.tasks.common.samples import save_samples
 from bob.tasks.common.text import text_embeddings
 from bob.tasks.open_vocab import OpenVocab, OpenVocabArgs
 from bob.tasks.open_vocab.metrics import lvis_metrics, subset_metrics
@@ -55,7 +57,8 @@ def run(task: OpenVocab, ctx: RunContext) -> TaskOutput:
     train_s = time.perf_counter() - start
     records = predict(model, test, args.batch_size, ctx.device, ctx.num_workers, args.amp)
     iou_types = ("bbox", "segm") if masks else ("bbox",)
-    metrics, summaries = open_vocab_metrics(test, records, novel, iou_types)
+    samples: dict[str, SampleSet] = {}
+    metrics, summaries = open_vocab_metrics(test, records, novel, iou_types, samples)
     protocol: dict[str, Any] = {
         "head": args.head,
         **describe_rcnn(model, args, masks),
@@ -70,17 +73,22 @@ def run(task: OpenVocab, ctx: RunContext) -> TaskOutput:
         train_annotations_dropped=len(train.coco["annotations"]) - len(base_train.coco["annotations"]),
         data={"train": base_train.describe(), "test": test.describe()},
     )
-    return TaskOutput(metrics, protocol, {})
+    return save_samples(ctx, TaskOutput(metrics, protocol, {}), samples["bbox"])
 
 
 def open_vocab_metrics(
-    test: DetectionSplit, records: list[dict[str, Any]], novel: set[int], iou_types: tuple[str, ...]
+    test: DetectionSplit,
+    records: list[dict[str, Any]],
+    novel: set[int],
+    iou_types: tuple[str, ...],
+    samples: dict[str, SampleSet] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """COCOeval on all categories, then on the novel and the base ones; LVIS's federated AP on LVIS
-    (APr = the rare, i.e. novel, categories). Returns (metrics, COCOeval's summaries)."""
+    (APr = the rare, i.e. novel, categories). Returns (metrics, COCOeval's summaries); `samples`
+    receives the novel categories' per-image evaluation (what the main metric, box_ap_novel, is)."""
     metrics, summaries = coco_metrics(test.coco, records, iou_types)
     all_ids = set(test.category_ids)
-    metrics.update(subset_metrics(test.coco, records, novel, iou_types, "novel"))
+    metrics.update(subset_metrics(test.coco, records, novel, iou_types, "novel", samples))
     metrics.update(subset_metrics(test.coco, records, all_ids - novel, iou_types, "base"))
     if is_lvis(test.coco):
         metrics.update(lvis_metrics(test.coco, records, iou_types))

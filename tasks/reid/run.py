@@ -12,6 +12,7 @@ from bob.context import RunContext
 from bob.errors import UsageError
 from bob.progress import progress_bar
 from bob.task import TaskOutput
+from bob.tasks.common.samples import mean_samples, save_samples
 from bob.tasks.reid import FINETUNE_ONLY, Reid, ReidArgs
 from bob.tasks.reid.data import num_queries, reid_arrays
 from bob.tasks.reid.metrics import evaluate_reid
@@ -40,8 +41,9 @@ def run(task: Reid, ctx: RunContext) -> TaskOutput:
     else:
         features, protocol = finetune_embedding(ctx, args, test)
     protocol["junk_images_dropped"] = int(getattr(test, "junk_dropped", 0))
-    metrics = _score(args, features[:n_query], features[n_query:], ids, protocol)
-    return TaskOutput(metrics, protocol)
+    metrics, per_query_ap = _score(args, features[:n_query], features[n_query:], ids, protocol)
+    samples = mean_samples(per_query_ap, "map", "query", (ids[0], ids[2]))
+    return save_samples(ctx, TaskOutput(metrics, protocol), samples)
 
 
 def valid_query_count(
@@ -67,8 +69,9 @@ def _reject_finetune_args(args: ReidArgs) -> None:
 
 def _score(
     args: ReidArgs, q_feats: np.ndarray, g_feats: np.ndarray, ids: Ids, protocol: dict[str, Any]
-) -> dict[str, float]:
-    """mAP and CMC rank-k of the queries against the gallery; records the evaluation in `protocol`."""
+) -> tuple[dict[str, float], np.ndarray]:
+    """mAP and CMC rank-k of the queries against the gallery, and each valid query's AP (what mAP
+    averages); records the evaluation in `protocol`."""
     q_pids, g_pids, q_camids, g_camids = ids
     with progress_bar("ranking the gallery", len(q_feats), "queries") as bar:
         scores = evaluate_reid(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, args.distance, bar)
@@ -93,4 +96,4 @@ def _score(
             "queries_skipped": scores.skipped,
         }
     )
-    return metrics
+    return metrics, np.concatenate(scores.ap)

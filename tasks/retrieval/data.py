@@ -31,7 +31,6 @@ variant whose block has no original is an error.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from PIL import Image
 
 from bob.data.base import DatasetInfo, FileSplit
 from bob.data.relevance import RETRIEVAL_SPLIT, RelevanceJudgements, mark_queries
+from bob.data.safe_pickle import safe_load_file
 from bob.errors import DatasetNotFoundError, UsageError
 
 # ------------------------------------------------------------------------ revisited Oxford / Paris
@@ -83,8 +83,11 @@ def _read_ground_truth(name: str, folder: Path) -> dict:
             f"'{name}/' with `--task-arg root=DIR` or the BOB_DATA_ROOT environment variable."
         )
     try:
-        with open(gnd_file, "rb") as f:
-            cfg = pickle.load(f)
+        # A pickle from the data root can name any global: read it with the restricted unpickler
+        # (plain data and numpy arrays only), never `pickle.load`, so a crafted file runs nothing.
+        cfg = safe_load_file(gnd_file, encoding="latin1")
+        if not isinstance(cfg, dict):
+            raise TypeError(f"it holds a {type(cfg).__name__}, not a dict")
         missing = [key for key in ("imlist", "qimlist", "gnd") if key not in cfg]
         if missing:
             raise KeyError(", ".join(missing))

@@ -6,7 +6,9 @@ import numpy as np
 
 from bob.context import RunContext
 from bob.progress import progress_bar
+from bob.samples import SampleSet
 from bob.task import TaskOutput
+from bob.tasks.common.samples import mean_samples, save_samples
 from bob.tasks.retrieval import Retrieval
 from bob.tasks.retrieval.metrics import QueryTruth, RetrievalScorer
 from bob.tasks.retrieval.queries import class_queries, own_queries, reject_class_level_args
@@ -61,4 +63,11 @@ def run(task: Retrieval, ctx: RunContext) -> TaskOutput:
             "queries_scored": len(scorer.rows),
         }
     )
-    return TaskOutput(metrics, protocol)
+    return save_samples(ctx, TaskOutput(metrics, protocol), query_samples(scorer, truths))
+
+
+def query_samples(scorer: RetrievalScorer, truths: list[QueryTruth]) -> SampleSet:
+    """Per scored query (one with a relevant item), its AP: the mean of these is the run's mAP."""
+    scored = [t for t in truths if len(t.positives)]
+    truth = (np.array([len(t.positives) for t in scored]), np.concatenate([t.positives for t in scored]))
+    return mean_samples(scorer.per_query_ap, "map", "query", truth)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from bob.backbones.base import Backbone
 from bob.context import RunContext
 from bob.errors import UsageError
+from bob.samples import SampleSet
 from bob.task import TaskOutput
+from bob.tasks.common.samples import mean_samples, save_samples
 from bob.tasks.common.text import text_embeddings
 from bob.tasks.rvos import REAL_IMAGE_SIZE, Rvos, RvosArgs
 from bob.tasks.rvos.data import RvosSplit, validate_split
@@ -57,7 +60,25 @@ def run(task: Rvos, ctx: RunContext) -> TaskOutput:
         "per_expression": rows,
         "data": {"train": train.describe(), "test": test.describe()},
     }
-    return TaskOutput(metrics, protocol, {})
+    return save_samples(ctx, TaskOutput(metrics, protocol, {}), expression_samples(test, rows))
+
+
+def expression_samples(test: RvosSplit, rows: list[dict[str, Any]]) -> SampleSet:
+    """Per expression its J and F (two cells, each half of J&F); the units are the videos, so a
+    resample draws a video with all its expressions (they share frames, so they are not independent)."""
+    unit = np.array([e.video for e in test.expressions], dtype=np.int32)  # `rows` are in this order
+    values = np.array([[r["j"], r["f"]] for r in rows], dtype=np.float64)
+    return mean_samples(
+        values.T.ravel(),
+        "j_and_f",
+        "video",
+        (unit, np.array([e.obj_id for e in test.expressions])),
+        unit=np.concatenate([unit, unit]),
+        cell=np.repeat(np.array([0, 1], dtype=np.int8), len(rows)),
+        coef=[0.5, 0.5],
+        cells=["j", "f"],
+        n_units=len(test.names),
+    )
 
 
 def _splits(task: Rvos, ctx: RunContext) -> tuple[RvosSplit, RvosSplit]:

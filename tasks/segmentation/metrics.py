@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from bob.samples import SampleSet, make_samples
+
 IGNORE_INDEX = 255
 
 
@@ -69,19 +71,31 @@ def scores_from_confusion(matrix: np.ndarray) -> dict[str, Any]:
 
 @dataclass
 class IoUAccumulator:
-    """Adds images' predictions one at a time; `result()` gives the dataset-level metrics."""
+    """Adds images' predictions one at a time; `result()` gives the dataset-level metrics and
+    `samples()` each image's intersection, label and prediction areas per class (what they sum)."""
 
     num_classes: int
     ignore_index: int = IGNORE_INDEX
     matrix: np.ndarray = field(init=False)
     images: int = field(default=0, init=False)
+    per_image: list[np.ndarray] = field(default_factory=list, init=False)  # [3, K] per image
 
     def __post_init__(self) -> None:
         self.matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        counts = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.matrix += counts
         self.images += 1
+        self.per_image.append(np.stack([np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)]))
+
+    def samples(self) -> SampleSet:
+        """The per-image file of mIoU: a resample of images sums their areas, as the matrix does."""
+        areas = np.stack(self.per_image) if self.per_image else np.zeros((0, 3, self.num_classes), np.int64)
+        dtype = np.int32 if areas.size == 0 or areas.max() < np.iinfo(np.int32).max else np.int64
+        names = ("intersect", "area_label", "area_pred")
+        arrays = {name: areas[:, i].astype(dtype) for i, name in enumerate(names)}
+        return make_samples("iou", "miou", arrays, units="image", truth=(arrays["area_label"],))
 
     def result(self, class_names: tuple[str, ...] | list[str]) -> tuple[dict[str, float], dict[str, Any]]:
         """(metrics, per-class table): `miou`, `aacc`, `macc` plus `iou/<class>` for every class

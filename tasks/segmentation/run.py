@@ -11,6 +11,7 @@ from bob.context import RunContext
 from bob.errors import UsageError
 from bob.task import TaskOutput
 from bob.tasks.common.pyramid import accepts_any_size
+from bob.tasks.common.samples import save_samples
 from bob.tasks.segmentation import REAL_IMAGE_SIZE, Segmentation, SegmentationArgs
 from bob.tasks.segmentation.data import SegmentationSplit, validate_masks
 from bob.tasks.segmentation.model import Segmenter
@@ -53,7 +54,7 @@ def run(task: Segmentation, ctx: RunContext) -> TaskOutput:
     if args.save_model:
         state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
         artifacts["segmenter"] = ctx.save_artifact("segmenter", state)
-    return TaskOutput(metrics, protocol, artifacts)
+    return save_samples(ctx, TaskOutput(metrics, protocol, artifacts), scores.samples())
 
 
 def _splits(task: Segmentation, ctx: RunContext) -> tuple[SegmentationSplit, SegmentationSplit]:

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +40,7 @@ class Point:
     stitch: dict[str, Any] | None = None
     macs: int = 0
     top1: float = 0.0
+    hits: np.ndarray | None = None  # per test image: the probe's top-1 is right (what top1 averages)
 
 
 def build_others(ctx: RunContext, args: TradeoffArgs) -> list[Backbone]:

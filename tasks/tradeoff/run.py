@@ -16,10 +16,12 @@ from bob.errors import UsageError
 from bob.features import extract_pooled, split_batches
 from bob.pareto import hypervolume_2d, pareto_mask
 from bob.progress import progress_bar
+from bob.samples import SampleSet, make_samples
 from bob.task import TaskOutput
 from bob.tasks.common.args import ProbeArgs
 from bob.tasks.common.cost import count_macs
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import save_samples, top1_predictions
 from bob.tasks.tradeoff import Tradeoff, TradeoffArgs
 from bob.tasks.tradeoff.points import Point, build_others, curve_points, stitch_points
 
@@ -40,7 +42,20 @@ def run(task: Tradeoff, ctx: RunContext) -> TaskOutput:
             dataclasses.replace(b.data_config, input_size=ctx.data_config.input_size) for b in backbones
         ]
     chosen = _score_points(ctx, args, points, configs)
-    return _output(points, args, chosen, configs[0])
+    return save_samples(ctx, _output(points, args, chosen, configs[0]), curve_samples(points, ctx))
+
+
+def curve_samples(points: list[Point], ctx: RunContext) -> SampleSet:
+    """Per test image, whether each point's probe got it right, with the points' MACs: a resample of
+    the images moves every point's top-1 together, and the hypervolume is recomputed from them."""
+    arrays = {
+        "correct": np.stack([p.hits for p in points if p.hits is not None]),
+        "macs": np.array([p.macs for p in points], dtype=np.float64),
+    }
+    params = {"margin": REFERENCE_MARGIN}
+    return make_samples(
+        "hypervolume", "hypervolume", arrays, units="image", truth=(ctx.split("test").labels,), params=params
+    )
 
 
 def _features(
@@ -78,6 +93,7 @@ def _score_points(
             if chosen is None:
                 chosen = out["protocol"]["selected_weight_decay"]
             point.top1 = out["metrics"]["top1"]
+            point.hits = top1_predictions(out["test_logits"]) == test_split.labels
             bar.advance(1)
     return chosen
 

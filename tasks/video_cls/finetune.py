@@ -111,7 +111,7 @@ def finetune_video(
         "model_selection": "last epoch",
         "history": record.history,
     }
-    return {"metrics": metrics, "protocol": protocol}
+    return {"metrics": metrics, "protocol": protocol, "view_logits": logits}
 
 
 def _train(

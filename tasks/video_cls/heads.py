@@ -73,7 +73,7 @@ def fit_temporal_conv(
         "train_clips_per_video": k,
         "num_train_clips": int(n * k),
     }
-    return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": path}}
+    return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": path}, "view_logits": logits}
 
 
 def _train_head(

@@ -16,6 +16,7 @@ from bob.errors import UsageError
 from bob.progress import progress_bar
 from bob.task import TaskOutput
 from bob.tasks.common.probe import run_linear_probe
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.video_cls import FIXED_POOLS, VideoCls, VideoClsArgs
 from bob.tasks.video_cls.features import (
     RRC_RATIO,
@@ -27,7 +28,7 @@ from bob.tasks.video_cls.features import (
 )
 from bob.tasks.video_cls.finetune import finetune_video
 from bob.tasks.video_cls.heads import fit_temporal_conv
-from bob.tasks.video_cls.metrics import multi_view_metrics
+from bob.tasks.video_cls.metrics import multi_view_metrics, view_averaged
 from bob.tasks.video_cls.temporal_pool import pool_frames
 
 # (clip_len, stride) when not given: CVRL's 32 × 2 on real videos, 8 × 2 on the generated 24-frame clips.
@@ -63,7 +64,9 @@ def run(task: VideoCls, ctx: RunContext) -> TaskOutput:
             "num_test_videos": len(test),
         }
     )
-    return TaskOutput(out["metrics"], out["protocol"], out.get("artifacts", {}))
+    output = TaskOutput(out["metrics"], out["protocol"], out.get("artifacts", {}))
+    samples = classification_samples(view_averaged(out["view_logits"]), test.labels, units="video")
+    return save_samples(ctx, output, samples)
 
 
 def _check_readable(train: VideoSplit, test: VideoSplit) -> None:
@@ -162,4 +165,4 @@ def _fixed_pool_probe(
         "probe_rows": "num_train / num_val count training clips, num_test counts test views",
     }
     protocol["train_clips_per_video"] = k
-    return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": head_path}}
+    return {"metrics": metrics, "protocol": protocol, "artifacts": {"head": head_path}, "view_logits": logits}

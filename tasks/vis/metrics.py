@@ -32,7 +32,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from bob.tasks.common.coco_eval import coco_index
+from bob.samples import SampleSet
+from bob.tasks.common.coco_eval import coco_index, coco_samples
 
 STATS = {"ap": 0, "ap50": 1, "ap75": 2, "ar1": 6, "ar10": 7}  # indexes into COCOeval.stats
 
@@ -100,8 +101,11 @@ class TrackEval(COCOeval):
         return out
 
 
-def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, float], str]:
-    """(metrics, COCOeval's printed summary) of `results` against the YouTube-VIS dict `gt`."""
+def vis_metrics(
+    gt: dict[str, Any], results: list[dict[str, Any]], samples: dict[str, SampleSet] | None = None
+) -> tuple[dict[str, float], str]:
+    """(metrics, COCOeval's printed summary) of `results` against the YouTube-VIS dict `gt`; with
+    `samples`, the per-video evaluation AP is accumulated from goes to `samples["ap"]`."""
     lengths = {v["id"]: int(v["length"]) for v in gt["videos"]}
     tracks: dict[tuple[str, int], list[Rle | None]] = {}
     images = [{"id": vid} for vid in lengths]
@@ -133,6 +137,8 @@ def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict
         evaluator.summarize()
     # COCOeval reports -1 where nothing is defined (no ground truth): left out, not zeroed.
     metrics = {name: float(evaluator.stats[i]) for name, i in STATS.items() if evaluator.stats[i] >= 0}
+    if samples is not None:
+        samples["ap"] = coco_samples(evaluator, "ap", units="video")
     return metrics, out.getvalue()
 
 

@@ -9,7 +9,9 @@ import torch
 
 from bob.context import RunContext
 from bob.errors import UsageError
+from bob.samples import SampleSet
 from bob.task import TaskOutput
+from bob.tasks.common.samples import save_samples
 from bob.tasks.vis import REAL_IMAGE_SIZE, Vis, VisArgs
 from bob.tasks.vis.data import VisSplit
 from bob.tasks.vis.metrics import vis_metrics
@@ -31,7 +33,8 @@ def run(task: Vis, ctx: RunContext) -> TaskOutput:
     head, history = train_head(maps, train, train_maps, args, len(train.classes), max_frames, ctx.seed)
     train_s = time.perf_counter() - start
     results = predict(maps, head, test, test_maps, args.mask_threshold)
-    metrics, summary = vis_metrics(test.gt(), results)
+    samples: dict[str, SampleSet] = {}
+    metrics, summary = vis_metrics(test.gt(), results, samples)
     protocol: dict[str, Any] = {
         "model": "frozen backbone → trainable pyramid neck → clip query head (shared queries, dot-product masks)",
         "backbone_mode": "frozen",
@@ -52,7 +55,7 @@ def run(task: Vis, ctx: RunContext) -> TaskOutput:
         "cocoeval_summary": summary,
         "data": {"train": train.describe(), "test": test.describe()},
     }
-    return TaskOutput(metrics, protocol)
+    return save_samples(ctx, TaskOutput(metrics, protocol), samples["ap"])
 
 
 def _splits(task: Vis, ctx: RunContext) -> tuple[VisSplit, VisSplit]:

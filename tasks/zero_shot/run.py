@@ -15,6 +15,7 @@ from bob.errors import TaskNotApplicable, UsageError
 from bob.progress import Progress, progress_bar
 from bob.task import TaskOutput
 from bob.tasks.common.metrics import classification_metrics
+from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.zero_shot import ZeroShot
 
 # Class names whose dataset labels are not words a text tower can read.
@@ -116,4 +117,4 @@ def run(task: ZeroShot, ctx: RunContext) -> TaskOutput:
         "embed_dim": int(text.shape[1]),
         "num_test": len(test.labels),
     }
-    return TaskOutput(metrics, protocol)
+    return save_samples(ctx, TaskOutput(metrics, protocol), classification_samples(logits, test.labels))
