@@ -28,9 +28,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def run_arg(default: Any, help: str, identity: bool = True) -> Any:
-    """A task-arg field. `identity=False` marks args that cannot change results (paths, download)."""
-    return field(default=default, metadata={"help": help, "identity": identity})
+def run_arg(default: Any, help: str, identity: bool = True, omit_default: bool = False) -> Any:
+    """A task-arg field. `identity=False` marks args that cannot change results (paths, download).
+    `omit_default=True` leaves the arg out of the run's identity while it has its default value: an
+    arg added to a suite after runs of it exist keeps their ids (their results stay done), while a
+    run that sets it gets an id of its own."""
+    return field(default=default, metadata={"help": help, "identity": identity, "omit_default": omit_default})
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TaskArgs:
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.metadata.get("identity", True)
+            and not (f.metadata.get("omit_default") and getattr(self, f.name) == f.default)
         }
 
     def validate(self) -> None:

@@ -82,3 +82,22 @@ def test_the_feature_cache_rule_reads_the_task_args():
     assert not SUITES.get("finetune").uses_feature_cache({})
     ood = SUITES.get("ood")
     assert ood.uses_feature_cache({"mode": "linear"}) and not ood.uses_feature_cache({"mode": "finetune"})
+
+
+def test_an_arg_added_later_keeps_old_ids_until_it_is_set():
+    """`omit_default`: the identity leaves the arg out at its default, so results made before the arg
+    existed stay done; a run that sets it is a different run."""
+    from dataclasses import dataclass
+
+    from bob.task import run_arg
+
+    @dataclass
+    class Before(TaskArgs):
+        k: int = run_arg(20, "neighbours")
+
+    @dataclass
+    class After(Before):
+        limit: int | None = run_arg(None, "images per split", omit_default=True)
+
+    assert After().identity() == Before().identity() == {"image_size": None, "k": 20}
+    assert After(limit=100).identity() == {"image_size": None, "k": 20, "limit": 100}
