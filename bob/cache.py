@@ -22,10 +22,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from bob.weights import bob_cache_dir
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+T = TypeVar("T")
 _FILES = ("features.npy", "labels.npy", "meta.json")
 
 
@@ -68,7 +69,7 @@ class FeatureSet:
     meta: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -88,6 +89,14 @@ class FeatureCache:
         entry = self.entry_dir(key)
         if not entry.exists():
             return None
+        try:
+            return self._read(entry, key)
+        except CacheCorruptError:
+            if not entry.exists():  # pruned (`bob cache prune`) while we read it: a miss, not damage
+                return None
+            raise
+
+    def _read(self, entry: Path, key: str) -> FeatureSet:
         marker = entry / "COMPLETE"
         try:
             recorded = json.loads(marker.read_text())
@@ -97,7 +106,7 @@ class FeatureCache:
             path = entry / name
             if not path.is_file():
                 raise self._corrupt(entry, f"{name} is missing")
-            if _sha256(path) != recorded.get(name):
+            if sha256_file(path) != recorded.get(name):
                 raise self._corrupt(entry, f"{name} does not match the checksum recorded when it was written")
         try:
             features = np.load(entry / "features.npy", allow_pickle=False)
@@ -122,7 +131,7 @@ class FeatureCache:
             np.save(tmp / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64), allow_pickle=False)
             meta = {**meta, "key": key, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-            sums = {name: _sha256(tmp / name) for name in _FILES}
+            sums = {name: sha256_file(tmp / name) for name in _FILES}
             (tmp / "COMPLETE").write_text(json.dumps(sums))
             for name in (*_FILES, "COMPLETE"):
                 with open(tmp / name, "rb") as f:
@@ -151,28 +160,9 @@ class FeatureCache:
         Two sweeps (or two workers) that miss the same key at once thus extract it once: the second
         waits for the first one's entry and reads it. A holder that dies leaves a stale lock (its pid
         is gone, or its heartbeat stopped) that the waiter breaks before extracting itself."""
-        hit = self.get(key)
-        if hit is not None:
+        lock = self.root / key[:2] / f".{key}.lock"
+        with claim_entry(lambda: self.get(key), lock, "feature cache lock", f"features {key[:12]}") as hit:
             yield hit
-            return
-        lock = FileLock(self.root / key[:2] / f".{key}.lock", heartbeat=EXTRACTION_HEARTBEAT_S)
-        while True:
-            try:
-                acquired = lock.acquire()
-            except OSError as err:
-                raise storage_error("feature cache lock", lock.path, err) from err
-            if acquired:
-                try:
-                    yield self.get(key)  # it may have been written between the miss and the lock
-                finally:
-                    lock.release()
-                return
-            lock.wait_free(on_wait=lambda owner: _log_wait(key, owner))
-            hit = self.get(key)
-            if hit is not None:
-                yield hit
-                return
-            # The holder released the lock without writing the entry (its run failed): take it.
 
     @staticmethod
     def _corrupt(entry: Path, why: str) -> CacheCorruptError:
@@ -182,6 +172,37 @@ class FeatureCache:
         )
 
 
-def _log_wait(key: str, owner: dict[str, Any] | None) -> None:
+@contextlib.contextmanager
+def claim_entry(
+    get: Callable[[], T | None], lock_path: Path, lock_label: str, what: str
+) -> Iterator[T | None]:
+    """`get()`'s entry, or the right to build it while holding the lock file `lock_path` (see
+    `FeatureCache.claim`); shared by the feature cache and the geometry cache. `lock_label` names
+    the lock in a refused-write error, `what` the entry in the log line of a waiter."""
+    hit = get()
+    if hit is not None:
+        yield hit
+        return
+    lock = FileLock(lock_path, heartbeat=EXTRACTION_HEARTBEAT_S)
+    while True:
+        try:
+            acquired = lock.acquire()
+        except OSError as err:
+            raise storage_error(lock_label, lock.path, err) from err
+        if acquired:
+            try:
+                yield get()  # it may have been written between the miss and the lock
+            finally:
+                lock.release()
+            return
+        lock.wait_free(on_wait=lambda owner: _log_wait(what, owner))
+        hit = get()
+        if hit is not None:
+            yield hit
+            return
+        # The holder released the lock without writing the entry (its run failed): take it.
+
+
+def _log_wait(what: str, owner: dict[str, Any] | None) -> None:
     who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-    log.info("features %s are being extracted by %s; waiting to read them", key[:12], who)
+    log.info("%s are being built by %s; waiting to read them", what, who)

@@ -6,25 +6,31 @@ instantiates the model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bob.backbones.base import Backbone, BackboneRef
-from bob.backbones.meta import DataConfig
+from bob.backbones.meta import DataConfig, Extraction
 from bob.cache import FeatureCache, FeatureSet, cache_key
 from bob.data import dataset_info, load_split
 from bob.data.base import DatasetInfo, ImageSplit
-from bob.features import default_num_workers, extract_pooled, split_batches
+from bob.features import default_num_workers, extract_pooled, pixel_batches
+from bob.pixels import PixelCache, pixel_key
 from bob.preflight import storage_error
 from bob.progress import progress_bar
 from bob.results import ResultStore
 from bob.spec import RunSpec
 from bob.task import Task
+from bob.transforms import Normalizer
 from bob.weights import default_file_mode
 
 _OUTPUTS = ("pooled", "image_embedding")
@@ -59,6 +65,7 @@ class RunContext:
         batch_size: int = 64,
         num_workers: int | None = None,
         save_samples: bool = True,
+        geometry_cache: Path | None = None,
     ) -> None:
         self.spec = spec
         self.task = task
@@ -71,6 +78,12 @@ class RunContext:
         # Whether the suite stores its per-sample outputs beside the result (`--no-samples` turns it off).
         self.save_samples = save_samples
         self.seed = spec.seed
+        # Pipeline, precision and memory format of the extraction: backbone args of the run.
+        self.extraction, _ = Extraction.split_args(spec.backbone_args)
+        # The geometry cache (decode once, extract many), when the run was given one.
+        self.pixel_cache = PixelCache(geometry_cache) if geometry_cache is not None else None
+        self.decodes = 0
+        self.pixel_hits = 0
         self.dataset = task.dataset
         self.extractions = 0
         self.cache_hits = 0
@@ -112,7 +125,15 @@ class RunContext:
     def data_config(self) -> DataConfig:
         """The backbone's eval transform at the task's resolution (task arg, else the dataset's default)."""
         size = self.task.args.image_size or self.info.image_size
-        return self.ref.data_config.with_overrides(image_size=size, crop_pct=self.info.crop_pct)
+        return self.ref.data_config.with_overrides(
+            image_size=size, crop_pct=self.info.crop_pct, pipeline=self.extraction.pipeline
+        )
+
+    def _model_settings(self) -> dict[str, Any]:
+        """Precision and memory format where they differ from the defaults (the pipeline is part of
+        the transform): what a feature-cache key adds for them, nothing at the defaults."""
+        settings = {k: v for k, v in self.extraction.identity().items() if k != "pipeline"}
+        return {"extraction": settings} if settings else {}
 
     # -------------------------------------------------------------------------------------- backbone
     def backbone(self) -> Backbone:
@@ -160,17 +181,64 @@ class RunContext:
             "output": output,
             "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
             "dtype": "float32",
+            **self._model_settings(),
         }
 
         def extract(backbone: Backbone) -> tuple[Any, Any, dict[str, Any]]:
-            with progress_bar(f"extracting {split.dataset}/{split_name}", len(split), "images") as bar:
-                batches = split_batches(
-                    split, self.data_config, self.batch_size, self.num_workers, self.device
+            if self.extraction.channels_last:
+                backbone.to(memory_format=torch.channels_last)
+            model = backbone if output == "pooled" else _ImageEmbedding(backbone)
+            normalize = Normalizer(self.data_config, channels_last=self.extraction.channels_last)
+            title = f"extracting {split.dataset}/{split_name}"
+            with progress_bar(title, len(split), "images") as bar, self._pixels(split) as batches:
+                features = extract_pooled(
+                    model,  # type: ignore[arg-type]
+                    batches,
+                    len(split),
+                    self.device,
+                    bar,
+                    prepare=normalize,
+                    extraction=self.extraction,
                 )
-                model = backbone if output == "pooled" else _ImageEmbedding(backbone)
-                return extract_pooled(model, batches, len(split), self.device, bar), split.labels, {}  # type: ignore[arg-type]
+            return features, split.labels, {}
 
         return self._cached_or_extracted(split_name, key_spec, extract)
+
+    @contextlib.contextmanager
+    def _pixels(self, split: ImageSplit) -> Iterator[Iterator[Any]]:
+        """uint8 pixel batches of a split under the run's geometry, on the device: decoded here, or
+        read from the geometry cache when the run has one and an earlier extraction (of any backbone
+        with this geometry) stored them; a miss stores them as they are decoded."""
+        cfg = self.data_config
+
+        def decoded() -> Iterator[Any]:
+            return pixel_batches(split, cfg, self.batch_size, self.num_workers, self.device)
+
+        if self.pixel_cache is None:
+            self.decodes += 1
+            yield decoded()
+            return
+        key = pixel_key(split, cfg, str(self.device))
+        with self.pixel_cache.claim(key) as entry:
+            if entry is not None:
+                self.pixel_hits += 1
+                yield entry.batches(self.batch_size, self.device)
+                return
+            self.decodes += 1
+            writer = self.pixel_cache.writer(key, len(split), cfg.input_size)
+
+            def stored() -> Iterator[Any]:
+                for batch in decoded():
+                    writer.add(batch)
+                    yield batch
+
+            try:
+                yield stored()
+            except BaseException:
+                writer.abort()
+                raise
+            meta = {**split.describe(), "num_samples": len(split), "crop": cfg.input_size}
+            writer.commit({**meta, "geometry": cfg.geometry()})
 
     def cached(
         self, split_name: str, key_spec: dict[str, Any], extract: Any, description: str = "features"
@@ -180,7 +248,12 @@ class RunContext:
         `key_spec` must identify everything the features depend on; `extract(backbone)` returns
         (features, labels, extra meta) on a miss and is timed and counted like an extraction.
         """
-        full_spec = {"backbone": self.ref.identity(), "output": description, **key_spec}
+        full_spec = {
+            "backbone": self.ref.identity(),
+            "output": description,
+            **key_spec,
+            **self._model_settings(),
+        }
         return self._cached_or_extracted(split_name, full_spec, extract)
 
     def _cached_or_extracted(self, split_name: str, key_spec: dict[str, Any], extract: Any) -> FeatureSet:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bob import env
 from bob.backbones import resolve_backbone
+from bob.backbones.meta import Extraction
 from bob.cache import FeatureCache
 from bob.errors import BobError, ResultFileError, TaskNotApplicable, UsageError
 from bob.results import ResultStore, RunResult
@@ -51,6 +52,10 @@ class RunOptions:
     # The sweep invocation that runs it (a token written into the result), so two sweeps on one
     # results dir each count only their own runs.
     sweep: str | None = None
+    # The geometry cache's folder: decoded pixels shared by every backbone with the same eval
+    # geometry (`bob.pixels`). None: every extraction decodes its images. Never part of an identity:
+    # features read through it equal the features computed without it.
+    geometry_cache: Path | None = None
 
 
 @dataclass
@@ -206,7 +211,9 @@ def _run(
     try:
         seed_everything(spec.seed)
         result.env = env.capture(device)
-        ref = resolve_backbone(spec.backbone, spec.weights, spec.backbone_args, spec.seed)
+        # Pipeline, precision and memory format are backbone args of the run that bob applies itself.
+        extraction, backbone_args = Extraction.split_args(spec.backbone_args)
+        ref = resolve_backbone(spec.backbone, spec.weights, backbone_args, spec.seed)
         cache = FeatureCache(options.cache_dir)
         ctx = RunContext(
             spec,
@@ -218,10 +225,13 @@ def _run(
             options.batch_size,
             options.num_workers,
             options.save_samples,
+            options.geometry_cache,
         )
         output = task.run(ctx)
         result.metrics, result.protocol, result.artifacts = output.metrics, output.protocol, output.artifacts
         result.protocol.setdefault("transform", ctx.data_config.to_dict())
+        if extraction.identity():
+            result.protocol.setdefault("extraction", extraction.identity())
     except TaskNotApplicable as err:  # by design, not a failure: the run is done, with its reason
         result.status, result.reason = "skipped", str(err)
         result.metrics, result.protocol, result.artifacts = {}, {}, {}
@@ -243,4 +253,6 @@ def _record_context(result: RunResult, spec: RunSpec, ctx: RunContext | None) ->
     result.backbone = ctx.backbone_meta or {"name": spec.backbone, "resolved_name": ctx.ref.resolved_name}
     result.backbone["weights"] = ctx.ref.weights.to_dict()
     result.cache = {"keys": ctx.cache_keys, "hits": ctx.cache_hits, "extractions": ctx.extractions}
+    if ctx.pixel_cache is not None:  # what the geometry cache saved (absent without one)
+        result.cache["geometry"] = {"decodes": ctx.decodes, "hits": ctx.pixel_hits}
     result.timings["extract_s"] = round(ctx.extract_s, 3)

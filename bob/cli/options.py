@@ -51,3 +51,37 @@ Samples = Annotated[
 ]
 
 RESULTS_DIR = Path("results/raw")
+
+Pipeline = Annotated[
+    str,
+    typer.Option(
+        "--pipeline",
+        metavar="pil|tensor",
+        help="Image pipeline: pil (PIL decode and resize, the reference) or tensor (torchvision.io decode, "
+        "uint8 tensor resize). Not pil: a backbone arg of the run (its own run id).",
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        metavar="fp32|bf16|fp16",
+        help="Precision of the extraction forward (autocast); fp16 needs a GPU. Not fp32: a backbone arg "
+        "of the run (its own run id).",
+    ),
+]
+ChannelsLast = Annotated[
+    bool,
+    typer.Option(
+        "--channels-last", help="Extract with channels_last inputs and weights (a backbone arg of the run)."
+    ),
+]
+GeometryCache = Annotated[
+    Path | None,
+    typer.Option(
+        "--geometry-cache",
+        metavar="DIR",
+        help="Store decoded pixels in DIR once per (split, eval geometry) and let every backbone with that "
+        "geometry read them instead of decoding again. Features are unchanged.",
+    ),
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -13,9 +13,13 @@ from bob.cli.options import (
     BackboneArgs,
     BatchSize,
     CacheDir,
+    ChannelsLast,
     Device,
+    GeometryCache,
     NumWorkers,
     Overwrite,
+    Pipeline,
+    Precision,
     Quiet,
     ResultsDir,
     Samples,
@@ -69,6 +73,10 @@ def run(
     num_workers: NumWorkers = None,
     overwrite: Overwrite = False,
     samples: Samples = True,
+    pipeline: Pipeline = "pil",
+    precision: Precision = "fp32",
+    channels_last: ChannelsLast = False,
+    geometry_cache: GeometryCache = None,
     quiet: Quiet = False,
 ) -> None:
     """Run backbones × weights × tasks × seeds; print a result table; write one JSON per run.
@@ -91,6 +99,8 @@ def run(
         samples=samples,
         progress=not quiet,
         debug=STATE["debug"],
+        extraction={"pipeline": pipeline, "precision": precision, "channels_last": channels_last},
+        geometry_cache=geometry_cache,
     )
     raise typer.Exit(code)
 
@@ -111,6 +121,8 @@ def run_grid(
     samples: bool = True,
     progress: bool = True,
     debug: bool = False,
+    extraction: dict[str, Any] | None = None,
+    geometry_cache: Path | None = None,
 ) -> int:
     """`bob run` in-process; returns the exit code (0 all ok or not applicable, 1 any run failed)."""
     from bob import api  # the suite registry and the runner: never needed by `bob --help`
@@ -131,6 +143,7 @@ def run_grid(
         task_args=task_args, backbone_args=backbone_args, results_dir=results_dir, cache_dir=cache_dir,
         device=device, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
         samples=samples, progress=progress, on_start=announce, on_outcome=already_done,
+        geometry_cache=geometry_cache, **(extraction or {}),
     )  # fmt: skip
     print_outcomes(outcomes)
     err.print(f"results: {Path(results_dir)} (one JSON per run)", highlight=False, markup=False)

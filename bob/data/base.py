@@ -1,7 +1,9 @@
 """What a dataset is to bob: static info (torch-free) and named, fingerprinted splits of images.
 
 A split hands out RGB PIL images by index plus an int64 label array; transforms are the backbone's
-business, so the same split feeds every backbone. Its `fingerprint` is a sha256 over the split's
+business, so the same split feeds every backbone. Two cheaper views serve the `tensor` pipeline, which
+decodes without PIL: `source(i)`, the image's file when it has one, and `array(i)`, its uint8 RGB
+pixels when the split holds them in memory. Its `fingerprint` is a sha256 over the split's
 content identity (pixels for in-memory data; relative path, size and label for files), and it is part
 of every feature-cache key: change the data and nothing stale is ever read.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +41,9 @@ class DatasetInfo:
     crop_pct: float | None = None
     needs_root: bool = False
     description: str = ""
+    # Images per split ({"train": 1281167, "test": 50000}) where the entry states them: the sweep's
+    # dry run sizes the geometry cache from them without loading anything.
+    split_sizes: dict[str, int] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +65,14 @@ class ImageSplit:
 
     def image(self, index: int) -> Image.Image:
         raise NotImplementedError
+
+    def source(self, index: int) -> Path | None:
+        """The file image `index` is read from, if it is one file as it is on disk; None otherwise."""
+        return None
+
+    def array(self, index: int) -> np.ndarray | None:
+        """Image `index` as uint8 RGB [H, W, 3] when the split holds its pixels in memory; else None."""
+        return None
 
     def _identity_chunks(self) -> list[bytes]:
         """Byte chunks that identify the split's content; subclasses say what identifies them."""
@@ -106,6 +119,13 @@ class ArraySplit(ImageSplit):
             return Image.fromarray(array, mode="L").convert("RGB")
         return Image.fromarray(array, mode="RGB")
 
+    def array(self, index: int) -> np.ndarray | None:
+        if type(self).image is not ArraySplit.image:
+            return None  # a subclass that changes the image (a crop, an overlay) decodes through it
+        array = self.images[index]
+        # PIL's L -> RGB conversion copies the gray value into all three channels; so does this.
+        return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
+
     def _identity_chunks(self) -> list[bytes]:
         return [str(self.images.shape).encode(), self.images.tobytes()]
 
@@ -123,6 +143,11 @@ class FileSplit(ImageSplit):
     def image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as img:
             return img.convert("RGB")
+
+    def source(self, index: int) -> Path | None:
+        if type(self).image is not FileSplit.image:
+            return None  # a subclass that changes the image (a crop, an overlay) decodes through it
+        return self.paths[index]
 
     def _identity_chunks(self) -> list[bytes]:
         chunks = []
@@ -142,6 +167,12 @@ class SubsetSplit(ImageSplit):
 
     def image(self, index: int) -> Image.Image:
         return self.parent.image(int(self.indices[index]))
+
+    def source(self, index: int) -> Path | None:
+        return self.parent.source(int(self.indices[index]))
+
+    def array(self, index: int) -> np.ndarray | None:
+        return self.parent.array(int(self.indices[index]))
 
     def _identity_chunks(self) -> list[bytes]:
         return [self.parent.fingerprint.encode(), self.indices.tobytes()]

@@ -33,6 +33,9 @@ class PlanStats:
     by_family: Counter = field(default_factory=Counter)
     by_weights: Counter = field(default_factory=Counter)
     own: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # Each unique extraction as (backbone, weights, backbone args JSON, init seed or None, image_size
+    # task arg, dataset): what `bob.sweep.geometry` groups by eval geometry.
+    extraction_keys: set[tuple] = field(default_factory=set)
 
 
 class _Counter:
@@ -83,6 +86,7 @@ class _Counter:
 
     def finish(self) -> PlanStats:
         self.stats.extractions = len(self.extraction_keys)
+        self.stats.extraction_keys = self.extraction_keys
         self.stats.groups = len(self.group_keys) + self.stats.training_runs
         self.stats.own = list(self.own.values())
         return self.stats
