@@ -100,7 +100,7 @@ def describe(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "family": entry.get("family", ""),
-        "method": infer_method(tag or default or "") if (tag or default) else "",
+        "method": infer_method(tag or default or "", arch) if (tag or default) else "",
         "data": (infer_data(tag or default or "") or "") if (tag or default) else "",
         "params": entry.get("params"),
         "weights": tag or (f"{default} (default)" if default else "none (random init only)"),

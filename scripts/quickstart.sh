@@ -4,7 +4,8 @@
 # retrieval on generated views of CC0 photos, with the gaps; then build the leaderboard from the
 # results on disk (results/leaderboard.{csv,md,html}).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # results and tests live in the repository
+source scripts/setup.sh
 bob run \
     --backbone torchvision/mobilenet_v2 \
     --weights pretrained --weights random \

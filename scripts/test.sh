@@ -4,7 +4,8 @@
 # `bash scripts/test.sh -m long` runs them. Arguments replace that selection and go to pytest:
 # `bash scripts/test.sh -k cache` (plain `pytest` skips the slow and the long tests).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # results and tests live in the repository
+source scripts/setup.sh
 # The leaderboard's browser test drives the system Chromium through playwright's executable_path,
 # so no browser download is needed; a missing Chromium fails that test here (BOB_REQUIRE_BROWSER).
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "${BOB_CHROMIUM:-}" ]; then

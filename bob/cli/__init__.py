@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from bob import __version__
-from bob.cli import check, compare, leaderboard, ls, run, sweep
+from bob.cli import cache, check, compare, leaderboard, ls, run, sweep
 from bob.cli.options import STATE
 from bob.console import console
 from bob.errors import BobError
@@ -63,6 +63,7 @@ app.command(name="ls")(ls.ls)
 app.command(name="leaderboard")(leaderboard.leaderboard)
 app.command(name="compare")(compare.compare)
 app.command(name="sweep")(sweep.sweep)
+app.add_typer(cache.app, name="cache")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from bob.samples import make_samples
 from bob.task import TaskOutput
 from bob.tasks.common.samples import save_samples
 from bob.tasks.efficiency import Efficiency, EfficiencyArgs
+from bob.tasks.efficiency.load import ForeignLoad, load_record, warn_if_busy
 from bob.tasks.efficiency.measure import Device
 from bob.tasks.efficiency.meters import resolve_energy_backend
 from bob.tasks.efficiency.phases import count_phase, is_cpu, latency_phase, throughput_phase, train_phase
@@ -100,22 +101,31 @@ def measure_all(
     metrics: dict[str, float] = {}
     protocol: dict[str, Any] = {"input_size": size, "input": f"random tensors 3×{size}×{size}"}
     protocol.update(environment(args, ctx.device))
+    # (progress label, the phase, its name in the foreign-load record: None for the untimed count)
     phases = [
-        ("counting params and MACs", lambda: count_phase(backbone, size, ctx.device, ctx.seed)),
+        ("counting params and MACs", lambda: count_phase(backbone, size, ctx.device, ctx.seed), None),
         (
             "batch-1 latency",
             lambda: latency_phase(backbone, args, size, ctx.device, energy, ctx.seed, latency_calls),
+            "latency",
         ),
-        ("throughput", lambda: throughput_phase(backbone, args, size, ctx.device, ctx.seed)),
+        ("throughput", lambda: throughput_phase(backbone, args, size, ctx.device, ctx.seed), "throughput"),
     ]
     if args.train:
-        phases.append(("train step", lambda: train_phase(ctx, args, size)))
-    for label, phase in phases:
+        phases.append(("train step", lambda: train_phase(ctx, args, size), "train_step"))
+    loads: dict[str, float | None] = {}
+    for label, phase, timed in phases:
         bar.update(label)
-        m, p = phase()
+        with ForeignLoad() as load:
+            m, p = phase()
+        if timed is not None:
+            loads[timed] = load.cores
         metrics.update(m)
         protocol.update(p)
         bar.advance()
+    record = load_record(loads)
+    warning = warn_if_busy(backbone.meta.name, record)
+    protocol["foreign_load"] = {**record, "warning": warning} if warning else record
     # VoVNet's "GPU-computation efficiency": MACs per second at the throughput batch.
     metrics["gmacs_per_s"] = metrics["gmacs"] * metrics["throughput_img_s"]
     first = [m for m in HEADLINE if m in metrics]
