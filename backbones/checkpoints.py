@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,6 +33,27 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"Checkpoint {path} does not hold a state dict of tensors.")
     return state
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip holding `constants.pkl` (files of `torch.save` hold none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") for n in archive.namelist())
+
+
+def torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a TorchScript archive (OpenAI's CLIP and SSCD's releases), which
+    `torch.load(weights_only=True)` refuses, as float32 where floating. The archive's code is never
+    called: `torch.jit.load` resolves no Python globals and only `state_dict()` is read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the files are not
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # torch raises several types for unreadable archives
+        raise WeightsError(f"Cannot read TorchScript archive {path}: {type(err).__name__}: {err}") from err
+    return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
 
 
 def strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source: object) -> None:

@@ -33,6 +33,15 @@ features do not depend on its batch. Deviation: DIFT samples the VAE posterior; 
 
 Either way the VAE decoder is never kept, and the text encoder runs once per (weights, prompt): its
 embedding is stored as the `prompt_embeds` buffer (and memoised in-process), then the encoder is freed.
+
+`protocol=bob` (backbone arg `protocol`, which a task's `protocol=bob` sets through
+`bob.backbones.protocols.with_protocol`; `bob` recipe only) is BoB's classification model exactly
+(`bob-classification/models/stable_diff.py`, `stable_diffusion_v1`): the pooled feature is a GroupNorm
+(the UNet's 32 groups, identity-initialised and trained with the head, as BoB's `unet.norm`) on the UNet mid-block
+output, then the global average (1280-d for SD) instead of the 3776-d concatenation; input normalised
+with ImageNet mean/std instead of [-1, 1]; and the VAE posterior *sampled* in training mode (fine-tuning)
+while evaluation takes its mode. The feature levels stay the five maps above. The arg enters the backbone
+identity (run ids, feature-cache keys) only when set, so every earlier key stays what it was.
 Parameters counted (catalog `params`): VAE encoder + quant_conv + the UNet modules the recipe runs
 (for `bob`: time embedding, conv_in, down blocks and mid block); the text encoder is not counted.
 
@@ -46,6 +55,7 @@ of this backbone (`backbone.state_dict()`, prompt embedding included), loaded st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -54,6 +64,7 @@ from typing import Any
 
 import diffusers
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from bob.backbones.base import Backbone, BackboneRef
@@ -66,6 +77,9 @@ from bob.weights import ResolvedWeights, WeightsRequest
 log = logging.getLogger(__name__)
 
 RECIPES = ("bob", "dift")
+BACKBONE_PROTOCOLS = ("default", "bob")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "bob": {"prompt": "image classification"},
     "dift": {"prompt": "", "t": 261, "up_ft_index": 1, "ensemble": 8},
@@ -134,6 +148,11 @@ class StableDiffusionEncoder(Backbone):
     ) -> None:
         super().__init__(meta, data_config, _feature_info(vae.config, unet.config, settings))
         self.recipe = settings["recipe"]
+        self.bob_protocol = settings.get("protocol") == "bob"
+        if self.bob_protocol:  # BoB's head norm on the mid block, trained with the classifier
+            # LDM's `normalization(ch)` = GroupNorm32(32, ch): the UNet's own group count (32 in SD)
+            channels = int(unet.config.block_out_channels[-1])
+            self.pool_norm = nn.GroupNorm(int(unet.config.norm_num_groups), channels)
         self.vae_encoder = vae.encoder  # the decoder and post_quant_conv are left behind with `vae`
         self.quant_conv = vae.quant_conv
         self.scaling_factor = float(vae.config.scaling_factor)
@@ -148,7 +167,8 @@ class StableDiffusionEncoder(Backbone):
             self.register_buffer("alphas_cumprod", _sd_alphas_cumprod(), persistent=False)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(VAE level-1 map, scaled latent): the posterior mode, i.e. the mean of its Gaussian."""
+        """(VAE level-1 map, scaled latent): the posterior mode, i.e. the mean of its Gaussian; under
+        protocol=bob in training mode a sample of the posterior, as BoB fine-tuned."""
         enc = self.vae_encoder
         h, level = enc.conv_in(x), None
         for i, block in enumerate(enc.down_blocks):
@@ -158,6 +178,8 @@ class StableDiffusionEncoder(Backbone):
         h = enc.conv_out(enc.conv_act(enc.conv_norm_out(enc.mid_block(h))))
         if self.quant_conv is not None:
             h = self.quant_conv(h)
+        if self.bob_protocol and self.training:
+            return level, DiagonalGaussianDistribution(h).sample() * self.scaling_factor
         return level, h.chunk(2, dim=1)[0] * self.scaling_factor
 
     def _unet(self, latents: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> list[torch.Tensor]:
@@ -214,6 +236,9 @@ class StableDiffusionEncoder(Backbone):
         maps = self._all_levels(x)
         if self.recipe == "dift":
             return maps[-1].mean(dim=(2, 3))
+        if self.bob_protocol:  # GroupNorm in float32 (LDM's GroupNorm32), then the global average
+            mid = maps[-1]
+            return self.pool_norm(mid.float()).to(mid.dtype).mean(dim=(2, 3))
         return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
 
 
@@ -225,13 +250,18 @@ def _settings(args: dict[str, Any], seed: int) -> dict[str, Any]:
     recipe = str(args.get("recipe", "bob"))
     if recipe not in RECIPES:
         raise UsageError(f"recipe must be one of {', '.join(RECIPES)}; got '{recipe}'.")
-    allowed = {"recipe", *_DEFAULTS[recipe]} | ({"noise_seed"} if recipe == "dift" else set())
+    allowed = {"recipe", *_DEFAULTS[recipe]} | ({"noise_seed"} if recipe == "dift" else {"protocol"})
     unknown = sorted(set(args) - allowed)
     if unknown:
         raise UsageError(
             f"unknown backbone args {unknown} for the '{recipe}' recipe; it takes {sorted(allowed)}."
         )
     out: dict[str, Any] = {"recipe": recipe, "prompt": str(args.get("prompt", _DEFAULTS[recipe]["prompt"]))}
+    protocol = str(args.get("protocol", "default"))
+    if protocol not in BACKBONE_PROTOCOLS:
+        raise UsageError(f"protocol must be one of {', '.join(BACKBONE_PROTOCOLS)}; got '{protocol}'.")
+    if protocol != "default":  # left out while default: the identity of every earlier run stays
+        out["protocol"] = protocol
     if recipe == "dift":
         for key in ("t", "up_ft_index", "ensemble"):
             out[key] = int(args.get(key, _DEFAULTS["dift"][key]))
@@ -257,10 +287,14 @@ def _configs(repo: str, weights: ResolvedWeights) -> dict[str, dict[str, Any]]:
     return {k: json.loads(p.read_text()) for k, p in paths.items()}
 
 
-def _data_config(settings: dict[str, Any], configs: dict[str, dict[str, Any]]) -> DataConfig:
+def _data_config(settings: dict[str, Any], configs: dict[str, dict[str, Any]] | None) -> DataConfig:
     half = (0.5, 0.5, 0.5)  # the VAE reads images in [-1, 1]
+    if settings.get("protocol") == "bob":  # BoB: timm's default transform, ImageNet statistics, 256 px
+        return DataConfig(256, _IMAGENET_MEAN, _IMAGENET_STD, "bicubic", 0.875, "center")
     if settings["recipe"] == "bob":  # BoB fine-tuned and evaluated its SD encoder at 256 px
         return DataConfig(256, half, half, "bicubic", 0.875, "center")
+    if configs is None:
+        raise ValueError("the dift transform needs the VAE and UNet configs")
     latent = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)
     native = int(configs["unet"].get("sample_size", 64)) * latent  # DIFT resizes to the native size
     return DataConfig(native, half, half, "bilinear", 1.0, "squash")
@@ -290,6 +324,19 @@ def resolve(
         builder=build,
         text_tower=False,
     )
+
+
+def protocol_ref(ref: BackboneRef, protocol: str) -> BackboneRef:
+    """`ref` under a task's protocol: `bob` is BoB's SD classifier recipe (see the module docstring)."""
+    if protocol == "default" or ref.args.get("protocol") == protocol:
+        return ref
+    if ref.args.get("recipe") != "bob":
+        raise UsageError(
+            f"{ref.name}: protocol={protocol} reproduces BoB's SD encoder, which is the 'bob' recipe; "
+            f"this backbone uses recipe={ref.args.get('recipe')}."
+        )
+    settings = _settings({**ref.args, "protocol": protocol}, 0)
+    return dataclasses.replace(ref, args=settings, data_config=_data_config(settings, None))
 
 
 # -------------------------------------------------------------------------------------------- building
@@ -385,5 +432,6 @@ def build(ref: BackboneRef, input_size: int | None = None) -> StableDiffusionEnc
     backbone.eval()
     meta.params = sum(p.numel() for p in backbone.parameters())
     info = backbone.feature_info
-    meta.pooled_dim = info[-1].channels if backbone.recipe == "dift" else sum(i.channels for i in info)
+    one_level = backbone.recipe == "dift" or backbone.bob_protocol
+    meta.pooled_dim = info[-1].channels if one_level else sum(i.channels for i in info)
     return backbone

@@ -17,10 +17,23 @@ What each model exposes:
 
 Random init (`--weights random`) builds the architecture from configs shipped in
 `entries/hf_configs/<org>--<repo>/config.json`, so it works offline.
+
+MiDaS under `protocol=bob` (backbone arg `protocol`, set by a task's `protocol=bob` through
+`bob.backbones.protocols.with_protocol`): Battle of the Backbones' MiDaS encoder exactly
+(bob-classification `models/midas_encoder.py`: `DPTDepthModel(...).pretrained.model`), i.e. the timm
+SwinV2 that MiDaS v3.1 was built on (`swinv2_tiny_window16_256`, `swinv2_base_window12to24_192to384`),
+loaded from MiDaS' own release checkpoint (`pretrained.model.*`; timm's `checkpoint_filter_fn` maps the
+timm 0.6 layout MiDaS saved to today's), behind the timm adapter's contract. Pooled = timm's
+pre-logits: the final LayerNorm, then the global average (which the transformers conversion drops).
+Input: ImageNet mean/std, bicubic, crop 0.875 at the model's size (timm's defaults, which BoB's
+`timm.data.resolve_data_config` gave). `native_classifier()` is the checkpoint's 1000-d head (timm's
+ImageNet-1k classifier, never trained by MiDaS; random under `--weights random`): BoB's retrieval
+descriptor for MiDaS is `head(pooled)`. Levels are the stage outputs, as in the default protocol.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -32,20 +45,25 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 import transformers
+from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 from torch import nn
 
 from bob.backbones.base import Backbone, BackboneRef
 from bob.backbones.checkpoints import load_state_dict_file, strict_load
 from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
+from bob.backbones.timm_backbone import TimmBackbone
 from bob.errors import UsageError, WeightsError
 from bob.weights import (
     DOWNLOAD_TIMEOUT_S,
     ResolvedWeights,
     WeightsRequest,
+    WeightsSource,
     is_offline,
+    resolve_weights,
     search_path,
     verify_file,
 )
@@ -56,6 +74,18 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _MODEL_FILES: tuple[tuple[str, ...], ...] = (("config.json",), ("model.safetensors", "pytorch_model.bin"))
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+PROTOCOLS = ("default", "bob")
+MIDAS_RELEASE = "https://github.com/isl-org/MiDaS/releases/download/v3_1"
+# DPT-SwinV2 repo -> (the timm architecture MiDaS v3.1 built it on, MiDaS' release checkpoint); MiDaS'
+# midas/backbones/swin2.py names the timm models, its v3_1 release the files.
+MIDAS_TIMM = {
+    "Intel/dpt-swinv2-tiny-256": ("swinv2_tiny_window16_256", f"{MIDAS_RELEASE}/dpt_swin2_tiny_256.pt"),
+    "Intel/dpt-swinv2-base-384": (
+        "swinv2_base_window12to24_192to384",
+        f"{MIDAS_RELEASE}/dpt_swin2_base_384.pt",
+    ),
+}
+MIDAS_PREFIX = "pretrained.model."  # where DPTDepthModel keeps the timm encoder
 
 
 # ------------------------------------------------------------------------------ hub snapshots (shared)
@@ -285,8 +315,15 @@ def resolve(
     name: str, weights: WeightsRequest, args: dict[str, Any], seed: int, catalog: dict[str, Any] | None = None
 ) -> BackboneRef:
     """Resolve a hub repo (`Intel/dpt-swinv2-tiny-256`, `facebook/sam-vit-base`); builds nothing."""
-    if args:
-        raise UsageError(f"hf/{name} takes no backbone arguments; got {', '.join(sorted(args))}.")
+    protocol = str(args.get("protocol", "default"))
+    unknown = sorted(set(args) - ({"protocol"} if name in MIDAS_TIMM else set()))
+    if unknown:
+        takes = "only protocol (default | bob)" if name in MIDAS_TIMM else "no backbone arguments"
+        raise UsageError(f"hf/{name} takes {takes}; got {', '.join(unknown)}.")
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}; got '{protocol}'.")
+    if protocol == "bob":
+        return _resolve_midas_timm(name, weights, seed)
     if weights.kind == "pretrained":
         resolved = resolve_snapshot(name, _MODEL_FILES, f"hf/{name}")
     else:
@@ -305,7 +342,77 @@ def resolve(
     )
 
 
+def _resolve_midas_timm(name: str, weights: WeightsRequest, seed: int) -> BackboneRef:
+    """MiDaS as BoB ran it: timm SwinV2 from MiDaS' release checkpoint (see the module docstring)."""
+    arch, url = MIDAS_TIMM[name]
+    resolved = resolve_weights(weights, [WeightsSource("url", url)], f"MiDaS {url.rsplit('/', 1)[-1]}", seed)
+    size = int(timm.models.get_pretrained_cfg(arch).input_size[-1])  # 256 / 384, the MiDaS net size
+    return BackboneRef(
+        name=f"hf/{name}",
+        resolved_name=f"hf/{name}",
+        adapter="hf",
+        weights=resolved,
+        data_config=DataConfig(size, _IMAGENET_MEAN, _IMAGENET_STD, "bicubic", 0.875, "center"),
+        args={"protocol": "bob"},
+        library_version=timm.__version__,
+        builder=build,
+        text_tower=False,
+    )
+
+
+def protocol_ref(ref: BackboneRef, protocol: str) -> BackboneRef:
+    """`ref` under a task's protocol: `bob` is BoB's MiDaS encoder (module docstring); SAM (detection
+    only in BoB, through the same image encoder) is unchanged."""
+    repo = ref.resolved_name.removeprefix("hf/")
+    if protocol == "default" or ref.args.get("protocol") == protocol or repo not in MIDAS_TIMM:
+        return ref
+    kind = ref.weights.kind
+    request = WeightsRequest(kind, Path(ref.weights.path) if kind == "file" else None)
+    out = _resolve_midas_timm(repo, request, ref.weights.seed or 0)
+    out.name, out.catalog = ref.name, ref.catalog
+    return out
+
+
 # -------------------------------------------------------------------------------------------- building
+
+
+def midas_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The timm encoder's weights from a MiDaS DPT checkpoint (`pretrained.model.*`, in the timm 0.6
+    layout MiDaS saved) or from a plain timm SwinV2 state dict, in today's timm layout."""
+    if any(k.startswith(MIDAS_PREFIX) for k in state):
+        state = {k.removeprefix(MIDAS_PREFIX): v for k, v in state.items() if k.startswith(MIDAS_PREFIX)}
+    return checkpoint_filter_fn(state, model)
+
+
+def _build_midas_timm(ref: BackboneRef, input_size: int | None) -> TimmBackbone:
+    repo = ref.resolved_name.removeprefix("hf/")
+    arch, _ = MIDAS_TIMM[repo]
+    kwargs = {"img_size": input_size} if input_size is not None else {}
+    torch.manual_seed(ref.weights.seed or 0)
+    model = timm.create_model(arch, pretrained=False, **kwargs)  # with its 1000-class head, as MiDaS
+    if ref.weights.kind != "random":
+        path = Path(ref.weights.path)
+        strict_load(model, midas_state(load_state_dict_file(path), model), path)
+    head = copy.deepcopy(model.get_classifier())
+    model.reset_classifier(0)
+    model.eval()
+    meta = BackboneMeta(
+        name=ref.name,
+        resolved_name=ref.resolved_name,
+        adapter="hf",
+        family="hierarchical",
+        method="random" if ref.weights.kind == "random" else "depth",
+        params=sum(p.numel() for p in model.parameters()),
+        pooled_dim=int(model.num_features),
+        architecture=f"midas-timm:{arch}",
+        weights=ref.weights.to_dict(),
+    )
+    data_config = (
+        ref.data_config if input_size is None else ref.data_config.with_overrides(image_size=input_size)
+    )
+    backbone = TimmBackbone(model, meta, data_config)
+    backbone.set_native_classifier(head, "imagenet-1k")
+    return backbone
 
 
 def _random_module(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -346,6 +453,8 @@ def _backbone_state(kind: str, state: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def build(ref: BackboneRef, input_size: int | None = None) -> Backbone:
+    if ref.args.get("protocol") == "bob":
+        return _build_midas_timm(ref, input_size)
     repo = ref.resolved_name.removeprefix("hf/")
     config = _config_for(repo, ref.weights)
     kind = _kind(config, repo)

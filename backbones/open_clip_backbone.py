@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -43,7 +41,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from bob.backbones.base import Backbone, BackboneRef
-from bob.backbones.checkpoints import load_state_dict_file, strict_load
+from bob.backbones.checkpoints import is_torchscript, load_state_dict_file, strict_load, torchscript_tensors
 from bob.backbones.families import infer_data, infer_family
 from bob.backbones.meta import BackboneMeta, DataConfig, FeatureInfo
 from bob.errors import UnknownNameError, UsageError, WeightsError
@@ -264,24 +262,14 @@ def build_visual_tower(arch: str, quick_gelu: bool = False, image_size: int | No
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") for n in archive.namelist())
-
-
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A flat state dict from an open_clip file (.safetensors / .bin / .pt) or an OpenAI TorchScript release."""
-    if _is_torchscript(path):
+    if is_torchscript(path):
         # OpenAI's own RN50.pt etc.: a TorchScript archive, which torch.load refuses with weights_only.
         log.info("reading TorchScript archive %s", path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the files are not
-            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state = torchscript_tensors(path)
         for key in _JIT_EXTRA_KEYS:
             state.pop(key, None)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     else:
         state = load_state_dict_file(path)
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
@@ -437,7 +425,7 @@ def _text_factory(ref: BackboneRef, arch: str, quick_gelu: bool) -> Callable[[],
 
 def _load_full(model: nn.Module, path: Path) -> None:
     """Both towers from a full checkpoint, strictly, through open_clip's own loader where it can read it."""
-    if _is_torchscript(path):
+    if is_torchscript(path):
         strict_load(model, read_checkpoint(path), path)
         return
     try:

@@ -18,23 +18,35 @@ Which features each release gives (the authors' linear-probe recipes):
     (timm `ls_init_value=None`, `head_norm_first=True`).
   - DINO and VICReg ResNet-50: torchvision's ResNet-50 names, which are timm's. VICReg's own ResNet
     pads by 1 and then convolves with padding 2: the same zero padding of 3 as torchvision's stem.
+  - SSCD (copy detection; Pizzi et al., CVPR 2022): a ResNet-50 or ResNeXt-101 32x4d trunk, then
+    SSCD's descriptor: GeM pooling (p = 3) of the last map, a linear projection (512-d, 1024-d for
+    `sscd_disc_large`) and L2 normalisation. The pooled feature is that descriptor (what BoB's
+    retrieval ranked by); `forward_features` gives the trunk's maps. The release files are
+    TorchScript archives (BoB loaded them with `torch.jit.load`); bob reads only their tensors
+    (`state_dict()`) and loads them strictly into the timm trunk and the descriptor head. Their keys
+    follow Classy Vision's ResNeXt (`initial_block`, `blocks.<stage>.block<stage>-<i>` with a
+    `convolutional_block` Sequential, a final `bn`, a `downsample`), remapped to timm's ResNet
+    names; the torchvision-layout files of the ResNet-50 models (`.torchvision.pt`: torchvision
+    names, the projection as `fc`) load through the same format.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models import model_entrypoint
+from torch import nn
 
 from bob.backbones.base import BackboneRef
-from bob.backbones.checkpoints import load_state_dict_file, strict_load
+from bob.backbones.checkpoints import is_torchscript, load_state_dict_file, strict_load, torchscript_tensors
 from bob.backbones.meta import BackboneMeta, DataConfig
 from bob.backbones.timm_backbone import TimmBackbone
 from bob.errors import UsageError, WeightsError
@@ -76,6 +88,25 @@ _CONVNEXT_RENAMES = (
     (r"^norm\.", "norm_pre."),  # the LayerNorm applied to every position before averaging
 )
 
+# Classy Vision's bottleneck block: convolutional_block = Sequential(conv1x1, bn, relu, conv3x3 (grouped,
+# strided), bn, relu, conv1x1), then the block's own `bn` and an optional `downsample` (conv1x1, bn).
+_CLASSY_BLOCK = (("convolutional_block.0", "conv1"), ("convolutional_block.1", "bn1"),
+                 ("convolutional_block.3", "conv2"), ("convolutional_block.4", "bn2"),
+                 ("convolutional_block.6", "conv3"), ("bn", "bn3"), ("downsample.0", "downsample.0"),
+                 ("downsample.1", "downsample.1"))  # fmt: skip
+# Older Classy Vision versions wrap each attachable block (and the stem) in a `_module`.
+_CLASSY_RENAMES = (
+    (r"^backbone\.initial_block\.(?:_module\.)?0\.", "backbone.conv1."),
+    (r"^backbone\.initial_block\.(?:_module\.)?1\.", "backbone.bn1."),
+    *(
+        (rf"^backbone\.blocks\.{stage}\.block{stage}-(\d+)\.(?:_module\.)?{re.escape(old)}\.",
+         rf"backbone.layer{stage + 1}.\1.{new}.")
+        for stage in range(4)
+        for old, new in _CLASSY_BLOCK
+    ),
+    (r"^backbone\.fc\.", "embeddings.1."),  # the torchvision layout: the projection is the ResNet's fc
+)  # fmt: skip
+
 FORMATS: dict[str, CheckpointFormat] = {
     f.name: f
     for f in (
@@ -115,8 +146,17 @@ FORMATS: dict[str, CheckpointFormat] = {
             rename=_CONVNEXT_RENAMES,
             model_args={"ls_init_value": None, "head_norm_first": True, "conv_mlp": False},
         ),
+        CheckpointFormat(
+            "sscd",
+            "SSCD release (TorchScript archive or weight file): backbone.* in Classy Vision's ResNeXt "
+            "names (or torchvision's, with the projection as backbone.fc.*) and the descriptor "
+            "projection embeddings.1.*",
+            rename=_CLASSY_RENAMES,
+        ),
     )
 }
+# Formats whose entries carry a descriptor head after the trunk (catalog args, not timm arguments).
+DESCRIPTOR_ARGS = {"sscd": ("descriptor_dim", "gem_p")}
 
 
 def remap_state_dict(
@@ -163,9 +203,16 @@ def _fit_pos_embed(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> di
     return {**state, "pos_embed": resampled}
 
 
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from a weight file, or the tensors of a TorchScript archive (SSCD's
+    releases), which `torch.load(weights_only=True)` refuses; the archive's code is never called."""
+    path = Path(path)
+    return torchscript_tensors(path) if is_torchscript(path) else load_state_dict_file(path)
+
+
 def load_checkpoint(model: torch.nn.Module, path: Path, fmt: CheckpointFormat) -> list[str]:
     """Remap a checkpoint in `fmt`'s original layout and load it strictly; returns the dropped keys."""
-    state, dropped = remap_state_dict(load_state_dict_file(path), fmt)
+    state, dropped = remap_state_dict(read_tensors(path), fmt)
     try:
         strict_load(model, _fit_pos_embed(model, state), path)
     except WeightsError as err:
@@ -214,6 +261,11 @@ def resolve(
     if "format" in args:
         raise UsageError(f"{catalog['name']}: the checkpoint format is fixed by the catalog entry.")
     model_args = {**fmt.model_args, **{k: v for k, v in entry_args.items() if k != "format"}, **args}
+    descriptor = {k: model_args.pop(k) for k in DESCRIPTOR_ARGS.get(fmt.name, ()) if k in model_args}
+    if fmt.name in DESCRIPTOR_ARGS and set(descriptor) != set(DESCRIPTOR_ARGS[fmt.name]):
+        raise UsageError(
+            f"{catalog['name']}: the {fmt.name} format needs catalog args {DESCRIPTOR_ARGS[fmt.name]}."
+        )
     source = WeightsSource("url", catalog["source"], catalog.get("sha256"))
     sources = [source] if weights.kind == "pretrained" else []
     resolved = resolve_weights(weights, sources, catalog["name"], seed)
@@ -223,7 +275,12 @@ def resolve(
         adapter="ssl",
         weights=resolved,
         data_config=_data_config(catalog.get("transform")),
-        args={"architecture": name, "format": fmt.name, "model_args": model_args},
+        args={
+            "architecture": name,
+            "format": fmt.name,
+            "model_args": model_args,
+            **({"descriptor": descriptor} if descriptor else {}),
+        },
         library_version=timm.__version__,
         builder=build,
         text_tower=False,
@@ -265,14 +322,73 @@ def _uninitialised_model(arch: str, model_args: Mapping[str, Any], input_size: i
     return model.to_empty(device="cpu")
 
 
+class GeMPool(nn.Module):
+    """Generalised-mean pooling of a [B, C, H, W] map to [B, C]: (mean over positions of x^p)^(1/p),
+    on activations clamped to at least `eps` (SSCD's GlobalGeMPool2d: p = 3, eps = 1e-6)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = float(p), float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
+class L2Normalize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1)
+
+
+class DescriptorModel(nn.Module):
+    """A trunk (`backbone`, the timm model without classifier) and a copy-detection descriptor head
+    (`embeddings`: GeM pooling, linear projection, L2 normalisation), named as SSCD names them."""
+
+    def __init__(self, trunk: nn.Module, dim: int, gem_p: float) -> None:
+        super().__init__()
+        self.backbone = trunk
+        self.embeddings = nn.Sequential(GeMPool(gem_p), nn.Linear(trunk.num_features, dim), L2Normalize())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(self.backbone.forward_features(x))
+
+
+class DescriptorBackbone(TimmBackbone):
+    """The trunk's maps as features, the descriptor as the pooled feature (both from one pass)."""
+
+    def __init__(self, model: DescriptorModel, meta: BackboneMeta, data_config: DataConfig) -> None:
+        super().__init__(model.backbone, meta, data_config)
+        self.head = model.embeddings
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.forward_features(x))
+
+    def forward_pooled_and_features(
+        self, x: torch.Tensor, levels: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        final, maps = self.model.forward_intermediates(
+            x, indices=self.resolve_levels(levels), output_fmt="NCHW"
+        )
+        return self.head(final), list(maps)
+
+    def trainable(self) -> torch.nn.Module:
+        return self
+
+
+def _with_descriptor(trunk: nn.Module, ref: BackboneRef) -> nn.Module:
+    spec = ref.args.get("descriptor")
+    if not spec:
+        return trunk
+    return DescriptorModel(trunk, int(spec["descriptor_dim"]), float(spec["gem_p"]))
+
+
 def build(ref: BackboneRef, input_size: int | None = None) -> TimmBackbone:
     arch, fmt = ref.args["architecture"], FORMATS[ref.args["format"]]
     random = ref.weights.kind == "random"
     if random:
         torch.manual_seed(ref.weights.seed or 0)
-        model = create_model(arch, ref.args["model_args"], input_size)
+        model = _with_descriptor(create_model(arch, ref.args["model_args"], input_size), ref)
     else:
-        model = _uninitialised_model(arch, ref.args["model_args"], input_size)
+        model = _with_descriptor(_uninitialised_model(arch, ref.args["model_args"], input_size), ref)
         load_checkpoint(model, Path(ref.weights.path), fmt)
     model.eval()
     catalog = ref.catalog or {}
@@ -284,7 +400,7 @@ def build(ref: BackboneRef, input_size: int | None = None) -> TimmBackbone:
         method="random" if random else catalog.get("method", "unknown"),
         pretrain_data=None if random else catalog.get("data"),
         params=sum(p.numel() for p in model.parameters()),
-        pooled_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
+        pooled_dim=_pooled_dim(model),
         license=None if random else catalog.get("license"),
         architecture=arch,
         weights=ref.weights.to_dict(),
@@ -292,4 +408,12 @@ def build(ref: BackboneRef, input_size: int | None = None) -> TimmBackbone:
     data_config = (
         ref.data_config if input_size is None else ref.data_config.with_overrides(image_size=input_size)
     )
+    if isinstance(model, DescriptorModel):
+        return DescriptorBackbone(model, meta, data_config)
     return TimmBackbone(model, meta, data_config)
+
+
+def _pooled_dim(model: nn.Module) -> int:
+    if isinstance(model, DescriptorModel):
+        return int(model.embeddings[1].out_features)
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bob import progress as progress_bars
 from bob.backbones import build_backbone as _build_backbone
+from bob.backbones.meta import Extraction
 from bob.cache import default_cache_root
 from bob.errors import ResultFileError, UnknownNameError, UsageError
 from bob.listing import backbone_namespaces, list_backbones, list_datasets, list_task_args, list_tasks
@@ -113,6 +114,20 @@ def run_specs(
     return list(specs.values())
 
 
+def _with_extraction(
+    backbone_args: Assignments, pipeline: str, precision: str, channels_last: bool
+) -> dict[str, Any]:
+    """The backbone args with the extraction settings merged in, each only where it is not its
+    default (so the default leaves every run id as it was); a setting given twice is a UsageError."""
+    args = _backbone_args(backbone_args)
+    given, rest = Extraction.split_args(args)
+    options = Extraction(pipeline, precision, channels_last).identity()
+    clash = sorted(k for k in options if k in args and args[k] != options[k])
+    if clash:
+        raise UsageError(f"{', '.join(clash)} is given both as an option and as a --backbone-arg: keep one.")
+    return {**rest, **given.identity(), **options}
+
+
 def run(
     backbones: str | Sequence[str],
     tasks: str | Sequence[str],
@@ -128,6 +143,10 @@ def run(
     num_workers: int | None = None,
     overwrite: bool = False,
     samples: bool = True,
+    pipeline: str = "pil",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    geometry_cache: str | Path | None = None,
     progress: bool = False,
     on_start: Callable[[int, int, RunSpec], None] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
@@ -140,9 +159,18 @@ def run(
     `random` or a checkpoint path; `device` is `auto`, `cpu`, `cuda`, `cuda:N` or `mps`.
     `on_start(i, n, spec)` and `on_outcome(outcome)` are called around each run (the CLI prints
     there). `samples=False` skips storing each run's per-sample outputs. Raises ResultFileError for a
-    damaged stored result (left untouched)."""
-    specs = run_specs(backbones, tasks, weights, seeds, task_args, backbone_args)
+    damaged stored result (left untouched).
+
+    Extraction: `pipeline` (`pil`, or `tensor` for torchvision.io decode and uint8 tensor resize),
+    `precision` (`fp32`, `bf16`, `fp16`) and `channels_last` become backbone args of the runs when not
+    at their defaults (a run id of their own); `geometry_cache` is a folder where decoded pixels are
+    shared by every backbone with the same eval geometry (docs/throughput.md)."""
+    bargs = _with_extraction(backbone_args, pipeline, precision, channels_last)
+    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs)
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite, samples)
+    options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
+    if Extraction.split_args(bargs)[0].precision == "fp16" and resolve_device(device).type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU (CPU float16 kernels are slow or missing); use bf16.")
     resolve_device(device)  # an unavailable device is bad input too: found before any run
     preflight(options)
     outcomes = []
@@ -204,6 +232,7 @@ def sweep(
     display: SweepDisplay | None = None,
     yes: bool = False,
     max_runs: int | None = None,
+    geometry_cache: str | Path | None = None,
 ) -> SweepSummary:
     """Run a sweep file (or its plan): every run of its grid, each feature set extracted once.
 
@@ -213,11 +242,15 @@ def sweep(
     (each a UsageError): the results dir (which holds the run locks) and the feature cache must be
     writable folders; a sweep that would start more than `max_runs` runs (default: the file's
     `max_runs`, else 10,000) needs `yes=True`; a backbone of your own (a factory, an entry point)
-    must pass `bob check`'s contract checks. Failed runs are counted in the summary, not raised."""
+    must pass `bob check`'s contract checks. Failed runs are counted in the summary, not raised.
+    `geometry_cache`: a folder where each geometry's decoded pixels are stored once and read by every
+    other extraction at that geometry (docs/throughput.md); the sweep file's backbone args set the
+    pipeline, precision and channels_last."""
     _check_mode(mode)
     plan = file if isinstance(file, Plan) else sweep_plan(file)
     runner = make_executor(executor, **dict(executor_options or {}))
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, samples=samples)
+    options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
     if executor == "local":  # remote workers resolve the device on their own machines
         resolve_device(device)
     preflight(options)
@@ -236,6 +269,9 @@ def check_own_backbones(plan: Plan) -> None:
     from bob.check import check_backbone  # torch: only when the sweep names a backbone of yours
 
     for name, weights, args in mine:
+        args = Extraction.split_args(args)[
+            1
+        ]  # precision, pipeline, channels_last: run options, not the factory's
         failed = [r for r in check_backbone(name, weights, args, mock_runs=False) if r.status == "fail"]
         if failed:
             first = failed[0]
@@ -266,13 +302,18 @@ def leaderboard(
     resamples: int = 1000,
     confidence: float = 0.95,
     bootstrap_seed: int = 0,
+    preset: str | None = None,
 ) -> BuildOutput:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML to `out`.
 
     `filters` are `KEY=GLOB` strings over family, method, data, size, backbone, weights; `group_by`
     (family, method_class, pretrain_data or size) adds a summary by that key (`output.summary`).
     `intervals` adds percentile-bootstrap intervals to every score and rank from the runs' per-sample
-    files (`resamples` paired resamples at `confidence`, seeded by `bootstrap_seed`). Returns the board (`output.board`), the rows shown (`output.table`) and the written paths."""
+    files (`resamples` paired resamples at `confidence`, seeded by `bootstrap_seed`). `preset="bob"`
+    scores BoB's aggregation as far as it can be reconstructed (docs/leaderboard.md: four task types of
+    equal weight, detection's best lr, mask AP beside box AP, Sim10k → Cityscapes under OOD), naming
+    each reconstructed choice on the page. Returns the board (`output.board`), the rows shown
+    (`output.table`) and the written paths."""
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard  # pandas: only here
 
     options = BoardOptions(
@@ -287,6 +328,7 @@ def leaderboard(
         resamples=resamples,
         confidence=confidence,
         bootstrap_seed=bootstrap_seed,
+        preset=preset or "",
     )
     parsed = [RowFilter.parse(f) for f in filters]
     return build_leaderboard(results_dir, out, options, parsed, formats=tuple(formats), group_by=group_by)

@@ -23,6 +23,8 @@ from bob.registry import suggest
 
 if TYPE_CHECKING:
     from bob.context import RunContext
+    from bob.spec import RunSpec
+    from bob.sweep.plan import Consumes
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -117,6 +119,12 @@ class Task:
             return rule
         arg, value = rule
         return task_args.get(arg, value) == value
+
+    @classmethod
+    def consumes(cls, spec: RunSpec) -> list[Consumes]:
+        """The other runs whose results a run of this suite reads (none by default): a sweep orders it
+        after them (bob/sweep/plan.py). `ood` with `mode=checkpoint` reads a finetune run."""
+        return []
 
     @property
     def name(self) -> str:

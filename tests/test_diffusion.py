@@ -15,6 +15,7 @@ import torch
 from bob.backbones import diffusion_backbone as sd
 from bob.backbones import resolve_backbone
 from bob.backbones.catalog import catalog_entries
+from bob.backbones.protocols import with_protocol
 from bob.errors import UsageError, WeightsError
 from bob.weights import WeightsRequest
 
@@ -279,3 +280,71 @@ def test_catalog_params_match_shipped_architecture(entry: dict) -> None:
         model = resolve_backbone(entry["name"], weights="random").build()
     assert model.meta.params == entry["params"]
     assert model.pooled_dim == 3776 and [i.stride for i in model.feature_info] == [4, 8, 16, 32, 64]
+
+
+# ------------------------------------------------------------------------------------ protocol=bob
+# BoB's classifier (bob-classification/models/stable_diff.py, `stable_diffusion_v1`): GroupNorm32 on the
+# UNet middle-block output, global average, 1280-d for SD; timm's default transform (ImageNet mean/std,
+# 256 px from the model config, bicubic, crop 0.875); the VAE posterior sampled in training.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_bob_protocol_on_sd_v1_4_pools_1280_with_imagenet_statistics() -> None:
+    default = resolve_backbone("sd/v1-4", weights="random")
+    ref = with_protocol(default, "bob")
+    assert ref.args == {"recipe": "bob", "prompt": "image classification", "protocol": "bob"}
+    cfg = ref.data_config
+    assert (cfg.mean, cfg.std, cfg.input_size) == (IMAGENET_MEAN, IMAGENET_STD, 256)
+    assert (cfg.interpolation, cfg.crop_pct) == ("bicubic", 0.875)
+    assert default.data_config.mean == (0.5, 0.5, 0.5), "the default protocol keeps [-1, 1] input"
+    with torch.device("meta"):
+        model = ref.build()
+        pooled = model.forward_pooled(torch.zeros(2, 3, 256, 256))
+    assert model.pooled_dim == 1280 and pooled.shape == (2, 1280)
+    assert model.pool_norm.num_groups == 32 and model.pool_norm.num_channels == 1280
+    assert with_protocol(default, "default") is default
+
+
+def test_bob_protocol_pooled_is_groupnorm_of_the_mid_block_averaged() -> None:
+    ref = with_protocol(sd.resolve(REPO, WeightsRequest("random"), {}, 0), "bob")
+    model = ref.build(SIZE)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        mid = model.forward_features(x, [-1])[0]
+        pooled = model.forward_pooled(x)
+    norm = torch.nn.functional.group_norm(mid, UNET["norm_num_groups"], eps=1e-5)  # identity affine
+    assert torch.allclose(pooled, norm.mean(dim=(2, 3)), atol=1e-5)
+    assert model.pooled_dim == 32 and pooled.shape == (2, 32)
+    assert torch.equal(model.pool_norm.weight, torch.ones(32)) and torch.equal(
+        model.pool_norm.bias, torch.zeros(32)
+    )
+
+
+def test_bob_protocol_samples_the_posterior_in_training_only() -> None:
+    model = with_protocol(sd.resolve(REPO, WeightsRequest("random"), {}, 0), "bob").build(SIZE)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(model.forward_pooled(x), model.forward_pooled(x)), "eval: the posterior mode"
+        model.train()
+        assert not torch.equal(model.forward_pooled(x), model.forward_pooled(x)), "train: a sample"
+    default = _build().train()
+    with torch.no_grad():
+        assert torch.equal(default.forward_pooled(x), default.forward_pooled(x)), "default: always the mode"
+
+
+def test_bob_protocol_enters_the_identity_only_when_set() -> None:
+    from bob.cache import cache_key
+
+    default = sd.resolve(REPO, WeightsRequest("random"), {}, 0)
+    bob = with_protocol(default, "bob")
+    assert "protocol" not in default.identity()["args"]
+    assert bob.identity()["args"]["protocol"] == "bob"
+    assert cache_key({"backbone": default.identity()}) != cache_key({"backbone": bob.identity()})
+    by_hand = sd.resolve(REPO, WeightsRequest("random"), {"protocol": "bob"}, 0)
+    assert by_hand.identity() == bob.identity() and by_hand.data_config == bob.data_config
+    with pytest.raises(UsageError, match="recipe"):
+        with_protocol(sd.resolve(REPO, WeightsRequest("random"), {"recipe": "dift"}, 0), "bob")
+    with pytest.raises(UsageError, match="protocol"):
+        sd.resolve(REPO, WeightsRequest("random"), {"protocol": "timm"}, 0)
+    with pytest.raises(UsageError, match="protocol"):
+        with_protocol(default, "BoB")

@@ -51,8 +51,8 @@ UNSAFE_CALLS = {
 ALLOWED = {
     ("bob/data/registry.py", "yaml.load"): "Loader=_LOADER is yaml's CSafeLoader/SafeLoader: plain data only",
     ("backbones/catalog.py", "yaml.load"): "Loader=loader is yaml's CSafeLoader/SafeLoader: plain data only",
-    ("backbones/open_clip_backbone.py", "torch.jit.load"): (
-        "OpenAI's CLIP releases are TorchScript archives, which weights_only refuses; torch.jit.load "
+    ("backbones/checkpoints.py", "torch.jit.load"): (
+        "OpenAI's CLIP and SSCD's releases are TorchScript archives, which weights_only refuses; torch.jit.load "
         "resolves no Python globals (types come from the archive's own TorchScript, run by torch's "
         "interpreter, not Python) and bob only reads state_dict() from the result"
     ),

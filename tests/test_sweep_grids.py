@@ -5,12 +5,14 @@ suites, and every registered suite is in some shipped grid."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bob.backbones.catalog import BACKBONES
 from bob.suites import SUITES
 from bob.sweep.driver import plan_sweep
 from bob.sweep.spec import load_sweep
@@ -56,6 +58,51 @@ def test_bob_dry_run_imports_no_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert "runs by family" in proc.stdout
+
+
+def _arg_names(suite: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(SUITES.get(suite).Args)}
+
+
+@needs_suites
+@pytest.mark.parametrize("name", ["bob.yaml", "bob-smoke.yaml"])
+def test_bob_grids_run_bobs_protocol(name):
+    """Every run of a suite that has `protocol` runs BoB's; OOD scores the fine-tuned classifiers, each
+    after the finetune run it reads (a dependency inside the plan, never a run that must pre-exist)."""
+    plan = plan_sweep(load_sweep(SWEEPS / name))
+    specs = plan.specs()
+    with_protocol = {s for s in SUITES.names() if "protocol" in _arg_names(s)}
+    assert {"finetune", "few-label", "ood"} <= with_protocol
+    for spec in specs:
+        if spec.task.partition("/")[0] in with_protocol:
+            assert spec.task_args.get("protocol") == "bob", spec.label
+    ood = [s for s in specs if s.task.startswith("ood/")]
+    assert ood and all(s.task_args.get("mode") == "checkpoint" for s in ood)
+    deps = plan.dependencies()
+    assert len(deps) == len(ood) and all(d.in_plan for d in deps)
+    providers = {s.id: s for s in specs}
+    for dep in deps:
+        provider = providers[dep.provider]
+        assert provider.task.startswith("finetune/") and provider.task_args.get("protocol") == "bob"
+        assert (provider.backbone, provider.weights, provider.seed) == (
+            dep.consumer.backbone, dep.consumer.weights, dep.consumer.seed,
+        )  # fmt: skip
+
+
+@needs_suites
+def test_bob_grid_keeps_bobs_task_coverage():
+    specs = plan_sweep(load_sweep(SWEEPS / "bob.yaml")).specs()
+    assert not any(s.task == "ood/imagenet-c" for s in specs)  # not a BoB shift
+    assert {s.task for s in specs if s.backbone.startswith("sam/")} == {"detection/coco2017"}
+    sscd = {(s.backbone, s.task.partition("/")[0]) for s in specs if s.backbone.startswith("sscd/")}
+    catalog = {n for n in BACKBONES.names() if n.startswith("sscd/")}
+    assert len(catalog) == 2 and sscd == {(n, "retrieval") for n in catalog}
+    from bob.tasks.common.finetune_run import BOB_SPLIT_DATASETS  # torch: only this test
+
+    # protocol=bob refuses a dataset whose BoB split is another entry (eurosat -> eurosat-coop).
+    assert not {s.task.partition("/")[2] for s in specs} & set(BOB_SPLIT_DATASETS)
+    probes = [s for s in specs if s.task.startswith("linear-probe/")]
+    assert probes and all(s.task_args.get("mode") == "bob" for s in probes)  # BoB's own LARS probe
 
 
 def test_quickstart_plans_twelve_runs_in_four_extraction_groups():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -104,6 +105,29 @@ def test_accumulating_two_half_batches_equals_one_full_batch():
         return torch.cat([model.weight.detach().flatten(), model.bias.detach()])
 
     assert torch.allclose(train(8, 1), train(4, 2), atol=1e-6)
+
+
+def test_a_partial_accumulation_window_steps_on_the_mean_gradient_of_its_batches():
+    """Batches of 4 accumulated by 2 over 12 samples: the windows (8, 4) follow exactly the
+    trajectory of plain batches of 8 and 4: the last window's gradient is not shrunk by half."""
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 5), torch.randn(12)
+
+    def train(bounds: list[int], accum: int) -> torch.Tensor:
+        model = torch.nn.Linear(5, 1)
+        torch.nn.init.zeros_(model.weight)
+        torch.nn.init.zeros_(model.bias)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        batches = [(x[a:b], y[a:b]) for a, b in itertools.pairwise(bounds)]
+
+        def loss_of(batch):
+            xb, yb = batch
+            return ((model(xb).squeeze(1) - yb) ** 2).mean()
+
+        TrainLoop(model, optimizer, loss_of, batches, device="cpu", epochs=2, accum_steps=accum).run()
+        return torch.cat([model.weight.detach().flatten(), model.bias.detach()])
+
+    assert torch.allclose(train([0, 8, 12], 1), train([0, 4, 8, 12], 2), atol=1e-6)
 
 
 def test_an_epoch_that_ends_inside_an_accumulation_window_still_steps():

@@ -38,6 +38,13 @@ def print_board(output: BuildOutput, top: int) -> None:
     for skipped in board.skipped:
         err.print(Text.assemble(("skipped ", "yellow"), skipped.path, ": ", skipped.reason), highlight=False)
     err.print(Text(f"convention: {board.options.convention()}", style="dim"), highlight=False)
+    heading, _, notes = board.preset_text()
+    if heading:
+        err.print(
+            Text(f"{heading} Every reconstructed choice is listed in leaderboard.md/.html.", style="dim")
+        )
+    for note in notes:
+        err.print(Text(note, style="yellow"), highlight=False)
     for setting in board.settings.itertuples():
         if setting.note:
             err.print(Text(f"{setting.setting}: {setting.note}", style="yellow"), highlight=False)

@@ -74,6 +74,14 @@ Intervals = Annotated[
 Resamples = Annotated[int, typer.Option(metavar="N", min=50, help="Bootstrap resamples of the intervals.")]
 Confidence = Annotated[float, typer.Option(metavar="LEVEL", help="Interval level, e.g. 0.95.")]
 BootstrapSeed = Annotated[int, typer.Option(metavar="N", help="Seed of the bootstrap draws.")]
+Preset = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="A named aggregation: bob = BoB's ranking as far as it can be reconstructed (task types of "
+        "equal weight, best detection lr, mask AP, Sim10k under OOD; see docs/leaderboard.md).",
+    ),
+]
 GroupBy = Annotated[
     str | None,
     typer.Option(metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."),
@@ -97,10 +105,12 @@ def leaderboard(
     resamples: Resamples = 1000,
     confidence: Confidence = 0.95,
     bootstrap_seed: BootstrapSeed = 0,
+    preset: Preset = None,
 ) -> None:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
 
     Example: bob leaderboard --results-dir results/raw --out results --filter family=vit
+    Example: bob leaderboard --preset bob
     """
     from bob.cli import board  # pandas, scipy and plotly: never needed by `bob --help`
 
@@ -109,6 +119,6 @@ def leaderboard(
         best_of=best_of or [], min_backbones=min_backbones,
         efficiency_suites=efficiency_suite or ["efficiency"], pareto_y=pareto_y, pareto_cost=pareto_cost,
         group_by=group_by, top=top, intervals=intervals, resamples=resamples, confidence=confidence,
-        bootstrap_seed=bootstrap_seed,
+        bootstrap_seed=bootstrap_seed, preset=preset,
     )  # fmt: skip
     raise typer.Exit(0)

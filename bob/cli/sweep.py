@@ -11,15 +11,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bob.cli.options import BatchSize, CacheDir, Device, NumWorkers, Quiet, ResultsDir, Samples
+from bob.cli.options import BatchSize, CacheDir, Device, GeometryCache, NumWorkers, Quiet, ResultsDir, Samples
 from bob.cli.tables import print_outcomes
 from bob.console import console, stdout_console
 from bob.errors import UsageError
+from bob.sweep.geometry import GeometryReport, geometry_report
 from bob.sweep.spec import DEFAULT_MAX_RUNS
 
 if TYPE_CHECKING:
     from bob.sweep.driver import SweepState, SweepSummary
-    from bob.sweep.plan import Plan
+    from bob.sweep.plan import Dependency, Plan
 
 MAX_LISTED = 20  # failed runs listed by name after a sweep; the rest are counted
 MAX_TABLE = 40  # sweeps up to this many runs end with the result table `bob run` prints
@@ -30,6 +31,14 @@ SweepFile = Annotated[
 ]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print runs, breakdowns and extractions; run nothing.")
+]
+Geometry = Annotated[
+    bool,
+    typer.Option(
+        "--geometry",
+        help="With --dry-run: group the extractions by eval geometry and print the decodes and the bytes "
+        "a --geometry-cache would hold (resolves each backbone's transform: imports its library).",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
 Executor = Annotated[str, typer.Option("--executor", "-x", help="local | ray | slurm.")]
@@ -65,6 +74,7 @@ RerunAll = Annotated[bool, typer.Option("--overwrite", help="Re-run every run, r
 def sweep(
     file: SweepFile,
     dry_run: DryRun = False,
+    geometry: Geometry = False,
     as_json: AsJson = False,
     executor: Executor = "local",
     address: Address = None,
@@ -84,6 +94,7 @@ def sweep(
     batch_size: BatchSize = 64,
     num_workers: NumWorkers = None,
     samples: Samples = True,
+    geometry_cache: GeometryCache = None,
     yes: Yes = False,
     quiet: Quiet = False,
 ) -> None:
@@ -95,8 +106,10 @@ def sweep(
     from bob import api  # the suite registry and the runner: never needed by `bob --help`
 
     plan = api.sweep_plan(file)
+    if geometry and not dry_run:
+        raise UsageError("--geometry goes with --dry-run: it reports what a run would decode and store.")
     if dry_run:
-        print_plan(plan, as_json)
+        print_plan(plan, as_json, geometry)
         if results_dir.is_dir() and not as_json:
             print_status(api.sweep_status(plan, results_dir, mode, keep=False), results_dir)
         raise typer.Exit(0)
@@ -107,6 +120,7 @@ def sweep(
         plan, mode=mode, executor=executor, executor_options=_executor_settings(executor, **flags),
         results_dir=results_dir, cache_dir=cache_dir, device=device, batch_size=batch_size,
         num_workers=num_workers, samples=samples, display=api.SweepDisplay(console(), enabled=not quiet), yes=yes,
+        geometry_cache=geometry_cache,
     )  # fmt: skip
     print_summary(plan, summary, mode, results_dir)
     print_outcomes(api.load_outcomes(plan.specs(), results_dir) if plan.runs <= MAX_TABLE else [])
@@ -140,10 +154,15 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
-def print_plan(plan: Plan, as_json: bool) -> None:
-    """Runs, extractions and plan groups, and the runs by suite, family and weights."""
+def print_plan(plan: Plan, as_json: bool, geometry: bool = False) -> None:
+    """Runs, extractions and plan groups, and the runs by suite, family and weights; with `geometry`,
+    the decodes and geometry-cache bytes of the plan's extractions."""
     breakdown = plan.breakdown()
     out = stdout_console()
+    report = None
+    if geometry:
+        report = geometry_report(plan)  # resolves transforms: imports the backbones' libraries
+    edges = plan.dependencies()
     if as_json:
         data = {
             "sweep": plan.name,
@@ -153,6 +172,13 @@ def print_plan(plan: Plan, as_json: bool) -> None:
             "groups": plan.group_count,
             **{f"by_{k}": dict(v) for k, v in breakdown.items()},
         }
+        if report is not None:
+            data["geometry"] = report.to_dict()
+        data["dependencies"] = len(edges)
+        data["dependency_edges"] = [
+            {"run": e.consumer.id, "task": e.consumer.task, "after": e.provider, "in_sweep": e.in_plan}
+            for e in edges
+        ]
         out.print_json(json.dumps(data))
         return
     out.print(
@@ -165,6 +191,9 @@ def print_plan(plan: Plan, as_json: bool) -> None:
     out.print(_counts_table("runs by suite", breakdown["suite"]))
     out.print(_counts_table("runs by family", breakdown["family"]))
     out.print(_counts_table("runs by weights", breakdown["weights"]))
+    if report is not None:
+        print_geometry(report)
+    print_dependencies(edges)
     limit = plan.max_runs or DEFAULT_MAX_RUNS
     if plan.runs > limit:
         out.print(
@@ -172,6 +201,41 @@ def print_plan(plan: Plan, as_json: bool) -> None:
             "(or a max_runs key in the file that covers it).",
             highlight=False,
         )
+
+
+def print_dependencies(edges: list[Dependency], shown: int = 20) -> None:
+    """The runs that read another run's result (ood `mode=checkpoint` reads a finetune run): each
+    executor starts them only after the runs they read."""
+    if not edges:
+        return
+    out = stdout_console()
+    outside = sum(not e.in_plan for e in edges)
+    out.print(
+        f"{len(edges)} dependencies (a run that reads another run's result runs after it)"
+        + (f"; {outside} read runs outside this sweep, which must exist already" if outside else ""),
+        highlight=False,
+        markup=False,
+    )
+    for edge in edges[:shown]:
+        out.print(f"  {edge.describe()}", highlight=False, markup=False)
+    if len(edges) > shown:
+        out.print(f"  … {len(edges) - shown} more (--json lists all)", highlight=False, markup=False)
+
+
+def print_geometry(report: GeometryReport) -> None:
+    """Decodes with and without the geometry cache, and what the cache would hold."""
+    out = stdout_console()
+    ratio = report.extractions / report.geometries if report.geometries else 0.0
+    out.print(
+        f"geometry: {report.extractions} unique extractions · {report.geometries} unique geometries "
+        f"(decodes with --geometry-cache; {report.extractions} without, {ratio:.2f} extractions per decode) · "
+        f"geometry cache {report.cache_bytes / 1e9:.2f} GB"
+        + (f" plus unsized datasets: {', '.join(sorted(report.unsized))}" if report.unsized else ""),
+        highlight=False,
+        markup=False,
+    )
+    for backbone, why in sorted(report.unresolved.items()):
+        out.print(f"  transform unknown for {backbone}: {why}", highlight=False, markup=False)
 
 
 def print_status(state: SweepState, results_dir: Path) -> None:

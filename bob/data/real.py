@@ -55,6 +55,11 @@ LAYOUTS: dict[str, Layout] = {
     "pets": Layout("oxford-iiit-pet", "images/*.jpg and annotations/{trainval,test}.txt"),
     "food101": Layout("food-101", "images/<class>/*.jpg and meta/{train,test}.json"),
     "eurosat": Layout("eurosat/2750", "one folder per class (AnnualCrop, Forest, …) of the RGB .jpg tiles"),
+    "eurosat-coop": Layout(
+        "eurosat",
+        "2750/<class>/*.jpg (the RGB tiles) and CoOp's split file split_zhou_EuroSAT.json beside 2750/ "
+        "(from https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md#eurosat)",
+    ),
     "imagenet": Layout(
         "imagenet",
         "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the ILSVRC-2012 images, validation images sorted "
@@ -176,6 +181,50 @@ def load_eurosat(info: DatasetInfo, split: str, *, root: Path, download: bool = 
     full = FileSplit(info.name, "all", list(ds.classes), root / LAYOUTS["eurosat"].subdir, paths, labels)
     train_idx, test_idx = stratified_partition(labels, 0.2, SPLIT_SEED)
     return full.subset(train_idx if split == "train" else test_idx, split)
+
+
+def load_eurosat_json(
+    info: DatasetInfo,
+    split: str,
+    *,
+    root: Path,
+    download: bool = False,
+    split_file: str = "split_zhou_EuroSAT.json",
+) -> FileSplit:
+    """EuroSAT RGB in the CoOp-style JSON split BoB used (train / val / test lists of
+    [path under 2750/, label, class name]); classes are named by their folders, in label order."""
+    import json
+
+    if download:
+        log.warning("CoOp's EuroSAT split file cannot be downloaded by bob; ignoring download=true")
+    layout = LAYOUTS["eurosat-coop"]
+    folder = root / layout.subdir
+    path = folder / split_file
+    if not path.is_file() or not (folder / "2750").is_dir():
+        missing = "the split file" if not path.is_file() else "the 2750/ image folder"
+        raise DatasetNotFoundError(
+            f"Dataset '{info.name}' was not found: bob looked in {folder} and expected {layout.expects} "
+            f"there ({missing} is missing). Point bob at the folder that holds 'eurosat/' with "
+            "`--task-arg root=DIR`, or set the BOB_DATA_ROOT environment variable to it."
+        )
+    splits = json.loads(path.read_text())
+    if split not in splits:
+        raise UsageError(f"{path} has no '{split}' list (it has: {', '.join(sorted(splits))}).")
+    names: dict[int, str] = {}
+    for items in splits.values():
+        for rel, label, _ in items:
+            cls = Path(rel).parts[0]
+            if names.setdefault(int(label), cls) != cls:
+                raise UsageError(
+                    f"{path}: label {label} names two class folders, {names[int(label)]} and {cls}."
+                )
+    if sorted(names) != list(range(len(names))):
+        raise UsageError(f"{path}: labels must be 0..{len(names) - 1}, got {sorted(names)}.")
+    items = splits[split]
+    paths = [folder / "2750" / rel for rel, _, _ in items]
+    labels = np.asarray([int(label) for _, label, _ in items], dtype=np.int64)
+    classes = [names[i] for i in range(len(names))]
+    return FileSplit(info.name, split, classes, folder, paths, labels)
 
 
 def _class_dirs(folder: Path) -> list[str]:

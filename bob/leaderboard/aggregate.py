@@ -15,6 +15,9 @@ Conventions (printed with every board and documented in docs/leaderboard.md):
   (each suite weighs the same) or, with weighting="setting", the mean over all its z-scored settings.
 - Rank in a setting = 1 + number of reference backbones strictly better + half the ties; mean rank
   over the covered settings. A backbone that misses z-scored settings is flagged `incomplete`.
+- With a preset (presets.py, e.g. `bob`), the runs are regrouped first: the board's groups are the
+  preset's task types instead of the suites, its best-of args apply per suite, and its extra metrics
+  become settings of their own.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pandas as pd
 from bob.errors import UsageError
 from bob.leaderboard.load import LoadedResults
 from bob.leaderboard.pareto_view import check_y, pareto_frame
+from bob.leaderboard.presets import describe, get_preset, regroup, task_args_best_of
 
 if TYPE_CHECKING:
     from bob.leaderboard.intervals import Intervals
@@ -66,8 +70,11 @@ class BoardOptions:
     resamples: int = 1000
     confidence: float = 0.95
     bootstrap_seed: int = 0
+    # A named aggregation (bob.leaderboard.presets): "" is the default board.
+    preset: str = ""
 
     def __post_init__(self) -> None:
+        get_preset(self.preset)  # an unknown name is a usage error here, before any file is read
         if self.weighting not in WEIGHTINGS:
             raise UsageError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}.")
         if self.min_backbones < 2:
@@ -82,12 +89,19 @@ class BoardOptions:
             raise UsageError(f"--confidence must be in [0.5, 1), e.g. 0.95; got {self.confidence}.")
 
     def convention(self) -> str:
+        preset = get_preset(self.preset)
+        group = "task-type" if preset else "suite"
         overall = (
-            "overall = mean of the per-suite scores (each suite weighs the same)"
+            f"overall = mean of the {group} scores (each {group.replace('-', ' ')} weighs the same)"
+            if preset and self.weighting == "suite"
+            else "overall = mean of the per-suite scores (each suite weighs the same)"
             if self.weighting == "suite"
             else "overall = mean z over all z-scored settings (each setting weighs the same)"
         )
         best = f"; best of grid over {', '.join(self.best_of)}" if self.best_of else ""
+        if preset:
+            best += "".join(f"; best of grid over {', '.join(a)} in {s}" for s, a in preset.best_of)
+            best += f"; {describe(preset)}"
         intervals = (
             f" [lo, hi]: {self.confidence:.0%} percentile-bootstrap interval ({self.resamples} paired resamples of "
             f"test samples and seeds, seed {self.bootstrap_seed}); (a–b): the range of a rank."
@@ -97,7 +111,7 @@ class BoardOptions:
         return (
             "z = (score − mean) / std (ddof=0) per task setting over pretrained backbones with a result "
             f"(settings with < {self.min_backbones} are not z-scored); lower-is-better metrics negated; "
-            f"seeds averaged first; suite score = mean z over its settings; {overall}{best}.{intervals}"
+            f"seeds averaged first; {group} score = mean z over its settings; {overall}{best}.{intervals}"
         )
 
 
@@ -113,6 +127,19 @@ class Board:
     skipped: list[Any] = field(default_factory=list)
     efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # backbone × efficiency setting
     intervals: Intervals | None = None  # set by the build when intervals are on
+    preset_notes: list[str] = field(default_factory=list)  # what a preset left off or added
+
+    @property
+    def group_label(self) -> str:
+        """What the board averages over before the overall score: suites, or a preset's task types."""
+        return "task type" if self.options.preset else "suite"
+
+    def preset_text(self) -> tuple[str, list[str], list[str]]:
+        """(heading, the preset's reconstructed choices, what it left off or added); empty without one."""
+        preset = get_preset(self.options.preset)
+        if preset is None:
+            return "", [], []
+        return f"Preset {preset.name}: {preset.summary}", list(preset.choices), list(self.preset_notes)
 
     def pareto(self, table: pd.DataFrame) -> pd.DataFrame:
         """GMACs vs `options.pareto_y` for the backbones of `table`, with the Pareto front marked."""
@@ -120,11 +147,13 @@ class Board:
         return pareto_frame(table, eff_runs, self.settings, self.options.pareto_y, self.options.pareto_cost)
 
 
-def _setting_labels(frame: pd.DataFrame, best_of: tuple[str, ...]) -> pd.DataFrame:
+def _setting_labels(frame: pd.DataFrame, options: BoardOptions) -> pd.DataFrame:
     """Map each (task, task_version, task_args) to its setting label and its full (un-collapsed) label."""
     combos = frame[MERGE_KEYS].drop_duplicates()
+    preset = get_preset(options.preset)
     out = []
     for task, group in combos.groupby("task", sort=True):
+        best_of = task_args_best_of(str(task), preset, options.best_of)
         # Version and main metric are part of a setting's identity: runs that disagree on them are
         # not comparable, so they become separate settings rather than one mixed column.
         parsed = [
@@ -231,7 +260,8 @@ def _backbone_table(
     n_total = int(settings["zscored"].sum()) if len(settings) else 0
     table["covered"] = scored.groupby("backbone_key")["z"].count().reindex(table.index).fillna(0).astype(int)
     table["n_settings"] = n_total
-    table["n_runs"] = runs.groupby("backbone_key").size()
+    # A preset's extra-metric rows share their run's file: count files, not rows.
+    table["n_runs"] = runs.drop_duplicates("path").groupby("backbone_key").size()
     table["size"] = np.where(
         table["params"].isna(), "unknown", np.where(table["params"] < SMALL_PARAMS, "small", "large")
     )
@@ -297,10 +327,26 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
                 f"No results for suite(s) {', '.join(unknown)}; the results have: {', '.join(sorted(known)) or 'none'}."
             )
         runs, failed = runs[runs["suite"].isin(options.suites)], failed[failed["suite"].isin(options.suites)]
-    labels = _setting_labels(pd.concat([runs, failed]), options.best_of)
+    preset, notes = get_preset(options.preset), []
+    if preset is not None:  # efficiency results stay beside the board, as on the default one
+        cost, cost_failed = (
+            runs["suite"].isin(options.efficiency_suites),
+            failed["suite"].isin(options.efficiency_suites),
+        )
+        regrouped = regroup(preset, runs[~cost], failed[~cost_failed])
+        runs = pd.concat([regrouped.runs, runs[cost]], ignore_index=True)
+        failed = pd.concat([regrouped.failed, failed[cost_failed]], ignore_index=True)
+        notes = regrouped.notes
+    labels = _setting_labels(pd.concat([runs, failed]), options)
     runs, failed = _with_settings(runs, labels), _with_settings(failed, labels)
     is_cost = runs["suite"].isin(options.efficiency_suites)
     efficiency, scored = _efficiency(runs[is_cost]), runs[~is_cost]
+    if preset is not None and scored.empty:
+        raise UsageError(
+            f"No run to score under preset {options.preset!r}: "
+            + ("; ".join(notes) or "the results hold none of its tasks")
+            + "."
+        )
     cells = _cells(scored)
     meta = scored.groupby("backbone_key")["is_random"].first()
     reference = ~cells["backbone_key"].map(meta).astype(bool)
@@ -317,4 +363,5 @@ def build_board(loaded: LoadedResults, options: BoardOptions | None = None) -> B
         suites=sorted(settings.loc[settings["zscored"], "suite"].unique()) if len(settings) else [],
         skipped=loaded.skipped,
         efficiency=efficiency,
+        preset_notes=notes,
     )

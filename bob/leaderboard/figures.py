@@ -47,7 +47,7 @@ def suite_heatmap(board: Board, table: pd.DataFrame) -> dict[str, Any]:
             }
         ],
         "layout": {
-            "title": {"text": "Per-suite z-score"},
+            "title": {"text": f"Per-{board.group_label} z-score"},
             "height": height,
             "yaxis": {"autorange": "reversed", "automargin": True},
             "xaxis": {"automargin": True},

@@ -218,7 +218,10 @@ def load_results(results_dir: Path | str) -> LoadedResults:
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     metrics = [row.pop("metrics") for row in rows]
+    records = [row.pop("samples_record") for row in rows]
     frame = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    # Kept beside the long columns, so the intervals read each run's record without reparsing its file.
+    frame["samples_record"] = pd.Series(records, index=frame.index, dtype=object)
     if rows:
         extra = pd.DataFrame(metrics).add_prefix("metric:")
         frame = pd.concat([frame, extra.set_index(frame.index)], axis=1)

@@ -111,7 +111,21 @@ def settings_table(board: Board) -> str:
         for _, s in board.settings.iterrows()
     ]
     return _simple_table(
-        ["setting", "suite", "metric", "backbones", "mean", "std", "z-scores"], rows, "settings"
+        ["setting", board.group_label, "metric", "backbones", "mean", "std", "z-scores"], rows, "settings"
+    )
+
+
+def preset_html(board: Board) -> str:
+    """The preset's summary, every choice it reconstructed, and what it left off or added."""
+    heading, choices, notes = board.preset_text()
+    if not heading:
+        return ""
+    items = "".join(f"<li>{esc(c)}</li>" for c in choices)
+    extra = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    return (
+        f'<section id="preset"><h2>{esc(heading)}</h2>'
+        "<p>Reconstructed choices (BoB published no aggregation code):</p>"
+        f"<ul>{items}</ul>" + (f"<ul>{extra}</ul>" if extra else "") + "</section>"
     )
 
 
@@ -240,6 +254,7 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         f"<p>{esc(counts)}</p>",
         f'<p class="legend">{esc(fmt.LEGEND)}</p>',
         f'<p class="legend">{esc(fmt.INTERVAL_LEGEND)}</p>' if board.intervals is not None else "",
+        preset_html(board),
         "<h2>Board</h2>",
         board_table(board, table, anchors),
         compare_section(board, table),

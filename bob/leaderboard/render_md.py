@@ -132,7 +132,16 @@ def settings_lines(board: Board) -> list[str]:
         ]
         for _, s in board.settings.iterrows()
     ]
-    return _table(["setting", "suite", "metric", "backbones", "mean", "std", "z-scores"], rows)
+    return _table(["setting", board.group_label, "metric", "backbones", "mean", "std", "z-scores"], rows)
+
+
+def preset_lines(board: Board) -> list[str]:
+    """The preset's summary, every choice it reconstructed, and what it left off or added."""
+    heading, choices, notes = board.preset_text()
+    if not heading:
+        return []
+    lines = [f"## {esc(heading)}", "", "Reconstructed choices (BoB published no aggregation code):", ""]
+    return [*lines, *(f"- {esc(c)}" for c in choices), "", *(f"- {esc(n)}" for n in notes), ""]
 
 
 def analyses_lines(board: Board, table: pd.DataFrame) -> list[str]:
@@ -211,6 +220,7 @@ def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str)
     lines = [f"# {esc(title)}", "", f"Convention: {esc(board.options.convention())}", "", esc(fmt.LEGEND), ""]
     if board.intervals is not None:
         lines += [esc(fmt.INTERVAL_LEGEND), ""]
+    lines += preset_lines(board)
     lines += board_lines(board, table)
     lines += interval_lines(board)
     lines += efficiency_lines(board)

@@ -77,6 +77,8 @@ def _check(record: Any) -> str:
     """Why the protocol record rules the run out before its file is opened ("" when it does not)."""
     if not isinstance(record, dict):
         return REASONS["absent"]
+    if record.get("derived"):  # a preset's extra metric of a run (presets.py): not what its file holds
+        return str(record["derived"])
     if not record.get("stored", True):
         return REASONS["off"]
     if record.get("check"):

@@ -6,6 +6,7 @@ features, ...), so the shared knobs have one definition, one default and one hel
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,8 +14,48 @@ from bob.backbones.catalog import BACKBONES, is_factory_name
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 from bob.task import TaskArgs, run_arg
+from bob.tasks.common.bob_recipes import bob_recipe
 from bob.tasks.common.recipe import FinetuneConfig
 from bob.weights import WeightsRequest
+
+# ------------------------------------------------------------------------------------------- protocol
+# `protocol=bob` reproduces Battle of the Backbones' code knob by knob where the suite's building blocks
+# allow (docs/protocols.md, docs/bob-fidelity.md); `default` is bob's own protocol. One declaration for
+# every suite BoB ran: `protocol: str = protocol_arg()` in the suite's Args plus `check_protocol` in its
+# `validate`, or subclass `ProtocolArgs`. Left out of a run's identity while it is `default`, so runs
+# from before the arg existed keep their ids.
+
+PROTOCOLS = ("default", "bob")
+
+
+def protocol_arg(
+    help: str = "default (bob's protocol) or bob (Battle of the Backbones' code, knob by knob)",
+) -> Any:
+    """The `protocol` task arg: `default` or `bob`; out of the run identity while `default`."""
+    return run_arg("default", help, omit_default=True)
+
+
+def check_protocol(protocol: str) -> None:
+    """A clear error (with did-you-mean) for a protocol that is neither `default` nor `bob`."""
+    if protocol not in PROTOCOLS:
+        hint = f"Valid values: {', '.join(PROTOCOLS)}."
+        raise UnknownNameError("protocol", protocol, suggest(protocol, PROTOCOLS, 2), hint)
+
+
+@dataclass
+class ProtocolArgs(TaskArgs):
+    """The `protocol` arg as a group, for Args that take it by inheritance (`class A(ProtocolArgs, ...)`)."""
+
+    protocol: str = protocol_arg()
+
+    @property
+    def is_bob(self) -> bool:
+        """True under `protocol=bob`."""
+        return self.protocol == "bob"
+
+    def validate(self) -> None:
+        super().validate()
+        check_protocol(self.protocol)
 
 
 @dataclass
@@ -173,13 +214,30 @@ DISTILL_ARGS = (
 )
 
 
+# The knobs `protocol=bob` takes from tasks/common/bob_recipes.yaml when they are left at bob's default:
+# (task arg, recipe key). epochs, warmup_epochs and batch_size default to None, so any value set is
+# the user's; the others count as the user's when they differ from bob's default.
+BOB_RECIPE_ARGS = (
+    ("lr", "lr"),
+    ("weight_decay", "weight_decay"),
+    ("layer_decay", "layer_decay"),
+    ("drop_path", "drop_path"),
+    ("auto_augment", "auto_augment"),
+)
+
+
 @dataclass
-class FinetuneRecipeArgs(TaskArgs):
-    """BoB's recipe: schedule, optimizer, augmentation and the distillation knobs; `config` resolves it."""
+class FinetuneRecipeArgs(ProtocolArgs):
+    """BoB's recipe: schedule, optimizer, augmentation and the distillation knobs; `config` resolves it.
+
+    `protocol=bob` takes BoB's values for the suite (`bob_suite`) and the backbone from
+    tasks/common/bob_recipes.yaml (`resolve`): schedule, optimizer, per-GPU batch and BoB's effective
+    batch by gradient accumulation, with BoB's lr scaled linearly when the effective batch differs."""
 
     real_schedule: ClassVar[tuple[int, int, int]] = REAL_SCHEDULE
     small_schedule: ClassVar[tuple[int, int, int]] = SMALL_SCHEDULE
     val_fraction_may_be_zero: ClassVar[bool] = False
+    bob_suite: ClassVar[str] = "finetune"  # whose recipe protocol=bob applies
 
     epochs: int | None = run_arg(None, "training epochs (default: 100 on real datasets, 3 on embedded ones)")
     warmup_epochs: int | None = run_arg(None, "linear warm-up epochs (default: 5 real, 1 embedded)")
@@ -209,6 +267,18 @@ class FinetuneRecipeArgs(TaskArgs):
     kd_baseline: bool = run_arg(
         False, "with a teacher: also fine-tune without it in the same run and report gain_top1"
     )
+    accum_steps: int | None = run_arg(
+        None,
+        "batches per optimizer step (gradient accumulation; default 1, protocol=bob: BoB's "
+        "accum_iter × its 8 GPUs)",
+        omit_default=True,
+    )
+    effective_batch: int | None = run_arg(
+        None,
+        "images per optimizer step, batch_size × accum_steps (sets accum_steps; protocol=bob scales "
+        "BoB's lr linearly from BoB's effective batch)",
+        omit_default=True,
+    )
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -232,6 +302,10 @@ class FinetuneRecipeArgs(TaskArgs):
             )
         if self.lr <= 0 or self.weight_decay < 0:
             raise UsageError("lr must be positive and weight_decay non-negative.")
+        for name in ("accum_steps", "effective_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value}.")
         if not 0.0 < self.layer_decay <= 1.0:
             raise UsageError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
         for name in ("drop_path", "label_smoothing", "random_erasing"):
@@ -260,24 +334,92 @@ class FinetuneRecipeArgs(TaskArgs):
                 BACKBONES.get(self.teacher, live=True)  # an unknown name: did-you-mean, before any run
             WeightsRequest.parse(self.teacher_weights)
 
-    def config(self, dataset_kind: str) -> FinetuneConfig:
-        """The loop's config, with the schedule defaults of the dataset's kind filled in."""
+    def config(self, dataset_kind: str, backbone: str = "") -> FinetuneConfig:
+        """The loop's config, with the schedule defaults of the dataset's kind filled in (see `resolve`)."""
+        return self.resolve(dataset_kind, backbone)[0]
+
+    def resolve(self, dataset_kind: str, backbone: str = "") -> tuple[FinetuneConfig, dict[str, Any]]:
+        """The loop's config and what the protocol records about it: the effective batch, and under
+        `protocol=bob` BoB's recipe for this suite and the catalog `backbone` with every value applied."""
         epochs, warmup, batch = self.real_schedule if dataset_kind == "real" else self.small_schedule
+        knobs = {name: getattr(self, name) for name, _ in BOB_RECIPE_ARGS}
+        record: dict[str, Any] = {}
+        reference_batch, bob_lr = None, None
+        if self.is_bob:
+            recipe = bob_recipe(self.bob_suite, backbone)
+            values, defaults = recipe.values, _field_defaults(self)
+            epochs, warmup, batch = values["epochs"], values["warmup_epochs"], values["batch"]
+            kept = [name for name, _ in BOB_RECIPE_ARGS if knobs[name] != defaults[name]]
+            knobs.update({name: values[key] for name, key in BOB_RECIPE_ARGS if name not in kept})
+            reference_batch = recipe.effective_batch
+            bob_lr = knobs["lr"] if "lr" not in kept else None
+            record["recipe"] = recipe.describe()
+            record["args_kept_over_recipe"] = kept + [
+                n for n in ("epochs", "warmup_epochs", "batch_size") if getattr(self, n) is not None
+            ]
         epochs = self.epochs if self.epochs is not None else epochs
         warmup = self.warmup_epochs if self.warmup_epochs is not None else min(warmup, epochs - 1)
         if warmup >= epochs:
             raise UsageError(f"warmup_epochs ({warmup}) must be smaller than epochs ({epochs}).")
-        return FinetuneConfig(
+        batch = self.batch_size if self.batch_size is not None else batch
+        accum = self._accum_steps(batch, reference_batch)
+        lr = knobs["lr"]
+        if bob_lr is not None and reference_batch is not None and batch * accum != reference_batch:
+            lr = bob_lr * batch * accum / reference_batch
+            record["lr_scaling"] = (
+                f"linear: BoB's lr {bob_lr:g} at its effective batch {reference_batch} × "
+                f"{batch * accum}/{reference_batch} = {lr:g}"
+            )
+        auto_augment = knobs["auto_augment"]
+        cfg = FinetuneConfig(
             epochs=epochs,
             warmup_epochs=warmup,
-            batch_size=self.batch_size if self.batch_size is not None else batch,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            layer_decay=self.layer_decay,
+            batch_size=batch,
+            accum_steps=accum,
+            lr=lr,
+            weight_decay=knobs["weight_decay"],
+            layer_decay=knobs["layer_decay"],
             mixup=self.mixup,
             cutmix=self.cutmix,
             label_smoothing=self.label_smoothing,
-            auto_augment=None if self.auto_augment.lower() in ("", "none") else self.auto_augment,
+            auto_augment=None if auto_augment.lower() in ("", "none") else auto_augment,
             random_erasing=self.random_erasing,
             amp=self.amp,
         )
+        return cfg, record
+
+    def drop_path_rate(self) -> float:
+        """The drop-path rate to train with: the task arg, or BoB's under protocol=bob when left at default."""
+        if self.is_bob and self.drop_path == _field_defaults(self)["drop_path"]:
+            return bob_recipe(self.bob_suite, "").values["drop_path"]
+        return self.drop_path
+
+    def _accum_steps(self, batch: int, reference_batch: int | None) -> int:
+        """Batches per optimizer step: from effective_batch, accum_steps, BoB's effective batch, else 1."""
+        if self.effective_batch is not None:
+            if self.effective_batch % batch:
+                raise UsageError(
+                    f"effective_batch ({self.effective_batch}) must be a multiple of batch_size ({batch})."
+                )
+            accum = self.effective_batch // batch
+            if self.accum_steps is not None and self.accum_steps != accum:
+                raise UsageError(
+                    f"accum_steps={self.accum_steps} disagrees with effective_batch={self.effective_batch} / "
+                    f"batch_size={batch} = {accum}: set one of them."
+                )
+            return accum
+        if self.accum_steps is not None:
+            return self.accum_steps
+        if reference_batch is not None:
+            if reference_batch % batch:
+                raise UsageError(
+                    f"protocol=bob accumulates to BoB's effective batch {reference_batch}, which batch_size "
+                    f"({batch}) does not divide: pick a divisor, or set effective_batch."
+                )
+            return reference_batch // batch
+        return 1
+
+
+def _field_defaults(args: TaskArgs) -> dict[str, Any]:
+    """Each task arg's declared default (the class's own, where a subclass redeclares it)."""
+    return {f.name: f.default for f in dataclasses.fields(args)}

@@ -9,6 +9,8 @@ BoB's recipe (timm 0.6 `train.py` + the `*_ft.yaml` defaults):
     `timm.data.Mixup` and `SoftTargetCrossEntropy` (plain label-smoothed cross-entropy when both
     alphas are 0);
   - AMP on CUDA (bfloat16 where supported, else float16 with a grad scaler);
+  - gradient accumulation (`accum_steps` batches per optimizer step, as BoB's `accum_iter`), so
+    one device reaches BoB's effective batch;
   - after every epoch the model is scored on `val` and the best epoch's weights are kept (ties keep
     the earlier epoch); with no `val`, the last epoch is kept.
 With `distill` (common/distill_loss.py; the teacher comes from common/distill.py) the targets are a teacher's soft labels instead (labelled and
@@ -20,6 +22,7 @@ backbone, the validation holdout, the test split's metrics and the saved checkpo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -74,7 +77,9 @@ class Classifier(nn.Module):
         return self.head(self.backbone.forward_pooled(x))
 
 
-class _LabelledImages(torch.utils.data.Dataset):
+class LabelledImages(torch.utils.data.Dataset):
+    """(transformed image, label) pairs of a split, for a DataLoader."""
+
     def __init__(self, split: ImageSplit, transform: ImageTransform) -> None:
         self.split, self.transform = split, transform
 
@@ -129,7 +134,7 @@ def evaluate(
 ) -> np.ndarray:
     """Logits [N, C] of `model` on `split` with the eval transform, in inference mode."""
     loader = torch.utils.data.DataLoader(
-        _LabelledImages(split, eval_transform(data_config)),
+        LabelledImages(split, eval_transform(data_config)),
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda",
@@ -171,9 +176,11 @@ def finetune_classifier(
     batch_size = _train_batch_size(len(train), cfg.batch_size)
     model, groups, optimizer = _model_and_optimizer(backbone, num_classes, cfg, data_config, device)
     transform = train_transform(cfg, data_config)
-    images = _LabelledImages(train, transform) if distill is None else distill.dataset(train, transform)
+    images = LabelledImages(train, transform) if distill is None else distill.dataset(train, transform)
     loader = _train_loader(images, batch_size, device, seed, num_workers)
-    scheduler = _cosine_schedule(optimizer, cfg, len(loader))
+    # A window cannot span epochs: an epoch of fewer batches than accum_steps steps once, on all of them.
+    accum = min(cfg.accum_steps, len(loader)) or 1
+    scheduler = _cosine_schedule(optimizer, cfg, math.ceil(len(loader) / accum))
     mixup, criterion = _mixup_and_loss(cfg, num_classes)
     loss_of = _batch_loss(model, mixup, criterion, cfg, num_classes, device, distill, loss_fn)
     score = _EpochScore(
@@ -192,11 +199,15 @@ def finetune_classifier(
         device=device,
         epochs=cfg.epochs,
         amp=cfg.amp,
+        accum_steps=accum,
         hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), best],
         what="classifier",
         hint=f"lower the learning rate (task arg lr, now {cfg.lr}) or turn off amp",
     ).run()
     protocol = _protocol(cfg, groups, loop, best, mixup, criterion, distill, train, val, batch_size)
+    protocol.update({"accum_steps": accum, "effective_batch": batch_size * accum})
+    if accum != cfg.accum_steps:
+        protocol["accum_steps_requested"] = cfg.accum_steps
     return FinetuneResult(model, best.best_state, best.best_epoch, best.best_extras, score.history, protocol)
 
 
@@ -217,7 +228,8 @@ def _train_loader(
 def _cosine_schedule(
     optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, steps_per_epoch: int
 ) -> CosineLRScheduler:
-    """timm's cosine schedule with linear warm-up, counted in optimizer steps."""
+    """timm's cosine schedule with linear warm-up, counted in optimizer steps (`steps_per_epoch` of
+    them: with gradient accumulation, the batches of an epoch divided by `accum_steps`, rounded up)."""
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     return CosineLRScheduler(
         optimizer,

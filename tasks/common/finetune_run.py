@@ -13,14 +13,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from bob.backbones.base import Backbone, BackboneRef
+from bob.backbones.meta import DataConfig
 from bob.context import RunContext
 from bob.data.base import ImageSplit, stratified_partition
+from bob.errors import UsageError
 from bob.task import TaskOutput
+from bob.tasks.common.bob_recipes import bob_crop_pct
 from bob.tasks.common.distill_loss import SoftTargets
 from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.metrics import classification_metrics
@@ -76,12 +80,15 @@ def finetune_and_test(
     distill: SoftTargets | None = None,
     artifact: str = "checkpoint",
     keep_samples: bool = True,
+    test: ImageSplit | None = None,
+    data_config: DataConfig | None = None,
 ) -> TaskOutput:
     """Fine-tune on `train` (selecting on `val`), score on the test split, save the checkpoint and
     (`keep_samples`) the per-sample file. `distill`: a teacher's soft labels for every row of `train`
-    (common/distill.py)."""
+    (common/distill.py). `test` replaces the dataset's test split (protocol=bob scores the split BoB
+    reported); `data_config` the run's transform (protocol=bob's eval crop)."""
     backbone, drop = trainable_backbone(ctx, drop_path)
-    cfg_data = ctx.data_config
+    cfg_data = data_config if data_config is not None else ctx.data_config
     out = finetune_classifier(
         backbone,
         train,
@@ -94,7 +101,7 @@ def finetune_and_test(
         ctx.num_workers,
         distill=distill,
     )
-    test = ctx.split("test")
+    test = test if test is not None else ctx.split("test")
     logits = evaluate(out.model, test, cfg_data, ctx.device, cfg.batch_size, ctx.num_workers, cfg.amp)
     metrics = classification_metrics(logits, test.labels, ctx.num_classes)
     if "top1" in out.val_metrics:
@@ -112,3 +119,31 @@ def finetune_and_test(
     if not keep_samples:
         return output
     return save_samples(ctx, output, classification_samples(logits, test.labels))
+
+
+# ---------------------------------------------------------------------------------------- protocol=bob
+# BoB's timm train.py evaluates on the dataset's validation split every epoch, keeps the best epoch by
+# that top-1 and reports it: Flowers-102 val, FGVC-Aircraft's held-out val, EuroSAT's CoOp-style JSON
+# val, and CIFAR's and ImageNet's test sets (they have no val split). EuroSAT needs the JSON split.
+BOB_SPLIT_DATASETS = {"eurosat": "eurosat-coop"}
+
+
+def bob_eval_split(ctx: RunContext) -> tuple[str, ImageSplit]:
+    """The split BoB selected on and reported (`protocol=bob`): val where the dataset has one, else test."""
+    if ctx.dataset in BOB_SPLIT_DATASETS:
+        raise UsageError(
+            f"protocol=bob evaluates {ctx.dataset} on BoB's split, which the dataset "
+            f"'{BOB_SPLIT_DATASETS[ctx.dataset]}' provides: run {ctx.task.suite}/"
+            f"{BOB_SPLIT_DATASETS[ctx.dataset]} instead."
+        )
+    name = "val" if ctx.has_split("val") else "test"
+    return name, ctx.split(name)
+
+
+def bob_data_config(ctx: RunContext) -> tuple[DataConfig, dict[str, Any]]:
+    """The run's transform with BoB's eval crop for the backbone (bob_recipes.yaml; CLIP ViTs: 0.9),
+    where the dataset does not fix its own crop (small embedded images), and what was applied."""
+    crop = bob_crop_pct(ctx.ref.name)
+    if crop is None or ctx.info.crop_pct is not None:
+        return ctx.data_config, {}
+    return dataclasses.replace(ctx.data_config, crop_pct=crop), {"eval_crop_pct": crop}

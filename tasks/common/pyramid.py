@@ -30,7 +30,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from bob.backbones.base import Backbone
 from bob.backbones.meta import FeatureInfo
-from bob.errors import BackboneContractError
+from bob.errors import BackboneContractError, UsageError
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
@@ -108,23 +108,64 @@ class SimpleFeaturePyramid(nn.Module):
         return OrderedDict(zip(names, maps, strict=True))
 
 
-def set_trainable(backbone: Backbone, frozen: bool) -> None:
-    """Gradients for what `trainable()` names, unless `frozen`; none for the rest of the backbone."""
+def set_trainable(backbone: Backbone, frozen: bool, frozen_stages: int = 0) -> None:
+    """Gradients for what `trainable()` names, unless `frozen`; none for the rest of the backbone, nor
+    for the stem and the first `frozen_stages` stages (`stage_modules`)."""
     for p in backbone.parameters():
         p.requires_grad_(False)
     if not frozen:
         for p in backbone.trainable().parameters():
             p.requires_grad_(True)
+        for module in stage_modules(backbone, frozen_stages):
+            for p in module.parameters():
+                p.requires_grad_(False)
 
 
-def hold_backbone_mode(backbone: Backbone, frozen: bool, norm_eval: bool) -> None:
-    """After `train()`: a frozen backbone stays in eval mode; with `norm_eval` its BatchNorms do."""
+def stage_modules(backbone: Backbone, stages: int) -> list[nn.Module]:
+    """The stem and the first `stages` stages of a staged backbone, as mmdetection's `frozen_stages`
+    counts them: stage k is the feature level at stride 4 * 2**(k-1); what is frozen is every module that
+    runs before stage `stages + 1`'s module, i.e. the siblings registered before it and before each of
+    its parents (ResNet: conv1, bn1, layer1 for 1; ConvNeXt: stem, stages.0). Empty for `stages` <= 0; a
+    UsageError for a backbone without the levels to count."""
+    if stages <= 0:
+        return []
+    by_stride = {info.stride: info.module for info in backbone.feature_info}
+    needed = [4 * 2**k for k in range(stages + 1)]
+    if any(s not in by_stride for s in needed):
+        raise UsageError(
+            f"{backbone.meta.name}: frozen_stages={stages} needs feature levels at strides {needed} "
+            f"(the frozen stages, then a trained one); it has {sorted(by_stride)}."
+        )
+    modules = dict(backbone.named_modules())
+    target = next(
+        (n for n in modules if n and (n == by_stride[needed[-1]] or n.endswith("." + by_stride[needed[-1]]))),
+        None,
+    )
+    if target is None:
+        raise UsageError(f"{backbone.meta.name}: no module '{by_stride[needed[-1]]}' to count stages from.")
+    frozen: list[nn.Module] = []
+    parts = target.split(".")
+    for depth in range(len(parts), 0, -1):
+        parent, name = ".".join(parts[: depth - 1]), parts[depth - 1]
+        for child_name, child in modules[parent].named_children():
+            if child_name == name:
+                break
+            frozen.append(child)
+    return frozen
+
+
+def hold_backbone_mode(backbone: Backbone, frozen: bool, norm_eval: bool, frozen_stages: int = 0) -> None:
+    """After `train()`: a frozen backbone stays in eval mode; with `norm_eval` its BatchNorms do; the
+    frozen stem and stages stay in eval mode (mmdetection's `_freeze_stages`)."""
     if frozen:
         backbone.eval()
-    elif norm_eval:
+        return
+    if norm_eval:
         for m in backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    for module in stage_modules(backbone, frozen_stages):
+        module.eval()
 
 
 class BackboneWithPyramid(nn.Module):
@@ -137,9 +178,11 @@ class BackboneWithPyramid(nn.Module):
         frozen: bool = False,
         norm_eval: bool = True,
         pad_to: int | None = None,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.frozen_stages = frozen_stages
         self.plan = plan_pyramid(backbone.feature_info, backbone.meta.name)
         self.frozen, self.norm_eval, self.pad_to = frozen, norm_eval, pad_to
         self.out_channels = out_channels
@@ -149,11 +192,11 @@ class BackboneWithPyramid(nn.Module):
         else:
             self.neck = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.feature_names = [str(i) for i in range(len(self.plan.strides))]
-        set_trainable(backbone, frozen)
+        set_trainable(backbone, frozen, frozen_stages)
 
     def train(self, mode: bool = True) -> BackboneWithPyramid:
         super().train(mode)
-        hold_backbone_mode(self.backbone, self.frozen, self.norm_eval)
+        hold_backbone_mode(self.backbone, self.frozen, self.norm_eval, self.frozen_stages)
         return self
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:

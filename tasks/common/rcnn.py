@@ -34,9 +34,12 @@ def build_detector(
     frozen: bool = False,
     norm_eval: bool = True,
     pad_to: int | None = None,
+    frozen_stages: int = 0,
 ) -> nn.Module:
     """Mask R-CNN (masks=True) or Faster R-CNN over the backbone's pyramid; `num_classes` excludes background."""
-    body = BackboneWithPyramid(backbone, fpn_channels, frozen=frozen, norm_eval=norm_eval, pad_to=pad_to)
+    body = BackboneWithPyramid(
+        backbone, fpn_channels, frozen=frozen, norm_eval=norm_eval, pad_to=pad_to, frozen_stages=frozen_stages
+    )
     strides = [*body.plan.strides, 2 * body.plan.strides[-1]]
     anchors = AnchorGenerator(
         tuple((round(anchor_size * s / 4),) for s in strides), ((0.5, 1.0, 2.0),) * len(strides)
@@ -68,9 +71,10 @@ def square_pad(backbone: Backbone, size: int) -> int | None:
 
 
 def rcnn_detector(
-    backbone: Backbone, args: DetectorArgs, num_classes: int, masks: bool, size: int
+    backbone: Backbone, args: DetectorArgs, num_classes: int, masks: bool, size: int, frozen_stages: int = 0
 ) -> tuple[nn.Module, int | None]:
-    """The R-CNN on `backbone` as the task args ask, and the square pad size it needs (if any)."""
+    """The R-CNN on `backbone` as the task args ask, and the square pad size it needs (if any);
+    `frozen_stages` freezes the stem and that many first stages when fine-tuning (`stage_modules`)."""
     pad_to = square_pad(backbone, size)
     model = build_detector(
         backbone,
@@ -83,6 +87,7 @@ def rcnn_detector(
         frozen=args.mode == "frozen",
         norm_eval=args.norm_eval,
         pad_to=pad_to,
+        frozen_stages=frozen_stages,
     )
     return model, pad_to
 

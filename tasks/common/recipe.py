@@ -18,6 +18,7 @@ class FinetuneConfig:
     epochs: int = 100
     warmup_epochs: int = 5
     batch_size: int = 128
+    accum_steps: int = 1  # batches per optimizer step: the effective batch is batch_size × accum_steps
     lr: float = 1e-3
     min_lr: float = 1e-6
     warmup_lr: float = 1e-4

@@ -8,7 +8,8 @@ A suite supplies what is its own: the model, the optimizer, the batches and the 
     steps have run, mmdetection-style);
   - mixed precision on CUDA (`amp`): bfloat16 where the device supports it, else float16 with a
     gradient scaler; nothing changes on the CPU;
-  - gradient accumulation: `accum_steps` batches per optimizer step, each loss divided by it;
+  - gradient accumulation: `accum_steps` batches per optimizer step, each loss divided by it (an
+    epoch's last, partial window steps on the mean gradient of the batches it has);
   - the divergence check: a non-finite loss stops the run with `TrainingDivergedError` naming the
     epoch, the step and the loss's parts;
   - the progress bar, and the loss of every optimizer step (`losses`), from which `loss_history`
@@ -262,9 +263,17 @@ class TrainLoop:
         self._call("after_step")
 
     def _flush(self) -> None:
-        """An epoch that ends inside an accumulation window still takes its optimizer step."""
+        """An epoch that ends inside an accumulation window still takes its optimizer step, on the
+        mean gradient of the batches the window saw (each of their losses was divided by
+        `accum_steps`, so the gradients are scaled back up by `accum_steps / batches seen`)."""
         if self._micro:
-            self._pending *= self.accum_steps / self._micro
+            factor = self.accum_steps / self._micro
+            if factor != 1:
+                for group in self.optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.grad.mul_(factor)
+            self._pending *= factor
             self._optimizer_step()
 
     # ------------------------------------------------------------------------------------- helpers

@@ -12,7 +12,15 @@ Protocol (BoB §COCO detection, on torchvision's detector; deviations in docs/su
 loop and evaluation. With `search=lr`, Ray Tune first scores every grid lr on a seeded held-out part
 of train (box AP; train.py) and step 3 uses the winner; the search lands in `protocol["search"]`.
 The R-CNN, its training and prediction are shared with open-vocab (tasks/common/rcnn.py,
-detector_train.py); the task args are the detector's (`DetectorArgs`, tasks/common/args.py).
+detector_train.py); the task args are the detector's (`DetectorArgs`, tasks/common/args.py) plus
+`protocol` and `frozen_stages`.
+`frozen_stages=k` freezes the stem and the first k stages while fine-tuning (mmdetection's
+`frozen_stages`; tasks/common/pyramid.py). `protocol=bob` sets what BoB's detection configs set where
+bob's defaults differ: on Sim10k→Cityscapes, ResNets keep the `frozen_stages=1` they inherit from
+mmdetection's ResNet base (bob-ood-detection `configs/bob_sim2real/resnet/*`; BoB's ConvNeXt, SwinV2
+and ViTDet configs freeze no stage); Stable Diffusion reads ImageNet-normalised input
+(`bob.backbones.protocols`), at 512 px on real data and with the prompt "object detection"
+(bob-detection `configs/bob/stable_diff/*`, `mmdet/models/backbones/sd.py`).
 """
 
 from __future__ import annotations
@@ -20,13 +28,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bob.task import Task
-from bob.tasks.common.args import DetectorArgs
+from bob.errors import UsageError
+from bob.task import Task, run_arg
+from bob.tasks.common.args import DetectorArgs, check_protocol, protocol_arg
+
+# Datasets whose BoB configs (bob-ood-detection, configs/bob_sim2real) inherit mmdetection's ResNet
+# `frozen_stages=1`; COCO's (bob-detection, configs/bob) fine-tune every stage.
+BOB_FROZEN_STAGE_DATASETS = frozenset({"sim10k-cityscapes"})
+BOB_FROZEN_STAGES = 1
+BOB_SD_IMAGE_SIZE = 512  # bob-detection configs/bob/stable_diff: fixed 512x512 resize
+BOB_SD_PROMPT = "object detection"  # bob-detection mmdet/models/backbones/sd.py
 
 
 @dataclass
 class DetectionArgs(DetectorArgs):
-    """The detector's knobs (tasks/common/args.py), which open-vocab shares; detection adds none."""
+    """The detector's knobs (tasks/common/args.py), which open-vocab shares, plus the protocol preset and
+    `frozen_stages`."""
+
+    frozen_stages: int | None = run_arg(
+        None,
+        "freeze the stem and this many first stages when fine-tuning (mmdetection's frozen_stages); "
+        "default 0, or BoB's value under protocol=bob",
+        omit_default=True,
+    )
+    protocol: str = protocol_arg()
+
+    def validate(self) -> None:
+        super().validate()
+        check_protocol(self.protocol)
+        if self.frozen_stages is not None:
+            if self.frozen_stages < 0:
+                raise UsageError(f"frozen_stages must be 0 or more, got {self.frozen_stages}.")
+            if self.mode == "frozen":
+                raise UsageError("frozen_stages applies to mode=finetune; mode=frozen freezes every stage.")
 
 
 class Detection(Task):

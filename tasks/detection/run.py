@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
+from bob.backbones.protocols import with_protocol
 from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.errors import UsageError
 from bob.samples import SampleSet
 from bob.task import TaskOutput
-from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.coco_eval import coco_metrics
 from bob.tasks.common.detector_data import train_indices
 from bob.tasks.common.detector_train import (
@@ -25,16 +25,17 @@ from bob.tasks.common.detector_train import (
     train_detector,
 )
 from bob.tasks.common.samples import save_samples
-from bob.tasks.detection import Detection
-from bob.tasks.detection.model import describe_head, detector
+from bob.tasks.detection import BOB_SD_IMAGE_SIZE, BOB_SD_PROMPT, Detection, DetectionArgs
+from bob.tasks.detection.model import describe_head, detector, frozen_stages
 from bob.tasks.detection.train import search_lr
 
 
 def run(task: Detection, ctx: RunContext) -> TaskOutput:
-    args: DetectorArgs = task.args  # type: ignore[assignment]
+    args: DetectionArgs = task.args  # type: ignore[assignment]
+    preset = apply_protocol(ctx, args)
     train, test = detection_splits(task, ctx)
     n_train = len(train_indices(train))
-    size = args.image_size or ctx.info.image_size or REAL_IMAGE_SIZE
+    size = args.image_size or ctx.info.image_size or preset.get("image_size") or REAL_IMAGE_SIZE
     masks = train.has_masks and test.has_masks and args.head == "rcnn"  # the query head has no mask branch
     search = None
     if args.search == "lr":  # before the final fit: a missing Ray fails here, not after training
@@ -42,8 +43,9 @@ def run(task: Detection, ctx: RunContext) -> TaskOutput:
         args = dataclasses.replace(args, **search["best_config"])
     cfg = train_config(args, n_train, size)
     backbone = ctx.build_backbone(input_size=size)
+    stages, stages_why = frozen_stages(args, task.dataset, backbone)
     torch.manual_seed(ctx.seed)
-    model, pad_to = detector(backbone, args, len(train.classes), masks, size)
+    model, pad_to = detector(backbone, args, len(train.classes), masks, size, stages)
     start = time.perf_counter()
     history = train_detector(model, train, cfg, ctx.device, ctx.seed, ctx.num_workers)
     train_s = time.perf_counter() - start
@@ -59,6 +61,10 @@ def run(task: Detection, ctx: RunContext) -> TaskOutput:
         history, train_s=round(train_s, 2), num_detections=len(records), cocoeval_summary=summaries
     )
     protocol["data"] = {"train": train.describe(), "test": test.describe()}
+    if stages or args.frozen_stages is not None or args.protocol != "default":
+        protocol["frozen_stages"], protocol["frozen_stages_source"] = stages, stages_why
+    if args.protocol != "default":
+        protocol["protocol_preset"] = {"name": args.protocol, **preset}
     if search is not None:
         protocol["search"] = search
     artifacts = {}
@@ -66,6 +72,22 @@ def run(task: Detection, ctx: RunContext) -> TaskOutput:
         state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
         artifacts["detector"] = ctx.save_artifact("detector", state)
     return save_samples(ctx, TaskOutput(metrics, protocol, artifacts), samples["bbox"])
+
+
+def apply_protocol(ctx: RunContext, args: DetectionArgs) -> dict[str, Any]:
+    """The backbone as the protocol runs it (`bob.backbones.protocols`), and BoB's Stable Diffusion
+    detection knobs under protocol=bob: the prompt "object detection" (unless the run sets one) and a
+    512 px input on real data (unless `image_size` is set). Returns what it applied."""
+    ctx.ref = with_protocol(ctx.ref, args.protocol)  # before the backbone is built
+    if args.protocol != "bob" or ctx.ref.adapter != "diffusion":
+        return {}
+    applied: dict[str, Any] = {}
+    if "prompt" not in ctx.spec.backbone_args:
+        ctx.ref = dataclasses.replace(ctx.ref, args={**ctx.ref.args, "prompt": BOB_SD_PROMPT})
+        applied["prompt"] = BOB_SD_PROMPT
+    if args.image_size is None and ctx.info.image_size is None:
+        applied["image_size"] = BOB_SD_IMAGE_SIZE
+    return applied
 
 
 def detection_splits(task: Detection, ctx: RunContext) -> tuple[DetectionSplit, DetectionSplit]:

@@ -19,12 +19,12 @@ from bob.backbones.base import BackboneRef
 from bob.context import RunContext
 from bob.data.coco import DetectionSplit
 from bob.errors import UsageError
-from bob.tasks.common.args import DetectorArgs
 from bob.tasks.common.coco_eval import coco_metrics
 from bob.tasks.common.detector_data import train_indices
 from bob.tasks.common.detector_train import predict, train_config, train_detector
 from bob.tasks.common.tune import search_in_protocol
-from bob.tasks.detection.model import detector
+from bob.tasks.detection import DetectionArgs
+from bob.tasks.detection.model import detector, frozen_stages
 
 
 def holdout(train: DetectionSplit, fraction: float, seed: int) -> tuple[DetectionSplit, DetectionSplit]:
@@ -41,7 +41,7 @@ def holdout(train: DetectionSplit, fraction: float, seed: int) -> tuple[Detectio
 
 
 def search_lr(
-    ctx: RunContext, args: DetectorArgs, train: DetectionSplit, size: int, masks: bool
+    ctx: RunContext, args: DetectionArgs, train: DetectionSplit, size: int, masks: bool
 ) -> dict[str, Any]:
     """Ray Tune over `args.search_space` (BoB's lr grid, one FIFO trial per lr): each trial trains a
     fresh detector on the train part and reports box AP on the held-out val part; returns
@@ -67,6 +67,7 @@ def search_lr(
             "masks": masks,
             "device": "cuda" if on_cuda else "cpu",
             "seed": ctx.seed,
+            "dataset": ctx.dataset,
         },
     ).to_protocol()
     found["val_split"] = f"seeded {args.search_val_fraction:.0%} of train (seed {ctx.seed})"
@@ -78,7 +79,7 @@ def lr_trial(
     config: dict[str, Any],
     report: Callable[[dict[str, float]], None],
     ref: BackboneRef,
-    args: DetectorArgs,
+    args: DetectionArgs,
     train: DetectionSplit,
     val: DetectionSplit,
     n_train: int,
@@ -86,13 +87,15 @@ def lr_trial(
     masks: bool,
     device: str,
     seed: int,
+    dataset: str,
 ) -> None:
     """One search trial in a Ray worker: train with `config`'s lr, report box AP on the val part."""
     torch.set_num_threads(1)
     args = dataclasses.replace(args, **config)
     backbone = ref.build(size if size != ref.data_config.input_size else None)
     torch.manual_seed(seed)
-    model, _ = detector(backbone, args, len(train.classes), masks, size)
+    stages, _ = frozen_stages(args, dataset, backbone)
+    model, _ = detector(backbone, args, len(train.classes), masks, size, stages)
     train_detector(model, train, train_config(args, n_train, size), device, seed, num_workers=0)
     records = predict(model, val, args.batch_size, device, num_workers=0, amp=args.amp)
     metrics, _ = coco_metrics(val.coco, records, ("bbox",))

@@ -13,6 +13,10 @@ With `teacher=<backbone>` (fine-tune mode) the student also learns from the teac
 the unlabeled pool, the train images outside the subset (SimCLRv2's distillation; tasks/common/distill.py).
 Fine-tuning defaults: BoB's recipe; 60 epochs (5 warm-up) at batch 128 on real data, as in BoB's
 low-data ImageNet runs; 10 epochs (1 warm-up) at batch 64 on embedded and generated data.
+`protocol=bob` runs BoB's low-data command (tasks/common/bob_recipes.yaml): lr 2.5e-4, layer decay
+0.65, 60 epochs, effective batch 512 (16 per step, 32 steps accumulated), trained on the whole
+labelled subset, the epoch selected on, and scored on, the split BoB reported (ImageNet: its val set,
+bob's test split).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class FewLabelArgs(FinetuneRecipeArgs):
     real_schedule: ClassVar[tuple[int, int, int]] = (60, 5, 128)
     small_schedule: ClassVar[tuple[int, int, int]] = (10, 1, 64)
     val_fraction_may_be_zero: ClassVar[bool] = True
+    bob_suite: ClassVar[str] = "few-label"
 
     epochs: int | None = run_arg(None, "training epochs (default: 60 on real datasets, 10 on embedded ones)")
     warmup_epochs: int | None = run_arg(None, "linear warm-up epochs (default: 5 real, 1 embedded)")
@@ -70,6 +75,11 @@ class FewLabelArgs(FinetuneRecipeArgs):
             raise UsageError(f"probe_weight_decay must be non-negative, got {self.probe_weight_decay}.")
         if self.teacher is not None and self.mode != "finetune":
             raise UsageError("teacher= distils by fine-tuning the student: use it with mode=finetune.")
+        if self.is_bob and (self.mode != "finetune" or self.teacher is not None):
+            raise UsageError(
+                "protocol=bob runs BoB's low-data recipe (train_semi.py), which fine-tunes without a "
+                "teacher: use mode=finetune and no teacher=, or the default protocol."
+            )
 
 
 class FewLabel(Task):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bob.backbones.protocols import with_protocol
 from bob.context import RunContext
 from bob.data import default_data_root
 from bob.data.base import stratified_partition
@@ -14,7 +15,7 @@ from bob.errors import UsageError
 from bob.task import TaskOutput
 from bob.tasks.common.args import ProbeArgs
 from bob.tasks.common.distill import distill_and_test
-from bob.tasks.common.finetune_run import finetune_and_test
+from bob.tasks.common.finetune_run import bob_data_config, bob_eval_split, finetune_and_test
 from bob.tasks.common.probe import run_linear_probe
 from bob.tasks.common.samples import classification_samples, save_samples
 from bob.tasks.few_label import FewLabel
@@ -26,7 +27,10 @@ HeldOut = tuple[np.ndarray, np.ndarray]
 
 def run(task: FewLabel, ctx: RunContext) -> TaskOutput:
     args = task.args
+    ctx.ref = with_protocol(ctx.ref, args.protocol)  # before any model or feature (SD, MiDaS: BoB's recipe)
     subset = _subset(task, ctx)
+    if args.is_bob:
+        return _bob(task, ctx, subset)
     held_out = _holdout(task, ctx, subset)
     protocol = {
         "mode": args.mode,
@@ -50,6 +54,31 @@ def run(task: FewLabel, ctx: RunContext) -> TaskOutput:
             ctx, train.subset(rest, "train"), val, args.config(ctx.info.kind), args.drop_path
         )
     output.protocol.update(protocol)
+    return output
+
+
+def _bob(task: FewLabel, ctx: RunContext, subset: LabelSubset) -> TaskOutput:
+    """protocol=bob (train_semi.py): BoB's recipe on the whole labelled subset, the epoch selected on
+    the split BoB reported and scored on it."""
+    cfg, record = task.args.resolve(ctx.info.kind, ctx.ref.name)
+    split_name, evaluated = bob_eval_split(ctx)
+    data_config, transform = bob_data_config(ctx)
+    train = ctx.split("train").subset(subset.indices, "train")
+    output = finetune_and_test(
+        ctx, train, evaluated, cfg, task.args.drop_path_rate(), test=evaluated, data_config=data_config
+    )
+    output.protocol.update(
+        {
+            "protocol": "bob",
+            "mode": "finetune",
+            "subset": subset.describe(),
+            "subset_fingerprint": subset.fingerprint,
+            "val_source": f"the {split_name} split, also the reported one (BoB selects on it)",
+            "evaluated_split": split_name,
+            **transform,
+            **record,
+        }
+    )
     return output
 
 

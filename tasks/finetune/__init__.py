@@ -9,6 +9,10 @@ Protocol:
 BoB trains 100 epochs (5 warm-up) at batch 128 per GPU. Those are the defaults on real datasets; on
 embedded and generated datasets (small images, CPU budgets) the defaults are 3 epochs (1 warm-up) at
 batch 64. Every value used, resolved, is recorded in the result's protocol.
+`protocol=bob` runs BoB's code knob by knob (docs/protocols.md): its recipe and per-backbone overrides
+from tasks/common/bob_recipes.yaml, BoB's effective batch of 1024 by gradient accumulation on one
+device, BoB's eval crop, and selection and scores on the split BoB reported (val where the dataset
+has one, else test); `accum_steps` / `effective_batch` set the accumulation in either protocol.
 With `teacher=<backbone>` the student learns from that backbone's soft labels (tasks/common/distill.py,
 docs/suites/distillation.md). With `search=lr`, a Ray Tune search (ASHA on val top-1, `search_space`)
 picks the lr before step 3 (tasks/finetune/search.py), and the search lands in `protocol["search"]`
@@ -51,6 +55,11 @@ class FinetuneArgs(FinetuneRecipeArgs):
             raise UsageError(f"search_samples must be a positive integer, got {self.search_samples}.")
         if self.search != "none" and self.teacher is not None:
             raise UsageError("search=lr does not distil: run the lr search without a teacher, then distil.")
+        if self.is_bob and (self.search != "none" or self.teacher is not None):
+            raise UsageError(
+                "protocol=bob runs BoB's recipe with BoB's lr and no teacher: drop search= and teacher=, "
+                "or use the default protocol."
+            )
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()

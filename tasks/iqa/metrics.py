@@ -9,8 +9,14 @@ quality; datasets labelled with DMOS are flipped on load) and call scipy directl
   - `plcc_logistic4`: `pearsonr` after mapping the predictions through the VQEG 4-parameter logistic
     f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2, fitted to the targets with
     `scipy.optimize.curve_fit` from pyiqa's initial values (max y, min y, mean x, std x / 4).
-A logistic fit that does not converge makes `plcc_logistic4` NaN and says why in the returned
-`fit` record; it never falls back to another number.
+A logistic fit that cannot be made makes `plcc_logistic4` NaN and says why in the returned `fit`
+record; it never falls back to another number. It cannot be made when the predictions or targets
+are constant, when there are fewer scores than the logistic's 4 parameters (`MIN_FIT_POINTS`; scipy
+refuses such a fit), when it does not converge within `MAX_FIT_EVALUATIONS` function evaluations,
+or when the fitted curve is flat. The budget is 10,000 evaluations; IQA-PyTorch calls `curve_fit`
+with scipy's default, 200 × (4 + 1) = 1,000 for this 4-parameter model, and raises where bob's
+larger budget still converges, so bob reports a number on some score sets where pyiqa reports none
+(never a different number where both converge).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -33,11 +39,18 @@ def logistic4_init(x: np.ndarray, y: np.ndarray) -> list[float]:
     return [float(np.max(y)), float(np.min(y)), float(np.mean(x)), float(np.std(x) / 4.0)]
 
 
-def fit_logistic4(x: np.ndarray, y: np.ndarray, maxfev: int = 10000) -> np.ndarray:
+# Fewer points than parameters: scipy's least squares refuses the fit (it raises TypeError).
+MIN_FIT_POINTS = 4
+# bob's evaluation budget for the fit (scipy's default for 4 parameters, which pyiqa uses, is 1,000).
+MAX_FIT_EVALUATIONS = 10_000
+
+
+def fit_logistic4(x: np.ndarray, y: np.ndarray, maxfev: int = MAX_FIT_EVALUATIONS) -> np.ndarray:
     """The fitted parameters (b1, b2, b3, b4) mapping predictions `x` onto targets `y`."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # exp overflow while exploring is harmless
+        warnings.simplefilter("ignore", OptimizeWarning)  # the covariance, which bob does not use
         params, _ = curve_fit(logistic4, x, y, p0=logistic4_init(x, y), maxfev=maxfev)
     return params
 
@@ -70,10 +83,13 @@ def plcc_after_logistic4(pred: np.ndarray, target: np.ndarray) -> tuple[float, d
     pred, target = _check(pred, target)
     if np.ptp(pred) == 0 or np.ptp(target) == 0:
         return float("nan"), {"converged": False, "error": "constant predictions or targets"}
+    if len(pred) < MIN_FIT_POINTS:
+        reason = f"{len(pred)} scores: the 4-parameter logistic needs at least {MIN_FIT_POINTS} to be fitted"
+        return float("nan"), {"converged": False, "error": reason}
     try:
         params = fit_logistic4(pred, target)
-    except RuntimeError as err:  # curve_fit's "optimal parameters not found"
-        return float("nan"), {"converged": False, "error": str(err)}
+    except RuntimeError as err:  # curve_fit's "optimal parameters not found" within the budget
+        return float("nan"), {"converged": False, "error": str(err), "max_evaluations": MAX_FIT_EVALUATIONS}
     mapped = logistic4(pred, *params)
     if np.ptp(mapped) == 0 or not np.isfinite(mapped).all():
         return float("nan"), {"converged": False, "error": "the fitted logistic is flat on these scores"}

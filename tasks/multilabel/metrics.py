@@ -8,7 +8,11 @@ Conventions (they change numbers, so they are fixed here and recorded by the tas
     value); it is skipped, as VOC and COCO evaluation code skip it, and the count is reported;
   - CP/CR/CF1 and OP/OR/OF1 follow ML-GCN / ASL: a class is predicted when its probability is
     >= `threshold`; CP and CR are means over the same classes as mAP (a class never predicted
-    has precision 0); CF1 = 2·CP·CR / (CP + CR), the harmonic mean of the means;
+    has precision 0); CF1 = 2·CP·CR / (CP + CR), the harmonic mean of the means. OP counts every
+    prediction of every class, as ML-GCN's `AveragePrecisionMeter.evaluation` does: a prediction of
+    a class with no positive in the scored set is a false positive (bob 0.1.0 dropped such
+    predictions, which overstated OP and OF1 on sets where some class has no positive; see
+    docs/suites/multilabel.md);
   - ReaL accuracy (Beyer et al., 2020; timm's `RealLabelsImagenet`): the top-1 prediction is correct
     when it is in the label set; images with an empty set are excluded from the mean.
 """
@@ -86,7 +90,9 @@ def f1_scores(
     n_true = targets.sum(0)[classes].astype(np.float64)
     cp = float(np.mean(np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)))
     cr = float(np.mean(tp / n_true))
-    op = float(tp.sum() / n_pred.sum()) if n_pred.sum() > 0 else 0.0
+    # Overall precision over every class: a class without a positive contributes only false positives.
+    n_pred_all = float(pred.sum())
+    op = float(tp.sum() / n_pred_all) if n_pred_all > 0 else 0.0
     orec = float(tp.sum() / n_true.sum())
     return {
         "cp": cp,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bob.backbones.protocols import with_protocol
 from bob.context import RunContext
 from bob.progress import progress_bar
 from bob.task import TaskOutput
@@ -17,6 +18,7 @@ from bob.tasks.ood.train import fit_classifier
 
 
 def run(task: Ood, ctx: RunContext) -> TaskOutput:
+    ctx.ref = with_protocol(ctx.ref, task.args.protocol)  # before any feature or model is made
     shift = get_shift(task.dataset)
     names = select_sets(shift, task.args)
     masks = load_sets(ctx, shift, names)
@@ -38,6 +40,7 @@ def run(task: Ood, ctx: RunContext) -> TaskOutput:
         "num_per_set": {name: len(ctx.split(name)) for name in names},
         "class_subsets": {n: f"{len(m)} classes (logits masked)" for n, m in masks.items() if m is not None},
         "mode": task.args.mode,
+        **({"protocol_preset": task.args.protocol} if task.args.protocol != "default" else {}),
         "ece": {"n_bins": bins, "norm": "l1", "bins": "uniform, left-closed; confidence = max softmax"},
         **classifier.protocol,
     }

@@ -1,6 +1,7 @@
 """The in-distribution classifier of an OOD run, by mode: a linear probe on cached frozen features
-(`linear`), or the finetune suite's recipe end to end (`finetune`). Either hands back a function
-from a loaded split's name to its logits, so every set is scored the same way."""
+(`linear`), the finetune suite's recipe end to end (`finetune`), or the classifier a finetune run saved
+(`checkpoint`, tasks/ood/checkpoint.py). Each hands back a function from a loaded split's name to its
+logits, so every set is scored the same way."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bob.tasks.common.finetune import evaluate, finetune_classifier
 from bob.tasks.common.finetune_run import holdout_val, trainable_backbone
 from bob.tasks.common.probe import run_linear_probe
 from bob.tasks.ood import OodArgs
+from bob.tasks.ood.checkpoint import find_finetune_run, load_classifier
 from bob.tasks.ood.data import get_shift
 from bob.tasks.ood.sets import in_dist_splits
 
@@ -68,14 +70,14 @@ def _linear_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
 def _finetune_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
     """The finetune suite's protocol on the in-distribution train split (BoB's OOD setting)."""
     ft = args.finetune_args()
-    cfg = ft.config(ctx.info.kind)
+    cfg, recipe = ft.resolve(ctx.info.kind, ctx.ref.name)  # under protocol=bob: BoB's recipe, per backbone
     if "val" in in_dist_splits(get_shift(ctx.dataset)):  # loaded by load_sets
         train, val = ctx.split("train"), ctx.split("val")
         val_source = "official val split"
     else:
         train, val = holdout_val(ctx.split("train"), args.val_fraction, ctx.seed)
         val_source = f"stratified {args.val_fraction:.0%} of train (seed {ctx.seed})"
-    backbone, drop = trainable_backbone(ctx, ft.drop_path)
+    backbone, drop = trainable_backbone(ctx, ft.drop_path_rate())
     data_config = ctx.data_config
     out = finetune_classifier(
         backbone, train, val, ctx.num_classes, cfg, data_config, ctx.device, ctx.seed, ctx.num_workers
@@ -92,6 +94,7 @@ def _finetune_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
         **drop,
         "history": out.history,
         "val_source": val_source,
+        **({"recipe": recipe} if ft.is_bob else {}),
     }
     state = {
         "state_dict": out.state_dict,
@@ -102,4 +105,24 @@ def _finetune_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
     return Classifier(logits, protocol, state)
 
 
-_MODES = {"linear": _linear_classifier, "finetune": _finetune_classifier}
+def _checkpoint_classifier(ctx: RunContext, args: OodArgs) -> Classifier:
+    """The classifier a `finetune/<in-dist>` run saved, scored as it is (BoB's OOD classification)."""
+    result = find_finetune_run(ctx, args.finetune_run)
+    model, data_config, info = load_classifier(ctx, result)
+
+    def logits(split: str) -> np.ndarray:
+        return evaluate(model, ctx.split(split), data_config, ctx.device, ctx.batch_size, ctx.num_workers)
+
+    protocol = {
+        "classifier": "the saved classifier of a finetune run, scored without training",
+        **info,
+        "transform": data_config.to_dict(),
+    }
+    return Classifier(logits, protocol, {"finetune_run": result.id})
+
+
+_MODES = {
+    "linear": _linear_classifier,
+    "finetune": _finetune_classifier,
+    "checkpoint": _checkpoint_classifier,
+}

@@ -14,7 +14,9 @@ Protocol: the categories split into **base** and **novel** (the dataset's own sp
 Training sees base annotations only: novel objects are background, and the novel text embeddings are
 masked out of the softmax. Evaluation scores all categories at once (the open vocabulary) with
 COCOeval, and reports AP on the novel categories (the main metric), on the base ones and on all; on
-LVIS also its federated AP (metrics.py).
+LVIS also its federated AP (metrics.py), with up to 300 detections kept per image (LVIS's setting;
+elsewhere torchvision's 100). The main metric on `lvis-v1` is ViLD's headline, the federated mask
+APr (`lvis_mask_APr`: rare categories = novel), not COCOeval's non-federated `box_ap_novel`.
 
 Text embeddings (`text_encoder`, tasks/common/text.py):
   - `backbone`: the backbone's own text tower (`has_text_tower`, `encode_text`: open_clip backbones), with `prompt`;
@@ -70,6 +72,11 @@ class OpenVocabArgs(DetectorArgs):
         check_text_encoder(self.text_encoder)
 
 
+# Datasets whose headline is not COCOeval's box AP on the novel categories: LVIS reports ViLD's
+# federated mask APr (LVIS v1 has masks; rare categories are the novel set).
+MAIN_METRIC_BY_DATASET = {"lvis-v1": "lvis_mask_APr"}
+
+
 class OpenVocab(Task):
     suite = "open-vocab"
     version = "1"
@@ -88,3 +95,7 @@ class OpenVocab(Task):
         "augment": "flip",
         "fpn_channels": "32",
     }
+
+    def meta(self) -> dict[str, Any]:
+        """The main metric is per dataset: LVIS's federated mask APr on lvis-v1, box AP novel elsewhere."""
+        return {**super().meta(), "main_metric": MAIN_METRIC_BY_DATASET.get(self.dataset, self.main_metric)}

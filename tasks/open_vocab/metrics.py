@@ -3,8 +3,9 @@ categories, and LVIS's federated AP through the `lvis` package.
 
 LVIS's evaluation is *federated*: an image is scored only on the categories verified present or
 absent in it (`neg_category_ids`), and false positives on its `not_exhaustive_category_ids` are not
-counted. bob runs it with the `lvis` package's `LVISEval` (300 detections per image, LVIS's official
-setting) and reports AP, AP50, AP75, APs/m/l and APr/APc/APf (rare = novel), for boxes and for masks.
+counted. bob runs it with the `lvis` package's `LVISEval` (`LVIS_MAX_DETS` = 300 detections per
+image, LVIS's official setting; the detector keeps up to that many per image on LVIS, run.py) and
+reports AP, AP50, AP75, APs/m/l and APr/APc/APf (rare = novel), for boxes and for masks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from bob.errors import UsageError
 from bob.samples import SampleSet
 from bob.tasks.common.coco_eval import bytes_rle, coco_metrics
 
+# LVIS's official evaluation: up to 300 detections per image (LVISResults' max_dets).
+LVIS_MAX_DETS = 300
 LVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 
@@ -94,7 +97,7 @@ def lvis_metrics(
                         a.pop("segmentation", None)
                     elif "segmentation" in a:
                         a["segmentation"] = bytes_rle(a["segmentation"])
-                evaluator = LVISEval(lvis_gt, LVISResults(lvis_gt, anns, max_dets=300), iou_type)
+                evaluator = LVISEval(lvis_gt, LVISResults(lvis_gt, anns, max_dets=LVIS_MAX_DETS), iou_type)
                 evaluator.run()
                 prefix = "box" if iou_type == "bbox" else "mask"
                 for key in LVIS_KEYS:

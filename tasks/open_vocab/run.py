@@ -27,7 +27,7 @@ from bob.tasks.common.rcnn import describe_rcnn, rcnn_detector
 from bob.tasks.common.samples import save_samples
 from bob.tasks.common.text import text_embeddings
 from bob.tasks.open_vocab import OpenVocab, OpenVocabArgs
-from bob.tasks.open_vocab.metrics import lvis_metrics, subset_metrics
+from bob.tasks.open_vocab.metrics import LVIS_MAX_DETS, lvis_metrics, subset_metrics
 from bob.tasks.open_vocab.model import with_text_classifier
 from bob.tasks.open_vocab.vocab import novel_ids, without_categories
 
@@ -51,6 +51,7 @@ def run(task: OpenVocab, ctx: RunContext) -> TaskOutput:
     torch.manual_seed(ctx.seed)
     model, pad_to = rcnn_detector(backbone, args, len(names), masks, size)
     with_text_classifier(model, text, base, args.temperature, masks)
+    max_dets = detections_per_image(model, test)
     cfg = train_config(args, n_train, size)
     start = time.perf_counter()
     history = train_detector(model, base_train, cfg, ctx.device, ctx.seed, ctx.num_workers)
@@ -68,12 +69,22 @@ def run(task: OpenVocab, ctx: RunContext) -> TaskOutput:
         history,
         train_s=round(train_s, 2),
         num_detections=len(records),
+        detections_per_image=max_dets,
         cocoeval_summary=summaries,
         **describe_vocabulary(args, encoder, masks, test, novel),
         train_annotations_dropped=len(train.coco["annotations"]) - len(base_train.coco["annotations"]),
         data={"train": base_train.describe(), "test": test.describe()},
     )
     return save_samples(ctx, TaskOutput(metrics, protocol, {}), samples["bbox"])
+
+
+def detections_per_image(model: torch.nn.Module, test: DetectionSplit) -> int:
+    """Keep LVIS's 300 detections per image on LVIS (torchvision's default is 100, which would cut
+    what LVISEval scores and lower APr); elsewhere the detector's own cap. Returns the cap."""
+    heads = model.roi_heads
+    if is_lvis(test.coco):
+        heads.detections_per_img = LVIS_MAX_DETS
+    return int(heads.detections_per_img)
 
 
 def open_vocab_metrics(

@@ -10,12 +10,18 @@ Two kinds of dataset, one suite:
 - **retrieval datasets** (task type "retrieval": revisited Oxford/Paris, Copydays, the generated
   `skimage-views`) bring one `test` split, queries first and database after, with their own ground
   truth (bob.data.relevance). The revisited Oxford/Paris sets are scored with the Medium protocol
-  (easy + hard relevant, junk removed from the ranking) and the revisited-Oxford conventions.
+  (easy + hard relevant, junk removed from the ranking) and the revisited-Oxford conventions; their
+  queries are cropped to their box unless `crop_queries=false` (BoB used whole images).
 - **classification datasets** become class-as-relevance retrieval sets (BoB's "TwoLevel" protocol for
   CUB-200, iNat, INSTRE, ObjectNet): the images of the `pool` splits (default train + test, whose
   features the linear probe and k-NN already cached) are sorted by file name within each class (in-memory
   sets: by split, then index); optionally only the first `max_per_class` are kept; the first
   floor(`query_fraction` · n) of each class are queries and the rest is the database. Relevant = same class.
+
+`protocol=bob` reproduces BoB's retrieval code knob by knob where bob's building blocks allow (see
+queries.py and metrics.py, and docs/suites/retrieval.md for the table): whole-image queries, ROxford/
+RParis images shrunk to fit 224 px before the transform, BoB's transform (bicubic Resize 256 ->
+CenterCrop 224 with ImageNet statistics), the revisitop AP and P@k on every dataset, and BoB's MRR.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from typing import ClassVar
 
 from bob.errors import UsageError
 from bob.task import Task, TaskArgs, run_arg
+from bob.tasks.common.args import check_protocol, protocol_arg
 
 # The AP / precision@k conventions of metrics.py.
 CONVENTIONS = ("standard", "revisitop")
+# Datasets whose queries carry a box (revisited Oxford / Paris).
+BOXED_QUERY_DATASETS = frozenset({"roxford5k", "rparis6k"})
 
 
 @dataclass
@@ -44,6 +53,16 @@ class RetrievalArgs(TaskArgs):
     pool: tuple[str, ...] | None = run_arg(
         None, "class-as-relevance: splits pooled into one retrieval set (default: train,test)"
     )
+    protocol: str = protocol_arg(
+        "default (bob's) | bob: BoB's retrieval knobs (whole-image queries, BoB's transform and "
+        "ROxford/RParis thumbnails, revisitop AP everywhere, BoB's MRR)"
+    )
+    crop_queries: bool | None = run_arg(
+        None,
+        "roxford5k/rparis6k: crop each query to its box (default protocol) or use the whole image "
+        "(protocol=bob, as BoB did); default: the protocol's choice",
+        omit_default=True,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -59,6 +78,16 @@ class RetrievalArgs(TaskArgs):
             )
         if self.pool is not None and not self.pool:
             raise UsageError("pool names no split; give e.g. pool=train,test.")
+        check_protocol(self.protocol)
+        if self.protocol == "bob" and self.image_size is not None:
+            raise UsageError(
+                "protocol=bob uses BoB's resolution (Resize 256 -> CenterCrop 224; 400 -> 384 and "
+                "460 -> 448 for 384 / 448 px backbones); drop image_size or use protocol=default."
+            )
+
+    def queries_cropped(self) -> bool:
+        """Whether ROxford/RParis queries are cropped to their box: the arg, else the protocol's choice."""
+        return self.crop_queries if self.crop_queries is not None else self.protocol == "default"
 
 
 class Retrieval(Task):

@@ -12,7 +12,8 @@ data root as the revisitop download script leaves it:
 
 The pickle holds `imlist` (database names), `qimlist` (query names) and `gnd`: per query its `bbx`
 (x1, y1, x2, y2) and the database indices that are `easy`, `hard` and `junk`. The split holds the 70
-queries, cropped to their box as the standard protocol does, followed by the database. bob scores
+queries, cropped to their box as the standard protocol does, followed by the database
+(`CroppedFileSplit.variant` gives whole-image queries, as BoB used, and BoB's 224 px thumbnails). bob scores
 the Medium protocol: easy + hard are relevant, junk is ignored.
 
 **INRIA Copydays** (Jégou et al., 2008) as copy detection: originals are the queries, their copies the
@@ -48,7 +49,9 @@ MEDIUM = "revisited Oxford/Paris Medium protocol: easy + hard relevant, junk ign
 
 
 class CroppedFileSplit(FileSplit):
-    """Files cropped to their box (x1, y1, x2, y2 in pixels; a NaN row = whole image); boxes are fingerprinted."""
+    """Files cropped to their box (x1, y1, x2, y2 in pixels; a NaN row = whole image), then, with
+    `thumbnail`, shrunk to fit a `thumbnail` px square (PIL's `Image.thumbnail`, Lanczos, aspect kept,
+    never enlarged). Boxes and the thumbnail size are fingerprinted."""
 
     def __init__(
         self,
@@ -59,18 +62,36 @@ class CroppedFileSplit(FileSplit):
         paths: list[Path],
         labels: np.ndarray,
         boxes: np.ndarray,
+        thumbnail: int | None = None,
     ) -> None:
         super().__init__(dataset, split, classes, root, paths, labels)
         self.boxes = np.asarray(boxes, dtype=np.float64)
+        self.thumbnail = thumbnail
 
     def image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as img:
             rgb = img.convert("RGB")
         box = self.boxes[index]
-        return rgb if np.isnan(box).any() else rgb.crop(tuple(box))
+        out = rgb if np.isnan(box).any() else rgb.crop(tuple(box))
+        if self.thumbnail is not None:
+            out.thumbnail((self.thumbnail, self.thumbnail), Image.Resampling.LANCZOS)
+        return out
 
     def _identity_chunks(self) -> list[bytes]:
-        return [*super()._identity_chunks(), self.boxes.tobytes()]
+        chunks = [*super()._identity_chunks(), self.boxes.tobytes()]
+        # only when set, so the fingerprints (and feature-cache keys) of earlier splits stay the same
+        return chunks if self.thumbnail is None else [*chunks, f"thumbnail={self.thumbnail}".encode()]
+
+    def variant(self, crop_queries: bool, thumbnail: int | None) -> CroppedFileSplit:
+        """The same images with the queries cropped to their boxes or whole, and an optional thumbnail;
+        the query marks and judgements carry over."""
+        boxes = self.boxes if crop_queries else np.full_like(self.boxes, np.nan)
+        out = CroppedFileSplit(
+            self.dataset, self.split, self.classes, self.root, self.paths, self.labels, boxes, thumbnail
+        )
+        out.num_queries = getattr(self, "num_queries", None)
+        out.judgements = getattr(self, "judgements", None)
+        return out
 
 
 def _read_ground_truth(name: str, folder: Path) -> dict:

@@ -17,6 +17,10 @@ Two conventions, recorded in every result:
 MRR (1 / rank of the first relevant item) and R@k (hits in the top k / number of relevant items)
 read the same in both. A query without any relevant item is left out of every mean (as the
 revisited-Oxford code does) and counted in `queries_without_relevant`.
+
+MRR has two rules (`MRR_RULES`): `default` as above (junk removed first, scored queries only), and
+`bob`, BoB's `compute_map` (bob-retrieval utils.py): the first relevant rank is taken *before* junk
+is removed, and the sum is divided by every query, those without a relevant item adding 0.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from bob.tasks.retrieval import CONVENTIONS
 
 DEFAULT_KS = (1, 5, 10)
+MRR_RULES = ("default", "bob")
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,22 @@ def precision_at(ranks: np.ndarray, k: int, convention: str = "standard") -> flo
 
 
 def query_metrics(
-    ranking: np.ndarray, truth: QueryTruth, ks: Sequence[int] = DEFAULT_KS, convention: str = "standard"
+    ranking: np.ndarray,
+    truth: QueryTruth,
+    ks: Sequence[int] = DEFAULT_KS,
+    convention: str = "standard",
+    mrr_rule: str = "default",
 ) -> dict[str, float] | None:
     """All metrics of one ranked query, or None when it has no relevant item."""
     n_relevant = len(truth.positives)
     if n_relevant == 0:
         return None
     ranks = hit_ranks(ranking, truth)
+    # BoB's rule reads the first relevant rank with the junk still in the ranking.
+    first = hit_ranks(ranking, QueryTruth(truth.positives)) if mrr_rule == "bob" else ranks
     out = {
         "ap": average_precision(ranks, n_relevant, convention),
-        "rr": 1.0 / (ranks[0] + 1) if len(ranks) else 0.0,
+        "rr": 1.0 / (first[0] + 1) if len(first) else 0.0,
     }
     for k in ks:
         out[f"precision_at_{k}"] = precision_at(ranks, k, convention)
@@ -103,18 +114,23 @@ def query_metrics(
 class RetrievalScorer:
     """Accumulates per-query metrics over chunks of queries; `summary()` gives the means."""
 
-    def __init__(self, ks: Sequence[int] = DEFAULT_KS, convention: str = "standard") -> None:
+    def __init__(
+        self, ks: Sequence[int] = DEFAULT_KS, convention: str = "standard", mrr_rule: str = "default"
+    ) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+        if mrr_rule not in MRR_RULES:
+            raise ValueError(f"unknown MRR rule {mrr_rule!r}; valid: {', '.join(MRR_RULES)}")
         self.ks = tuple(ks)
         self.convention = convention
+        self.mrr_rule = mrr_rule
         self.rows: list[dict[str, float]] = []
         self.skipped = 0
 
     def add(self, scores: np.ndarray, truths: Sequence[QueryTruth]) -> None:
         """Score a [Q, D] block of query-to-database similarities against the queries' truths."""
         for ranking, truth in zip(rank_database(scores), truths, strict=True):
-            row = query_metrics(ranking, truth, self.ks, self.convention)
+            row = query_metrics(ranking, truth, self.ks, self.convention, self.mrr_rule)
             if row is None:
                 self.skipped += 1
             else:
@@ -130,6 +146,8 @@ class RetrievalScorer:
         keys = self.rows[0].keys()
         means = {key: float(np.mean([row[key] for row in self.rows])) for key in keys}
         out = {"map": means.pop("ap"), "mrr": means.pop("rr"), **means}
+        if self.mrr_rule == "bob":  # every query in the divisor, those without a relevant item add 0
+            out["mrr"] = float(np.sum([row["rr"] for row in self.rows]) / (len(self.rows) + self.skipped))
         return out
 
 
@@ -138,8 +156,9 @@ def retrieval_metrics(
     truths: Sequence[QueryTruth],
     ks: Sequence[int] = DEFAULT_KS,
     convention: str = "standard",
+    mrr_rule: str = "default",
 ) -> dict[str, float]:
     """Mean metrics of [Q, D] similarities in one call (small problems and tests)."""
-    scorer = RetrievalScorer(ks, convention)
+    scorer = RetrievalScorer(ks, convention, mrr_rule)
     scorer.add(scores, truths)
     return scorer.summary()

@@ -4,18 +4,133 @@ classification dataset turned into a class-as-relevance retrieval set (see the p
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
+import torch
 
+from bob.backbones.base import BackboneRef
+from bob.backbones.meta import DataConfig
 from bob.context import RunContext
 from bob.data.base import ImageSplit
 from bob.data.relevance import RETRIEVAL_SPLIT, query_database_judgements
 from bob.errors import UsageError
-from bob.tasks.retrieval import RetrievalArgs
+from bob.features import extract_pooled, pixel_batches
+from bob.progress import progress_bar
+from bob.tasks.retrieval import BOXED_QUERY_DATASETS, RetrievalArgs
+from bob.tasks.retrieval.data import CroppedFileSplit
 from bob.tasks.retrieval.metrics import QueryTruth
+from bob.transforms import Normalizer
 
 CLASS_LEVEL_ARGS = ("query_fraction", "max_per_class", "pool")  # meaningless on retrieval datasets
+
+# BoB's retrieval transform (bob-retrieval main_ret.py): bicubic resize of the shorter side, centre
+# crop, ImageNet statistics. The crop is 224 after a resize to 256, except for backbones whose own
+# resolution is 384 (resize 400) or 448 (OpenAI CLIP RN50x64: resize 460, with CLIP's statistics).
+# MiDaS (its two branches): 256 -> 256 and 400 -> 384, with mean/std 0.5.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+BOB_RESIZE = {224: 256, 384: 400, 448: 460}
+BOB_MIDAS_RESIZE = {256: 256, 384: 400}
+BOB_OWN_STATS = frozenset({448})  # the sizes where BoB kept the backbone's own mean/std (CLIP's)
+# BoB's OxfordParisDataset shrinks every ROxford/RParis image to fit 224 px (PIL thumbnail) first.
+BOB_THUMBNAIL = 224
+
+
+def is_bob_midas(ref: BackboneRef) -> bool:
+    """BoB's MiDaS encoder, as `with_protocol(ref, "bob")` resolves it (the hf adapter's timm SwinV2
+    with its 1000-d head as native classifier; SAM, the adapter's other model, stays as it is)."""
+    return ref.adapter == "hf" and ref.args.get("protocol") == "bob"
+
+
+def bob_transform(own: DataConfig, midas: bool = False) -> DataConfig:
+    """BoB's retrieval transform for a backbone whose own eval transform is `own`."""
+    table = BOB_MIDAS_RESIZE if midas else BOB_RESIZE
+    size = own.input_size if own.input_size in table else min(table)
+    resize = table[size]
+    crop_pct = size / resize
+    while math.floor(size / crop_pct) < resize:  # floating point: make floor(size / crop_pct) == resize
+        crop_pct = math.nextafter(crop_pct, 0.0)
+    if midas:
+        mean, std = HALF, HALF
+    elif size in BOB_OWN_STATS:
+        mean, std = own.mean, own.std
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return dataclasses.replace(
+        own,
+        input_size=size,
+        crop_pct=crop_pct,
+        interpolation="bicubic",
+        crop_mode="center",
+        mean=mean,
+        std=std,
+    )
+
+
+def descriptor_head(backbone: Any, midas: bool) -> torch.nn.Module | None:
+    """BoB's MiDaS descriptor is the encoder's 1000-d timm head on the pooled feature (`model(x)` in
+    bob-retrieval utils.extract_features); every other backbone's is the pooled feature itself."""
+    if not midas:
+        return None
+    native = backbone.native_classifier()
+    if native is None:
+        raise UsageError("protocol=bob on MiDaS needs the encoder's 1000-d head, which this backbone lacks.")
+    return native[0]
+
+
+def split_features(ctx: RunContext, split_name: str, args: RetrievalArgs) -> np.ndarray:
+    """Pooled features of a split: the run's own transform (the shared feature cache), or under
+    protocol=bob BoB's transform, cached under a key of its own."""
+    if args.protocol != "bob":
+        return ctx.pooled(split_name).features
+    split = ctx.split(split_name)
+    midas = is_bob_midas(ctx.ref)
+    cfg = bob_transform(ctx.ref.data_config, midas).with_overrides(pipeline=ctx.data_config.pipeline)
+    key_spec = {
+        "transform": cfg.to_dict(),
+        "dataset": {k: v for k, v in split.describe().items() if k != "num_classes"},
+        "dtype": "float32",
+        **({"descriptor": "the encoder's 1000-d head on the pooled feature"} if midas else {}),
+    }
+
+    def extract(shared: Any) -> tuple[Any, Any, dict[str, Any]]:
+        same_size = cfg.input_size == ctx.data_config.input_size
+        backbone = shared if same_size else ctx.build_backbone(input_size=cfg.input_size)
+        backbone.eval()
+        head = descriptor_head(backbone, midas)
+        if ctx.extraction.channels_last:
+            backbone.to(memory_format=torch.channels_last)
+        batches = pixel_batches(split, cfg, ctx.batch_size, ctx.num_workers, ctx.device)
+        with progress_bar(
+            f"extracting {split.dataset}/{split_name} (BoB transform)", len(split), "images"
+        ) as bar:
+            features = extract_pooled(
+                backbone,
+                batches,
+                len(split),
+                ctx.device,
+                bar,
+                prepare=Normalizer(cfg, channels_last=ctx.extraction.channels_last),
+                extraction=ctx.extraction,
+            )
+        if head is not None:
+            with torch.inference_mode():
+                features = head.float().cpu()(torch.from_numpy(features)).numpy()
+        return features, split.labels, {}
+
+    return ctx.cached(split_name, key_spec, extract, description="pooled, BoB retrieval transform").features
+
+
+def check_query_args(args: RetrievalArgs, dataset: str) -> None:
+    if args.crop_queries is not None and dataset not in BOXED_QUERY_DATASETS:
+        raise UsageError(
+            f"crop_queries only applies to {', '.join(sorted(BOXED_QUERY_DATASETS))}, whose queries have "
+            f"a box; '{dataset}' has none. Drop that task arg."
+        )
+
 
 # (query features, database features, the queries' truths, what the protocol records)
 QuerySet = tuple[np.ndarray, np.ndarray, list[QueryTruth], dict[str, Any]]
@@ -32,14 +147,37 @@ def reject_class_level_args(args: RetrievalArgs, dataset: str) -> None:
         )
 
 
-def own_queries(ctx: RunContext) -> QuerySet:
+def query_split_name(ctx: RunContext, args: RetrievalArgs) -> tuple[str, dict[str, Any]]:
+    """The split to score (ROxford/RParis: with cropped or whole queries, BoB's thumbnails under
+    protocol=bob) and what the protocol records about it."""
+    split = ctx.split(RETRIEVAL_SPLIT)
+    if not isinstance(split, CroppedFileSplit):
+        return RETRIEVAL_SPLIT, {}
+    crop = args.queries_cropped()
+    thumbnail = BOB_THUMBNAIL if args.protocol == "bob" else None
+    record = {
+        "queries": "cropped to their box" if crop else "whole images",
+        "thumbnail": f"every image shrunk to fit {thumbnail} px (PIL thumbnail, Lanczos) before the transform"
+        if thumbnail
+        else None,
+    }
+    if crop and thumbnail is None:
+        return RETRIEVAL_SPLIT, record
+    name = f"{RETRIEVAL_SPLIT}:{'cropped' if crop else 'whole'}" + (f"-thumb{thumbnail}" if thumbnail else "")
+    ctx.add_split(name, split.variant(crop, thumbnail))
+    return name, record
+
+
+def own_queries(ctx: RunContext, args: RetrievalArgs) -> QuerySet:
     """A retrieval dataset's queries (the first images of its one split), database and judgements."""
-    num_queries, judgements = query_database_judgements(ctx.split(RETRIEVAL_SPLIT))
-    features = ctx.pooled(RETRIEVAL_SPLIT).features
+    split_name, record = query_split_name(ctx, args)
+    num_queries, judgements = query_database_judgements(ctx.split(split_name))
+    features = split_features(ctx, split_name, args)
     truths = [QueryTruth(p, j) for p, j in zip(judgements.positives, judgements.junk, strict=True)]
     protocol = {
         "relevance": judgements.definition,
         "split": f"the dataset's own queries (first {num_queries} of its {RETRIEVAL_SPLIT} split) and database",
+        **record,
     }
     return features[:num_queries], features[num_queries:], truths, protocol
 
@@ -85,7 +223,7 @@ def class_queries(ctx: RunContext, args: RetrievalArgs, dataset: str) -> QuerySe
             f"needs at least {int(np.ceil(1 / args.query_fraction))} images to give one. Raise "
             "query_fraction or max_per_class, or pool more splits (pool=train,test)."
         )
-    features = np.concatenate([ctx.pooled(name).features for name in pool])
+    features = np.concatenate([split_features(ctx, name, args) for name in pool])
     by_class = {int(c): db_idx[labels[db_idx] == c] for c in np.unique(labels)}
     position = np.empty(len(labels), dtype=np.int64)
     position[db_idx] = np.arange(len(db_idx))

@@ -1,4 +1,5 @@
-"""The local executor: every group in this process, in plan order."""
+"""The local executor: every group in this process, in plan order (a group after the groups whose
+runs it consumes: `bob.sweep.plan.order_groups`)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ any returned result whose file is missing (a worker on a node without the shared
 result is lost only if both copies are. `max_retries` re-runs a group whose worker or node died
 (system failures); application errors never raise here, they are failed results already, so
 `retry_exceptions` stays off. A retried group skips what its first attempt finished.
+
+Dependencies (bob/sweep/plan.py): a group whose runs consume other groups' runs gets those groups'
+task refs as arguments, so Ray starts it only once they are done; if one of them is lost, so is it
+(with the reason).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
     return fn(*payload)
 
 
-def _call_after(fn: Any, _extracted: Any, *payload: Any) -> list[dict[str, Any]]:
-    """A chunk of a big group: Ray starts it once the group's first run (the extraction) is done."""
-    return _call(fn, *payload)
+def _call_after(fn: Any, waits: int, *rest: Any) -> list[dict[str, Any]]:
+    """A group that waits: Ray starts it once the `waits` task refs before its payload are done (a big
+    group's first run, which extracts, and the groups whose runs it consumes)."""
+    return _call(fn, *rest[waits:])
 
 
 def split_group(group: RunGroup, chunk: int) -> tuple[RunGroup, list[RunGroup]]:
@@ -96,12 +101,20 @@ class RayExecutor:
             after = ray.remote(max_calls=1 if gpus else 0)(_call_after).options(**options)
             fn_ref = ray.put(job.fn)
             pending = {}
+            task_of: dict[str, Any] = {}  # run id -> the task ref that runs it (groups come providers first)
             for group in groups:
+                waits = list({id(r): r for r in (task_of[n] for n in group.needs if n in task_of)}.values())
                 head, chunks = split_group(group, self.chunk)
-                head_ref = remote.remote(fn_ref, *job.payload(head))
+                if waits:
+                    head_ref = after.remote(fn_ref, len(waits), *waits, *job.payload(head))
+                else:
+                    head_ref = remote.remote(fn_ref, *job.payload(head))
                 pending[head_ref] = head
+                task_of.update((s.id, head_ref) for s in head.specs)
                 for part in chunks:
-                    pending[after.remote(fn_ref, head_ref, *job.payload(part))] = part
+                    ref = after.remote(fn_ref, 1 + len(waits), head_ref, *waits, *job.payload(part))
+                    pending[ref] = part
+                    task_of.update((s.id, ref) for s in part.specs)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:

@@ -2,6 +2,9 @@
 
 `cluster="local"` uses submitit's local executor (subprocesses on this machine), which is how it is
 tested; on a SLURM login node the default `cluster=None` lets submitit pick SLURM.
+
+Dependencies (bob/sweep/plan.py): the groups go in waves (`dependency_levels`), one job array per wave,
+each submitted once the previous wave has finished; a plan without dependencies is one array.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 from bob import progress
 from bob.errors import UsageError
 from bob.sweep.executors import LostFn, ReportFn, SweepJob
-from bob.sweep.plan import RunGroup
+from bob.sweep.plan import RunGroup, dependency_levels
 from bob.sweep.worker import RunReport
 
 
@@ -68,6 +71,12 @@ class SlurmExecutor:
         if not groups:
             return
         executor = self._executor()
+        for wave in dependency_levels(groups):
+            self._run_wave(executor, wave, job, on_report, on_group_lost)
+
+    def _run_wave(
+        self, executor: Any, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn
+    ) -> None:
         payloads = [job.payload(g) for g in groups]
         columns = list(zip(*payloads, strict=True))
         jobs = executor.map_array(_call, [job.fn] * len(groups), *columns)
