@@ -186,7 +186,7 @@ def train_bob_probe(
     optimizer = lars_optimizer(model.head, lr, cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
 
-    def loss_of(b: Any) -> torch.Tensor:
+    def loss_of(b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = (t.to(device, non_blocking=True) for t in b)
         return criterion(model(x), y)
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from bob.backbones.base import Backbone
+from bob.backbones.meta import DataConfig
 from bob.backbones.protocols import with_protocol
+from bob.cache import FeatureSet
 from bob.context import RunContext
 from bob.data.base import ImageSplit, stratified_partition
 from bob.task import TaskOutput
@@ -125,7 +128,7 @@ def _cached_bob(task: LinearProbe, ctx: RunContext) -> TaskOutput:
     return _output(ctx, out["metrics"], out["protocol"], out["head"], out["test_logits"], evaluated.labels)
 
 
-def _bob_features(ctx: RunContext, split_name: str, config: Any) -> Any:
+def _bob_features(ctx: RunContext, split_name: str, config: DataConfig) -> FeatureSet:
     split = ctx.split(split_name)
     key_spec = {
         "transform": config.to_dict(),
@@ -133,7 +136,7 @@ def _bob_features(ctx: RunContext, split_name: str, config: Any) -> Any:
         "dtype": "float32",
     }
 
-    def extract(backbone: Any) -> tuple[Any, Any, dict[str, Any]]:
+    def extract(backbone: Backbone) -> tuple[Any, Any, dict[str, Any]]:
         features = pooled_features(backbone, split, config, ctx.device, ctx.batch_size, ctx.num_workers)
         return features, split.labels, {"transform_source": BOB_TRANSFORM}
 

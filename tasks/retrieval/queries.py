@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bob.backbones.base import BackboneRef
+from bob.backbones.base import Backbone, BackboneRef
 from bob.backbones.meta import DataConfig
 from bob.context import RunContext
 from bob.data.base import ImageSplit
@@ -70,7 +70,7 @@ def bob_transform(own: DataConfig, midas: bool = False) -> DataConfig:
     )
 
 
-def descriptor_head(backbone: Any, midas: bool) -> torch.nn.Module | None:
+def descriptor_head(backbone: Backbone, midas: bool) -> torch.nn.Module | None:
     """BoB's MiDaS descriptor is the encoder's 1000-d timm head on the pooled feature (`model(x)` in
     bob-retrieval utils.extract_features); every other backbone's is the pooled feature itself."""
     if not midas:
@@ -96,7 +96,7 @@ def split_features(ctx: RunContext, split_name: str, args: RetrievalArgs) -> np.
         **({"descriptor": "the encoder's 1000-d head on the pooled feature"} if midas else {}),
     }
 
-    def extract(shared: Any) -> tuple[Any, Any, dict[str, Any]]:
+    def extract(shared: Backbone) -> tuple[Any, Any, dict[str, Any]]:
         same_size = cfg.input_size == ctx.data_config.input_size
         backbone = shared if same_size else ctx.build_backbone(input_size=cfg.input_size)
         backbone.eval()
