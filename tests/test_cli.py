@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bob.cli import placed_flags
 from bob.results import read_result
 
 TINY = "timm/test_resnet"
@@ -267,3 +268,28 @@ def test_low_free_space_is_a_warning_before_the_run(tmp_path, monkeypatch, caplo
         require_writable_dirs([Target(tmp_path / "raw", "Results dir", "--results-dir")])
     assert "only 5.0 MB free on its disk" in caplog.text
     assert not (tmp_path / "raw").exists(), "the pre-flight check creates nothing"
+
+
+@pytest.mark.parametrize(
+    ("argv", "placed"),
+    [
+        (["run", "-b", "x", "--debug"], ["--debug", "run", "-b", "x"]),
+        (["--debug", "run", "-b", "x"], ["--debug", "run", "-b", "x"]),
+        (["--quiet", "sweep", "s.yaml"], ["sweep", "s.yaml", "--quiet"]),
+        (["-q", "run", "--debug"], ["--debug", "run", "-q"]),
+        (["cache", "list", "--debug"], ["--debug", "cache", "list"]),
+        (["--quiet", "ls", "tasks"], ["--quiet", "ls", "tasks"]),  # ls has no --quiet: click says so
+        (["run", "--", "--debug"], ["run", "--", "--debug"]),
+        (["--debug"], ["--debug"]),
+    ],
+)
+def test_debug_and_quiet_are_accepted_before_or_after_the_command(argv, placed):
+    assert placed_flags(argv) == placed
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path):
+    proc = bob(
+        "run", "-b", TINY, "-w", "random", "-t", "knn/digits", "--backbone-arg", "bogus=1",
+        "--results-dir", str(tmp_path / "r"), "--debug",
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "bogus" in proc.stderr

@@ -66,9 +66,31 @@ app.command(name="sweep")(sweep.sweep)
 app.add_typer(cache.app, name="cache")
 
 
+# Commands whose own `--quiet` / `-q` option `bob --quiet CMD ...` is moved to.
+_QUIET_COMMANDS = {"run", "sweep"}
+
+
+def placed_flags(argv: list[str]) -> list[str]:
+    """`--debug` and `--quiet` where the user put them: `bob run --debug ...` means `bob --debug run
+    ...` (--debug is an option of `bob` itself), and `bob --quiet run ...` means `bob run --quiet ...`
+    (--quiet belongs to the commands with progress bars). Nothing after a `--` separator moves."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, tail = argv[:end], argv[end:]
+    command = next((i for i, arg in enumerate(head) if not arg.startswith("-")), None)
+    if command is None:
+        return argv
+    before, name, after = head[:command], head[command], head[command + 1 :]
+    debug = [a for a in after if a == "--debug"]
+    quiet = [a for a in before if a in ("--quiet", "-q")] if name in _QUIET_COMMANDS else []
+    before = [a for a in before if a not in quiet] + debug[:1]
+    after = [a for a in after if a != "--debug"] + quiet[:1]
+    return [*before, name, *after, *tail]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: BobErrors become one paragraph and their exit code. `argv` (the
     arguments after `bob`) defaults to the command line; tests pass their own."""
+    argv = placed_flags(sys.argv[1:] if argv is None else list(argv))
     try:
         code = app(args=argv, prog_name="bob", standalone_mode=False)  # returns the code of a typer.Exit
     except BobError as err:
