@@ -32,7 +32,9 @@ def write_result(
     main_metric: str = "top1",
     higher_is_better: bool = True,
     status: str = "ok",
+    metrics: dict[str, float] | None = None,
 ) -> Path:
+    """One result; `metrics` adds metrics beside the main one (e.g. mask AP beside box AP)."""
     family, method, data, params = META.get(backbone, ("cnn", "supervised", "IN-1k", 1e6))
     spec = RunSpec(backbone, task, weights, seed, task_args=dict(task_args or {}), task_version="1")
     suite, _, dataset = task.partition("/")
@@ -55,7 +57,7 @@ def write_result(
             "main_metric": main_metric,
             "higher_is_better": higher_is_better,
         },
-        metrics={} if value is None else {main_metric: value},
+        metrics={**(metrics or {}), **({} if value is None else {main_metric: value})},
         timings={"total_s": 1.0},
         error={"type": "RuntimeError", "message": "boom"} if status == "failed" else None,
     )

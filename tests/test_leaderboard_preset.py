@@ -21,8 +21,7 @@ from bob.leaderboard import BoardOptions, build_leaderboard, load_results
 from bob.leaderboard.aggregate import build_board
 from bob.leaderboard.presets import BOB, get_preset
 from bob.leaderboard.render_md import esc
-from bob.results import ResultStore, RunResult
-from bob.spec import RunSpec
+from tests.leaderboard_results import write_result
 
 PRETRAINED = ["cnn-a", "vit-b", "vit-c", "swin-d"]
 LRS = (1e-4, 3e-4)
@@ -30,31 +29,8 @@ LRS = (1e-4, 3e-4)
 
 def _write(root: Path, backbone: str, task: str, metrics: dict[str, float], main: str, *,
            task_args: dict[str, Any] | None = None, weights: str = "pretrained", seed: int = 0) -> None:  # fmt: skip
-    spec = RunSpec(backbone, task, weights, seed, task_args=dict(task_args or {}), task_version="1")
-    suite, _, dataset = task.partition("/")
-    result = RunResult(
-        id=spec.id,
-        status="ok",
-        spec=spec.to_dict(),
-        backbone={
-            "name": backbone,
-            "family": "cnn",
-            "method": "random" if weights == "random" else "supervised",
-            "pretrain_data": "IN-1k",
-            "params": 1e6,
-        },
-        task={
-            "name": task,
-            "suite": suite,
-            "dataset": dataset,
-            "version": "1",
-            "main_metric": main,
-            "higher_is_better": True,
-        },
-        metrics=metrics,
-        timings={"total_s": 1.0},
-    )
-    ResultStore(root).write(result, spec)
+    write_result(root, backbone, task, metrics[main], seed=seed, weights=weights, task_args=task_args,
+                 main_metric=main, metrics=metrics)  # fmt: skip
 
 
 def _value(b: int, k: int) -> float:
