@@ -110,6 +110,27 @@ def test_lock_blocks_a_live_owner_and_breaks_a_dead_ones(tmp_path):
     assert not Path(str(path) + ".lock").exists()
 
 
+def test_a_run_lock_from_another_host_lasts_while_its_heartbeat_does(tmp_path):
+    """A node that died (another host: its pid cannot be checked) stops touching its run lock; after
+    a few missed heartbeats the lock is abandoned and a retry elsewhere may take the run."""
+    from bob.locks import STALE_BEATS
+    from bob.sweep.locks import RUN_HEARTBEAT_S
+
+    path = tmp_path / "run.json"
+    held = RunLock(path)
+    assert held.acquire() and held.owner()["heartbeat"] == RUN_HEARTBEAT_S
+    held.release()
+    lock_file = Path(str(path) + ".lock")
+    owner = {"host": "node-that-died", "pid": 1, "since": 0, "heartbeat": RUN_HEARTBEAT_S}
+    lock_file.write_text(json.dumps(owner))
+    assert not RunLock(path).acquire(), "a fresh lock from another host is respected"
+    old = time.time() - (STALE_BEATS + 1) * RUN_HEARTBEAT_S
+    os.utime(lock_file, (old, old))
+    lock = RunLock(path)
+    assert lock.acquire(), "a lock whose heartbeat stopped is abandoned"
+    lock.release()
+
+
 def test_busy_runs_are_left_to_their_owner(tmp_path):
     results = tmp_path / "raw"
     data = fake_sweep(2)

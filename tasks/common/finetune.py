@@ -18,11 +18,20 @@ unlabeled images). A non-finite loss stops the run with `TrainingDivergedError`.
 `reset_classifier`: a new Linear with Xavier-normal weights and zero bias.
 The suites call it through common/finetune_run.py, which adds what a run brings: a fresh trainable
 backbone, the validation holdout, the test split's metrics and the saved checkpoint.
+
+Data-parallel (a run bob launched on several ranks, bob/distributed.py): the run keeps its batch,
+accumulation and effective batch, hence its id and its lr. Each optimizer step's batches are
+split over the ranks (`WindowSampler`): fewer accumulation micro-steps per rank when the ranks divide
+`accum_steps`, else a smaller batch per rank. Augmentation is drawn per sample from (seed, epoch,
+index), so what a sample sees does not depend on the rank it lands on, and `evaluate` scores each
+rank's shard of a split and gathers the logits back into dataset order: the metrics are those of the
+same model in one process. What was split is recorded in the protocol's `data_parallel`.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +46,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torchvision.transforms import Compose
 
+from bob import distributed
 from bob.backbones.base import Backbone, pooled_width
 from bob.backbones.meta import DataConfig
 from bob.data.base import ImageSplit
@@ -45,7 +55,7 @@ from bob.tasks.common.distill_loss import ImageTransform, SoftTargets, batch_los
 from bob.tasks.common.layer_decay import ParamGroups, layer_decay_groups
 from bob.tasks.common.metrics import classification_metrics
 from bob.tasks.common.recipe import FinetuneConfig
-from bob.tasks.common.train_loop import AfterStep, KeepBest, TrainLoop, autocast
+from bob.tasks.common.train_loop import AfterStep, Hook, KeepBest, TrainLoop, autocast, data_parallel
 from bob.transforms import eval_transform
 
 _OPTIMIZER_NAMES = {"adamw": "AdamW", "momentum": "SGD with momentum"}
@@ -132,9 +142,15 @@ def evaluate(
     num_workers: int = 0,
     amp: bool = True,
 ) -> np.ndarray:
-    """Logits [N, C] of `model` on `split` with the eval transform, in inference mode."""
+    """Logits [N, C] of `model` on `split` with the eval transform, in inference mode. Data-parallel,
+    each rank scores its shard and every rank gets all N rows, in order."""
+    images: torch.utils.data.Dataset = LabelledImages(split, eval_transform(data_config))
+    rows = None
+    if distributed.active():
+        rows = distributed.shard_positions(len(split), torch.distributed.get_rank(), _world_size())
+        images = torch.utils.data.Subset(images, rows)
     loader = torch.utils.data.DataLoader(
-        LabelledImages(split, eval_transform(data_config)),
+        images,
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda",
@@ -144,7 +160,10 @@ def evaluate(
     with torch.inference_mode(), autocast(device, amp):
         for x, _ in loader:
             outs.append(model(x.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(outs).numpy()
+    if rows is None:
+        return torch.cat(outs).numpy()
+    local = torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
+    return distributed.gather_rows(local, rows, len(split))
 
 
 def finetune_classifier(
@@ -177,12 +196,21 @@ def finetune_classifier(
     model, groups, optimizer = _model_and_optimizer(backbone, num_classes, cfg, data_config, device)
     transform = train_transform(cfg, data_config)
     images = LabelledImages(train, transform) if distill is None else distill.dataset(train, transform)
-    loader = _train_loader(images, batch_size, device, seed, num_workers)
-    # A window cannot span epochs: an epoch of fewer batches than accum_steps steps once, on all of them.
-    accum = min(cfg.accum_steps, len(loader)) or 1
-    scheduler = _cosine_schedule(optimizer, cfg, math.ceil(len(loader) / accum))
     mixup, criterion = _mixup_and_loss(cfg, num_classes)
-    loss_of = _batch_loss(model, mixup, criterion, cfg, num_classes, device, distill, loss_fn)
+    hooks: list[Hook] = []
+    shards: dict[str, Any] = {}
+    if distributed.active():
+        loader, accum, shards, epochs_hook = _sharded_train_loader(
+            images, batch_size, cfg, mixup is not None, device, seed, num_workers
+        )
+        hooks.append(epochs_hook)
+    else:
+        loader = _train_loader(images, batch_size, device, seed, num_workers)
+        # A window cannot span epochs: an epoch of fewer batches than accum_steps steps once, on all of them.
+        accum = min(cfg.accum_steps, len(loader)) or 1
+    scheduler = _cosine_schedule(optimizer, cfg, math.ceil(len(loader) / accum))
+    net = data_parallel(model)  # the model itself in one process
+    loss_of = _batch_loss(net, mixup, criterion, cfg, num_classes, device, distill, loss_fn)
     score = _EpochScore(
         optimizer,
         val,
@@ -192,7 +220,7 @@ def finetune_classifier(
     )
     best = KeepBest(score)
     loop = TrainLoop(
-        model,
+        net,
         optimizer,
         loss_of,
         loader,
@@ -200,11 +228,14 @@ def finetune_classifier(
         epochs=cfg.epochs,
         amp=cfg.amp,
         accum_steps=accum,
-        hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), best],
+        hooks=[*hooks, AfterStep(lambda step: scheduler.step_update(num_updates=step)), best],
         what="classifier",
         hint=f"lower the learning rate (task arg lr, now {cfg.lr}) or turn off amp",
     ).run()
     protocol = _protocol(cfg, groups, loop, best, mixup, criterion, distill, train, val, batch_size)
+    if shards:
+        accum = shards["accum_steps"]
+        protocol["data_parallel"] = shards
     protocol.update({"accum_steps": accum, "effective_batch": batch_size * accum})
     if accum != cfg.accum_steps:
         protocol["accum_steps_requested"] = cfg.accum_steps
@@ -223,6 +254,140 @@ def _train_loader(
         generator=torch.Generator().manual_seed(seed),
         pin_memory=device.type == "cuda",
     )
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if distributed.active() else 1
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset whose random transforms draw from (seed, epoch, index): python's, numpy's and torch's
+    generators are seeded before each sample (and mixup, after a batch, draws from its last sample's
+    seed), so a sample's augmentation is the same whichever rank, and however many, load it."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
+        sample_seed = int(state[0]) << 32 | int(state[1])
+        random.seed(sample_seed)
+        np.random.seed(int(state[0]))
+        torch.manual_seed(sample_seed)
+        return self.dataset[index]
+
+
+class WindowSampler(torch.utils.data.DistributedSampler):
+    """This rank's share of every optimizer step, for a DataLoader of `rank_batch` without shuffle.
+
+    Each epoch draws one permutation from (seed, epoch), as `DistributedSampler` does, cuts it into
+    micro-batches of `batch` (the tail that fills none is dropped, as one process drops it) and groups
+    them into windows of `accum` (an epoch's last window may be shorter, as in one process). With
+    `split_accum`, rank r takes the r-th run of a window's micro-batches (a shorter last window loses
+    the micro-batches the ranks cannot share); else it takes the r-th slice of every micro-batch."""
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch: int,
+        accum: int,
+        split_accum: bool,
+        seed: int,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch, self.accum, self.split_accum = batch, accum, split_accum
+
+    def _windows(self, order: list[int]) -> list[list[list[int]]]:
+        micro = [
+            order[k : k + self.batch] for k in range(0, len(order) // self.batch * self.batch, self.batch)
+        ]
+        return [micro[w : w + self.accum] for w in range(0, len(micro), self.accum)]
+
+    def _mine(self, order: list[int]) -> list[int]:
+        world, rank, out = self.num_replicas, self.rank, []
+        for window in self._windows(order):
+            if self.split_accum:
+                share = len(window) // world
+                for micro in window[rank * share : (rank + 1) * share]:
+                    out.extend(micro)
+            else:
+                piece = self.batch // world
+                for micro in window:
+                    out.extend(micro[rank * piece : (rank + 1) * piece])
+        return out
+
+    def __iter__(self) -> Any:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(self._mine(torch.randperm(len(self.dataset), generator=g).tolist()))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._mine(list(range(len(self.dataset)))))  # type: ignore[arg-type]
+
+
+class _NewEpoch(Hook):
+    """Tell the sampler and the seeded samples the epoch before its batches are drawn."""
+
+    def __init__(self, sampler: WindowSampler, samples: SeededSamples) -> None:
+        self.sampler, self.samples = sampler, samples
+
+    def before_epoch(self, loop: TrainLoop) -> None:
+        self.sampler.set_epoch(loop.epoch)
+        self.samples.epoch = loop.epoch
+
+
+def _sharded_train_loader(
+    images: torch.utils.data.Dataset,
+    batch_size: int,
+    cfg: FinetuneConfig,
+    mixup: bool,
+    device: torch.device,
+    seed: int,
+    num_workers: int,
+) -> tuple[torch.utils.data.DataLoader, int, dict[str, Any], Hook]:
+    """This rank's loader, its accumulation steps, the protocol's record and the epoch hook: the
+    run's effective batch (`batch_size` × its accumulation) split over the ranks, by accumulation
+    micro-steps when the ranks divide them, else by batch."""
+    world = _world_size()
+    accum = min(cfg.accum_steps, len(images) // batch_size) or 1  # type: ignore[arg-type]
+    split_accum = accum % world == 0
+    if split_accum:
+        rank_batch, rank_accum = batch_size, accum // world
+    elif batch_size % world == 0 and not (mixup and batch_size // world % 2):
+        rank_batch, rank_accum = batch_size // world, accum
+    else:
+        even = " into even batches (mixup)" if mixup else ""
+        raise UsageError(
+            f"a data-parallel run of {world} ranks splits each step's {accum} batch(es) of {batch_size}: "
+            f"the ranks divide neither accum_steps ({accum}) nor the batch{even}. Pick a batch_size or "
+            f"accum_steps they divide."
+        )
+    samples = SeededSamples(images, seed)
+    sampler = WindowSampler(samples, batch_size, accum, split_accum, seed)
+    loader = torch.utils.data.DataLoader(
+        samples,
+        batch_size=rank_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    record = {
+        "world_size": world,
+        "backend": torch.distributed.get_backend(),
+        "per_device_batch": rank_batch,
+        "per_device_accum_steps": rank_accum,
+        "accum_steps": accum,
+        "effective_batch": rank_batch * rank_accum * world,
+        "split": "accumulation micro-steps over ranks" if split_accum else "each batch over ranks",
+        "lr_scaling": "none: the effective batch, hence the lr, is the run's at any world size",
+        "augmentation_seed": "per sample: (seed, epoch, index)",
+    }
+    return loader, rank_accum, record, _NewEpoch(sampler, samples)
 
 
 def _cosine_schedule(

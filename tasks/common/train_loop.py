@@ -19,11 +19,17 @@ A suite supplies what is its own: the model, the optimizer, the batches and the 
     reporting to a search.
 
 Forward, backward and the optimizer step happen only in `TrainLoop.run_step`, so running the loop
-data-parallel means wrapping the model and the batches, not reshaping the loop.
+data-parallel means wrapping the model and the batches, not reshaping the loop: a suite passes
+`data_parallel(model)` (DistributedDataParallel when bob launched the run on several ranks, the model
+itself otherwise) and calls it in `loss_of`; each rank feeds its own shard of every step. The loop
+then skips the gradient all-reduce on accumulation micro-steps (`no_sync`), averages each loss over
+the ranks (so every rank's divergence check and loss history agree), draws the progress bar on rank 0
+only, and keeps the best epoch from the unwrapped model (`loop.module`). One process runs as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import Any
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bob import distributed
 from bob.errors import TrainingDivergedError, UsageError
 from bob.progress import Progress, progress_bar
 
@@ -82,12 +89,12 @@ class KeepBest(Hook):
     def after_epoch(self, loop: TrainLoop) -> None:
         value, extras = self.score(loop) if self.score is not None else (float(loop.epoch), {})
         if self.best is None or value > self.best[0]:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in loop.model.state_dict().items()}
+            state = {k: v.detach().to("cpu", copy=True) for k, v in loop.module.state_dict().items()}
             self.best = (value, loop.epoch, state, extras)
 
     def after_train(self, loop: TrainLoop) -> None:
         if self.best is not None:
-            loop.model.load_state_dict(self.best[2])
+            loop.module.load_state_dict(self.best[2])
 
     @property
     def best_epoch(self) -> int:
@@ -125,6 +132,31 @@ def autocast(device: torch.device | str, amp: bool, dtype: torch.dtype | None = 
     return torch.autocast(kind, dtype=chosen or torch.float32, enabled=chosen is not None)
 
 
+def data_parallel(model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel when bob launched the run as a process group (one
+    CUDA device per rank, or the CPU with gloo), else `model` itself. Frozen parameters
+    (`requires_grad=False`) are left out by DDP; `find_unused_parameters` is for trainable parameters
+    that a step's forward may not reach."""
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else None
+    )
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (the model itself when not wrapped)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 class TrainLoop:
     """Train `model` with `optimizer` on the loss `loss_of` returns for each batch.
 
@@ -135,7 +167,7 @@ class TrainLoop:
     and in errors; `hint` ends the divergence message (what to lower). `total_steps` sizes the
     progress bar when the loop cannot count the steps itself (batches from a callable);
     `progress_unit="epochs"` counts epochs instead. The model is put in train mode at the start of every epoch
-    (and once, for iteration-counted loops).
+    (and once, for iteration-counted loops). A `data_parallel` model trains data-parallel (module docstring).
     """
 
     def __init__(
@@ -162,6 +194,8 @@ class TrainLoop:
         if accum_steps < 1:
             raise UsageError(f"accum_steps must be a positive integer, got {accum_steps}.")
         self.model, self.optimizer, self.loss_of, self.batches = model, optimizer, loss_of, batches
+        self.module = unwrap(model)  # what hooks save and load: never the DDP wrapper
+        self.data_parallel = self.module is not model
         self.device = torch.device(device)
         self.epochs, self.iterations = epochs, iterations
         self.accum_steps = accum_steps
@@ -178,11 +212,13 @@ class TrainLoop:
         self.bar: Progress | None = None
         self._micro = 0
         self._pending = 0.0
+        self._left: int | None = None  # batches left in the epoch, when the loop can count them
 
     # ----------------------------------------------------------------------------------------- run
     def run(self) -> TrainLoop:
         total = self._total_steps()
-        with progress_bar(f"training {self.what}", total, self.progress_unit) as bar:
+        bar_context = progress_bar(f"training {self.what}", total, self.progress_unit)
+        with bar_context if distributed.is_main() else contextlib.nullcontext(Progress()) as bar:
             self.bar = bar
             self._call("before_train")
             try:
@@ -205,6 +241,7 @@ class TrainLoop:
                 self.bar.update(f"training {self.what}, epoch {epoch}/{self.epochs}")
             self._call("before_epoch")
             batches = self.batches(epoch) if callable(self.batches) else self.batches
+            self._left = len(batches) if isinstance(batches, Sized) else None
             for batch in batches:
                 self.run_step(batch)
             self._flush()
@@ -215,6 +252,7 @@ class TrainLoop:
     def _run_iterations(self) -> None:
         assert self.iterations is not None and not callable(self.batches)
         self.model.train()
+        self._left = -1  # no epoch ends inside a window: only its last micro-step synchronises
         while self.step < self.iterations:
             seen = 0
             for batch in self.batches:
@@ -228,11 +266,22 @@ class TrainLoop:
     def run_step(self, batch: Any) -> None:
         """One batch: forward under autocast, the divergence check, backward, and every
         `accum_steps`-th batch the optimizer step and the `after_step` hooks."""
+        with self._sync_context():
+            value = self._forward_backward(batch)
+        self._micro += 1
+        self._pending += value / self.accum_steps if self.accum_steps > 1 else value
+        if self._micro == self.accum_steps:
+            self._optimizer_step()
+
+    def _forward_backward(self, batch: Any) -> float:
+        """The batch's loss (averaged over the ranks when data-parallel), checked, then its backward."""
         dtype = self.amp_dtype or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
             out = self.loss_of(batch)
         loss, parts = out if isinstance(out, tuple) else (out, {})
         value = float(loss.detach())
+        if self.data_parallel:  # every rank sees the same value, so every rank stops together
+            value = distributed.all_mean(value)
         if not math.isfinite(value):
             raise TrainingDivergedError(self._divergence(value, parts))
         if self._micro == 0:
@@ -242,10 +291,19 @@ class TrainLoop:
             self.scaler.scale(scaled).backward()
         else:
             scaled.backward()
-        self._micro += 1
-        self._pending += value / self.accum_steps if self.accum_steps > 1 else value
-        if self._micro == self.accum_steps:
-            self._optimizer_step()
+        return value
+
+    def _sync_context(self) -> contextlib.AbstractContextManager[Any]:
+        """DDP's `no_sync` on an accumulation micro-step whose window goes on (its gradients stay on
+        the rank until the window's last batch); a null context otherwise. The epoch's last batch
+        always synchronises, as does every batch of an epoch whose length is unknown."""
+        if self._left is not None and self._left > 0:
+            self._left -= 1
+        if not self.data_parallel or self._micro + 1 >= self.accum_steps:
+            return contextlib.nullcontext()
+        if self._left is None or self._left == 0:
+            return contextlib.nullcontext()
+        return self.model.no_sync()
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -254,6 +312,8 @@ class TrainLoop:
         else:
             self.optimizer.step()
         self.step += 1
+        if self.data_parallel:
+            distributed.fault_point(self.step)
         self.losses.append(self._pending)
         if self.epoch_losses:
             self.epoch_losses[-1].append(self._pending)

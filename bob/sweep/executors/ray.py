@@ -14,6 +14,7 @@ task refs as arguments, so Ray starts it only once they are done; if one of them
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from bob import progress
@@ -46,6 +47,21 @@ def split_group(group: RunGroup, chunk: int) -> tuple[RunGroup, list[RunGroup]]:
     return head, [RunGroup(group.key, rest[i : i + chunk], True) for i in range(0, len(rest), chunk)]
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a `host:port` address (`ray.init` would retry for minutes);
+    other forms ("auto", "ray://...") are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UsageError(
+            f"Cannot reach the Ray cluster at {address}: {err}. Check that it is up (`ray status` on its "
+            "head node) and that --address names its head's port (6379 unless `ray start --port` set one)."
+        ) from None
+
+
 class RayExecutor:
     def __init__(
         self,
@@ -72,13 +88,18 @@ class RayExecutor:
             return ray, False
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if self.address:
+            check_reachable(self.address)
             kwargs["address"] = self.address
         else:
             kwargs["num_cpus"] = self.num_cpus
         try:
             ray.init(**kwargs)
         except ConnectionError as err:
-            raise UsageError(f"Cannot reach the Ray cluster at {self.address}: {err}") from None
+            raise UsageError(
+                f"Cannot reach the Ray cluster at {self.address}: {err}. Check that it is up (`ray status`) "
+                "and, on a cluster with token authentication, that this shell has its token: "
+                "RAY_AUTH_MODE=token, and the token in ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH."
+            ) from None
         return ray, True
 
     def _gpus(self, ray: Any) -> float:

@@ -5,10 +5,17 @@ tested; on a SLURM login node the default `cluster=None` lets submitit pick SLUR
 
 Dependencies (bob/sweep/plan.py): the groups go in waves (`dependency_levels`), one job array per wave,
 each submitted once the previous wave has finished; a plan without dependencies is one array.
+
+An array task that ends without a result (scancel, preemption, a node lost, the time limit) makes
+its group's unfinished runs lost: failed results (WorkerLost) that `bob sweep --retry-failed` runs
+again. submitit learns a task's end from `sacct`; on a cluster without accounting `sacct` knows no
+job, so a task that has left `squeue` for GONE_AFTER_S without writing its result counts as ended.
 """
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +25,30 @@ from bob.sweep.executors import LostFn, ReportFn, SweepJob
 from bob.sweep.plan import RunGroup, dependency_levels
 from bob.sweep.worker import RunReport
 
+POLL_S = 5.0  # how often the driver looks at a SLURM array's tasks (0.5 s on submitit's local cluster)
+GONE_AFTER_S = 30.0  # a task out of squeue this long with no result file has ended without one
+
 
 def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
     progress.set_enabled(False)
     return fn(*payload)
+
+
+def queued_tasks(array_ids: set[str]) -> set[str] | None:
+    """The array tasks squeue still lists (pending, running or completing), one id per task
+    (`123_4`); None when squeue cannot be asked."""
+    try:
+        done = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(array_ids))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:  # every job of the list has left the controller's memory
+        return set() if "Invalid job id" in done.stderr else None
+    return set(done.stdout.split())
 
 
 class SlurmExecutor:
@@ -80,11 +107,38 @@ class SlurmExecutor:
         payloads = [job.payload(g) for g in groups]
         columns = list(zip(*payloads, strict=True))
         jobs = executor.map_array(_call, [job.fn] * len(groups), *columns)
-        for slurm_job, group in zip(jobs, groups, strict=True):
-            try:
-                reports = slurm_job.result()
-            except Exception as err:  # the array task failed or timed out: its unfinished runs are lost
-                on_group_lost(group, f"{type(err).__name__}: {err}")
-                continue
-            for report in reports:
-                on_report(RunReport(**report))
+        pending = list(zip(jobs, groups, strict=True))
+        on_slurm = executor.cluster == "slurm"
+        gone: dict[str, float] = {}  # task id -> when it was first missing from squeue
+        while pending:
+            queued = queued_tasks({j.job_id.split("_")[0] for j, _ in pending}) if on_slurm else None
+            waiting = []
+            for slurm_job, group in pending:
+                if slurm_job.done():
+                    self._collect(slurm_job, group, on_report, on_group_lost)
+                elif queued is not None and slurm_job.job_id not in queued:
+                    if time.monotonic() - gone.setdefault(slurm_job.job_id, time.monotonic()) < GONE_AFTER_S:
+                        waiting.append((slurm_job, group))
+                    else:
+                        on_group_lost(
+                            group,
+                            f"SLURM task {slurm_job.job_id} ended without a result (cancelled, preempted, "
+                            "out of time or its node failed); see its log in the --slurm-folder",
+                        )
+                else:
+                    gone.pop(slurm_job.job_id, None)
+                    waiting.append((slurm_job, group))
+            pending = waiting
+            if pending:
+                time.sleep(POLL_S if on_slurm else 0.5)
+
+    @staticmethod
+    def _collect(slurm_job: Any, group: RunGroup, on_report: ReportFn, on_group_lost: LostFn) -> None:
+        """Hand a finished task's reports on; a task that ended without its result loses its group."""
+        try:
+            reports = slurm_job.result()
+        except Exception as err:  # the array task failed or timed out: its unfinished runs are lost
+            on_group_lost(group, f"{type(err).__name__}: {err}")
+            return
+        for report in reports:
+            on_report(RunReport(**report))
