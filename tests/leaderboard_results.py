@@ -33,9 +33,14 @@ def write_result(
     higher_is_better: bool = True,
     status: str = "ok",
     metrics: dict[str, float] | None = None,
+    weights_record: dict[str, Any] | None = None,
+    method: str | None = None,
 ) -> Path:
-    """One result; `metrics` adds metrics beside the main one (e.g. mask AP beside box AP)."""
-    family, method, data, params = META.get(backbone, ("cnn", "supervised", "IN-1k", 1e6))
+    """One result; `metrics` adds metrics beside the main one (e.g. mask AP beside box AP);
+    `weights_record` is the weights provenance a run records (`backbone.weights`: kind, path, sha256);
+    `method` overrides the backbone's pretraining method."""
+    family, default_method, data, params = META.get(backbone, ("cnn", "supervised", "IN-1k", 1e6))
+    method = method or default_method
     spec = RunSpec(backbone, task, weights, seed, task_args=dict(task_args or {}), task_version="1")
     suite, _, dataset = task.partition("/")
     result = RunResult(
@@ -48,6 +53,7 @@ def write_result(
             "method": "random" if weights == "random" else method,
             "pretrain_data": data,
             "params": params,
+            **({"weights": weights_record} if weights_record is not None else {}),
         },
         task={
             "name": task,
@@ -80,3 +86,25 @@ def xss_results(root: Path) -> int:
             )
     write_result(root, "cnn-a", "linear-probe/x", 0.05, weights="random")
     return len(names) + 1
+
+
+FIRST_BACKBONE = "torchvision/mobilenet_v2"
+FIRST_TASKS = {"linear-probe/animal-mnist": 0.94, "knn/animal-mnist": 0.90, "retrieval/skimage-views": 0.57}
+FIRST_GMACS = 0.3
+
+
+def first_board_results(root: Path, efficiency: bool = True) -> None:
+    """A quickstart-sized board: one pretrained backbone and its random init on three settings, each
+    run with its per-sample file, plus (with `efficiency`) MACs measured on random weights."""
+    import numpy as np
+    from sample_results import hits_samples, write_sampled_result
+
+    rng = np.random.default_rng(0)
+    for task, accuracy in FIRST_TASKS.items():
+        for weights, acc in (("pretrained", accuracy), ("random", accuracy - 0.2)):
+            hits = hits_samples(rng.random(400) < acc)
+            write_sampled_result(root, FIRST_BACKBONE, task, hits, weights=weights)
+    if efficiency:
+        cost = {"latency_ms": 4.0, "gmacs": FIRST_GMACS, "throughput_img_s": 250.0}
+        write_result(root, FIRST_BACKBONE, "efficiency/64", 4.0, weights="random", main_metric="latency_ms",
+                     higher_is_better=False, metrics=cost)  # fmt: skip

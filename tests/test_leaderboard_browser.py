@@ -170,3 +170,52 @@ def test_the_compare_panel_agrees_with_bob_compare(page, tmp_path):
     page.check('input.cmp[data-row="1"]')  # a third tick drops the oldest
     assert page.is_checked('input.cmp[data-row="0"]') is False
     assert errors == []
+
+
+def test_a_first_board_shows_raw_scores_and_no_empty_plot(page, tmp_path):
+    """The quickstart's board (one pretrained backbone, its random init, three settings, MACs): every
+    raw score is on screen, each plot either draws data or is replaced by a line saying why, and a
+    screenshot of the first screen is taken (into $BOB_SCREENSHOT_DIR when set, else the test's
+    folder; the whole page beside it in the test's folder)."""
+    from leaderboard_results import first_board_results
+
+    from bob.leaderboard import BoardOptions
+    from bob.leaderboard import format as fmt
+    from bob.leaderboard.figures import PARETO_PLOT_ID
+
+    first_board_results(tmp_path / "raw")
+    out = build_leaderboard(tmp_path / "raw", tmp_path / "out", BoardOptions(resamples=200))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto((tmp_path / "out" / "leaderboard.html").as_uri())
+    page.wait_for_selector(f"#{PARETO_PLOT_ID} .main-svg", timeout=20_000)
+
+    raw = page.inner_text("#raw")
+    cells = out.board.cells
+    assert len(cells) == 6
+    for value in cells["mean"]:
+        assert fmt.num(value, 4) in raw
+    assert [r[0] for r in _rows(page)] == ["unranked", "rand"]  # no position without a z-score
+    assert "unranked" in page.inner_text(".unranked-note")
+
+    # Each drawn plot holds data; each plot with nothing to show is a visible line instead.
+    drawn = page.eval_on_selector_all(".plot .js-plotly-plot", "ps => ps.map(p => p.id)")
+    assert PARETO_PLOT_ID in drawn
+    for plot_id in drawn:
+        points = page.eval_on_selector_all(
+            f"#{plot_id} .scatterlayer .point, #{plot_id} .hm", "e => e.length"
+        )
+        assert points > 0, f"{plot_id} is drawn empty"
+    notes = page.eval_on_selector_all(".plot-note", "ns => ns.map(n => n.getAttribute('data-plot'))")
+    assert set(PLOT_IDS) <= set(notes) and not set(notes) & set(drawn)
+    assert all(page.is_visible(f'.plot-note[data-plot="{n}"]') for n in notes)
+    assert errors == []
+
+    folder = Path(os.environ.get("BOB_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "first-board.png"  # the first screen: the board and its raw scores
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shot))
+    page.screenshot(path=str(tmp_path / "first-board-full.png"), full_page=True)
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one

@@ -24,11 +24,15 @@ if TYPE_CHECKING:
 
 MAX_RAW_SETTINGS = 4
 MAX_EFFICIENCY_COLUMNS = 6
+MAX_RAW_BACKBONES = (
+    6  # columns of the terminal's raw-score table when the settings are too many to sit beside the board
+)
 
 
-def run_leaderboard(results_dir: Path, out: Path, top: int, **options: Any) -> None:
-    """Build the board (`options` are bob.api.leaderboard's) and print its first `top` rows."""
-    print_board(api.leaderboard(results_dir, out, **options), top)
+def run_leaderboard(results_dir: Path, out: Path, top: int, plotly: str = "inline", **options: Any) -> None:
+    """Build the board (`options` are bob.api.leaderboard's) and print its first `top` rows; `plotly`
+    (inline or cdn) is how the HTML page gets plotly.js."""
+    print_board(api.leaderboard(results_dir, out, plotly=plotly, **options), top)
 
 
 def print_board(output: BuildOutput, top: int) -> None:
@@ -50,6 +54,11 @@ def print_board(output: BuildOutput, top: int) -> None:
             err.print(Text(f"{setting.setting}: {setting.note}", style="yellow"), highlight=False)
     out = stdout_console()
     out.print(board_table(board, output.table, top))
+    note = board.unranked_note(output.table)
+    if note:
+        err.print(Text(note, style="yellow"), highlight=False)
+    if len(board.settings) > MAX_RAW_SETTINGS:
+        out.print(raw_table(board, output.table, top))
     if not board.efficiency.empty:
         out.print(efficiency_table(board.efficiency))
     if output.summary is not None:
@@ -110,6 +119,26 @@ def board_table(board: Board, table: pd.DataFrame, top: int) -> Table:
             fmt.params(r["params"]), fmt.with_interval(r, "overall", signed=True), *suites_z,
             fmt.num(r["mean_rank"], 1), fmt.coverage(r), *raw_values,
         )  # fmt: skip
+    return grid
+
+
+def raw_table(board: Board, table: pd.DataFrame, top: int) -> Table:
+    """Raw scores of a board too wide for them beside the z-scores: one row per setting, one column per
+    backbone of the first few rows (leaderboard.md and .csv have every row)."""
+    rows = table.head(min(top, MAX_RAW_BACKBONES))
+    more = len(table) - len(rows)
+    grid = Table(
+        title="raw scores per setting (seed mean of the main metric)",
+        title_justify="left",
+        caption=f"{more} more row(s) in leaderboard.md and leaderboard.csv (value:<setting>)"
+        if more > 0
+        else None,
+    )
+    grid.add_column(Text("setting"), justify="left")
+    for _, r in rows.iterrows():
+        grid.add_column(Text(f"{fmt.position(r)} {r['backbone_key']}"), justify="right")
+    for setting, header in fmt.raw_settings(board.settings):
+        grid.add_row(Text(header), *(fmt.num(r.get(f"value:{setting}"), 4) for _, r in rows.iterrows()))
     return grid
 
 

@@ -82,6 +82,14 @@ Preset = Annotated[
         "equal weight, best detection lr, mask AP, Sim10k under OOD; see docs/leaderboard.md).",
     ),
 ]
+Plotly = Annotated[
+    str,
+    typer.Option(
+        metavar="inline|cdn",
+        help="How leaderboard.html gets plotly.js: inline (embedded, about 5 MB, works offline) or cdn "
+        "(a script tag to plotly's CDN: a page of about 40 KB that needs a network for its plots).",
+    ),
+]
 GroupBy = Annotated[
     str | None,
     typer.Option(metavar="KEY", help="Also print a summary by family, method_class, pretrain_data or size."),
@@ -106,11 +114,13 @@ def leaderboard(
     confidence: Confidence = 0.95,
     bootstrap_seed: BootstrapSeed = 0,
     preset: Preset = None,
+    plotly: Plotly = "inline",
 ) -> None:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML.
 
     Example: bob leaderboard --results-dir results/raw --out results --filter family=vit
     Example: bob leaderboard --preset bob
+    Example: bob leaderboard --plotly cdn   (a small page that loads plotly.js from its CDN)
     """
     from bob.cli import board  # pandas, scipy and plotly: never needed by `bob --help`
 
@@ -119,6 +129,6 @@ def leaderboard(
         best_of=best_of or [], min_backbones=min_backbones,
         efficiency_suites=efficiency_suite or ["efficiency"], pareto_y=pareto_y, pareto_cost=pareto_cost,
         group_by=group_by, top=top, intervals=intervals, resamples=resamples, confidence=confidence,
-        bootstrap_seed=bootstrap_seed, preset=preset,
+        bootstrap_seed=bootstrap_seed, preset=preset, plotly=plotly,
     )  # fmt: skip
     raise typer.Exit(0)

@@ -10,6 +10,7 @@ Never imports torch: it reads JSON with pandas, numpy and scipy, and draws with 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 from bob.errors import UsageError
 from bob.leaderboard.aggregate import Board, BoardOptions, build_board
 from bob.leaderboard.analyses import group_summary
+from bob.leaderboard.figures import PLOTLY_MODES
 from bob.leaderboard.intervals import compute_intervals
 from bob.leaderboard.load import LoadedResults, load_results
 from bob.leaderboard.render_csv import write_csv
@@ -28,7 +30,15 @@ from bob.leaderboard.views import GROUP_KEYS, RowFilter, apply_filters
 from bob.preflight import Target, require_writable_dirs, storage_error
 
 FORMATS = ("csv", "md", "html")
-__all__ = ["Board", "BoardOptions", "BuildOutput", "RowFilter", "build_leaderboard", "load_results"]
+__all__ = [
+    "PLOTLY_MODES",
+    "Board",
+    "BoardOptions",
+    "BuildOutput",
+    "RowFilter",
+    "build_leaderboard",
+    "load_results",
+]
 
 
 @dataclass
@@ -65,13 +75,17 @@ def build_leaderboard(
     formats: tuple[str, ...] = FORMATS,
     title: str = "bob leaderboard",
     group_by: str | None = None,
+    plotly: str = "inline",
 ) -> BuildOutput:
     """Load, score, and write the requested formats to `out_dir`; timings per step in `seconds`.
-    `group_by` (one of GROUP_KEYS) adds the overall score per group of the rows shown (`summary`)."""
+    `group_by` (one of GROUP_KEYS) adds the overall score per group of the rows shown (`summary`);
+    `plotly` (one of PLOTLY_MODES) is how the HTML page gets plotly.js: `inline` or from its `cdn`."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UsageError(f"Unknown output format(s) {', '.join(bad)}; use {', '.join(FORMATS)}.")
+    if plotly not in PLOTLY_MODES:
+        raise UsageError(f"--plotly takes one of {', '.join(PLOTLY_MODES)}, got {plotly!r}.")
     if group_by is not None and group_by not in GROUP_KEYS:
         raise UsageError(f"--group-by takes one of {', '.join(GROUP_KEYS)}, got {group_by!r}.")
     # The output folder is checked before the results are read: a file or a read-only folder named
@@ -94,15 +108,19 @@ def build_leaderboard(
     writers = {
         "csv": lambda: write_csv(board, table, out_dir),
         "md": lambda: [write_markdown(board, table, out_dir, title)],
-        "html": lambda: [write_html(board, table, out_dir, results_dir, title)],
+        "html": lambda: [write_html(board, table, out_dir, results_dir, title, plotly)],
     }
     for fmt in formats:
-        t = time.perf_counter()
-        try:
-            output.paths += writers[fmt]()
-        except OSError as err:  # the disk filled or the folder changed under us while writing
-            raise storage_error(f"the leaderboard's {fmt} file in", out_dir, err) from err
-        seconds[fmt] = time.perf_counter() - t
+        _timed_write(output, fmt, out_dir, writers[fmt])
     if group_by is not None:
         output.summary = group_summary(board, group_by, table)
     return output
+
+
+def _timed_write(output: BuildOutput, fmt: str, out_dir: Path, writer: Callable[[], list[Path]]) -> None:
+    t = time.perf_counter()
+    try:
+        output.paths += writer()
+    except OSError as err:  # the disk filled or the folder changed under us while writing
+        raise storage_error(f"the leaderboard's {fmt} file in", out_dir, err) from err
+    output.seconds[fmt] = time.perf_counter() - t

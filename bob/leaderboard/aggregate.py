@@ -14,7 +14,8 @@ Conventions (printed with every board and documented in docs/leaderboard.md):
 - Per-suite score = mean z over the suite's settings the backbone covers; overall = mean over suites
   (each suite weighs the same) or, with weighting="setting", the mean over all its z-scored settings.
 - Rank in a setting = 1 + number of reference backbones strictly better + half the ties; mean rank
-  over the covered settings. A backbone that misses z-scored settings is flagged `incomplete`.
+  over the covered settings. A backbone that misses z-scored settings is flagged `incomplete`; one
+  with no z-scored setting at all is `unranked` (listed with its raw scores, without a position).
 - With a preset (presets.py, e.g. `bob`), the runs are regrouped first: the board's groups are the
   preset's task types instead of the suites, its best-of args apply per suite, and its extra metrics
   become settings of their own.
@@ -62,7 +63,8 @@ class BoardOptions:
     suites: tuple[str, ...] = ()
     # Suites that measure cost, not quality (#7's efficiency results): shown beside the board, never z-scored.
     efficiency_suites: tuple[str, ...] = ("efficiency",)
-    # The accuracy-vs-MACs Pareto view: the board column on y, the efficiency task whose GMACs are x.
+    # The accuracy-vs-MACs Pareto view: the board column on y (`overall` falls back to a raw score
+    # while nothing is z-scored: see `Board.pareto_y`), the efficiency setting whose GMACs are x.
     pareto_y: str = "overall"
     pareto_cost: str = ""
     # Confidence intervals from the runs' per-sample files (bob/leaderboard/intervals.py).
@@ -141,10 +143,42 @@ class Board:
             return "", [], []
         return f"Preset {preset.name}: {preset.summary}", list(preset.choices), list(self.preset_notes)
 
+    @property
+    def pareto_y(self) -> str:
+        """The Pareto view's accuracy column: `options.pareto_y`, except that `overall` while no row has
+        an overall score (nothing z-scored yet) becomes the raw score (`value:<setting>`) of the setting
+        most backbones ran (ties: the first in sorted order), so such a board still plots accuracy vs MACs."""
+        if self.options.pareto_y != "overall":
+            return self.options.pareto_y
+        if self.table["overall"].notna().any() or self.settings.empty:
+            return "overall"
+        most = self.settings.sort_values("setting").sort_values("n_backbones", ascending=False, kind="stable")
+        return f"value:{most['setting'].iloc[0]}"
+
     def pareto(self, table: pd.DataFrame) -> pd.DataFrame:
-        """GMACs vs `options.pareto_y` for the backbones of `table`, with the Pareto front marked."""
+        """GMACs vs `pareto_y` for the backbones of `table`, with the Pareto front marked."""
         eff_runs = self.runs[self.runs["suite"].isin(self.options.efficiency_suites)]
-        return pareto_frame(table, eff_runs, self.settings, self.options.pareto_y, self.options.pareto_cost)
+        return pareto_frame(table, eff_runs, self.settings, self.pareto_y, self.options.pareto_cost)
+
+    def unranked_note(self, table: pd.DataFrame) -> str:
+        """One line on why the rows of `table` without a position have none; "" when every row has one
+        (or is a random-init baseline)."""
+        unranked = int((table["standing"] == "unranked").sum())
+        if not unranked:
+            return ""
+        most = int(self.settings["n_reference"].max()) if len(self.settings) else 0
+        need = self.options.min_backbones
+        scored = int(self.settings["zscored"].sum()) if len(self.settings) else 0
+        why = (
+            f"no setting has results from {need} or more pretrained backbones (the most is {most})"
+            if not scored
+            else f"none of the {scored} z-scored setting(s) is among its results"
+        )
+        return (
+            f"{unranked} row(s) unranked: a position needs a z-score, and a setting is z-scored only when at "
+            f"least {need} pretrained backbones (--min-backbones) have a result in it; {why}. "
+            "Their raw scores are listed per setting."
+        )
 
 
 def _setting_labels(frame: pd.DataFrame, options: BoardOptions) -> pd.DataFrame:
@@ -265,13 +299,17 @@ def _backbone_table(
     table["size"] = np.where(
         table["params"].isna(), "unknown", np.where(table["params"] < SMALL_PARAMS, "small", "large")
     )
-    table["standing"] = np.where(
-        table["is_random"], "baseline", np.where(table["covered"] < n_total, "incomplete", "ranked")
+    # A position needs at least one z-score: a row without any (no setting reached `min_backbones`
+    # pretrained backbones) is listed unranked, never `#1` of nothing.
+    table["standing"] = np.select(
+        [table["is_random"], table["covered"] == 0, table["covered"] < n_total],
+        ["baseline", "unranked", "incomplete"],
+        "ranked",
     )
     for kind, col in (("z", "z"), ("value", "mean"), ("std", "std"), ("seeds", "n_seeds")):
         wide = cells.pivot(index="backbone_key", columns="setting", values=col)
         table = table.join(wide.add_prefix(f"{kind}:"))
-    order = {"ranked": 0, "incomplete": 1, "baseline": 2}
+    order = {"ranked": 0, "incomplete": 1, "unranked": 2, "baseline": 3}
     table = table.assign(_o=table["standing"].map(order), _s=-table["overall"].fillna(-np.inf))
     table = table.sort_values(["_o", "_s", "mean_rank"], kind="stable").drop(columns=["_o", "_s"])
     table.insert(0, "position", np.where(table["standing"] == "ranked", np.arange(1, len(table) + 1), 0))

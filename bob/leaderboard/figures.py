@@ -1,6 +1,8 @@
 """The board's plotly figures: z-score heatmap (backbones × suites), overall z vs parameter count
 coloured by family, the task × task correlation heatmap and, when efficiency results measured MACs,
-accuracy vs GMACs with the Pareto front. plotly.js is embedded once, inline.
+accuracy vs GMACs with the Pareto front. plotly.js is embedded once, inline (or, with `cdn`, loaded
+from plotly's CDN). A plot with nothing to show (no z-scores yet, no MACs) is replaced by one line
+that says why, never drawn as empty axes.
 
 Figures are plain plotly figure dicts (no graph_objects validation: the board builds them itself and
 this keeps building a board fast); labels are HTML-escaped because plotly reads tags inside them.
@@ -11,9 +13,11 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bob.leaderboard.aggregate import Board
+from bob.leaderboard.analyses import MIN_POINTS
 
 PLOT_IDS = ("plot-suite-heatmap", "plot-params", "plot-task-corr")
 PARETO_PLOT_ID = "plot-pareto"  # drawn only when efficiency results carry MACs
@@ -152,6 +156,8 @@ def corr_heatmap(matrix: pd.DataFrame) -> dict[str, Any]:
 def pareto_scatter(frame: pd.DataFrame) -> dict[str, Any]:
     """GMACs (log x) vs the chosen accuracy column; the front as a line, its members ringed."""
     y_label, cost_task = str(frame["y_column"].iloc[0]), str(frame["cost_task"].iloc[0])
+    if y_label.startswith("value:"):  # a raw score, e.g. while nothing is z-scored
+        y_label = f"{y_label.removeprefix('value:')} (raw score)"
     front = frame[frame["pareto"]].sort_values("gmacs")
     traces = []
     for family, group in frame.groupby("family", sort=True):
@@ -198,28 +204,103 @@ def pareto_scatter(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def figures_html(board: Board, table: pd.DataFrame, matrix: pd.DataFrame) -> str:
+PLOTLY_MODES = ("inline", "cdn")
+
+
+def _no_z(board: Board) -> str:
+    """Why nothing is z-scored yet, or "" when something is."""
+    settings = board.settings
+    if len(settings) and settings["zscored"].any():
+        return ""
+    most = int(settings["n_reference"].max()) if len(settings) else 0
+    return (
+        f"no setting is z-scored yet: each needs results from at least {board.options.min_backbones} "
+        f"pretrained backbones (the most any setting has is {most})"
+    )
+
+
+def pareto_gap(board: Board, table: pd.DataFrame) -> str:
+    """Why the accuracy-vs-MACs plot has nothing to draw, or "" when it has."""
+    if len(board.pareto(table)):
+        return ""
+    if board.efficiency.empty:
+        return (
+            "No accuracy-vs-MACs plot: there are no efficiency results "
+            "(e.g. `bob run --task efficiency/224` on the same backbones)."
+        )
+    if not any(c.endswith("(gmacs)") for c in board.efficiency.columns):
+        return "No accuracy-vs-MACs plot: the efficiency results measured no GMACs."
+    return (
+        f"No accuracy-vs-MACs plot: no backbone shown has both GMACs and a value of {board.pareto_y} "
+        "(efficiency results count for the same backbone name and backbone args)."
+    )
+
+
+def _gaps(board: Board, table: pd.DataFrame, matrix: pd.DataFrame) -> dict[str, str]:
+    """For each plot, why it has nothing to show ("" when it has something)."""
+    no_z = _no_z(board)
+    cols = [f"suite:{s}" for s in board.suites]
+    heat = "" if cols and table[cols].notna().to_numpy().any() else no_z or "no row shown has a suite score"
+    params = table["params"].notna() & table["overall"].notna()
+    scatter = "" if params.any() else no_z or "no row shown has both an overall score and a parameter count"
+    n_scored = int(board.settings["zscored"].sum()) if len(board.settings) else 0
+    pairs = matrix.to_numpy()[~np.eye(matrix.shape[0], dtype=bool)]  # the diagonal is 1 by definition
+    corr = (
+        ""
+        if np.isfinite(pairs).any()
+        else no_z
+        or f"it needs two z-scored settings that at least {MIN_POINTS} pretrained backbones share "
+        f"({n_scored} z-scored)"
+    )
+    return {
+        "plot-suite-heatmap": heat and f"No per-{board.group_label} z-score heatmap: {heat}.",
+        "plot-params": scatter and f"No overall-z vs parameters plot: {scatter}.",
+        "plot-task-corr": corr and f"No task × task correlation: {corr}.",
+    }
+
+
+def figures_html(board: Board, table: pd.DataFrame, matrix: pd.DataFrame, plotly: str = "inline") -> str:
+    """Every plot of the board as plotly divs; a plot with nothing to show is one line saying why.
+    `plotly`: `inline` embeds plotly.js once (the page works offline), `cdn` loads it from plotly's CDN.
+    A board with nothing to plot carries no plotly.js at all."""
     import plotly.io as pio
 
-    figures = [suite_heatmap(board, table), params_scatter(table), corr_heatmap(matrix)]
-    ids = list(PLOT_IDS)
+    gaps = _gaps(board, table, matrix)
+    drawn: list[tuple[str, dict[str, Any]]] = []
+    notes: list[tuple[str, str]] = []
+    for div_id, build in zip(
+        PLOT_IDS,
+        (lambda: suite_heatmap(board, table), lambda: params_scatter(table), lambda: corr_heatmap(matrix)),
+        strict=True,
+    ):
+        if gaps[div_id]:
+            notes.append((div_id, gaps[div_id]))
+        else:
+            drawn.append((div_id, build()))
     pareto = board.pareto(table)
     if len(pareto):
-        figures.append(pareto_scatter(pareto))
-        ids.append(PARETO_PLOT_ID)
-    if board.intervals is not None and table.get("overall_ci_low", pd.Series(dtype=float)).notna().any():
-        figures.append(overall_intervals(table))
-        ids.append(INTERVALS_PLOT_ID)
-    parts = []
-    for i, (div_id, fig) in enumerate(zip(ids, figures, strict=True)):
-        parts.append(
-            pio.to_html(
-                fig,
-                include_plotlyjs=i == 0,
-                full_html=False,
-                validate=False,
-                div_id=div_id,
-                config={"displaylogo": False},
-            )
+        drawn.append((PARETO_PLOT_ID, pareto_scatter(pareto)))
+    else:
+        notes.append((PARETO_PLOT_ID, pareto_gap(board, table)))
+    if board.intervals is not None:
+        if table.get("overall_ci_low", pd.Series(dtype=float)).notna().any():
+            drawn.append((INTERVALS_PLOT_ID, overall_intervals(table)))
+        else:
+            why = _no_z(board) or "no row shown has an overall-score interval"
+            notes.append((INTERVALS_PLOT_ID, f"No overall-score interval plot: {why}."))
+    parts = [
+        pio.to_html(
+            fig,
+            include_plotlyjs=(plotly if plotly == "cdn" else True) if i == 0 else False,
+            full_html=False,
+            validate=False,
+            div_id=div_id,
+            config={"displaylogo": False},
         )
-    return '<div class="plots">' + "".join(f'<div class="plot">{p}</div>' for p in parts) + "</div>"
+        for i, (div_id, fig) in enumerate(drawn)
+    ]
+    lines = "".join(
+        f'<p class="plot-note" data-plot="{html.escape(div_id)}">{html.escape(text)}</p>'
+        for div_id, text in notes
+    )
+    return lines + '<div class="plots">' + "".join(f'<div class="plot">{p}</div>' for p in parts) + "</div>"

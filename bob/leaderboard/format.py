@@ -29,7 +29,7 @@ def position(row: pd.Series) -> str:
     return (
         str(int(row["position"]))
         if row["position"]
-        else {"incomplete": "†", "baseline": "rand"}.get(row["standing"], "")
+        else {"incomplete": "†", "unranked": "unranked", "baseline": "rand"}.get(row["standing"], "")
     )
 
 
@@ -39,8 +39,43 @@ def coverage(row: pd.Series) -> str:
 
 LEGEND = (
     "† incomplete: misses some z-scored settings, so its scores average fewer settings and it is not given a "
-    "position; rand: random-init baseline, scored against the pretrained backbones but not part of their mean/std."
+    "position; unranked: no z-scored setting at all, so nothing to rank it by (its raw scores are listed); "
+    "rand: random-init baseline, scored against the pretrained backbones but not part of their mean/std."
 )
+
+
+def raw_cell(row: pd.Series, setting: str) -> str:
+    """A setting's raw score beside its z-score: `0.9362 ± 0.0040 [0.925, 0.947] · z +0.52`; the z part
+    is left off where the setting is not z-scored, the interval where there is none; `–` without a result."""
+    mean = row.get(f"value:{setting}")
+    if _missing(mean):
+        return "–"
+    std, seeds = row.get(f"std:{setting}"), row.get(f"seeds:{setting}")
+    text = mean_std(mean, std, 1 if _missing(seeds) else int(seeds))
+    band = interval(row.get(f"value:{setting}_ci_low"), row.get(f"value:{setting}_ci_high"), 4)
+    text += f" {band}" if band else ""
+    z = row.get(f"z:{setting}")
+    return text if _missing(z) else f"{text} · z {num(z, signed=True)}"
+
+
+def raw_settings(settings: pd.DataFrame) -> list[tuple[str, str]]:
+    """(setting, its raw-score column header) for every setting of a board, in the board's order."""
+    return [
+        (str(r.setting), setting_header(str(r.setting), str(r.main_metric), bool(r.higher_is_better)))
+        for r in settings.itertuples()
+    ]
+
+
+RAW_TITLE = "Raw scores per setting"
+RAW_LEGEND = (
+    "Seed mean of each setting's main metric in its own unit (± std over seeds, [interval] when the run "
+    "kept per-sample outputs), then · z and the z-score where the setting is z-scored."
+)
+
+
+def setting_header(setting: str, metric: str, higher_is_better: bool) -> str:
+    """A raw-score column's name: the setting, its metric and direction, `knn/x (top1 ↑)`."""
+    return f"{setting} ({metric} {'↑' if higher_is_better else '↓'})"
 
 
 SUMMARY_HEADER = ("backbones", "mean overall z", "std", "best")

@@ -228,7 +228,9 @@ def compute_intervals(board: Board, results_dir: Path, cache_dir: Path | None) -
     out = Intervals(options.resamples, options.confidence, options.bootstrap_seed)
     t = time.perf_counter()
     store = ReplicateStore(cache_dir, out.resamples, out.seed)
-    samples = load_run_samples(board.runs, results_dir, store)
+    # Efficiency runs measure cost, not a test set: they have no samples to resample, and no interval is owed.
+    scored = board.runs[~board.runs["suite"].isin(options.efficiency_suites)]
+    samples = load_run_samples(scored, results_dir, store)
     out.seconds["read"] = time.perf_counter() - t
     out.runs_with_samples = len(samples.sets) + len(samples.cached)
     out.runs_without = {i: s for i, s in samples.status.items() if s != "ok"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ LONG_COLUMNS = [
     "status",
     "backbone",
     "weights",
+    "weights_path",
     "backbone_args",
     "backbone_key",
     "family",
@@ -78,6 +80,23 @@ def backbone_key(name: str, weights: str, backbone_args: dict[str, Any]) -> str:
     return f"{key} {_canonical(backbone_args)}" if backbone_args else key
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+WEIGHTS_DIGEST_CHARS = 8  # `sha256:1a2b3c4d`, as short as a git commit and as unlikely to collide on a board
+
+
+def weights_label(weights: str, recorded: Any) -> str:
+    """The board's name for a run's weights: `pretrained`, `random`, or a weights file's short sha256
+    (`sha256:1a2b3c4d`) from the provenance the run recorded (`backbone.weights.sha256`), so the same
+    checkpoint at two paths is one backbone and two files at one path are two. A result without that
+    record (written before bob recorded it) keeps the path it was given."""
+    if weights in ("pretrained", "random"):
+        return weights
+    sha = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if isinstance(sha, str) and _SHA256.fullmatch(sha.lower()):
+        return f"sha256:{sha.lower()[:WEIGHTS_DIGEST_CHARS]}"
+    return weights
+
+
 class _Invalid(Exception):
     pass
 
@@ -117,18 +136,22 @@ def _row(rel: str, data: RunResult) -> dict[str, Any]:
     _need(params is None or (isinstance(params, (int, float)) and params >= 0), "backbone.params is invalid")
     error = data.error if isinstance(data.error, dict) else {}
     b_args = spec.get("backbone_args") or {}
+    weights = weights_label(spec["weights"], meta.get("weights"))
     return {
         "id": str(data.id),
         "status": data.status,
         "backbone": spec["backbone"],
-        "weights": spec["weights"],
+        "weights": weights,
+        "weights_path": "" if weights == spec["weights"] else spec["weights"],
         "backbone_args": _canonical(b_args) if b_args else "",
-        "backbone_key": backbone_key(spec["backbone"], spec["weights"], b_args),
+        "backbone_key": backbone_key(spec["backbone"], weights, b_args),
         "family": str(meta.get("family") or "unknown"),
         "method": str(meta.get("method") or "unknown"),
         "pretrain_data": str(meta.get("pretrain_data") or "unknown"),
         "params": float(params) if params is not None else math.nan,
-        "is_random": spec["weights"] == "random" or meta.get("method") == "random",
+        # A weights file is trained weights whatever the factory calls its method: never a baseline.
+        "is_random": spec["weights"] == "random"
+        or (spec["weights"] == "pretrained" and meta.get("method") == "random"),
         "task": spec["task"],
         "suite": suite,
         "dataset": dataset,
@@ -205,6 +228,7 @@ def load_results(results_dir: Path | str) -> LoadedResults:
             continue
         seen_ids[row["id"]] = rel
         rows.append(row)
+    rows = _one_per_checkpoint(rows, skipped)
     frame = _frame(rows)
     ok, na = frame["status"] == "ok", frame["status"] == "skipped"
     return LoadedResults(
@@ -214,6 +238,29 @@ def load_results(results_dir: Path | str) -> LoadedResults:
         files_seen=len(paths),
         not_applicable=frame[na].reset_index(drop=True),
     )
+
+
+def _one_per_checkpoint(rows: list[dict[str, Any]], skipped: list[Skipped]) -> list[dict[str, Any]]:
+    """One ok run per (checkpoint, task, args, seed): the same weights file run from two paths has two
+    run ids (the path is in the id) but is one measurement, so the later copy is skipped, not averaged
+    in as a second seed."""
+    seen: dict[tuple[Any, ...], str] = {}
+    kept = []
+    for row in rows:
+        if row["status"] == "ok" and row["weights_path"]:
+            key = (row["backbone_key"], row["task"], row["task_version"], row["task_args"], row["seed"])
+            if key in seen:
+                skipped.append(
+                    Skipped(
+                        row["path"],
+                        f"the same checkpoint ({row['weights']}), task, args and seed as {seen[key]}; "
+                        f"its weights file was at another path ({row['weights_path']})",
+                    )
+                )
+                continue
+            seen[key] = row["path"]
+        kept.append(row)
+    return kept
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

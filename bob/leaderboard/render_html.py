@@ -1,5 +1,6 @@
 """`leaderboard.html`: one self-contained page (no CDN, works offline) with a sortable, filterable
-board, plotly figures (plotly.js embedded once) and every backbone's runs.
+board, each row's raw scores per setting, plotly figures (plotly.js embedded once; `--plotly cdn`
+loads it from plotly's CDN instead, for a far smaller file) and every backbone's runs.
 
 Safety: every string from a result file or the user goes through `html.escape` before it reaches the
 page, including plot labels (plotly reads a few HTML tags in labels, so they get entities too); the
@@ -83,10 +84,30 @@ def board_table(board: Board, table: pd.DataFrame, anchors: dict[str, str]) -> s
         if compare:
             cells.append(f'<td><input type="checkbox" class="cmp" data-row="{i}" aria-label="compare"></td>')
         rows.append(f'<tr class="{esc(r["standing"])}">{"".join(cells)}</tr>')
+    note = board.unranked_note(table)
     return (
         '<input id="board-filter" type="search" placeholder="filter rows (any text, e.g. vit, ssl:, random)">'
         f' <span id="board-count">{len(rows)} backbones</span>'
         f'<table id="board" class="sortable"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        + (f'<p class="unranked-note">{esc(note)}</p>' if note else "")
+    )
+
+
+def raw_table(board: Board, table: pd.DataFrame) -> str:
+    """Every shown row's raw score per setting (seed mean in the metric's unit), beside its z-score."""
+    raw = fmt.raw_settings(board.settings)
+    if not raw:
+        return ""
+    heads = "".join(f"<th>{esc(h)}</th>" for h in ("#", "backbone", *(h for _, h in raw)))
+    rows = "".join(
+        f'<tr class="{esc(r["standing"])}"><td>{esc(fmt.position(r))}</td><td>{esc(r["backbone_key"])}</td>'
+        + "".join(_cell(esc(fmt.raw_cell(r, s)), r.get(f"value:{s}")) for s, _ in raw)
+        + "</tr>"
+        for _, r in table.iterrows()
+    )
+    return (
+        f'<h2>{esc(fmt.RAW_TITLE)}</h2><p class="legend">{esc(fmt.RAW_LEGEND)}</p>'
+        f'<table id="raw"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>'
     )
 
 
@@ -241,7 +262,11 @@ def problems_html(board: Board) -> str:
     return _simple_table(["file", "reason"], rows, "skipped")
 
 
-def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Path, title: str) -> Path:
+def write_html(
+    board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Path, title: str, plotly: str = "inline"
+) -> Path:
+    """The page; `plotly` is `inline` (plotly.js embedded: self-contained, works offline) or `cdn`
+    (a script tag loads plotly.js from its CDN: a much smaller file that needs a network to plot)."""
     anchors = {key: f"runs-{i}" for i, key in enumerate(table["backbone_key"])}
     link_base = Path(os.path.relpath(results_dir.resolve(), out_dir.resolve())).as_posix() + "/"
     counts = (
@@ -257,11 +282,12 @@ def write_html(board: Board, table: pd.DataFrame, out_dir: Path, results_dir: Pa
         preset_html(board),
         "<h2>Board</h2>",
         board_table(board, table, anchors),
+        raw_table(board, table),
         compare_section(board, table),
         interval_section(board),
         efficiency_html(board),
         "<h2>Plots</h2>",
-        figures_html(board, table, task_correlation(board)),
+        figures_html(board, table, task_correlation(board), plotly),
         "<h2>Settings</h2>",
         settings_table(board),
         "<h2>Analyses</h2>",

@@ -16,6 +16,7 @@ import pandas as pd
 from bob.leaderboard import format as fmt
 from bob.leaderboard.aggregate import Board
 from bob.leaderboard.analyses import SUMMARIES, group_summary, params_correlation, task_correlation
+from bob.leaderboard.figures import pareto_gap
 from bob.weights import atomic_write_text
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()|~])")
@@ -60,7 +61,23 @@ def board_lines(board: Board, table: pd.DataFrame) -> list[str]:
         ]
         for _, r in table.iterrows()
     ]
-    return _table(header, rows)
+    note = board.unranked_note(table)
+    return _table(header, rows) + ([esc(note), ""] if note else [])
+
+
+def raw_lines(board: Board, table: pd.DataFrame) -> list[str]:
+    """Every row's raw score per setting, beside its z-score where the setting has one."""
+    raw = fmt.raw_settings(board.settings)
+    if not raw:
+        return []
+    lines = [f"## {fmt.RAW_TITLE}", "", esc(fmt.RAW_LEGEND), ""]
+    return lines + _table(
+        ["#", "backbone", *(esc(h) for _, h in raw)],
+        (
+            [fmt.position(r), esc(r["backbone_key"]), *(fmt.raw_cell(r, s) for s, _ in raw)]
+            for _, r in table.iterrows()
+        ),
+    )
 
 
 def interval_lines(board: Board) -> list[str]:
@@ -187,7 +204,8 @@ def efficiency_lines(board: Board) -> list[str]:
 def pareto_lines(board: Board, table: pd.DataFrame) -> list[str]:
     frame = board.pareto(table)
     if frame.empty:
-        return []
+        why = pareto_gap(board, table)
+        return ["## Accuracy vs MACs", "", esc(why), ""] if why and not board.efficiency.empty else []
     y, task = frame["y_column"].iloc[0], frame["cost_task"].iloc[0]
     lines = [f"## Accuracy vs MACs: Pareto front ({esc(y)} vs GMACs of {esc(task)})", ""]
     return lines + _table(
@@ -222,6 +240,7 @@ def write_markdown(board: Board, table: pd.DataFrame, out_dir: Path, title: str)
         lines += [esc(fmt.INTERVAL_LEGEND), ""]
     lines += preset_lines(board)
     lines += board_lines(board, table)
+    lines += raw_lines(board, table)
     lines += interval_lines(board)
     lines += efficiency_lines(board)
     lines += pareto_lines(board, table)
