@@ -62,6 +62,7 @@ from bob.weights import (
     ResolvedWeights,
     WeightsRequest,
     WeightsSource,
+    hf_hub_cache_dir,
     is_offline,
     resolve_weights,
     search_path,
@@ -183,7 +184,14 @@ def resolve_snapshot(repo: str, files: Sequence[Sequence[str]], what: str) -> Re
         except Exception as err:  # socket and hub client errors alike mean "not available"
             raise WeightsError(_missing(repo, files, what, f"Download failed: {err}")) from err
     if hit is None:
-        raise WeightsError(_missing(repo, files, what, "Downloading is disabled (offline mode)."))
+        raise WeightsError(
+            _missing(
+                repo,
+                files,
+                what,
+                "Downloads were not attempted (offline: BOB_OFFLINE or HF_HUB_OFFLINE is set).",
+            )
+        )
     base, found = hit
     digest, how = _fingerprint(base, found)
     commit = f"@{base.name}" if base.parent.name == "snapshots" else ""
@@ -193,13 +201,13 @@ def resolve_snapshot(repo: str, files: Sequence[Sequence[str]], what: str) -> Re
 
 def _missing(repo: str, files: Sequence[Sequence[str]], what: str, tried: str) -> str:
     wanted = ", ".join(group[0] for group in files)
-    dirs = ", ".join(str(d) for d in search_path()) or "(BOB_WEIGHTS_PATH is not set)"
+    dirs = ", ".join(str(d) for d in search_path()) or "not set"
     return (
-        f"Pretrained weights for {what} are not available: bob needs the Hugging Face repo '{repo}' "
-        f"({wanted}). It looked in the weights search path {dirs} (as <dir>/{repo}/ or "
-        f"<dir>/{repo.replace('/', '--')}/) and in the Hugging Face cache. {tried} Copy the repo's "
-        "files into a directory listed in BOB_WEIGHTS_PATH, or run with --weights random for a "
-        "random-init baseline."
+        f"Pretrained weights for {what} are not available. bob looked for the Hugging Face repo '{repo}' "
+        f"({wanted}) in BOB_WEIGHTS_PATH ({dirs}; as <dir>/{repo}/ or <dir>/{repo.replace('/', '--')}/) "
+        f"and in the Hugging Face cache {hf_hub_cache_dir()}. {tried} To fix: copy the repo's files into "
+        "a directory on BOB_WEIGHTS_PATH; on a machine without internet also set HF_HUB_OFFLINE=1 so no "
+        "download is tried; or run with --weights random for a random-init baseline."
     )
 
 

@@ -418,7 +418,15 @@ def _text_factory(ref: BackboneRef, arch: str, quick_gelu: bool) -> Callable[[],
         model = open_clip.create_model(arch, pretrained=None, **kwargs)
         if ref.weights.kind != "random":
             _load_full(model, Path(ref.weights.path))
-        return TextTower(model, open_clip.get_tokenizer(arch))
+        try:
+            tokenizer = open_clip.get_tokenizer(arch)
+        except OSError as err:  # a Hugging Face tokenizer that is neither cached nor downloadable
+            raise WeightsError(
+                f"{ref.resolved_name}: the text tower's tokenizer is not available ({type(err).__name__}: "
+                f"{str(err)[:300]}). Run once online to fill the Hugging Face cache (then set "
+                "HF_HUB_OFFLINE=1 on machines without internet)."
+            ) from err
+        return TextTower(model, tokenizer)
 
     return make
 

@@ -246,14 +246,32 @@ def find_in_mirrors(source: WeightsSource) -> Path | None:
     return None
 
 
-def _torch_hub_checkpoint(filename: str) -> Path:
+def torch_hub_checkpoints_dir() -> Path:
+    """Where torch hub (and so torchvision and timm's URL downloads) keeps checkpoint files."""
     hub_dir = os.environ.get("TORCH_HOME")
     if hub_dir:
         base = Path(hub_dir).expanduser() / "hub"
     else:
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = Path(cache) / "torch" / "hub"
-    return base / "checkpoints" / filename
+    return base / "checkpoints"
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it ($HF_HUB_CACHE, else $HF_HOME/hub,
+    else the XDG cache), without importing it."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if home:
+        return Path(home).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "huggingface" / "hub"
+
+
+def _torch_hub_checkpoint(filename: str) -> Path:
+    return torch_hub_checkpoints_dir() / filename
 
 
 def find_in_library_cache(source: WeightsSource) -> Path | None:
@@ -276,14 +294,14 @@ def resolve_file(sources: list[WeightsSource], what: str) -> tuple[Path, Weights
             path = finder(source)
             if path is not None:
                 return path, source
-    errors = []
+    errors: list[tuple[WeightsSource, str]] = []
     if not is_offline():
         for source in sources:
             try:
                 return download(source), source
             except WeightsError as err:
-                errors.append(str(err))
-    raise WeightsError(_missing_message(sources, what, errors))
+                errors.append((source, str(err)))
+    raise WeightsError(missing_message(sources, what, errors))
 
 
 def resolve_weights(
@@ -300,20 +318,45 @@ def resolve_weights(
     return ResolvedWeights("random", seed=seed)
 
 
-def _missing_message(sources: list[WeightsSource], what: str, errors: list[str]) -> str:
-    wanted = " or ".join(f"'{s.mirror_names[0]}'" for s in sources)
-    dirs = ", ".join(str(d) for d in search_path()) or "(BOB_WEIGHTS_PATH is not set)"
-    cache = (
-        _torch_hub_checkpoint(sources[0].filename).parent
-        if sources[0].kind == "url"
-        else "the Hugging Face cache"
-    )
-    tried = "Downloading is disabled (offline mode)." if is_offline() else f"Download failed: {errors[0]}"
+def _host(source: WeightsSource) -> str:
+    if source.kind == "hf-hub":
+        return urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).netloc
+    return urllib.parse.urlsplit(source.location).netloc or source.location
+
+
+def missing_message(sources: list[WeightsSource], what: str, errors: list[tuple[WeightsSource, str]]) -> str:
+    """The one message for pretrained weights that are nowhere: the files, every place bob looked,
+    what each download attempt said (once per host), and what to set."""
+    by_repo: dict[str, list[str]] = {}
+    wanted = []
+    for source in sources:
+        if source.kind == "hf-hub":
+            by_repo.setdefault(source.location.rsplit("/", 1)[0], []).append(source.filename)
+        else:
+            wanted.append(f"{source.filename} from {source.location}")
+    wanted = [
+        f"{' or '.join(files)} from the Hugging Face repo {repo}" for repo, files in by_repo.items()
+    ] + wanted
+    dirs = ", ".join(str(d) for d in search_path()) or "not set"
+    caches = []
+    if any(s.kind == "url" for s in sources):
+        caches.append(f"the torch hub cache {torch_hub_checkpoints_dir()}")
+    if any(s.kind == "hf-hub" for s in sources):
+        caches.append(f"the Hugging Face cache {hf_hub_cache_dir()}")
+    if is_offline():
+        tried = "Downloads were not attempted (offline: BOB_OFFLINE or HF_HUB_OFFLINE is set)."
+    else:
+        by_host: dict[str, str] = {}
+        for source, error in errors:
+            by_host.setdefault(_host(source), error.removeprefix(f"{source.location}: "))
+        tried = "Download failed: " + "; ".join(f"{host}: {error}" for host, error in by_host.items()) + "."
+    mirror_as = " or ".join(dict.fromkeys(s.mirror_names[0] for s in sources))
     return (
-        f"Pretrained weights for {what} are not available: bob needs the file {wanted} "
-        f"({sources[0].describe()}). It looked in the weights search path {dirs} and in {cache}. {tried} "
-        "Put the file in a directory listed in BOB_WEIGHTS_PATH, or run with --weights random for a "
-        "random-init baseline."
+        f"Pretrained weights for {what} are not available. bob looked for {', and '.join(wanted)}, "
+        f"in BOB_WEIGHTS_PATH ({dirs}) and in {' and '.join(caches)}. {tried} "
+        f"To fix: put the file in a directory on BOB_WEIGHTS_PATH (as <dir>/{mirror_as}) or in that cache; "
+        "on a machine without internet also set HF_HUB_OFFLINE=1 so no download is tried; or pass a "
+        "checkpoint file with --weights PATH (-w PATH), or --weights random for a random-init baseline."
     )
 
 

@@ -42,12 +42,21 @@ def ls(
     max_params: Annotated[
         str | None, typer.Option(help="Fewer parameters than this, e.g. 30M (BoB's 'small').")
     ] = None,
+    available: Annotated[
+        bool,
+        typer.Option(
+            "--available",
+            help="Only backbones whose pretrained weights are on this machine (BOB_WEIGHTS_PATH, the "
+            "torch hub cache, the Hugging Face cache); searches every namespace.",
+        ),
+    ] = False,
 ) -> None:
     """List what exists: backbones, tasks or datasets (never imports torch).
 
     Example: bob ls backbones --method 'ssl:*' --max-params 30M
     """
     filters = {"family": family, "method": method, "data": data, "group": group, "max_params": max_params}
+    filters["available"] = available or None
     list_kind(kind, pattern, as_json=as_json, show_all=show_all, show_args=args, filters=filters)
 
 
@@ -57,7 +66,7 @@ def list_kind(
     as_json: bool,
     show_all: bool,
     show_args: bool = False,
-    filters: dict[str, str | None] | None = None,
+    filters: dict[str, str | bool | None] | None = None,
 ) -> None:
     """Print one listing as a table (or JSON), with the namespace notes and task-arg tables."""
     from bob import listing  # the registries: never needed by `bob --help`
@@ -65,12 +74,20 @@ def list_kind(
     listing.check_kind(kind)
     active = {key: value for key, value in (filters or {}).items() if value}
     if active and kind != "backbones":
-        raise UsageError("--family, --method, --data, --group and --max-params filter backbones only.")
+        raise UsageError(
+            "--family, --method, --data, --group, --max-params and --available filter backbones only."
+        )
     rows = listing.rows(kind, pattern, **active)
     if as_json:
         print(json.dumps(rows, indent=1, default=str))
         return
     _print_rows(kind, pattern, rows, show_all)
+    if kind == "backbones" and active.get("available") and not rows:
+        stdout_console().print(
+            "no pretrained weights found on this machine: put files on BOB_WEIGHTS_PATH, or run a "
+            "backbone once online to fill the torch hub / Hugging Face cache",
+            highlight=False,
+        )
     if kind == "backbones" and pattern is None and not active:
         for ns in listing.backbone_namespaces():
             stdout_console().print(

@@ -22,12 +22,15 @@ from bob.errors import ResultFileError, UsageError
 from bob.results import ResultStore, RunResult
 from bob.runner import RunOptions
 from bob.spec import RunSpec
+from bob.suites import task_class
+from bob.sweep.display import EXTRACTING, FITTING, RUNNING, TRAINING
 from bob.sweep.executors import Executor, SweepJob
+from bob.sweep.executors.local import LocalExecutor
 from bob.sweep.expand import Expansion
-from bob.sweep.plan import Plan, RunGroup, make_plan
+from bob.sweep.plan import Plan, RunGroup, extraction_keys, make_plan, reads_feature_cache
 from bob.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec
 from bob.sweep.stats import collect_stats
-from bob.sweep.worker import ELSEWHERE, RunReport, report_status, wanted
+from bob.sweep.worker import ELSEWHERE, RunReport, report_status, spec_from_dict, wanted
 from bob.weights import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -137,11 +140,17 @@ def check_size(state: SweepState, plan: Plan, max_runs: int | None = None, yes: 
 
 @dataclass
 class SweepSummary:
+    """What a sweep did. `unique_extractions` counts feature extractions the way `bob sweep --dry-run`
+    does (backbone × weights × backbone args × dataset, all of a dataset's splits in one), among the
+    runs that extracted anything; `extractions` counts the split feature sets they computed (each
+    run's `cache.extractions`), so a probe's train and test splits are 2 there and 1 in the other."""
+
     runs: int
     counts: dict[str, int]
     seconds: float
     reports: list[RunReport]
     extractions: int
+    unique_extractions: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -253,10 +262,12 @@ def run_sweep(
     start = time.time()
     collector = Collector(store, {s.id: s for s in state.todo}, state.since, display, options.sweep or "")
     if display is not None:
-        display.start(len(state.todo), state)
+        display.start(len(state.todo), state, collector.specs)
     job = SweepJob(options, mode, fresh_after=state.since)
     if job_fn is not None:
         job.fn = job_fn
+    if hasattr(display, "started") and isinstance(executor, LocalExecutor):
+        job.fn = _announcing(job.fn, display)  # runs in this process: the display can list them
     try:
         executor.run(groups, job, collector.on_report, collector.on_group_lost)
     finally:
@@ -271,5 +282,49 @@ def run_sweep(
         counts[report.status] = counts.get(report.status, 0) + 1
     for message in state.damaged:
         log.warning("%s", message)
-    extractions = sum(r.extractions for r in collector.reports.values())
-    return SweepSummary(plan.runs, counts, time.time() - start, list(collector.reports.values()), extractions)
+    reports = list(collector.reports.values())
+    return SweepSummary(
+        plan.runs,
+        counts,
+        time.time() - start,
+        reports,
+        sum(r.extractions for r in reports),
+        unique_extractions(reports, collector.specs),
+    )
+
+
+def unique_extractions(reports: Iterable[RunReport], specs: dict[str, RunSpec]) -> int:
+    """The unique extractions (the dry run's unit: `bob.sweep.plan.extraction_keys`) of the runs
+    that extracted features; runs that only read the cache add nothing."""
+    keys: set[str] = set()
+    for report in reports:
+        spec = specs.get(report.id)
+        if report.extractions and spec is not None and reads_feature_cache(spec):
+            keys.update(extraction_keys(spec))
+    return len(keys)
+
+
+def run_phase(spec: RunSpec, extracted: set[str]) -> str:
+    """What a run is about to do, from the plan: train, extract features (the first run of its
+    extraction in this sweep) and fit, or fit on features cached by an earlier run."""
+    if reads_feature_cache(spec):
+        keys = extraction_keys(spec)
+        fresh = not extracted.issuperset(keys)
+        extracted.update(keys)
+        return EXTRACTING if fresh else FITTING
+    return TRAINING if "trainable" in task_class(spec.task.partition("/")[0]).needs else RUNNING
+
+
+def _announcing(fn: Any, display: Any) -> Any:
+    """`fn` (a SweepJob's function), telling `display` which run starts and what it will do first."""
+    extracted: set[str] = set()
+
+    def announced(spec_dicts: list[dict[str, Any]], *rest: Any) -> list[dict[str, Any]]:
+        reports = []
+        for d in spec_dicts:
+            spec = spec_from_dict(d)
+            display.started(spec.id, run_phase(spec, extracted))
+            reports += fn([d], *rest)
+        return reports
+
+    return announced
