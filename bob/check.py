@@ -2,8 +2,9 @@
 
 Runs the contract checks (resolution, build, pooled shape and finiteness, eval-mode determinism,
 batch-size invariance, feature levels against `feature_info`, parameter count) and then a mock run of
-every task suite on a tiny generated dataset, in a throwaway results dir and feature cache: nothing
-is written to the user's results. Each check passes, fails (with the reason) or is skipped (with the
+every task suite on a tiny generated dataset (at most `MOCK_LIMIT` samples per split, through the
+`limit` task arg, where the suite sets no limit of its own and its data takes one), in a throwaway
+results dir and feature cache: nothing is written to the user's results. Each check passes, fails (with the reason) or is skipped (with the
 reason); any failure makes the command exit 1.
 """
 
@@ -21,6 +22,8 @@ import torch
 
 from bob.backbones import resolve_backbone
 from bob.backbones.base import Backbone, check_pooled
+from bob.data import dataset_info
+from bob.data.base import LIMIT_TASK_TYPES
 from bob.errors import UsageError
 from bob.registry import match
 from bob.runner import RunOptions, execute
@@ -29,6 +32,9 @@ from bob.suites import SUITES
 from bob.weights import WeightsRequest
 
 DEFAULT_SIZE = 64
+# Samples per split of a mock run (the `limit` task arg) where the suite's own check args set none and
+# its check dataset takes one: every class of the 10-class mock sets keeps several samples per split.
+MOCK_LIMIT = 40
 
 
 @dataclass
@@ -166,7 +172,7 @@ def _mock_runs(
                 reason = "skipped: the backbone declares no feature levels, which this dense suite needs"
                 results.append(CheckResult(f"mock run: {cls.suite}", "skip", reason))
                 continue
-            mock_args = {**cls.check_args, "image_size": str(size)}
+            mock_args = mock_task_args(cls.check_args, cls.check_dataset, size)
 
             def run_suite(
                 suite: str = cls.suite, args: dict[str, str] = mock_args, dataset: str = cls.check_dataset
@@ -182,6 +188,15 @@ def _mock_runs(
                 return f"{metric} = {value:.3f} on {dataset} (a smoke test, not a benchmark)"
 
             _run(results, f"mock run: {cls.suite}", run_suite)
+
+
+def mock_task_args(check_args: dict[str, str], dataset: str, size: int) -> dict[str, str]:
+    """A suite's mock-run task args: its own check args at the check's image size, with at most
+    `MOCK_LIMIT` samples per split where they set no limit and the dataset takes one."""
+    args = {**check_args, "image_size": str(size)}
+    if MOCK_LIMIT and "limit" not in args and dataset_info(dataset).task_type in LIMIT_TASK_TYPES:
+        args["limit"] = str(MOCK_LIMIT)
+    return args
 
 
 def check_backbone(

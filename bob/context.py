@@ -22,7 +22,7 @@ from bob.backbones.base import Backbone, BackboneRef
 from bob.backbones.meta import DataConfig, Extraction
 from bob.cache import FeatureCache, FeatureSet, cache_key
 from bob.data import dataset_info, load_split
-from bob.data.base import DatasetInfo, ImageSplit
+from bob.data.base import DatasetInfo, ImageSplit, limit_split
 from bob.features import default_num_workers, extract_pooled, pixel_batches
 from bob.pixels import PixelCache, pixel_key
 from bob.preflight import storage_error
@@ -102,16 +102,25 @@ class RunContext:
         return name in self.info.splits
 
     def split(self, name: str) -> ImageSplit:
+        """A split of the run's dataset, loaded once; under the `limit` task arg, at most that many of
+        its samples (a seeded, stratified draw: `bob.data.base.limit_split`)."""
         if name not in self._splits:
-            self._splits[name] = load_split(
-                self.dataset, name, root=self.spec.data_root, download=self.spec.download
-            )
+            split = load_split(self.dataset, name, root=self.spec.data_root, download=self.spec.download)
+            self._splits[name] = self._limited(split)
         return self._splits[name]
 
     def add_split(self, name: str, split: ImageSplit) -> None:
         """Make a split loaded elsewhere (e.g. a shift's evaluation set) available as `split(name)`
-        and `pooled(name)`; its features are cached like any other split's."""
-        self._splits[name] = split
+        and `pooled(name)`; its features are cached like any other split's, and `limit` applies."""
+        self._splits[name] = self._limited(split)
+
+    @property
+    def limit(self) -> int | None:
+        """The run's `limit` task arg: at most this many samples per split (None: all of them)."""
+        return self.task.args.limit
+
+    def _limited(self, split: ImageSplit) -> ImageSplit:
+        return split if self.limit is None else limit_split(split, self.limit, self.seed)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -190,6 +199,8 @@ class RunContext:
             model = backbone if output == "pooled" else _ImageEmbedding(backbone)
             normalize = Normalizer(self.data_config, channels_last=self.extraction.channels_last)
             title = f"extracting {split.dataset}/{split_name}"
+            if self.limit is not None:
+                title += f" (limit {self.limit})"
             with progress_bar(title, len(split), "images") as bar, self._pixels(split) as batches:
                 features = extract_pooled(
                     model,  # type: ignore[arg-type]

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
+from bob.data import dataset_info
+from bob.data.base import LIMIT_TASK_TYPES
 from bob.errors import UnknownNameError, UsageError
 from bob.registry import suggest
 
@@ -49,6 +51,12 @@ class TaskArgs:
     image_size: int | None = run_arg(
         None, "eval resolution (default: the dataset's, else the backbone's own)"
     )
+    limit: int | None = run_arg(
+        None,
+        "at most N samples per split, a seeded draw (stratified by label where samples have one "
+        "class; quick runs; default: all)",
+        omit_default=True,
+    )
 
     def identity(self) -> dict[str, Any]:
         """The args that define the run (everything but data location), as JSON-able values."""
@@ -62,6 +70,8 @@ class TaskArgs:
     def validate(self) -> None:
         if self.image_size is not None and self.image_size < 8:
             raise UsageError(f"image_size must be at least 8 pixels, got {self.image_size}.")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"limit must be a positive number of samples per split, got {self.limit}.")
 
 
 @dataclass
@@ -95,7 +105,7 @@ class Task:
     # Task args that make a run seconds long, and the tiny dataset, for `bob check`'s mock runs.
     check_args: ClassVar[dict[str, str]] = {}
     check_dataset: ClassVar[str] = MOCK_DATASET
-    # Whether the metrics are fractions in [0, 1] (tables print them as percentages) or values to
+    # Whether the metrics are fractions in [0, 1] (tables print them with 4 decimals) or values to
     # print as they are (milliseconds, MACs, counts).
     metrics_are_fractions: ClassVar[bool] = True
     # When runs read the frozen pooled-feature cache (a sweep groups them by extraction): False,
@@ -202,7 +212,20 @@ def parse_task_args(args_cls: type[TaskArgs], raw: dict[str, str], task_name: st
         values[key] = _convert(key, value, hints[key])
     args = args_cls(**values)
     args.validate()
+    if args.limit is not None:
+        check_limit(task_name)
     return args
+
+
+def check_limit(task_name: str) -> None:
+    """The `limit` task arg applies to the task's dataset type (`LIMIT_TASK_TYPES`), else a usage error."""
+    dataset = task_name.partition("/")[2]
+    task_type = dataset_info(dataset).task_type
+    if task_type not in LIMIT_TASK_TYPES:
+        raise UsageError(
+            f"Task arg 'limit' does not apply to {task_name}: its dataset is a {task_type} set, whose "
+            f"samples cannot be drawn one by one (limit applies to {', '.join(LIMIT_TASK_TYPES)} sets)."
+        )
 
 
 def describe_args(args_cls: type[TaskArgs]) -> list[tuple[str, str, str]]:

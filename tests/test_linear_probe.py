@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from bob.data.base import stratified_partition
-from bob.errors import TrainingDivergedError
+from bob.errors import TrainingDivergedError, UsageError
 from bob.tasks.common.linear_head import HeadConfig, Standardizer, fit_heads
 from bob.tasks.common.probe import run_linear_probe
 from bob.tasks.knn.run import knn_predict
@@ -160,3 +162,46 @@ def test_metrics_match_scikit_learn():
     assert got["top5"] == pytest.approx(top_k_accuracy_score(labels, scores, k=5))
     assert got["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(labels, scores.argmax(1)))
     assert "top5" not in classification_metrics(scores[:, :3], labels % 3, 3)
+
+
+@pytest.mark.parametrize("n", [1, 80, 256, 257, 512, 513, 1020, 6400, 50_000])
+def test_a_quick_run_caps_the_epochs_min_steps_adds_and_a_full_run_keeps_them(n):
+    from bob.tasks.common.linear_head import epochs_for
+    from bob.tasks.common.probe import MAX_EPOCHS, head_config
+
+    full = LinearProbeArgs()
+    unbounded = epochs_for(n, HeadConfig(full.epochs, full.min_steps, full.lr, full.batch_size))
+    assert epochs_for(n, head_config(full, n)) == unbounded, "no limit, no max_epochs: the protocol as it ran"
+    quick = LinearProbeArgs(limit=1000)
+    capped = epochs_for(n, head_config(quick, n))
+    assert capped == max(quick.epochs, min(unbounded, MAX_EPOCHS))
+    steps_per_epoch = -(-n // quick.batch_size)
+    # the cap binds only where min_steps would need more than MAX_EPOCHS epochs: two batches or fewer
+    assert (capped == unbounded) == (steps_per_epoch * MAX_EPOCHS >= quick.min_steps)
+    assert epochs_for(n, head_config(LinearProbeArgs(max_epochs=20), n)) == max(
+        full.epochs, min(unbounded, 20)
+    )
+    explicit = LinearProbeArgs(epochs=300, limit=1000)  # an asked-for epoch count is never cut
+    assert epochs_for(n, head_config(explicit, n)) >= 300
+
+
+def test_max_epochs_enters_the_run_id_only_when_set_and_must_be_positive():
+    from bob.spec import make_spec
+
+    base = make_spec("timm/test_resnet", "linear-probe/shapes-mini", "random")
+    assert "max_epochs" not in base.task_args
+    capped = make_spec(
+        "timm/test_resnet", "linear-probe/shapes-mini", "random", task_args={"max_epochs": "50"}
+    )
+    assert capped.task_args["max_epochs"] == 50 and capped.id != base.id
+    with pytest.raises(UsageError, match="max_epochs must be a positive integer"):
+        make_spec("timm/test_resnet", "linear-probe/shapes-mini", "random", task_args={"max_epochs": "0"})
+
+
+def test_a_tiny_quick_probe_trains_max_epochs_per_head_and_still_learns():
+    from bob.tasks.common.probe import MAX_EPOCHS
+
+    x, y = _blobs(10, 10, 32, 0.5, seed=0)  # 100 samples: one minibatch, as shapes-mini's train
+    out = run_linear_probe(*_splits(x, y), 10, dataclasses.replace(FAST, limit=100), seed=0)
+    assert out["protocol"]["epochs"] == MAX_EPOCHS
+    assert out["metrics"]["top1"] >= 0.9

@@ -15,12 +15,25 @@ import os
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
 
+from bob.errors import UsageError
+
 DatasetKind = Literal["embedded", "generated", "real"]
+# The dataset task types the `limit` task arg applies to: their splits are images with a label (or,
+# for detection, images with their annotations; for video, clips with a label; for segmentation,
+# images with their label map; for IQA, images with their quality score and reference link; for
+# multilabel, images with their label set), so a seeded draw of samples is a smaller dataset of the
+# same kind. Retrieval (queries and a database with judgements), re-identification (query and
+# gallery) and video segmentation splits tie samples to one another, and the efficiency suite reads
+# no split: those refuse it.
+LIMIT_TASK_TYPES = (
+    "classification", "detection", "open-vocab", "shift", "domains", "video",
+    "segmentation", "iqa", "multilabel",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,20 @@ class DatasetInfo:
 
 class ImageSplit:
     """One named split: `len`, `image(i)` as RGB PIL, `labels`, `classes` and a content fingerprint."""
+
+    # Whether a sample is its image and its label and nothing more, so that `take` may pick samples
+    # by index. A subclass is not unless its own body says so: one that holds more per sample (boxes,
+    # masks, clips, query and gallery roles) defines `take` itself, or `limit` refuses it.
+    plain: ClassVar[bool] = False
+    # Whether `labels` is each sample's one class label, so that a draw of samples (`limit_split`)
+    # is stratified by it. Splits whose `labels` is a stand-in (all zeros for label maps, a primary
+    # class for label sets, a distortion type for quality scores) say False: they are drawn plainly.
+    single_label: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "plain" not in cls.__dict__:
+            cls.plain = False
 
     def __init__(
         self, dataset: str, split: str, classes: list[str] | tuple[str, ...], labels: np.ndarray
@@ -101,9 +128,18 @@ class ImageSplit:
         """A new split holding `indices` of this one (used for seeded train/test partitions)."""
         return SubsetSplit(self, np.asarray(indices, dtype=np.int64), split)
 
+    def take(self, indices: np.ndarray, split: str) -> ImageSplit:
+        """A new split of samples `indices` with everything they carry. Raises NotImplementedError for
+        a split that does not say what that is (see `plain`)."""
+        if not self.plain:
+            raise NotImplementedError(f"{type(self).__name__} does not say how to take samples from it")
+        return self.subset(indices, split)
+
 
 class ArraySplit(ImageSplit):
     """Images held in memory as uint8 arrays, [N, H, W] (gray) or [N, H, W, 3] (RGB)."""
+
+    plain = True
 
     def __init__(self, dataset: str, split: str, classes, images: np.ndarray, labels: np.ndarray) -> None:
         super().__init__(dataset, split, classes, labels)
@@ -132,6 +168,8 @@ class ArraySplit(ImageSplit):
 
 class FileSplit(ImageSplit):
     """Images as files under `root`; identified by relative path, size and label (not by pixels)."""
+
+    plain = True
 
     def __init__(self, dataset: str, split: str, classes, root: Path, paths: list[Path], labels) -> None:
         super().__init__(dataset, split, classes, labels)
@@ -164,6 +202,8 @@ class SubsetSplit(ImageSplit):
         super().__init__(parent.dataset, split, parent.classes, parent.labels[indices])
         self.parent = parent
         self.indices = indices
+        self.plain = parent.plain  # a view is as plain as what it views
+        self.single_label = parent.single_label
 
     def image(self, index: int) -> Image.Image:
         return self.parent.image(int(self.indices[index]))
@@ -196,3 +236,59 @@ def stratified_partition(labels: np.ndarray, fraction: float, seed: int) -> tupl
         held.append(idx[:n_held])
         rest.append(idx[n_held:])
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` indices of `labels` (sorted), drawn seeded and stratified: every class keeps one sample
+    while `size` allows it (the classes drawn in a seeded order), and the rest go to the classes in
+    proportion to their sizes. All indices when `size` is at least their number."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(n)
+    _, cls, counts = np.unique(labels[order], return_inverse=True, return_counts=True)
+    cls = cls.reshape(-1)
+    by_class = np.argsort(cls, kind="stable")  # positions in `order`, class by class, in drawn order
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    # A class's k-th drawn sample comes at the share (k + 0.5) / class size; its first comes first.
+    share = np.where(rank == 0, -1.0, (rank + 0.5) / counts[cls])
+    picked = order[np.argsort(share, kind="stable")[:size]]
+    return np.sort(picked).astype(np.int64)
+
+
+def seeded_sample(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` of the indices 0..n-1 (sorted), a seeded draw without replacement; all of them when
+    `size` is at least `n`."""
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False)).astype(np.int64)
+
+
+def limit_split(split: ImageSplit, limit: int, seed: int) -> ImageSplit:
+    """At most `limit` samples of `split` (the `limit` task arg), as a split of its own, with its own
+    fingerprint, so features of a limited split are cached under their own keys.
+
+    The draw is seeded. Where `labels` is each sample's one class label (`single_label`) it is
+    stratified by it (`stratified_sample`); otherwise (label maps, label sets, quality scores) it is a
+    plain draw without replacement (`seeded_sample`), which is the right draw there: there is no one
+    class per sample to balance, and every kept sample keeps its own target (`take`). A split of no
+    more than `limit` samples is returned as it is (its features and cache keys are those of the full
+    split). A split whose samples carry more than can be taken by index raises a UsageError."""
+    if len(split) <= limit:
+        return split
+    refusal = (
+        f"limit={limit} cannot apply to {split.dataset}/{split.split}: its samples carry more than an "
+        "image and a label ({}); run it without limit."
+    )
+    if getattr(split, "num_queries", None) is not None:
+        raise UsageError(refusal.format("queries and a database"))
+    if split.single_label:
+        indices = stratified_sample(split.labels, limit, seed)
+    else:
+        indices = seeded_sample(len(split), limit, seed)
+    try:
+        return split.take(indices, split.split)
+    except NotImplementedError:
+        raise UsageError(refusal.format(type(split).__name__)) from None

@@ -142,6 +142,8 @@ def check_corruption(corruption: str, severity: int) -> None:
 class CorruptedSplit(ImageSplit):
     """A clean split rendered at `render` and corrupted at one severity, image by image."""
 
+    plain = True
+
     def __init__(
         self,
         parent: ImageSplit,

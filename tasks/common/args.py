@@ -70,9 +70,16 @@ class ProbeArgs(TaskArgs):
     lr: float = run_arg(1e-2, "Adam learning rate (cosine-decayed to zero)")
     batch_size: int = run_arg(256, "head-training minibatch size")
     weight_decay: float | None = run_arg(None, "fix λ instead of sweeping it")
+    max_epochs: int | None = run_arg(
+        None,
+        "cap on the epochs min_steps adds on small data (default: 100 for a --limit run, no cap otherwise)",
+        omit_default=True,
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise UsageError(f"max_epochs must be a positive integer, got {self.max_epochs}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         for name in ("epochs", "min_steps", "batch_size"):

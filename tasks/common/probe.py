@@ -9,10 +9,19 @@ trained on train + val and scored on test. The linear-probe suite runs it on cac
 ood, few-label, dg, multilabel, tradeoff, video-cls suites and distillation run it too. The search
 itself (`search_weight_decay`) takes any head loss and validation score: the multilabel suite runs
 it for sigmoid heads scored by mAP.
+
+Steps on tiny data: a head trains `epochs` epochs, and more on small data, until it has made
+`min_steps` updates. On data that fits one minibatch every epoch is a single full-batch step, so a
+100-image set trains 250 epochs per head, 1,000 in a λ search and final fit. A quick run (`limit`
+set) caps the epochs that `min_steps` adds at `MAX_EPOCHS`, and the `max_epochs` arg sets that cap
+on any run (`head_config`). Runs without either train as they always did, so the results stored
+under their run ids stay what the code computes. With the default args (batch 256, min_steps 250) a
+cap of 100 binds only below 513 training samples.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +38,27 @@ COARSE = tuple(range(0, 97, 16))
 # Offsets (in grid steps) tried around the current best in each refinement round.
 REFINE_ROUNDS = ((-8, -6, -4, -2, 2, 4, 6, 8), (-1, 1))
 SEARCH_ROUNDS = 1 + len(REFINE_ROUNDS)  # head trainings a search costs (for progress totals)
+# The most epochs `min_steps` may ask for in a quick (`limit`) run, unless `max_epochs` says otherwise
+# (never fewer than the `epochs` arg): see the module docstring.
+MAX_EPOCHS = 100
+
+
+def epoch_cap(args: ProbeArgs) -> int | None:
+    """The cap on the epochs `min_steps` adds: the `max_epochs` arg, else `MAX_EPOCHS` for a limited
+    run, else none (the protocol as it always ran)."""
+    if args.max_epochs is not None:
+        return args.max_epochs
+    return MAX_EPOCHS if args.limit is not None else None
+
+
+def head_config(args: ProbeArgs, n: int) -> HeadConfig:
+    """The head's training on `n` samples: the args' epochs, lr and batch size, and `min_steps`
+    lowered just enough that the epochs it adds stop at the cap (`epoch_cap`), when there is one."""
+    cap = epoch_cap(args)
+    if cap is None:
+        return HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
+    steps_per_epoch = math.ceil(n / args.batch_size)
+    return HeadConfig(args.epochs, min(args.min_steps, cap * steps_per_epoch), args.lr, args.batch_size)
 
 
 def search_weight_decay(
@@ -95,10 +125,11 @@ def run_linear_probe(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """The whole protocol on arrays; returns metrics, protocol and the final head (CPU tensors)."""
-    cfg = HeadConfig(args.epochs, args.min_steps, args.lr, args.batch_size)
+    n_fit = len(train[0]) + len(val[0])
+    cfg, final_cfg = head_config(args, len(train[0])), head_config(args, n_fit)
     sweep: dict[int, float] = {}
     n_sweeps = 0 if args.weight_decay is not None else SEARCH_ROUNDS
-    total = n_sweeps * epochs_for(len(train[0]), cfg) + epochs_for(len(train[0]) + len(val[0]), cfg)
+    total = n_sweeps * epochs_for(len(train[0]), cfg) + epochs_for(n_fit, final_cfg)
     with progress_bar("fitting heads", total, "epochs") as bar:
         if args.weight_decay is None:
             std = Standardizer.fit(train[0])
@@ -112,14 +143,14 @@ def run_linear_probe(
         y_all = np.concatenate([train[1], val[1]])
         std = Standardizer.fit(x_all)
         x_fit, y_fit = as_tensor(std(x_all), device), as_tensor(y_all, device, torch.long)
-        w, b = fit_heads(x_fit, y_fit, num_classes, [chosen], cfg, seed, bar)
+        w, b = fit_heads(x_fit, y_fit, num_classes, [chosen], final_cfg, seed, bar)
     logits = predict(as_tensor(std(test[0]), device), w, b)[0].cpu().numpy()
     metrics = classification_metrics(logits, test[1], num_classes)
     protocol = {
         "selected_weight_decay": chosen,
         "weight_decay_semantics": "L2 coefficient on the mean cross-entropy (sklearn C = 1 / (λ·N))",
         "sweep": [{"weight_decay": float(WD_GRID[i]), "val_top1": acc} for i, acc in sorted(sweep.items())],
-        "epochs": epochs_for(len(x_all), cfg),
+        "epochs": epochs_for(len(x_all), final_cfg),
         "lr": args.lr,
         "batch_size": args.batch_size,
         "optimizer": "Adam, cosine to zero",

@@ -74,9 +74,13 @@ class Detection(Task):
     )
     Args = DetectionArgs
     check_dataset: ClassVar[str] = "scenes-mini"
+    # `bob check`: 3 steps, then 16 test scenes scored with 64 sampled RoIs per training image (a
+    # prediction runs the box and mask heads on every proposal: the test images set the mock's time).
     check_args: ClassVar[dict[str, str]] = {
         "iters": "3",
         "batch_size": "2",
         "augment": "flip",
         "fpn_channels": "32",
+        "rois_per_image": "64",
+        "limit": "16",
     }

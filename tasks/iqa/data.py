@@ -29,6 +29,10 @@ TEST_FRACTION = 0.2
 
 
 class IQASplit(ImageSplit):
+    """Assessed images with their scores, distortion types, content ids and reference links."""
+
+    single_label = False  # `labels` is the distortion type, not a class to balance a draw by
+
     def __init__(
         self,
         dataset: str,
@@ -92,6 +96,14 @@ class IQASplit(ImageSplit):
             ref_index=self.ref_index[idx],
             score_note=self.score_note,
         )
+
+    def take(self, indices: np.ndarray, split: str) -> IQASplit:
+        """The images `indices` with their own scores, types, contents and reference links (e.g. a
+        `limit` draw). The references are kept whole, so every kept full-reference pair is still a
+        distorted image and its own pristine reference."""
+        out = self.subset(indices, split)
+        out.split_note = self.split_note
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "score_note": self.score_note}

@@ -30,7 +30,7 @@ from bob.tasks.common.args import ProbeArgs, ProtocolArgs
 
 MODES = ("cached", "bob")
 # The args of one mode only: the cached probe's (out of a mode=bob run's identity) and BoB's probe's.
-CACHED_ONLY = ("val_fraction", "epochs", "min_steps", "lr", "batch_size", "weight_decay")
+CACHED_ONLY = ("val_fraction", "epochs", "min_steps", "lr", "batch_size", "weight_decay", "max_epochs")
 BOB_ONLY = ("bob_epochs", "bob_warmup_epochs", "bob_blr", "bob_batch_size", "bob_accum_steps")
 
 

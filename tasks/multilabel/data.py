@@ -55,6 +55,8 @@ _VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
 class MultiLabelSplit(ImageSplit):
     """Pixels from `source`, label sets as `targets` [N, C] (uint8), unscored pairs as `ignore`."""
 
+    single_label = False  # `labels` is a primary class, not each image's one label
+
     def __init__(
         self,
         source: ImageSplit,

@@ -40,6 +40,7 @@ class SegmentationSplit(ImageSplit):
     """
 
     ignore_index = IGNORE_INDEX
+    single_label = False  # `labels` is a stand-in: a draw of images is not stratified by it
 
     def __init__(
         self,
@@ -115,6 +116,23 @@ class SegmentationSplit(ImageSplit):
             for path in (image, mask):
                 chunks.append(f"{path.relative_to(self.root)}\x1f{path.stat().st_size}\x1e".encode())
         return chunks
+
+    def take(self, indices: np.ndarray, split: str) -> SegmentationSplit:
+        """The images `indices`, each with its own label map, as a new split over the same classes
+        (e.g. a `limit` draw); its fingerprint is that of its own pixels and maps (or files)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.images is not None:
+            assert self.masks is not None
+            return SegmentationSplit(
+                self.dataset, split, self.classes, images=self.images[idx], masks=self.masks[idx],
+                reduce_zero_label=self.reduce_zero_label,
+            )  # fmt: skip
+        assert self.image_paths is not None and self.mask_paths is not None
+        return SegmentationSplit(
+            self.dataset, split, self.classes,
+            image_paths=[self.image_paths[i] for i in idx], mask_paths=[self.mask_paths[i] for i in idx],
+            root=self.root, reduce_zero_label=self.reduce_zero_label,
+        )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         return {
