@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 API = (
     "run",
+    "plan_run",
     "sweep",
     "leaderboard",
     "check",

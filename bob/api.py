@@ -34,7 +34,9 @@ from bob.errors import ResultFileError, UnknownNameError, UsageError
 from bob.listing import backbone_namespaces, list_backbones, list_datasets, list_task_args, list_tasks
 from bob.preflight import Target, require_writable_dirs
 from bob.results import ResultStore
+from bob.run_plan import RunPlan, plan_runs
 from bob.runner import RunOptions, RunOutcome, execute, resolve_device
+from bob.selection import Selection, check_grid_size, dataset_problem, require_datasets, select
 from bob.spec import RunSpec, make_spec, parse_backbone_args
 from bob.suites import SUITES
 from bob.sweep.display import SweepDisplay
@@ -44,6 +46,7 @@ from bob.sweep.expand import arg_text
 from bob.sweep.plan import Plan, own_backbones
 from bob.sweep.spec import load_sweep
 from bob.task import parse_assignments
+from bob.trackers import tracker_names
 
 if TYPE_CHECKING:
     from bob.backbones.base import Backbone
@@ -65,6 +68,7 @@ __all__ = [
     "list_task_args",
     "list_tasks",
     "load_outcomes",
+    "plan_run",
     "run",
     "run_specs",
     "sweep",
@@ -89,29 +93,83 @@ def run_specs(
     seeds: int | Sequence[int] = 0,
     task_args: Assignments = None,
     backbone_args: Assignments = None,
+    *,
+    yes: bool = True,
+    on_selection: Callable[[Selection], None] | None = None,
 ) -> list[RunSpec]:
     """Every (backbone, weights, task, seed) combination as a RunSpec, validated before anything runs.
 
+    Backbones and tasks take globs, comma lists and (tasks) bare suite names: `"torchvision/mobilenet_v3*"`,
+    `"knn"` (every task of the suite whose data is on disk), `"knn/*,linear-probe/shapes-mini"`
+    (`bob.selection`); `on_selection(selection)` sees what they expanded to. A backbone `NAME@WEIGHTS`
+    runs with those weights only; `weights` is the product for the others. With `yes=False`, a grid
+    that a pattern expanded past `bob.selection.MAX_RUNS` runs is a UsageError.
+
     A task arg `KEY` applies to every task of the grid; `SUITE:KEY` only to that suite's tasks (e.g.
-    `{"linear-probe:epochs": 50, "knn:k": 10}`). Duplicates (same run id) are listed once."""
-    task_list = _as_list(tasks)
+    `{"linear-probe:epochs": 50, "knn:k": 10}`), and a suite with no task in the grid is a UsageError.
+    Duplicates (same run id) are listed once."""
     scoped = _scope_task_args(_assignments(task_args, "--task-arg"))
+    selection = select(_as_list(backbones), _as_list(tasks), _data_on_disk(scoped))
+    if on_selection is not None:
+        on_selection(selection)
+    weight_list, seed_list = _as_list(weights), _as_list(seeds)
+    check_grid_size(selection, selection.runs(weight_list, seed_list), yes)
+    _check_scopes(scoped, selection.tasks)
     bargs = _backbone_args(backbone_args)
     specs: dict[str, RunSpec] = {}
-    grid = itertools.product(_as_list(backbones), task_list, _as_list(weights), _as_list(seeds))
-    for b, t, w, s in grid:
-        suite = t.partition("/")[0]
-        targs = {**scoped.get("", {}), **scoped.get(suite, {})}
-        try:
-            spec = make_spec(b, t, w, s, bargs, targs)
-        except UnknownNameError as err:
-            if err.kind.startswith("task arg") and len(task_list) > 1:
-                raise UsageError(
-                    f"{err} Scope an arg to one suite with --task-arg SUITE:KEY=VALUE."
-                ) from None
-            raise
-        specs.setdefault(spec.id, spec)
+    several = len(selection.tasks) > 1
+    for b, pinned in selection.backbones:
+        for t in selection.tasks:
+            targs = {**scoped.get("", {}), **scoped.get(t.partition("/")[0], {})}
+            for w, s in itertools.product([pinned] if pinned is not None else weight_list, seed_list):
+                spec = _grid_spec(b, t, w, s, bargs, targs, several)
+                specs.setdefault(spec.id, spec)
     return list(specs.values())
+
+
+def _grid_spec(
+    backbone: str,
+    task: str,
+    weights: str,
+    seed: int,
+    backbone_args: dict[str, Any],
+    task_args: dict[str, str],
+    several_tasks: bool,
+) -> RunSpec:
+    """One run of the grid; an arg one of several tasks rejects points at `SUITE:KEY` scoping."""
+    try:
+        return make_spec(backbone, task, weights, seed, backbone_args, task_args)
+    except UnknownNameError as err:
+        if err.kind.startswith("task arg") and several_tasks:
+            raise UsageError(f"{err} Scope an arg to one suite with --task-arg SUITE:KEY=VALUE.") from None
+        raise
+
+
+def _check_scopes(scoped: dict[str, dict[str, str]], tasks: Sequence[str]) -> None:
+    """A `SUITE:KEY=VALUE` task arg whose suite has no task in the grid would be silently ignored:
+    a UsageError naming the arg and the grid's suites."""
+    suites = list(dict.fromkeys(t.partition("/")[0] for t in tasks))
+    for suite, args in scoped.items():
+        if suite and suite not in suites:
+            key, value = next(iter(args.items()))
+            raise UsageError(
+                f"--task-arg {suite}:{key}={value} applies to no task of this run: its tasks are of the "
+                f"suite{'s' if len(suites) > 1 else ''} {', '.join(suites)}. Add a {suite}/... task or "
+                "drop the arg."
+            )
+
+
+def _data_on_disk(scoped: dict[str, dict[str, str]]) -> Callable[[str], bool]:
+    """Whether a task's dataset can be read with the grid's `root` and `download` task args: what
+    a task pattern keeps (a pattern never expands to tasks whose data is missing)."""
+
+    def present(task: str) -> bool:
+        suite, _, dataset = task.partition("/")
+        args = {**scoped.get("", {}), **scoped.get(suite, {})}
+        download = args.get("download", "").strip().lower() in ("true", "1", "yes")
+        return dataset_problem(dataset, args.get("root"), download) is None
+
+    return present
 
 
 def _with_extraction(
@@ -148,6 +206,9 @@ def run(
     channels_last: bool = False,
     geometry_cache: str | Path | None = None,
     progress: bool = False,
+    trackers: Sequence[str] = (),
+    yes: bool = False,
+    on_selection: Callable[[Selection], None] | None = None,
     on_start: Callable[[int, int, RunSpec], None] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
 ) -> list[RunOutcome]:
@@ -164,11 +225,21 @@ def run(
     Extraction: `pipeline` (`pil`, or `tensor` for torchvision.io decode and uint8 tensor resize),
     `precision` (`fp32`, `bf16`, `fp16`) and `channels_last` become backbone args of the runs when not
     at their defaults (a run id of their own); `geometry_cache` is a folder where decoded pixels are
-    shared by every backbone with the same eval geometry (docs/throughput.md)."""
+    shared by every backbone with the same eval geometry (docs/throughput.md).
+
+    Selection (`run_specs`): globs, comma lists and suite names; `NAME@WEIGHTS` pins a backbone's
+    weights; a grid a pattern expanded past `bob.selection.MAX_RUNS` runs needs `yes=True`. Before
+    any run (each a UsageError): a real dataset that is not on disk, a weights file or factory that
+    does not exist, an unusable results dir or feature cache, a tracker that is unknown or not installed.
+
+    `trackers` (`mlflow`, `wandb`; plus those in $BOB_TRACKERS) mirror every settled run to those
+    experiment trackers (docs/trackers.md); a tracker failing never fails a run."""
     bargs = _with_extraction(backbone_args, pipeline, precision, channels_last)
-    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs)
+    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs, yes=yes, on_selection=on_selection)
+    require_datasets((s.task, s.data_root, s.download) for s in specs)
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite, samples)
     options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
+    options.trackers = tracker_names(trackers)
     if Extraction.split_args(bargs)[0].precision == "fp16" and resolve_device(device).type == "cpu":
         raise UsageError("--precision fp16 needs a GPU (CPU float16 kernels are slow or missing); use bf16.")
     resolve_device(device)  # an unavailable device is bad input too: found before any run
@@ -183,6 +254,33 @@ def run(
                 on_outcome(outcome)
             outcomes.append(outcome)
     return outcomes
+
+
+def plan_run(
+    backbones: str | Sequence[str],
+    tasks: str | Sequence[str],
+    weights: str | Sequence[str] = "pretrained",
+    seeds: int | Sequence[int] = 0,
+    *,
+    task_args: Assignments = None,
+    backbone_args: Assignments = None,
+    results_dir: str | Path = RESULTS_DIR,
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+    pipeline: str = "pil",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    on_selection: Callable[[Selection], None] | None = None,
+) -> RunPlan:
+    """What `run` with these arguments would do, without running or writing anything (`bob run
+    --dry-run`): each run with its id and whether its result is already there, and each feature
+    set the runs read, cached or to be extracted (the sweep planner's extraction key). The same
+    checks as `run` come first, but no size limit: listing a big grid is how to see it."""
+    bargs = _with_extraction(backbone_args, pipeline, precision, channels_last)
+    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs, on_selection=on_selection)
+    require_datasets((s.task, s.data_root, s.download) for s in specs)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    return plan_runs(specs, ResultStore(Path(results_dir)), cache, overwrite)
 
 
 def load_outcomes(specs: Sequence[RunSpec], results_dir: str | Path = RESULTS_DIR) -> list[RunOutcome]:
@@ -233,6 +331,7 @@ def sweep(
     yes: bool = False,
     max_runs: int | None = None,
     geometry_cache: str | Path | None = None,
+    trackers: Sequence[str] = (),
 ) -> SweepSummary:
     """Run a sweep file (or its plan): every run of its grid, each feature set extracted once.
 
@@ -245,12 +344,14 @@ def sweep(
     must pass `bob check`'s contract checks. Failed runs are counted in the summary, not raised.
     `geometry_cache`: a folder where each geometry's decoded pixels are stored once and read by every
     other extraction at that geometry (docs/throughput.md); the sweep file's backbone args set the
-    pipeline, precision and channels_last."""
+    pipeline, precision and channels_last. `trackers`: as for `run` (docs/trackers.md); each worker
+    logs the runs it executes."""
     _check_mode(mode)
     plan = file if isinstance(file, Plan) else sweep_plan(file)
     runner = make_executor(executor, **dict(executor_options or {}))
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, samples=samples)
     options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
+    options.trackers = tracker_names(trackers)
     if executor == "local":  # remote workers resolve the device on their own machines
         resolve_device(device)
     preflight(options)
@@ -303,6 +404,7 @@ def leaderboard(
     confidence: float = 0.95,
     bootstrap_seed: int = 0,
     preset: str | None = None,
+    plotly: str = "inline",
 ) -> BuildOutput:
     """Rank backbones by BoB z-scores from the result files; write CSV, Markdown and HTML to `out`.
 
@@ -312,8 +414,9 @@ def leaderboard(
     files (`resamples` paired resamples at `confidence`, seeded by `bootstrap_seed`). `preset="bob"`
     scores BoB's aggregation as far as it can be reconstructed (docs/leaderboard.md: four task types of
     equal weight, detection's best lr, mask AP beside box AP, Sim10k → Cityscapes under OOD), naming
-    each reconstructed choice on the page. Returns the board (`output.board`), the rows shown
-    (`output.table`) and the written paths."""
+    each reconstructed choice on the page. `plotly` is how the HTML page gets plotly.js: `inline`
+    (self-contained, works offline) or `cdn` (a script tag: a page of tens of KB). Returns the board
+    (`output.board`), the rows shown (`output.table`) and the written paths."""
     from bob.leaderboard import BoardOptions, RowFilter, build_leaderboard  # pandas: only here
 
     options = BoardOptions(
@@ -331,7 +434,9 @@ def leaderboard(
         preset=preset or "",
     )
     parsed = [RowFilter.parse(f) for f in filters]
-    return build_leaderboard(results_dir, out, options, parsed, formats=tuple(formats), group_by=group_by)
+    return build_leaderboard(
+        results_dir, out, options, parsed, formats=tuple(formats), group_by=group_by, plotly=plotly
+    )
 
 
 def compare(
@@ -378,7 +483,7 @@ def check(
     suites: str = "*",
     mock_runs: bool = True,
 ) -> list[CheckResult]:
-    """`bob check`: the contract checks, then (with `mock_runs`) a seconds-long run of every suite
+    """`bob check`: the contract checks, then (with `mock_runs`) a short, limited run of every suite
     `suites` selects (comma-separated globs). One CheckResult per check: pass, fail or skip, with
     the detail. Writes no results (mock runs go to a throwaway folder)."""
     from bob.check import check_backbone  # torch: the checks run the model

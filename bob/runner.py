@@ -13,13 +13,14 @@ import dataclasses
 import gc
 import logging
 import random
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bob import env
+from bob import distributed, env, trackers
 from bob.backbones import resolve_backbone
 from bob.backbones.meta import Extraction
 from bob.cache import FeatureCache
@@ -56,6 +57,9 @@ class RunOptions:
     # geometry (`bob.pixels`). None: every extraction decodes its images. Never part of an identity:
     # features read through it equal the features computed without it.
     geometry_cache: Path | None = None
+    # Experiment trackers (`bob.trackers`: mlflow, wandb) that mirror each settled run; validated by
+    # the API before any run. Never part of an identity.
+    trackers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -68,8 +72,8 @@ class RunOutcome:
 
     @property
     def metrics_are_fractions(self) -> bool:
-        """Whether the suite's metrics are fractions in [0, 1] (tables print them as percentages)
-        or values to print as they are (milliseconds, MACs)."""
+        """Whether the suite's metrics are fractions in [0, 1] (tables print them with 4 decimals, as
+        the leaderboard does) or values to print as they are (milliseconds, MACs)."""
         return task_class(self.spec.task.partition("/")[0]).metrics_are_fractions
 
 
@@ -120,10 +124,16 @@ def execute(spec: RunSpec, options: RunOptions) -> RunOutcome:
         if existing is not None and existing.settled:
             return RunOutcome(spec, existing, path, skipped=True)
     device = resolve_device(options.device)
+    if not distributed.is_main():  # a data-parallel run's other ranks compute; rank 0 alone writes
+        with tempfile.TemporaryDirectory(prefix="bob-rank-") as scratch:
+            result, stats = _run(spec, options, ResultStore(scratch), device)
+        return RunOutcome(spec, result, path, stats=stats)
     result, stats = _run(spec, options, store, device)
     if not result.ok and (result.error or {}).get("out_of_memory") and options.batch_size > 1:
         result, stats = _retry_with_half_batch(spec, options, store, device, result)
     store.write(result, spec)
+    if options.trackers:  # a mirror of the written result; a tracker's failure is a warning only
+        trackers.log_run(options.trackers, spec, result, path)
     return RunOutcome(spec, result, path, stats=stats)
 
 

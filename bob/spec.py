@@ -65,8 +65,14 @@ class RunSpec:
         return cls(**{k: v for k, v in d.items() if k in keys})
 
     @property
+    def task_label(self) -> str:
+        """The task as tables show it: `linear-probe/cifar100 (limit 500)` for a quick run."""
+        limit = self.task_args.get("limit")
+        return self.task if limit is None else f"{self.task} (limit {limit})"
+
+    @property
     def label(self) -> str:
-        return f"{self.backbone} [{self.weights}] · {self.task} · seed {self.seed}"
+        return f"{self.backbone} [{self.weights}] · {self.task_label} · seed {self.seed}"
 
 
 def slug(text: str, max_len: int = 80) -> str:

@@ -315,6 +315,54 @@ CASES = [
     # ------------------------------------------------------------------------------------ general
     Case("command-typo", ("runn",), "No such command"),
     Case("no-command-options", ("--bogus",), "No such option"),
+    # ------------------------------------------------------------------- bob run: selection, checks
+    Case(
+        "run-backbone-glob-matches-nothing",
+        ("run", "-b", "timm/resnet99*", "-t", "knn/digits"),
+        "Unknown backbone pattern 'timm/resnet99*'. Did you mean: timm/resnet",
+    ),
+    Case("run-task-glob-matches-nothing", ("run", "-b", TINY, "-t", "knnn/*"), "Did you mean: knn/*"),
+    Case(
+        "run-task-list-typo", ("run", "-b", TINY, "-t", "knn/digits,knn/digitz"), "Did you mean: knn/digits"
+    ),
+    Case("run-glob-too-big", ("run", "-b", "timm/*", "-t", "knn/digits"), "more than 50: pass --yes"),
+    Case(
+        "run-scoped-arg-no-task",
+        (*RUN, "-a", "linear-probe:epochs=5"),
+        "--task-arg linear-probe:epochs=5 applies to no task of this run: its tasks are of the suite knn",
+    ),
+    Case("run-scoped-arg-typo-no-task", (*RUN, "-a", "linear-probe:epochz=5"), "applies to no task"),
+    Case(
+        "run-dataset-missing",
+        ("run", "-b", TINY, "-t", "linear-probe/cifar10"),
+        "Dataset 'cifar10' is not on disk",
+        setup=lambda tmp, mp: mp.setenv("BOB_DATA_ROOT", str(tmp / "data")),
+    ),
+    Case(
+        "run-dataset-root-missing",
+        ("run", "-b", TINY, "-t", "knn/cifar10", "-a", "root=nowhere"),
+        "nowhere/cifar-10-batches-py does not exist",
+    ),
+    Case(
+        "run-suite-with-no-data",
+        ("run", "-b", TINY, "-t", "knn/cifar*"),
+        "matches only tasks whose data is not on disk",
+        setup=lambda tmp, mp: mp.setenv("BOB_DATA_ROOT", str(tmp / "data")),
+    ),
+    Case("run-weights-file-missing", (*RUN, "-w", "/no/such.pt"), "no such file"),
+    Case("run-pinned-weights-missing", ("run", "-b", f"{TINY}@/no/such.pt", "-t", "knn/digits"), "after '@'"),
+    Case("run-pinned-weights-typo", ("run", "-b", f"{TINY}@pretrianed", "-t", "knn/digits"), "after '@'"),
+    Case(
+        "run-pinned-factory-missing",
+        ("run", "-b", "nowhere.py:f@random", "-t", "knn/digits"),
+        "does not exist",
+    ),
+    Case(
+        "run-dry-run-dataset-missing",
+        ("run", "-b", TINY, "-t", "linear-probe/cifar10", "--dry-run"),
+        "is not on disk",
+        setup=lambda tmp, mp: mp.setenv("BOB_DATA_ROOT", str(tmp / "data")),
+    ),
 ]
 
 

@@ -52,6 +52,17 @@ Samples = Annotated[
 
 RESULTS_DIR = Path("results/raw")
 
+GpusPerRun = Annotated[
+    int,
+    typer.Option(
+        "--gpus-per-run",
+        metavar="N",
+        min=1,
+        help="Train each run data-parallel on N devices (one process per device, torch's elastic launcher; "
+        "N CPU processes with gloo without CUDA). Fine-tuning suites only; not part of the run id.",
+    ),
+]
+
 Pipeline = Annotated[
     str,
     typer.Option(
@@ -83,5 +94,25 @@ GeometryCache = Annotated[
         metavar="DIR",
         help="Store decoded pixels in DIR once per (split, eval geometry) and let every backbone with that "
         "geometry read them instead of decoding again. Features are unchanged.",
+    ),
+]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        min=1,
+        help="At most N samples per split for a quick run: a seeded draw, stratified by label where "
+        "samples have one class (the task arg limit=N, part of the run id).",
+    ),
+]
+Trackers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tracker",
+        metavar="mlflow|wandb",
+        help="Also log every run to an experiment tracker (repeatable; $BOB_TRACKERS adds to it): "
+        "mlflow ($MLFLOW_TRACKING_URI, default ./mlruns) or wandb ($WANDB_PROJECT, default bob). "
+        "See docs/trackers.md.",
     ),
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 from rich.text import Text
 
+from bob import distributed
 from bob.cli.options import (
     STATE,
     BackboneArgs,
@@ -16,6 +19,8 @@ from bob.cli.options import (
     ChannelsLast,
     Device,
     GeometryCache,
+    GpusPerRun,
+    Limit,
     NumWorkers,
     Overwrite,
     Pipeline,
@@ -23,18 +28,27 @@ from bob.cli.options import (
     Quiet,
     ResultsDir,
     Samples,
+    Trackers,
 )
 from bob.cli.tables import print_outcomes
-from bob.console import console
+from bob.console import console, stdout_console
 
 if TYPE_CHECKING:
+    from bob.run_plan import RunPlan
     from bob.runner import RunOutcome
+    from bob.selection import Selection
     from bob.spec import RunSpec
 
 Backbones = Annotated[
     list[str],
     typer.Option(
-        "--backbone", "-b", metavar="NAME", help="Backbone name (repeatable), e.g. torchvision/mobilenet_v2."
+        "--backbone",
+        "-b",
+        metavar="NAME[@WEIGHTS]",
+        help="Backbone (repeatable): a name, a glob or a comma list, e.g. torchvision/mobilenet_v2, "
+        "'torchvision/mobilenet_v3*', or your file.py:fn (never globbed). NAME@WEIGHTS runs that backbone "
+        "with these weights only (pretrained, random or a checkpoint path), e.g. mine.py:build@random; "
+        "--weights applies to the backbones without @.",
     ),
 ]
 Tasks = Annotated[
@@ -43,14 +57,34 @@ Tasks = Annotated[
         "--task",
         "-t",
         metavar="SUITE/DATASET",
-        help="Task name <suite>/<dataset> (repeatable), e.g. linear-probe/animal-mnist.",
+        help="Task <suite>/<dataset> (repeatable), a glob, a comma list or a suite name (all its tasks whose "
+        "data is on disk), e.g. linear-probe/animal-mnist, 'knn/*', knn, knn/digits,ncm/digits.",
     ),
 ]
 Weights = Annotated[
     list[str] | None,
-    typer.Option("--weights", "-w", metavar="W", help="pretrained | random | PATH (repeatable)."),
+    typer.Option(
+        "--weights",
+        "-w",
+        metavar="W",
+        help="pretrained | random | PATH (repeatable): every backbone without an @WEIGHTS suffix runs with "
+        "each. Per-backbone weights: -b NAME@WEIGHTS.",
+    ),
 ]
 Seeds = Annotated[list[int] | None, typer.Option("--seed", "-s", metavar="N", help="Seed (repeatable).")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="List the planned runs (done or to run) and the feature sets (cached or to extract); run "
+        "and write nothing.",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
+Yes = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Run a grid that a -b/-t pattern expanded to more than 50 runs."),
+]
 TaskArgs = Annotated[
     list[str] | None,
     typer.Option(
@@ -60,6 +94,7 @@ TaskArgs = Annotated[
 
 
 def run(
+    ctx: typer.Context,
     backbone: Backbones,
     task: Tasks,
     weights: Weights = None,
@@ -77,18 +112,36 @@ def run(
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
     geometry_cache: GeometryCache = None,
+    limit: Limit = None,
+    gpus_per_run: GpusPerRun = 1,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+    yes: Yes = False,
+    tracker: Trackers = None,
     quiet: Quiet = False,
 ) -> None:
     """Run backbones × weights × tasks × seeds; print a result table; write one JSON per run.
 
     Example: bob run -b torchvision/mobilenet_v2 -w pretrained -w random -t linear-probe/animal-mnist
     """
+    if dry_run or as_json:
+        targs = [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])]
+        raise typer.Exit(
+            print_plan(
+                backbone, task, weights or ["pretrained"], seed or [0], targs, backbone_arg or [],
+                results_dir, cache_dir, overwrite, as_json,
+                extraction={"pipeline": pipeline, "precision": precision, "channels_last": channels_last},
+            )
+        )  # fmt: skip
+    launched = distributed.data_parallel(ctx, gpus_per_run, task, device, STATE["debug"])
+    if launched is not None:  # the ranks ran it (docs/distributed.md)
+        raise typer.Exit(launched)
     code = run_grid(
         backbone,
         task,
         weights or ["pretrained"],
         seed or [0],
-        task_arg or [],
+        [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])],
         backbone_arg or [],
         results_dir,
         cache_dir,
@@ -101,6 +154,8 @@ def run(
         debug=STATE["debug"],
         extraction={"pipeline": pipeline, "precision": precision, "channels_last": channels_last},
         geometry_cache=geometry_cache,
+        yes=yes,
+        trackers=tracker or [],
     )
     raise typer.Exit(code)
 
@@ -123,6 +178,8 @@ def run_grid(
     debug: bool = False,
     extraction: dict[str, Any] | None = None,
     geometry_cache: Path | None = None,
+    yes: bool = False,
+    trackers: list[str] | None = None,
 ) -> int:
     """`bob run` in-process; returns the exit code (0 all ok or not applicable, 1 any run failed)."""
     from bob import api  # the suite registry and the runner: never needed by `bob --help`
@@ -143,11 +200,73 @@ def run_grid(
         task_args=task_args, backbone_args=backbone_args, results_dir=results_dir, cache_dir=cache_dir,
         device=device, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
         samples=samples, progress=progress, on_start=announce, on_outcome=already_done,
-        geometry_cache=geometry_cache, **(extraction or {}),
+        geometry_cache=geometry_cache, yes=yes, on_selection=print_selection, trackers=trackers or [],
+        **(extraction or {}),
     )  # fmt: skip
     print_outcomes(outcomes)
     err.print(f"results: {Path(results_dir)} (one JSON per run)", highlight=False, markup=False)
     return report_failures(outcomes, debug)
+
+
+def print_selection(selection: Selection) -> None:
+    """What each -b/-t pattern expanded to, one line each on stderr."""
+    for note in selection.notes():
+        console().print(note, highlight=False, markup=False)
+
+
+def print_plan(
+    backbones: list[str],
+    tasks: list[str],
+    weights: list[str],
+    seeds: list[int],
+    task_args: list[str],
+    backbone_args: list[str],
+    results_dir: Path,
+    cache_dir: Path | None,
+    overwrite: bool,
+    as_json: bool,
+    extraction: dict[str, Any],
+) -> int:
+    """`bob run --dry-run`: the planned runs and feature sets as tables (or JSON); exit code 0."""
+    from bob import api  # the suite registry: never needed by `bob --help`
+
+    plan = api.plan_run(
+        backbones, tasks, weights, seeds,
+        task_args=task_args, backbone_args=backbone_args, results_dir=results_dir, cache_dir=cache_dir,
+        overwrite=overwrite, on_selection=None if as_json else print_selection, **extraction,
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    print_run_plan(plan)
+    return 0
+
+
+def print_run_plan(plan: RunPlan) -> None:
+    """The planned runs (backbone, weights, task, seed, run id, state) and the feature sets they read."""
+    out = stdout_console()
+    runs = Table(title="planned runs", title_justify="left")
+    for col in ("backbone", "weights", "task", "seed", "run id", "state", "features"):
+        runs.add_column(col, overflow="fold")
+    for r in plan.runs:
+        features = "trains" if r.extraction is None else f"#{r.extraction + 1}"
+        spec = r.spec
+        runs.add_row(spec.backbone, spec.weights, spec.task, str(spec.seed), spec.id, r.state, features)
+    out.print(runs)
+    if plan.extractions:
+        sets = Table(title="feature sets", title_justify="left")
+        for col in ("#", "backbone", "weights", "dataset", "runs", "state"):
+            sets.add_column(col, overflow="fold")
+        for i, e in enumerate(plan.extractions, 1):
+            sets.add_row(str(i), e.backbone, e.weights, e.dataset, str(len(e.runs)), e.state)
+        out.print(sets)
+    n = plan.counts()
+    console().print(
+        f"dry run: {n['runs']} runs ({n['done']} done, {n['to_run']} to run), {n['extractions']} feature "
+        f"sets ({n['cached']} cached); nothing ran, nothing was written.",
+        highlight=False,
+        markup=False,
+    )
 
 
 def report_failures(outcomes: list[RunOutcome], debug: bool) -> int:

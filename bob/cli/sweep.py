@@ -11,7 +11,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bob.cli.options import BatchSize, CacheDir, Device, GeometryCache, NumWorkers, Quiet, ResultsDir, Samples
+from bob.cli.options import (
+    BatchSize,
+    CacheDir,
+    Device,
+    GeometryCache,
+    NumWorkers,
+    Quiet,
+    ResultsDir,
+    Samples,
+    Trackers,
+)
 from bob.cli.tables import print_outcomes
 from bob.console import console, stdout_console
 from bob.errors import UsageError
@@ -96,6 +106,7 @@ def sweep(
     samples: Samples = True,
     geometry_cache: GeometryCache = None,
     yes: Yes = False,
+    tracker: Trackers = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a sweep file: every run of its grid, extracting each feature set once; resumable.
@@ -120,7 +131,7 @@ def sweep(
         plan, mode=mode, executor=executor, executor_options=_executor_settings(executor, **flags),
         results_dir=results_dir, cache_dir=cache_dir, device=device, batch_size=batch_size,
         num_workers=num_workers, samples=samples, display=api.SweepDisplay(console(), enabled=not quiet), yes=yes,
-        geometry_cache=geometry_cache,
+        geometry_cache=geometry_cache, trackers=tracker or [],
     )  # fmt: skip
     print_summary(plan, summary, mode, results_dir)
     print_outcomes(api.load_outcomes(plan.specs(), results_dir) if plan.runs <= MAX_TABLE else [])
@@ -182,7 +193,8 @@ def print_plan(plan: Plan, as_json: bool, geometry: bool = False) -> None:
         out.print_json(json.dumps(data))
         return
     out.print(
-        f"sweep {plan.name}: {plan.runs} runs · {plan.extractions} unique feature extractions for "
+        f"sweep {plan.name}: {plan.runs} runs · {plan.extractions} unique feature extractions "
+        f"(backbone × dataset, all its splits) for "
         f"{plan.runs - plan.training_runs} cache-reading runs · {plan.training_runs} training runs · "
         f"{plan.group_count} plan groups",
         highlight=False,
@@ -266,7 +278,8 @@ def print_summary(plan: Plan, summary: SweepSummary, mode: str, results_dir: Pat
         + (f" · {c['busy']} running in another sweep" if c.get("busy") else "")
         + (f" · {c['elsewhere']} finished by another sweep" if c.get("elsewhere") else "")
         + _not_applicable_note(c)
-        + f" · {summary.extractions} extractions · {summary.seconds:.1f}s · results in {results_dir}",
+        + f" · {summary.unique_extractions} unique feature extractions (backbone × dataset, all its splits; "
+        + f"{summary.extractions} split feature sets) · {summary.seconds:.1f}s · results in {results_dir}",
         highlight=False,
         markup=False,
     )
