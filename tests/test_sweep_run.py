@@ -241,7 +241,9 @@ def test_cli_sweep_runs_resumes_and_reports(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert "2 ok" in first.stderr and "2 extractions" in first.stderr  # train + test, once for both runs
+    # one extraction (backbone × dataset) for both runs: its train and test split feature sets
+    assert "2 ok" in first.stderr and "1 unique feature extractions" in first.stderr
+    assert "2 split feature sets" in first.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "2 done earlier" in again.stderr, again.stderr
     both = subprocess.run([*cmd, "--overwrite", "--retry-failed"], capture_output=True, text=True, env=env)
