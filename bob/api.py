@@ -172,6 +172,25 @@ def _data_on_disk(scoped: dict[str, dict[str, str]]) -> Callable[[str], bool]:
     return present
 
 
+def _runnable_specs(
+    backbones: str | Sequence[str],
+    tasks: str | Sequence[str],
+    weights: str | Sequence[str],
+    seeds: int | Sequence[int],
+    task_args: Assignments,
+    backbone_args: dict[str, Any],
+    yes: bool,
+    on_selection: Callable[[Selection], None] | None,
+) -> list[RunSpec]:
+    """`run_specs`, then every real dataset of the grid checked on disk: what `run` and `plan_run`
+    both check before they go on."""
+    specs = run_specs(
+        backbones, tasks, weights, seeds, task_args, backbone_args, yes=yes, on_selection=on_selection
+    )
+    require_datasets((s.task, s.data_root, s.download) for s in specs)
+    return specs
+
+
 def _with_extraction(
     backbone_args: Assignments, pipeline: str, precision: str, channels_last: bool
 ) -> dict[str, Any]:
@@ -235,8 +254,7 @@ def run(
     `trackers` (`mlflow`, `wandb`; plus those in $BOB_TRACKERS) mirror every settled run to those
     experiment trackers (docs/trackers.md); a tracker failing never fails a run."""
     bargs = _with_extraction(backbone_args, pipeline, precision, channels_last)
-    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs, yes=yes, on_selection=on_selection)
-    require_datasets((s.task, s.data_root, s.download) for s in specs)
+    specs = _runnable_specs(backbones, tasks, weights, seeds, task_args, bargs, yes, on_selection)
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, overwrite, samples)
     options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
     options.trackers = tracker_names(trackers)
@@ -277,8 +295,7 @@ def plan_run(
     set the runs read, cached or to be extracted (the sweep planner's extraction key). The same
     checks as `run` come first, but no size limit: listing a big grid is how to see it."""
     bargs = _with_extraction(backbone_args, pipeline, precision, channels_last)
-    specs = run_specs(backbones, tasks, weights, seeds, task_args, bargs, on_selection=on_selection)
-    require_datasets((s.task, s.data_root, s.download) for s in specs)
+    specs = _runnable_specs(backbones, tasks, weights, seeds, task_args, bargs, True, on_selection)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_root()
     return plan_runs(specs, ResultStore(Path(results_dir)), cache, overwrite)
 

@@ -96,3 +96,13 @@ def test_a_dry_run_checks_what_a_run_checks(in_tmp: Path, monkeypatch: pytest.Mo
     assert code == 2 and "Dataset 'cifar10' is not on disk" in text
     code, text = invoke(["run", "-b", "timm/*", "-t", "knn/digits", "--dry-run", "--json"], capsys)
     assert code == 0 and json.loads(text)["runs"] > 50  # listing a big grid needs no --yes
+
+
+def test_a_limited_dry_run_plans_the_limited_runs_and_says_so(in_tmp: Path, capsys) -> None:
+    code, text = invoke(
+        ["run", "-b", f"{TINY}@random", "-t", "knn/shapes-mini", "--limit", "20", "--dry-run"], capsys
+    )
+    assert code == 0, text
+    limited = make_spec(TINY, "knn/shapes-mini", "random", 0, task_args={"limit": "20"})
+    assert limited.id in text and "knn/shapes-mini (limit 20)" in text
+    assert make_spec(TINY, "knn/shapes-mini", "random", 0).id not in text

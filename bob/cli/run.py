@@ -124,13 +124,13 @@ def run(
 
     Example: bob run -b torchvision/mobilenet_v2 -w pretrained -w random -t linear-probe/animal-mnist
     """
+    targs = [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])]
+    extraction = {"pipeline": pipeline, "precision": precision, "channels_last": channels_last}
     if dry_run or as_json:
-        targs = [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])]
         raise typer.Exit(
             print_plan(
                 backbone, task, weights or ["pretrained"], seed or [0], targs, backbone_arg or [],
-                results_dir, cache_dir, overwrite, as_json,
-                extraction={"pipeline": pipeline, "precision": precision, "channels_last": channels_last},
+                results_dir, cache_dir, overwrite, as_json, extraction=extraction,
             )
         )  # fmt: skip
     launched = distributed.data_parallel(ctx, gpus_per_run, task, device, STATE["debug"])
@@ -141,7 +141,7 @@ def run(
         task,
         weights or ["pretrained"],
         seed or [0],
-        [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])],
+        targs,
         backbone_arg or [],
         results_dir,
         cache_dir,
@@ -152,7 +152,7 @@ def run(
         samples=samples,
         progress=not quiet,
         debug=STATE["debug"],
-        extraction={"pipeline": pipeline, "precision": precision, "channels_last": channels_last},
+        extraction=extraction,
         geometry_cache=geometry_cache,
         yes=yes,
         trackers=tracker or [],
@@ -251,7 +251,7 @@ def print_run_plan(plan: RunPlan) -> None:
     for r in plan.runs:
         features = "trains" if r.extraction is None else f"#{r.extraction + 1}"
         spec = r.spec
-        runs.add_row(spec.backbone, spec.weights, spec.task, str(spec.seed), spec.id, r.state, features)
+        runs.add_row(spec.backbone, spec.weights, spec.task_label, str(spec.seed), spec.id, r.state, features)
     out.print(runs)
     if plan.extractions:
         sets = Table(title="feature sets", title_justify="left")
