@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bob import distributed
 from bob import progress as progress_bars
 from bob.backbones import build_backbone as _build_backbone
 from bob.backbones.meta import Extraction
@@ -191,6 +192,32 @@ def _runnable_specs(
     return specs
 
 
+def data_parallel_refusals(
+    backbones: str | Sequence[str],
+    tasks: str | Sequence[str],
+    weights: str | Sequence[str] = "pretrained",
+    seeds: int | Sequence[int] = 0,
+    *,
+    task_args: Assignments = None,
+    backbone_args: Assignments = None,
+    yes: bool = False,
+) -> list[tuple[str, str]]:
+    """(task, why) for every run of the grid that cannot run data-parallel (`bob run --gpus-per-run
+    N`, bob/distributed.py), after the same checks as `run`: empty when all can. A run can when its
+    suite trains data-parallel with its task args, or when it reads the frozen-feature cache (each
+    rank extracts its shard of every split into one cache entry; the rest runs on every rank)."""
+    specs = _runnable_specs(
+        backbones, tasks, weights, seeds, task_args, _backbone_args(backbone_args), yes, None
+    )
+    refusals = []
+    for spec in specs:
+        suite = SUITES.get(spec.task.partition("/")[0])
+        why = suite.data_parallel_refusal(spec.task_args)
+        if why is not None and not suite.uses_feature_cache(spec.task_args):
+            refusals.append((spec.task, f"{why}, and does not read the frozen-feature cache"))
+    return refusals
+
+
 def _with_extraction(
     backbone_args: Assignments, pipeline: str, precision: str, channels_last: bool
 ) -> dict[str, Any]:
@@ -349,6 +376,7 @@ def sweep(
     max_runs: int | None = None,
     geometry_cache: str | Path | None = None,
     trackers: Sequence[str] = (),
+    ranks_per_run: int = 1,
 ) -> SweepSummary:
     """Run a sweep file (or its plan): every run of its grid, each feature set extracted once.
 
@@ -362,15 +390,23 @@ def sweep(
     `geometry_cache`: a folder where each geometry's decoded pixels are stored once and read by every
     other extraction at that geometry (docs/throughput.md); the sweep file's backbone args set the
     pipeline, precision and channels_last. `trackers`: as for `run` (docs/trackers.md); each worker
-    logs the runs it executes."""
+    logs the runs it executes. `ranks_per_run`: every run whose suite trains data-parallel (with
+    its task args) runs as that many ranks, one device each (docs/distributed.md): launched by the
+    worker (local), in a placement group of that many devices (ray), or as one job of that many
+    tasks (slurm); the other runs keep one process."""
     _check_mode(mode)
+    if ranks_per_run < 1:
+        raise UsageError(f"--ranks-per-run must be a positive integer, got {ranks_per_run}.")
     plan = file if isinstance(file, Plan) else sweep_plan(file)
     runner = make_executor(executor, **dict(executor_options or {}))
     options = _options(results_dir, cache_dir, device, batch_size, num_workers, samples=samples)
     options.geometry_cache = Path(geometry_cache) if geometry_cache is not None else None
     options.trackers = tracker_names(trackers)
+    options.ranks_per_run = ranks_per_run
     if executor == "local":  # remote workers resolve the device on their own machines
         resolve_device(device)
+        if ranks_per_run > 1:  # as many devices as ranks, here and now
+            distributed.check_devices(device, ranks_per_run)
     preflight(options)
     state = survey_plan(plan, ResultStore(options.results_dir), mode)
     check_size(state, plan, max_runs, yes)

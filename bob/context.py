@@ -16,8 +16,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from bob import distributed
 from bob.backbones.base import Backbone, BackboneRef
 from bob.backbones.meta import DataConfig, Extraction
 from bob.cache import FeatureCache, FeatureSet, cache_key
@@ -201,31 +203,46 @@ class RunContext:
             title = f"extracting {split.dataset}/{split_name}"
             if self.limit is not None:
                 title += f" (limit {self.limit})"
-            with progress_bar(title, len(split), "images") as bar, self._pixels(split) as batches:
+            rows = self._shard(len(split))
+            part = split if rows is None else split.subset(np.asarray(rows, dtype=np.int64), split_name)
+            if rows is not None:
+                title += f" (rank {distributed.world().rank}: {len(part)} of {len(split)})"
+            with progress_bar(title, len(part), "images") as bar, self._pixels(part, rows is None) as batches:
                 features = extract_pooled(
                     model,  # type: ignore[arg-type]
                     batches,
-                    len(split),
+                    len(part),
                     self.device,
                     bar,
                     prepare=normalize,
                     extraction=self.extraction,
                 )
+            if rows is not None:  # every rank's rows, in order: the one-process features
+                features = distributed.gather_rows(features, rows, len(split))
             return features, split.labels, {}
 
         return self._cached_or_extracted(split_name, key_spec, extract)
 
+    @staticmethod
+    def _shard(total: int) -> list[int] | None:
+        """This rank's rows of a split to extract in a data-parallel run (None in one process)."""
+        if not distributed.active():
+            return None
+        me = distributed.world()
+        return distributed.shard_positions(total, me.rank, me.size)
+
     @contextlib.contextmanager
-    def _pixels(self, split: ImageSplit) -> Iterator[Iterator[Any]]:
+    def _pixels(self, split: ImageSplit, geometry_cache: bool = True) -> Iterator[Iterator[Any]]:
         """uint8 pixel batches of a split under the run's geometry, on the device: decoded here, or
         read from the geometry cache when the run has one and an earlier extraction (of any backbone
-        with this geometry) stored them; a miss stores them as they are decoded."""
+        with this geometry) stored them; a miss stores them as they are decoded. A rank's shard of a
+        split (`geometry_cache=False`) is always decoded: the geometry cache holds whole splits."""
         cfg = self.data_config
 
         def decoded() -> Iterator[Any]:
             return pixel_batches(split, cfg, self.batch_size, self.num_workers, self.device)
 
-        if self.pixel_cache is None:
+        if self.pixel_cache is None or not geometry_cache:
             self.decodes += 1
             yield decoded()
             return
@@ -274,19 +291,67 @@ class RunContext:
         misses a key another one is extracting waits for that entry and reads it instead."""
         key = cache_key(key_spec)
         self.cache_keys[split_name] = key
+        if distributed.active():
+            return self._ranked_cached_or_extracted(key, key_spec, extract)
         with self.cache.claim(key) as hit:
             if hit is not None:
                 self.cache_hits += 1
                 self._backbone_meta = self._backbone_meta or hit.meta.get("backbone")
                 return hit
-            backbone = self.backbone()
-            start = time.perf_counter()
-            features, labels, extra = extract(backbone)
-            elapsed = time.perf_counter() - start
-            self.extract_s += elapsed
-            self.extractions += 1
-            meta = {"spec": key_spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed, **extra}
-            return self.cache.put(key, features, labels, meta)
+            return self.cache.put(key, *self._extract(key_spec, extract))
+
+    def _extract(self, key_spec: dict[str, Any], extract: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """`extract(backbone)` timed and counted: (features, labels, the cache entry's meta)."""
+        backbone = self.backbone()
+        start = time.perf_counter()
+        features, labels, extra = extract(backbone)
+        elapsed = time.perf_counter() - start
+        self.extract_s += elapsed
+        self.extractions += 1
+        return (
+            features,
+            labels,
+            {"spec": key_spec, "backbone": backbone.meta.to_dict(), "extract_s": elapsed, **extra},
+        )
+
+    def _ranked_cached_or_extracted(self, key: str, key_spec: dict[str, Any], extract: Any) -> FeatureSet:
+        """`_cached_or_extracted` in a data-parallel run: rank 0 alone claims the key and tells the
+        others whether it is a hit; on a miss every rank runs `extract` (`pooled` extracts this rank's
+        shard and gathers all of them), rank 0 writes the one cache entry, and the others read it once
+        rank 0 says it is there. Every rank ends with the same features."""
+        main = distributed.is_main()
+        with self.cache.claim(key) if main else contextlib.nullcontext(None) as hit:
+            if distributed.broadcast(hit is not None):
+                self.cache_hits += 1
+                entry = hit if main else self.cache.get(key)
+                if entry is None:
+                    raise RuntimeError(
+                        f"rank 0 found feature cache entry {key[:12]}, which this rank cannot read"
+                    )
+                self._backbone_meta = self._backbone_meta or entry.meta.get("backbone")
+                return entry
+            features, labels, meta = self._extract(key_spec, extract)
+            stored: FeatureSet | None = None
+            failure: BaseException | None = None
+            if main:
+                try:
+                    stored = self.cache.put(
+                        key, features, labels, {**meta, "ranks": distributed.world().size}
+                    )
+                except Exception as err:  # the others must not wait for an entry that never comes
+                    failure = err
+            if not distributed.broadcast(failure is None):
+                if failure is not None:
+                    raise failure
+                raise RuntimeError(
+                    f"rank 0 could not store feature cache entry {key[:12]}; see rank 0's error"
+                )
+        if stored is not None:
+            return stored
+        entry = self.cache.get(key)
+        if entry is None:
+            raise RuntimeError(f"feature cache entry {key[:12]}, written by rank 0, is not readable here")
+        return entry
 
     # ------------------------------------------------------------------------------------- artifacts
     def save_artifact(self, name: str, obj: Any) -> str:

@@ -12,18 +12,22 @@ goes to log files, named when one of them fails.
 A rank that dies fails the run: the launcher stops the others, and a rank left waiting in a
 collective gives up after `BOB_DDP_TIMEOUT_S` seconds (default 300) instead of hanging.
 
-Only the suites whose training runs on tasks/common/finetune.py are data-parallel
-(`DATA_PARALLEL_SUITES`); any other suite with `--gpus-per-run` above 1 is a usage error, never N
-copies of the same run. This module imports torch only inside its functions: `bob --help` stays light.
+A suite declares whether its runs train data-parallel (`Task.data_parallel`, and the task arg values
+that take a run off that path, `Task.not_data_parallel`); any other run with `--gpus-per-run` above 1
+is a usage error before anything is launched, never N copies of the same run. Suites share the
+data-parallel loader and protocol record (tasks/common/data_parallel.py) and gather their evaluation
+with `gather_rows`, `gather_objects` and `all_sum` here. This module imports torch only inside its
+functions: `bob --help` stays light.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +47,6 @@ FAULT_ENV = "BOB_DDP_FAULT_RANK"
 FAULT_EXIT_CODE = 3
 OPTION = "--gpus-per-run"
 
-# The suites whose every training step runs on tasks/common/finetune.py (and its `evaluate`).
-DATA_PARALLEL_SUITES = ("finetune", "few-label", "dg")
 LOG_TAIL_LINES = 5
 
 
@@ -154,6 +156,42 @@ def gather_rows(local: np.ndarray, rows: Sequence[int], total: int) -> np.ndarra
     return out
 
 
+def gather_objects(local: Sequence[Any], rows: Sequence[int], total: int) -> list[Any]:
+    """`gather_rows` for any picklable per-row outputs (a list of records, masks, ...): every rank's
+    `local[i]`, the output of row `rows[i]`, put back into dataset order; `list(local)` outside a
+    data-parallel run. A row no rank produced is an error, never a silent gap."""
+    if not active():
+        return list(local)
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (list(rows), list(local)))
+    out: list[Any] = [None] * total
+    seen = [False] * total
+    for part_rows, values in parts:
+        for row, value in zip(part_rows, values, strict=True):
+            out[row], seen[row] = value, True
+    missing = seen.count(False)
+    if missing:
+        raise RuntimeError(f"the ranks' shards miss {missing} of {total} rows")
+    return out
+
+
+def all_sum(values: np.ndarray) -> np.ndarray:
+    """The sum over the ranks of a per-rank accumulator (a confusion matrix, counts), exact for
+    integers; `values` itself outside a data-parallel run."""
+    if not active():
+        return values
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.from_numpy(np.ascontiguousarray(values)).to(device)
+    dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
 def fault_point(step: int) -> None:
     """The test hook of `BOB_DDP_FAULT_RANK`: that rank dies (no clean-up, as a crash would) after
     its first optimizer step. Does nothing unless the variable names this process's rank."""
@@ -163,37 +201,6 @@ def fault_point(step: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ launching
-
-
-def check_suites(tasks: Sequence[str], nprocs: int) -> None:
-    """A usage error unless every task's suite trains data-parallel (one line, before anything runs).
-    `tasks` as given to `-t`: names, globs within a suite, comma lists and suite names."""
-    names = {name.strip() for t in tasks for name in t.split(",") if name.strip()}
-    others = sorted(t for t in names if t.partition("/")[0] not in DATA_PARALLEL_SUITES)
-    if others:
-        supported = ", ".join(DATA_PARALLEL_SUITES)
-        raise UsageError(
-            f"{OPTION} {nprocs}: {', '.join(others)} cannot run data-parallel (only the suites that "
-            f"fine-tune on tasks/common/finetune.py can: {supported}; suites that do not train gain "
-            f"nothing, and detection, segmentation, reid, video-cls, ... are not data-parallel yet). "
-            f"Run them without {OPTION}."
-        )
-
-
-# Task args under which a data-parallel suite's run does not train on tasks/common/finetune.py.
-NOT_DATA_PARALLEL_ARGS = {
-    ("mode", "linear"): "fits a linear head on frozen features (nothing to train data-parallel)",
-    ("search", "lr"): "runs a Ray Tune search, which would run once per rank",
-}
-
-
-def check_task_args(assignments: Sequence[str], nprocs: int) -> None:
-    """A usage error for `-a [SUITE:]KEY=VALUE` assignments that take a run off the data-parallel path."""
-    for raw in assignments:
-        key, _, value = raw.partition("=")
-        reason = NOT_DATA_PARALLEL_ARGS.get((key.rpartition(":")[2].strip(), value.strip()))
-        if reason is not None:
-            raise UsageError(f"{OPTION} {nprocs}: a run with {raw} {reason}; run it without {OPTION}.")
 
 
 def check_devices(device: str, nprocs: int) -> str:
@@ -215,13 +222,16 @@ def check_devices(device: str, nprocs: int) -> str:
     return "cuda"
 
 
-def command_line(ctx: typer.Context, drop: str = "gpus_per_run") -> list[str]:
+LAUNCH_OPTIONS = ("gpus_per_run", "nodes", "rdzv_endpoint")  # what the launcher, not a rank, reads
+
+
+def command_line(ctx: typer.Context, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[str]:
     """The command of `ctx` as arguments (its name, then each option given on the command line or
-    through the environment), less the option named `drop`: what every rank runs again."""
+    through the environment), less the options named in `drop`: what every rank runs again."""
     args = [ctx.info_name or ""]
     for param in ctx.command.params:
         name = param.name or ""
-        if param.param_type_name != "option" or name == drop:
+        if param.param_type_name != "option" or name in drop:
             continue
         source = ctx.get_parameter_source(name)
         if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
@@ -237,75 +247,215 @@ def command_line(ctx: typer.Context, drop: str = "gpus_per_run") -> list[str]:
     return args
 
 
+def check_refusals(refusals: Sequence[tuple[str, str]], nprocs: int) -> None:
+    """A usage error naming every (task, why) whose run cannot train data-parallel (one message)."""
+    if not refusals:
+        return
+    lines = "; ".join(f"{task} {why}" for task, why in dict(refusals).items())
+    raise UsageError(
+        f"{OPTION} {nprocs}: these runs cannot run data-parallel: {lines}. Run them without {OPTION} "
+        f"(`bob ls tasks` marks the suites that train data-parallel; docs/distributed.md)."
+    )
+
+
 def data_parallel(
-    ctx: typer.Context, nprocs: int, tasks: Sequence[str], device: str, debug: bool = False
+    ctx: typer.Context,
+    nprocs: int,
+    refusals: Callable[[], Sequence[tuple[str, str]]],
+    device: str,
+    debug: bool = False,
+    nodes: int = 1,
+    endpoint: str | None = None,
 ) -> int | None:
-    """What `bob run` does with `--gpus-per-run`: in a rank bob launched, join the process group and go
-    on (None); with 1, go on in this process (None); else check the suites and devices, launch
-    `nprocs` ranks of the command of `ctx` and return the exit code."""
+    """What `bob run` does with `--gpus-per-run N --nodes M`: in a rank bob launched, join the process
+    group and go on (None); with one rank in all, go on in this process (None); in a SLURM job step
+    of M × N tasks (`srun`), join as the task's rank and go on (None); else check the runs
+    (`refusals()`: the (task, why) of each run that cannot run data-parallel) and the devices,
+    launch this node's N ranks of the command of `ctx` (meeting the other nodes' at `endpoint`) and
+    return the exit code."""
     if in_worker():
         init_process_group(device)
         return None
-    if nprocs < 1:
-        raise UsageError(f"{OPTION} must be a positive integer, got {nprocs}.")
-    if nprocs == 1:
+    if nprocs < 1 or nodes < 1:
+        raise UsageError(f"{OPTION} and --nodes must be positive integers, got {nprocs} and {nodes}.")
+    world = nprocs * nodes
+    if world == 1:
         return None
-    check_suites(tasks, nprocs)
-    check_task_args(ctx.params.get("task_arg") or [], nprocs)
+    check_refusals(refusals(), world)
+    tasks = srun_tasks()
+    if tasks > 1:  # `srun -N M -n M×N bob run ... --gpus-per-run N --nodes M`: SLURM started the ranks
+        if tasks != world:
+            raise UsageError(
+                f"{OPTION} {nprocs} --nodes {nodes} inside a SLURM job step of {tasks} tasks: give srun "
+                f"as many tasks as ranks (srun -N {nodes} --ntasks-per-node {nprocs}), or run one task "
+                "a node and let bob launch the ranks."
+            )
+        join_slurm_tasks(device)
+        return None
+    if nodes > 1 and not endpoint:
+        raise UsageError(
+            f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT (a free port on one node that all reach; "
+            f"run the same command on every node), or run under srun -N {nodes} --ntasks-per-node "
+            f"{nprocs}."
+        )
     kind = check_devices(device, nprocs)
     argv = (["--debug"] if debug else []) + command_line(ctx)
     if kind == "cpu":
         console().print(f"{OPTION} {nprocs}: no CUDA; {nprocs} CPU processes with gloo", highlight=False)
-    return launch(argv, nprocs)
+    return launch(argv, nprocs, nodes, endpoint)
 
 
-def launch(argv: Sequence[str], nprocs: int) -> int:
-    """Run `python -m bob.cli ARGV` as `nprocs` ranks (torchrun --standalone) with the `BOB_DDP`
-    marker; returns 0, or the failure's exit code after one line naming the rank that failed first.
-    Rank 0 prints to this console; the others write log files, whose tail is shown when they fail."""
+class RankFailed(RuntimeError):
+    """A rank of a data-parallel run died or failed; the message names it and its log."""
+
+    def __init__(self, rank: int, nprocs: int, exitcode: int, how: str, log: Path | None) -> None:
+        where = f"; its log: {log}" if log is not None else ""
+        super().__init__(f"rank {rank} of {nprocs} {how} first, and the run stopped{where}")
+        self.rank, self.exitcode, self.log = rank, exitcode, log
+
+
+def elastic(
+    entry: str | Callable[..., Any],
+    args: Sequence[Any],
+    nprocs: int,
+    nodes: int = 1,
+    endpoint: str | None = None,
+) -> dict[int, Any]:
+    """Run `entry(*args)` as `nprocs` ranks on this machine with the `BOB_DDP` marker set: alone
+    (torchrun --standalone: a free port), or as one of `nodes` nodes that meet at `endpoint` (torchrun
+    --nnodes M --rdzv-endpoint: every node runs the same command). No restarts. `entry` is an
+    executable (`args` its arguments) or a picklable function (its return value per local rank
+    comes back). Global rank 0 prints to its console; the others write log files. Raises
+    `RankFailed` naming the rank that failed first."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    log_dir = tempfile.mkdtemp(prefix="bob-ddp-")
+    log_dir = Path(tempfile.mkdtemp(prefix="bob-ddp-"))
+    if nodes > 1:  # the same id on every node: the command each runs, and where they meet
+        digest = hashlib.sha256(repr((entry, list(map(str, args)), endpoint)).encode()).hexdigest()
+        run_id = f"bob-{digest[:16]}"
+    else:
+        run_id = f"bob-{os.getpid()}"
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
+        min_nodes=nodes,
+        max_nodes=nodes,
         nproc_per_node=nprocs,
-        run_id=f"bob-{os.getpid()}",
+        run_id=run_id,
         rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # --standalone: a free port on this machine
+        rdzv_endpoint=endpoint if nodes > 1 and endpoint else "localhost:0",  # alone: a free port
         max_restarts=0,
         logs_specs=DefaultLogsSpecs(
-            log_dir, redirects={r: Std.ALL if r else Std.NONE for r in range(nprocs)}
+            str(log_dir), redirects={r: Std.ALL if r else Std.NONE for r in range(nprocs)}
         ),
     )
     previous = os.environ.get(ENV_MARKER)
     os.environ[ENV_MARKER] = "1"
     try:
-        elastic_launch(config, sys.executable)("-m", "bob.cli", *argv)
+        return elastic_launch(config, entry)(*args)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        _report_failure(rank, nprocs, failure.exitcode, failure.signal_name(), Path(log_dir))
-        return failure.exitcode if failure.exitcode in (1, 2) else 1
+        how = (
+            f"was killed by {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exited with code {failure.exitcode}"
+        )
+        logs = sorted(log_dir.glob(f"*/attempt_*/{failure.local_rank}/stderr.log"))
+        raise RankFailed(rank, nprocs * nodes, failure.exitcode, how, logs[0] if logs else None) from None
     finally:
         if previous is None:
             os.environ.pop(ENV_MARKER, None)
         else:
             os.environ[ENV_MARKER] = previous
+
+
+def launch(argv: Sequence[str], nprocs: int, nodes: int = 1, endpoint: str | None = None) -> int:
+    """Run `python -m bob.cli ARGV` as this node's `nprocs` ranks (`elastic`); returns 0, or the
+    failure's exit code after one line naming the rank that failed first and the tail of its log."""
+    try:
+        elastic(sys.executable, ["-m", "bob.cli", *argv], nprocs, nodes, endpoint)
+    except RankFailed as err:
+        _report_failure(err)
+        return err.exitcode if err.exitcode in (1, 2) else 1
     return 0
 
 
-def _report_failure(rank: int, nprocs: int, exitcode: int, signal: str, log_dir: Path) -> None:
-    how = f"was killed by {signal}" if exitcode < 0 else f"exited with code {exitcode}"
-    logs = sorted(log_dir.glob(f"*/attempt_*/{rank}/stderr.log"))
-    where = f"; its log: {logs[0]}" if logs else ""
-    console().print(
-        f"data-parallel run failed: rank {rank} of {nprocs} {how} first, and the run stopped{where}",
-        style="bold red",
-        highlight=False,
-        markup=False,
+def join(device: str, rank: int, size: int, local_rank: int, addr: str, port: int) -> World:
+    """Join a process group whose ranks another launcher started (SLURM tasks, submitit): the
+    environment torchrun would have set, the `BOB_DDP` marker, then `init_process_group`."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_RANK=str(local_rank),
+        MASTER_ADDR=addr,
+        MASTER_PORT=str(port),
+        **{ENV_MARKER: "1"},
     )
-    if logs:
-        tail = logs[0].read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    init_process_group(device)
+    return world()
+
+
+def slurm_port(job_id: str) -> int:
+    """The rendezvous port of a SLURM job's ranks, drawn from its job id (20000..39999)."""
+    return 20000 + int(job_id.split("_")[0]) % 20000
+
+
+def join_slurm_tasks(device: str) -> World:
+    """Join the process group of a SLURM job step whose tasks are the ranks (`srun -n N bob run ...
+    --gpus-per-run N`): the launcher's SLURM environment gives each task its rank (SLURM_PROCID),
+    the world size (SLURM_NTASKS) and its local rank (SLURM_LOCALID); the rendezvous is the job's
+    first node (SLURM_JOB_NODELIST, expanded by `scontrol show hostnames`) at `slurm_port`."""
+    env = os.environ
+    missing = [k for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID") if k not in env]
+    if missing:
+        raise UsageError(f"not inside a SLURM job step: {', '.join(missing)} unset (run it under srun).")
+    return join(
+        device,
+        int(env["SLURM_PROCID"]),
+        int(env["SLURM_NTASKS"]),
+        int(env.get("SLURM_LOCALID", "0")),
+        env.get("MASTER_ADDR") or _first_host(env.get("SLURM_JOB_NODELIST", "")),
+        int(env.get("MASTER_PORT") or slurm_port(env["SLURM_JOB_ID"])),
+    )
+
+
+def srun_tasks() -> int:
+    """The tasks of the SLURM job step this process is one of (`srun -n N`), else 0."""
+    raw = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (`node[01-04]` -> `node01`), as `scontrol` expands it."""
+    import subprocess
+
+    if not nodelist:
+        return "127.0.0.1"
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        out = None
+    if out is not None and out.returncode == 0 and out.stdout.split():
+        return out.stdout.split()[0]
+    return nodelist.split(",")[0]  # a plain list; scontrol is on every SLURM node
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank (the value itself outside a data-parallel run): the ranks
+    follow one decision, e.g. whether a sweep runs a spec."""
+    if not active():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _report_failure(err: RankFailed) -> None:
+    console().print(f"data-parallel run failed: {err}", style="bold red", highlight=False, markup=False)
+    if err.log is not None:
+        tail = err.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         console().print("\n".join(f"  {line}" for line in tail), highlight=False, markup=False)

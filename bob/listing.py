@@ -249,13 +249,25 @@ def backbone_namespaces() -> list[dict[str, Any]]:
 
 
 def list_tasks(pattern: str | None = None) -> list[dict[str, Any]]:
-    """Task names `<suite>/<dataset>` (glob `pattern`), each with its suite's main metric and description."""
+    """Task names `<suite>/<dataset>` (glob `pattern`), each with its suite's main metric, whether its
+    runs train data-parallel under `--gpus-per-run` (and the task args that do not), and description."""
     from bob.suites import SUITES, task_names
 
     rows = []
     for name in task_names(pattern):
         suite = SUITES.get(name.split("/", 1)[0])
-        rows.append({"name": name, "main_metric": suite.main_metric, "description": suite.description})
+        parallel = "no"
+        if suite.data_parallel:
+            but = ", ".join(f"{arg}={value}" for arg, value in suite.not_data_parallel)
+            parallel = f"yes, not {but}" if but else "yes"
+        rows.append(
+            {
+                "name": name,
+                "main_metric": suite.main_metric,
+                "data_parallel": parallel,
+                "description": suite.description,
+            }
+        )
     return rows
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from bob import distributed
 from bob.console import console
 
 _ENABLED = False
@@ -40,7 +41,9 @@ class Progress:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: float | None, unit: str = "") -> Iterator[Progress]:
-    if not _ENABLED:
+    """A live bar, or a silent `Progress` when bars are off or in ranks 1 to N-1 of a data-parallel
+    run (rank 0 draws the run's bars; the others' output goes to log files)."""
+    if not _ENABLED or not distributed.is_main():
         yield Progress()
         return
     from rich.progress import (

@@ -60,6 +60,9 @@ class RunOptions:
     # Experiment trackers (`bob.trackers`: mlflow, wandb) that mirror each settled run; validated by
     # the API before any run. Never part of an identity.
     trackers: tuple[str, ...] = ()
+    # Data-parallel ranks of each sweep run whose suite trains data-parallel (`bob sweep
+    # --ranks-per-run`, bob/sweep/worker.py); other runs keep one process. Never part of an identity.
+    ranks_per_run: int = 1
 
 
 @dataclass

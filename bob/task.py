@@ -111,6 +111,11 @@ class Task:
     # When runs read the frozen pooled-feature cache (a sweep groups them by extraction): False,
     # True, or (task arg, value) when only runs with that arg value do (`("mode", "linear")`).
     reads_feature_cache: ClassVar[bool | tuple[str, str]] = False
+    # Whether a run can train data-parallel under `bob run --gpus-per-run N` (bob/distributed.py):
+    # its training runs on the one loop with DDP and its evaluation gathers every rank's shard.
+    data_parallel: ClassVar[bool] = False
+    # Task arg values that take a data-parallel suite's run off that path: (arg, value) -> why.
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {}
 
     def __init__(self, dataset: str, args: TaskArgs) -> None:
         self.dataset = dataset
@@ -129,6 +134,17 @@ class Task:
             return rule
         arg, value = rule
         return task_args.get(arg, value) == value
+
+    @classmethod
+    def data_parallel_refusal(cls, task_args: dict[str, Any]) -> str | None:
+        """Why a run with these task args cannot run data-parallel, or None when it can."""
+        if not cls.data_parallel:
+            return "does not train on a data-parallel loop"
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.Args)}
+        for (arg, value), why in cls.not_data_parallel.items():
+            if str(task_args.get(arg, defaults.get(arg))) == value:
+                return f"with {arg}={value} {why}"
+        return None
 
     @classmethod
     def consumes(cls, spec: RunSpec) -> list[Consumes]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,27 @@ from tests.leaderboard_results import write_result
 
 TINY = "timm/test_resnet"
 Setup = Callable[[Path, pytest.MonkeyPatch], None]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bob_run_on_cpu(
+    tmp: Path,
+    backbone: str,
+    tasks: Sequence[str],
+    task_args: Sequence[str] = (),
+    *flags: str,
+    env: dict[str, str] | None = None,
+    launcher: Sequence[str] | None = None,
+) -> subprocess.CompletedProcess:
+    """`bob run -b BACKBONE -w random -t TASKS -a ... --device cpu` in a subprocess (how a launched
+    data-parallel run must be tested: its ranks are processes), results under `tmp/results`, the
+    feature cache under `tmp/cache`; collectives time out after 60 s, never a hung test. `launcher`
+    replaces `python -m` (e.g. torch's elastic launcher)."""
+    command = [*(launcher or [sys.executable, "-m"]), "bob.cli", "run", "-b", backbone, "-w", "random"]
+    command += ["-t", ",".join(tasks), *(f"-a{a}" for a in task_args), "--device", "cpu", "--quiet"]
+    command += ["--results-dir", str(tmp / "results"), "--cache-dir", str(tmp / "cache"), *flags]
+    full_env = {**os.environ, "BOB_DDP_TIMEOUT_S": "60", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=full_env)
 
 
 def files(**contents: str) -> Setup:

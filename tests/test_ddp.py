@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +16,8 @@ import torch
 from bob import distributed
 from bob.spec import make_spec
 from bob.tasks.common.finetune import WindowSampler
-from tests.cli_harness import invoke
+from tests.cli_harness import bob_run_on_cpu, invoke
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = "timm/test_vit"  # LayerNorm only: no per-rank BatchNorm statistics
 # 180 training images at 8 a batch: 22 batches, 11 windows of 2 (no partial window to drop).
 TASK = "finetune/shapes-mini"
@@ -102,11 +100,20 @@ def test_gather_puts_every_rank_s_rows_back_in_dataset_order(tmp_path):
     ("args", "needle"),
     [
         (["-t", TASK, "--gpus-per-run", "0"], "--gpus-per-run"),
-        (["-t", "knn/shapes-mini", "--gpus-per-run", "2"], "knn/shapes-mini cannot run data-parallel"),
-        (["-t", "segmentation/scenes-seg", "--gpus-per-run", "2"], "not data-parallel yet"),
-        (["-t", f"{TASK},knn/digits", "--gpus-per-run", "2"], "knn/digits cannot run data-parallel"),
+        (
+            ["-t", "iqa/skimage-distortions", "--gpus-per-run", "2"],
+            "iqa/skimage-distortions does not train on a data-parallel loop, and does not read the "
+            "frozen-feature cache",
+        ),
+        (["-t", "rvos/*", "--gpus-per-run", "2"], "rvos/rvos-sprites does not train"),
+        (
+            ["-t", f"{TASK},zero-shot/shapes-sketch", "--gpus-per-run", "2"],
+            "zero-shot/shapes-sketch does not",
+        ),
+        (["-t", "ood/shapes-mini-domains", "-a", "mode=checkpoint", "--gpus-per-run", "2"], "scores a saved"),
+        (["-t", "segmentation/not-a-set", "--gpus-per-run", "2"], "not-a-set"),
         (["-t", TASK, "--gpus-per-run", "2", "--device", "cuda:1"], "--device cuda"),
-        (["-t", "few-label/shapes", "-a", "mode=linear", "--gpus-per-run", "2"], "frozen features"),
+        (["-t", "video-cls/moving-sprites-mini", "--gpus-per-run", "2"], "with mode=linear fits heads"),
         (["-t", TASK, "-a", "finetune:search=lr", "--gpus-per-run", "2"], "once per rank"),
     ],
 )
@@ -123,29 +130,8 @@ def test_bad_data_parallel_input_is_one_message_and_exit_2(args, needle, tmp_pat
 
 
 def _bob(tmp: Path, *argv: str, env: dict[str, str] | None = None, launcher: list[str] | None = None):
-    args = [f"-a{k}={v}" for k, v in TASK_ARGS.items()]
-    command = [
-        *(launcher or [sys.executable, "-m"]),
-        "bob.cli",
-        "run",
-        "-b",
-        TINY_VIT,
-        "-w",
-        "random",
-        "-t",
-        TASK,
-        *args,
-        "--device",
-        "cpu",
-        "--results-dir",
-        str(tmp / "results"),
-        "--cache-dir",
-        str(tmp / "cache"),
-        "--quiet",
-        *argv,
-    ]
-    full_env = {**os.environ, distributed.TIMEOUT_ENV: "30", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=full_env)
+    args = [f"{k}={v}" for k, v in TASK_ARGS.items()]
+    return bob_run_on_cpu(tmp, TINY_VIT, [TASK], args, *argv, env=env, launcher=launcher)
 
 
 def _result(tmp: Path) -> dict:
@@ -191,3 +177,33 @@ def test_a_rank_that_dies_fails_the_run_and_is_named(tmp_path):
     assert f"rank 1 of 2 exited with code {distributed.FAULT_EXIT_CODE} first" in out
     results = list((tmp_path / "results").rglob("*.json"))
     assert all(json.loads(p.read_text())["status"] != "ok" for p in results)
+
+
+@pytest.mark.slow  # two "nodes", one rank each, on this machine: about 20 s on a quiet machine
+def test_two_nodes_meet_at_the_rendezvous_and_rank_0_writes(tmp_path):
+    """`--nodes 2 --gpus-per-run 1 --rdzv-endpoint HOST:PORT`, the same command on each node (here
+    two processes of this machine sharing the results dir, as nodes share a filesystem): the two
+    launchers meet at the endpoint, the run trains on both, and one result is written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torch.distributed.elastic.utils.distributed import get_free_port
+
+    endpoint = f"127.0.0.1:{get_free_port()}"
+    flags = ("--nodes", "2", "--gpus-per-run", "1", "--rdzv-endpoint", endpoint)
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda _: _bob(tmp_path, *flags), range(2)))
+    for proc in procs:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = _result(tmp_path)
+    assert result["status"] == "ok"
+    assert result["id"] == make_spec(TINY_VIT, TASK, "random", task_args=TASK_ARGS).id
+    assert result["protocol"]["data_parallel"]["world_size"] == 2
+
+
+def test_nodes_without_a_rendezvous_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
+    args = ["run", "-b", TINY_VIT, "-w", "random", "-t", TASK, "--nodes", "2", "--results-dir", "r"]
+    code, out = invoke(args, capsys)
+    assert code == 2 and "--nodes 2 needs --rdzv-endpoint HOST:PORT" in " ".join(out.split()), out
+    assert not (tmp_path / "r").exists()

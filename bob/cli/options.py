@@ -63,6 +63,26 @@ GpusPerRun = Annotated[
     ),
 ]
 
+Nodes = Annotated[
+    int,
+    typer.Option(
+        "--nodes",
+        metavar="M",
+        min=1,
+        help="With --gpus-per-run N: the run spans M nodes, N ranks on each. Run the same command on "
+        "every node with --rdzv-endpoint, or once under `srun -N M --ntasks-per-node N`.",
+    ),
+]
+RdzvEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="With --nodes M: where the nodes' launchers meet (torchrun's c10d rendezvous), a free port "
+        "on one of them that every node reaches.",
+    ),
+]
+
 Pipeline = Annotated[
     str,
     typer.Option(

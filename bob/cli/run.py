@@ -21,11 +21,13 @@ from bob.cli.options import (
     GeometryCache,
     GpusPerRun,
     Limit,
+    Nodes,
     NumWorkers,
     Overwrite,
     Pipeline,
     Precision,
     Quiet,
+    RdzvEndpoint,
     ResultsDir,
     Samples,
     Trackers,
@@ -114,6 +116,8 @@ def run(
     geometry_cache: GeometryCache = None,
     limit: Limit = None,
     gpus_per_run: GpusPerRun = 1,
+    nodes: Nodes = 1,
+    rdzv_endpoint: RdzvEndpoint = None,
     dry_run: DryRun = False,
     as_json: AsJson = False,
     yes: Yes = False,
@@ -133,7 +137,18 @@ def run(
                 results_dir, cache_dir, overwrite, as_json, extraction=extraction,
             )
         )  # fmt: skip
-    launched = distributed.data_parallel(ctx, gpus_per_run, task, device, STATE["debug"])
+
+    def refusals() -> list[tuple[str, str]]:
+        from bob import api
+
+        return api.data_parallel_refusals(
+            backbone, task, weights or ["pretrained"], seed or [0],
+            task_args=targs, backbone_args=backbone_arg or [], yes=yes,
+        )  # fmt: skip
+
+    launched = distributed.data_parallel(
+        ctx, gpus_per_run, refusals, device, STATE["debug"], nodes=nodes, endpoint=rdzv_endpoint
+    )
     if launched is not None:  # the ranks ran it (docs/distributed.md)
         raise typer.Exit(launched)
     code = run_grid(

@@ -24,7 +24,9 @@ data-parallel means wrapping the model and the batches, not reshaping the loop: 
 itself otherwise) and calls it in `loss_of`; each rank feeds its own shard of every step. The loop
 then skips the gradient all-reduce on accumulation micro-steps (`no_sync`), averages each loss over
 the ranks (so every rank's divergence check and loss history agree), draws the progress bar on rank 0
-only, and keeps the best epoch from the unwrapped model (`loop.module`). One process runs as before.
+only, copies rank 0's buffers (BatchNorm running statistics) to every rank after each epoch and at
+the end (`sync_buffers`, so the hooks and the suite's sharded evaluation score rank 0's model), and
+keeps the best epoch from the unwrapped model (`loop.module`). One process runs as before.
 """
 
 from __future__ import annotations
@@ -150,6 +152,19 @@ def data_parallel(model: nn.Module, find_unused_parameters: bool = False) -> nn.
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
+def sync_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank; nothing in one process.
+
+    DDP broadcasts rank 0's buffers at the start of each training forward, after which every rank
+    updates its own from its share of the batch: after the last step they differ by that update.
+    Without this copy the ranks would evaluate slightly different models, and a sharded evaluation
+    would not score the model rank 0 saves. `TrainLoop` calls it after every epoch and at the end."""
+    if not distributed.active():
+        return
+    for buffer in unwrap(model).buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (the model itself when not wrapped)."""
     from torch.nn.parallel import DistributedDataParallel
@@ -217,8 +232,7 @@ class TrainLoop:
     # ----------------------------------------------------------------------------------------- run
     def run(self) -> TrainLoop:
         total = self._total_steps()
-        bar_context = progress_bar(f"training {self.what}", total, self.progress_unit)
-        with bar_context if distributed.is_main() else contextlib.nullcontext(Progress()) as bar:
+        with progress_bar(f"training {self.what}", total, self.progress_unit) as bar:
             self.bar = bar
             self._call("before_train")
             try:
@@ -228,6 +242,8 @@ class TrainLoop:
                     self._run_iterations()
             finally:
                 self.bar = None
+            if self.data_parallel:  # what is evaluated and saved next is rank 0's model
+                sync_buffers(self.module)
             self._call("after_train")
         return self
 
@@ -245,6 +261,8 @@ class TrainLoop:
             for batch in batches:
                 self.run_step(batch)
             self._flush()
+            if self.data_parallel:  # the epoch's hooks score and keep rank 0's model on every rank
+                sync_buffers(self.module)
             if self.progress_unit == "epochs" and self.bar is not None:
                 self.bar.advance(1)
             self._call("after_epoch")

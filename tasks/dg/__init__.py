@@ -125,6 +125,10 @@ class Dg(Task):
     version = "1"
     main_metric = "top1_target"
     needs = ("trainable",)
+    data_parallel = True
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("mode", "linear"): "fits a linear head on frozen features (nothing to train data-parallel)",
+    }
     task_types = ("domains",)
     description = (
         "single-source domain generalisation: train on one domain (fine-tune, or linear on frozen "

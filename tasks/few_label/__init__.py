@@ -87,6 +87,10 @@ class FewLabel(Task):
     version = "1"
     main_metric = "top1"
     reads_feature_cache = ("mode", "linear")
+    data_parallel = True
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("mode", "linear"): "fits a linear head on frozen features (nothing to train data-parallel)",
+    }
     needs = ("pooled", "trainable")
     description = "a fraction of the train labels (SimCLR's ImageNet 1%/10% files); fine-tune or linear probe"
     Args = FewLabelArgs

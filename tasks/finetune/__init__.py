@@ -73,6 +73,10 @@ class Finetune(Task):
     version = "1"
     main_metric = "top1"
     needs = ("trainable",)
+    data_parallel = True
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("search", "lr"): "runs a Ray Tune search, which would run once per rank",
+    }
     description = "end-to-end fine-tuning, BoB recipe: AdamW, layer-wise lr decay, RandAugment, mixup/cutmix"
     Args = FinetuneArgs
     args: FinetuneArgs

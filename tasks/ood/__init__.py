@@ -113,6 +113,11 @@ class Ood(Task):
     version = "1"
     main_metric = "top1_ood"
     reads_feature_cache = ("mode", "linear")
+    data_parallel = True  # mode=finetune: the finetune suite's recipe (common/finetune.py)
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("mode", "linear"): "fits a linear head on frozen features (nothing to train data-parallel)",
+        ("mode", "checkpoint"): "scores a saved classifier (nothing to train data-parallel)",
+    }
     task_types = ("shift",)
     description = (
         "classifier trained in distribution (linear probe, or fine-tuned); top-1, in→out drop and "
