@@ -112,6 +112,9 @@ class Segmentation(Task):
     suite = "segmentation"
     version = "1"
     main_metric = "miou"
+    # `bob run --gpus-per-run N`: both modes train the decode head (finetune the backbone too) on the
+    # one loop under DDP, and evaluation sums the ranks' confusion matrices (train.py).
+    data_parallel = True
     needs = ("features", "trainable")
     task_types = ("segmentation",)
     description = (

@@ -17,11 +17,13 @@ the mean; a class only predicted (never labelled) has IoU 0 and counts. Metrics 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bob import distributed
 from bob.samples import SampleSet, make_samples
 
 IGNORE_INDEX = 255
@@ -88,6 +90,21 @@ class IoUAccumulator:
         self.matrix += counts
         self.images += 1
         self.per_image.append(np.stack([np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)]))
+
+    def gathered(self, rows: Sequence[int], total: int) -> IoUAccumulator:
+        """The accumulator of a whole split of `total` images from every rank's share of a data-parallel
+        run, this one having added the images `rows` in that order: the matrices summed (integer
+        counts, so exact) and the per-image areas put back in dataset order, as one process would
+        have accumulated them. Outside a data-parallel run, `self`."""
+        if len(rows) != self.images:
+            raise ValueError(f"{self.images} images were added but {len(rows)} rows are named")
+        if not distributed.active():
+            return self
+        out = IoUAccumulator(self.num_classes, self.ignore_index)
+        out.matrix = distributed.all_sum(self.matrix.copy())  # reduced in place: keep ours intact
+        out.per_image = distributed.gather_objects(self.per_image, rows, total)
+        out.images = total
+        return out
 
     def samples(self) -> SampleSet:
         """The per-image file of mIoU: a resample of images sums their areas, as the matrix does."""

@@ -10,6 +10,7 @@ import torch
 from bob.context import RunContext
 from bob.errors import UsageError
 from bob.task import TaskOutput
+from bob.tasks.common.data_parallel import record
 from bob.tasks.common.pyramid import accepts_any_size
 from bob.tasks.common.samples import save_samples
 from bob.tasks.segmentation import REAL_IMAGE_SIZE, Segmentation, SegmentationArgs
@@ -50,11 +51,26 @@ def run(task: Segmentation, ctx: RunContext) -> TaskOutput:
         **history,
         "data": {"train": train.describe(), "test": test.describe()},
     }
+    parallel = _data_parallel_record(cfg)
+    if parallel is not None:  # data-parallel runs only: one process's protocol is unchanged
+        protocol["data_parallel"] = parallel
     artifacts = {}
     if args.save_model:
         state = {"state_dict": model.state_dict(), "classes": list(train.classes), "protocol": protocol}
         artifacts["segmenter"] = ctx.save_artifact("segmenter", state)
     return save_samples(ctx, TaskOutput(metrics, protocol, artifacts), scores.samples())
+
+
+def _data_parallel_record(cfg: TrainConfig) -> dict[str, Any] | None:
+    """What a data-parallel run split over its ranks (None in one process)."""
+    return record(
+        cfg.batch_size,
+        iterations=cfg.iterations,  # every rank steps the run's schedule, whatever the world size
+        evaluation=(
+            "each rank predicts its shard of the test images; confusion matrices summed over the ranks, "
+            "per-image areas gathered in dataset order"
+        ),
+    )
 
 
 def _splits(task: Segmentation, ctx: RunContext) -> tuple[SegmentationSplit, SegmentationSplit]:

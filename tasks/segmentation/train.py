@@ -15,6 +15,14 @@ s = `test_size` (the shorter side to s unless the longer would pass 4·s), predi
 at once (`whole`) or, for backbones that only run at their build size, in overlapping
 `crop_size`² windows whose logits are averaged (`slide`, stride 2/3 of the crop), resizes the logits
 bilinearly to the label map's size and takes the argmax. Scores accumulate in one `IoUAccumulator`.
+
+Data-parallel (`bob run --gpus-per-run N`, bob/distributed.py): every rank trains on its
+`batch_size / N` crops of each step (tasks/common/data_parallel.py, each rank drawing its own
+augmentation) under DistributedDataParallel, for the same `iterations`, so the run's effective batch,
+lr and schedule do not depend on N. BatchNorm layers that train normalise with their rank's batch; at
+the end rank 0's running statistics are copied to every rank, so all ranks hold the model rank 0
+saves. Each rank then predicts its shard of the test images and the confusion matrices are summed
+(exact integer counts): the metrics are those of one process with the same model.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from skimage.color import hsv2rgb, rgb2hsv
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from bob.progress import progress_bar
-from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast
+from bob.tasks.common.data_parallel import shard, train_batches
+from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast, data_parallel
 from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
 
@@ -191,27 +200,32 @@ def train_segmenter(
 ) -> dict[str, Any]:
     """Train in place for `cfg.iterations` steps; returns the loss history (mean per 1% of training)."""
     dataset = SegmentationDataset(split, make_transform(cfg))
-    loader = DataLoader(
+    # One process: the plain shuffled loader (seeded by `seed`); data-parallel: this rank's share of
+    # every step's batch.
+    loader = train_batches(
         dataset,
         cfg.batch_size,
-        shuffle=True,
+        seed=seed,
         drop_last=len(dataset) >= cfg.batch_size,
         num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=num_workers > 0,
+        persistent_workers=True,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iterations, power=cfg.power)
     model.to(device).train()
+    # find_unused_parameters: a fine-tuned backbone can hold trainable parameters the segmenter's
+    # forward never reaches (a timm ViT's final norm: the features are read from the last block,
+    # before it), and which ones depends on the backbone; DDP would otherwise wait for their gradients.
+    net = data_parallel(model, find_unused_parameters=True)  # the model itself in one process
 
     def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks = (t.to(device, non_blocking=True) for t in batch)
-        per_pixel = F.cross_entropy(model(images).float(), masks, ignore_index=IGNORE_INDEX, reduction="none")
+        per_pixel = F.cross_entropy(net(images).float(), masks, ignore_index=IGNORE_INDEX, reduction="none")
         return per_pixel.sum() / per_pixel.numel(), {}
 
     loop = TrainLoop(
-        model,
+        net,
         optimizer,
         loss_of,
         loader,
@@ -266,9 +280,14 @@ def evaluate(
     device: torch.device | str,
     num_workers: int,
 ) -> IoUAccumulator:
-    """Predict every image of `split` and accumulate the dataset-level confusion matrix."""
+    """Predict every image of `split` and accumulate the dataset-level confusion matrix.
+
+    Data-parallel, each rank predicts its shard of the images (all of them in one process) and gets
+    back the whole split's accumulator: the ranks' matrices summed, their per-image areas gathered in
+    dataset order, equal to one process's. The progress bar (this rank's images) is rank 0's only."""
+    rows = shard(len(split))
     loader = DataLoader(
-        SegmentationDataset(split),
+        Subset(SegmentationDataset(split), rows),
         cfg.batch_size,
         shuffle=False,
         collate_fn=_collate,
@@ -276,13 +295,13 @@ def evaluate(
     )
     model.to(device).eval()
     acc = IoUAccumulator(len(split.classes))
-    with progress_bar("evaluating segmenter", len(split), "images") as bar:
+    with progress_bar("evaluating segmenter", len(rows), "images") as bar:
         for images, masks in loader:
             for logits, mask in zip(_predict(model, images, cfg, device), masks, strict=True):
                 pred = logits.argmax(0).cpu().numpy()
                 acc.update(pred, mask.numpy())
             bar.advance(len(images))
-    return acc
+    return acc.gathered(rows, len(split))
 
 
 def _predict(
