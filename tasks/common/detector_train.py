@@ -8,10 +8,17 @@ runs a fixed number of iterations over a cycled loader). Augmentation is torchvi
 transforms: `lsj` = large-scale jitter (ScaleJitter to image_size² at scale 0.1–2.0, RandomCrop with
 padding, horizontal flip, SanitizeBoundingBoxes), `flip` = horizontal flip only. Prediction keeps
 100 detections per image and turns them into COCO result records for COCOeval.
+
+Data-parallel (bob/distributed.py), every optimizer step splits its batch over the ranks
+(tasks/common/data_parallel.py: the run's batch, lr and id are unchanged; each rank draws its own
+augmentation) and DDP averages the gradients; prediction gives each rank whole batches of the test
+split and gathers the per-image records back in image order, so COCOeval scores exactly the records
+one process would produce.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +28,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from bob import distributed
 from bob.backbones.base import Backbone
 from bob.data.coco import DetectionSplit
 from bob.progress import progress_bar
 from bob.tasks.common.args import DETECTION_LR_GRID, DetectorArgs
 from bob.tasks.common.coco_eval import to_coco_results
+from bob.tasks.common.data_parallel import record, shard, train_batches
 from bob.tasks.common.detector_data import DetectionDataset, collate, train_indices
 from bob.tasks.common.rcnn import predicts_masks
-from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast
+from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast, data_parallel
 
 LR_STEPS = (27 / 36, 33 / 36)  # mmdetection 3× schedule: decay after epochs 27 and 33 of 36
 WARMUP_RATIO = 0.001
@@ -91,23 +100,22 @@ def make_transform(cfg: TrainConfig) -> v2.Transform:
 
 def _train_loader(
     model: nn.Module, split: DetectionSplit, cfg: TrainConfig, seed: int, num_workers: int
-) -> DataLoader:
-    """The shuffled, seeded loader of the trainable images (with masks when the model predicts them)."""
+) -> Iterable[Any]:
+    """The shuffled, seeded batches of the trainable images (with masks when the model predicts
+    them): one process's DataLoader, or this rank's share of every step data-parallel."""
     dataset = DetectionDataset(
         split,
         train_indices(split),
         masks=predicts_masks(model),
         transform=make_transform(cfg),
     )
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
+    return train_batches(
         dataset,
         cfg.batch_size,
-        shuffle=True,
+        seed=seed,
         drop_last=len(dataset) >= cfg.batch_size,
         collate_fn=collate,
         num_workers=num_workers,
-        generator=gen,
         persistent_workers=num_workers > 0,
     )
 
@@ -135,20 +143,25 @@ def train_detector(
     seed: int,
     num_workers: int,
 ) -> dict[str, Any]:
-    """Train in place for `cfg.iterations` steps; returns the loss history (mean per 1% of training)."""
+    """Train in place for `cfg.iterations` steps; returns the loss history (mean per 1% of training)
+    and, data-parallel, the protocol's `data_parallel` record."""
     loader = _train_loader(model, split, cfg, seed, num_workers)
     optimizer, scheduler = _optimizer(model, cfg)
     model.to(device).train()
+    # Trainable parameters can miss a step's graph: a ViT's final norm (the pyramid reads its blocks'
+    # outputs), a backbone's unused stages or head. DDP must then look for the unused ones after each
+    # forward, or it waits for their gradients forever; the search is cheap next to a detector's step.
+    net = data_parallel(model, find_unused_parameters=True)  # the model itself in one process
 
     def loss_of(batch: tuple[list, list]) -> tuple[torch.Tensor, dict[str, float]]:
         images = [im.to(device, non_blocking=True) for im in batch[0]]
         targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in batch[1]]
-        losses = model(images, targets)
+        losses = net(images, targets)
         loss = sum(losses.values())
         return loss, ({k: float(v) for k, v in losses.items()} if not torch.isfinite(loss) else {})
 
     loop = TrainLoop(
-        model,
+        net,
         optimizer,
         loss_of,
         loader,
@@ -160,7 +173,16 @@ def train_detector(
         what="detector",
         hint="try a lower lr",
     ).run()
-    return {"loss_history": loop.loss_history(), "final_loss": loop.final_loss()}
+    history: dict[str, Any] = {"loss_history": loop.loss_history(), "final_loss": loop.final_loss()}
+    shards = record(
+        cfg.batch_size,
+        find_unused_parameters=True,
+        evaluation="each rank predicts whole test batches (one process's batches, so the same padding); "
+        "per-image COCO records gathered in image order before COCOeval",
+    )
+    if shards is not None:  # single-process protocols stay as they were
+        history["data_parallel"] = shards
+    return history
 
 
 @torch.no_grad()
@@ -172,28 +194,40 @@ def predict(
     num_workers: int,
     amp: bool = False,
 ) -> list[dict[str, Any]]:
-    """COCO result records of the whole split (boxes and, for Mask R-CNN, masks in image pixels)."""
+    """COCO result records of the whole split (boxes and, for Mask R-CNN, masks in image pixels), in
+    image order. Data-parallel, each rank predicts its share of the split's batches, and every rank
+    gets all the records (`gather_objects`), in the one-process order.
+
+    The shards are whole batches of one process's batching, not every N-th image: a detector pads a
+    batch to its largest image, and the padding changes the features near the border, so a batch
+    composed differently could change an image's detections."""
     masks = predicts_masks(model)
     dataset = DetectionDataset(split, list(range(len(split))), masks=False)
-    loader = DataLoader(dataset, batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    batches = [list(range(s, min(s + batch_size, len(split)))) for s in range(0, len(split), batch_size)]
+    mine = [batches[b] for b in shard(len(batches))]
+    rows = [i for batch in mine for i in batch]
+    loader = DataLoader(dataset, batch_sampler=mine, collate_fn=collate, num_workers=num_workers)
     model.to(device).eval()
-    records: list[dict[str, Any]] = []
-    with progress_bar("evaluating detector", len(dataset), "images") as bar:
+    per_image: list[list[dict[str, Any]]] = []
+    with progress_bar("evaluating detector", len(rows), "images") as bar:
         for images, targets in loader:
             with autocast(device, amp, DETECTION_AMP_DTYPE):
                 outputs = model([im.to(device) for im in images])
             for out, target in zip(outputs, targets, strict=True):
                 m = out["masks"][:, 0].float().cpu().numpy() if masks else None
-                records += to_coco_results(
-                    target["image_id"],
-                    out["boxes"].float().cpu().numpy(),
-                    out["scores"].float().cpu().numpy(),
-                    out["labels"].cpu().numpy(),
-                    split.category_ids,
-                    m,
+                per_image.append(
+                    to_coco_results(
+                        target["image_id"],
+                        out["boxes"].float().cpu().numpy(),
+                        out["scores"].float().cpu().numpy(),
+                        out["labels"].cpu().numpy(),
+                        split.category_ids,
+                        m,
+                    )
                 )
             bar.advance(len(images))
-    return records
+    gathered = distributed.gather_objects(per_image, rows, len(split))
+    return [rec for image in gathered for rec in image]
 
 
 def describe_training(

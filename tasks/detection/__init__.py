@@ -68,6 +68,11 @@ class Detection(Task):
     version = "1"
     main_metric = "box_ap"
     needs = ("features", "trainable")
+    # mode=frozen trains too (the pyramid and the heads): only the Ray Tune search stays off DDP.
+    data_parallel = True
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("search", "lr"): "runs a Ray Tune search, which would run once per rank",
+    }
     task_types = ("detection", "open-vocab")  # on open-vocab sets: the closed-vocabulary oracle
     description = (
         "Mask R-CNN (Faster R-CNN on box-only data) with an FPN on the backbone; COCOeval box/mask AP"

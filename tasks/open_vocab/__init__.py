@@ -82,6 +82,7 @@ class OpenVocab(Task):
     version = "1"
     main_metric = "box_ap_novel"
     needs = ("features", "trainable")
+    data_parallel = True  # the detection suite's loop and prediction (tasks/common/detector_train.py)
     task_types = ("open-vocab", "detection")
     description = (
         "ViLD-text: the detection suite's R-CNN classifying by cosine to category-name text "
