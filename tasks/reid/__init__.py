@@ -13,6 +13,7 @@ Two modes:
 Evaluation is torchreid's `eval_market1501` (metrics.py): same person and same camera removed from
 each ranking, queries without a valid match skipped and counted. The protocol is run.py; the splits
 with person and camera ids and the Market/Duke layouts are data.py, the generated sets shapes.py.
+`mode=finetune` trains data-parallel under `bob run --gpus-per-run N` (train.py says how).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class Reid(Task):
     version = "1"
     main_metric = "map"
     reads_feature_cache = ("mode", "frozen")
+    data_parallel = True  # mode=finetune: P×K batches split over the ranks by identities (train.py)
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("mode", "frozen"): "ranks frozen pooled features (nothing to train data-parallel)",
+    }
     task_types: ClassVar[tuple[str, ...]] = ("reid",)
     description = (
         "person re-ID: query vs gallery (same person + camera removed), cosine distance; mAP, CMC "

@@ -12,6 +12,15 @@ flip + colour jitter). Queries and gallery are embedded with the neck's (BatchNo
 
 The training split is this dataset's `train`, or `train_on`'s (cross-domain: train on Market-1501,
 evaluate on DukeMTMC-reID, as AdvStyle does). Identities are relabelled 0..N-1 in sorted order.
+
+Data-parallel (`bob run --gpus-per-run N`), every rank draws the same batch plan from the same seeded
+generator, so every rank takes the same steps, and each step's P×K batch is split by whole identities:
+rank r takes identities r·P/N … (r+1)·P/N − 1 of it, K images each, so the batch-hard triplet loss has
+positives (and, with two identities or more a rank, negatives) on every rank; its hardest examples are
+mined within the rank's share. Each rank's augmentation draws from its own stream (seed + rank). The
+BatchNorm layers, the neck's included, keep per-rank statistics while training; rank 0's running
+statistics are copied to every rank before the embedding, so each rank embeds its shard of the test
+split with the same model and the gathered features are those of one process.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
 
+from bob import distributed
 from bob.backbones.base import Backbone, pooled_width
 from bob.backbones.meta import DataConfig
 from bob.context import RunContext
@@ -32,7 +42,8 @@ from bob.data.base import ImageSplit
 from bob.errors import UsageError
 from bob.features import split_batches
 from bob.progress import Progress, progress_bar
-from bob.tasks.common.train_loop import AfterStep, TrainLoop
+from bob.tasks.common.data_parallel import rank, record, shard, world_size
+from bob.tasks.common.train_loop import AfterStep, TrainLoop, data_parallel
 from bob.tasks.reid import ReidArgs
 from bob.tasks.reid.data import reid_arrays
 
@@ -112,13 +123,18 @@ def _schedule(step: int, warmup: int, total: int) -> float:
 
 
 def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Progress) -> np.ndarray:
-    out = []
+    """The neck features [N, D] of `split`, in its order. Data-parallel, each rank embeds its shard
+    of the rows (`bar` counts them) and the shards are gathered back in order (exact: rows are
+    moved, not recomputed)."""
+    rows = shard(len(split))
+    local_split = split if len(rows) == len(split) else split.subset(np.asarray(rows), split.split)
+    out = [np.zeros((0, model.neck.num_features), dtype=np.float32)]  # a rank with no row
     model.eval()
     with torch.inference_mode():
-        for x in split_batches(split, ctx.data_config, ctx.batch_size, ctx.num_workers, ctx.device):
+        for x in split_batches(local_split, ctx.data_config, ctx.batch_size, ctx.num_workers, ctx.device):
             out.append(model.embed(x.to(ctx.device)).float().cpu().numpy())
             bar.advance(len(x))
-    return np.concatenate(out)
+    return distributed.gather_rows(np.concatenate(out), rows, len(split))
 
 
 def _model(ctx: RunContext, num_ids: int) -> BNNeckEmbedding:
@@ -145,14 +161,18 @@ def finetune_embedding(
             f"'{train_name}' has {len(ids)} training identities, fewer than ids_per_batch={args.ids_per_batch}; "
             "lower ids_per_batch."
         )
+    ids_per_rank = identities_per_rank(args)
     labels = np.searchsorted(ids, pids)
     rng = np.random.default_rng(ctx.seed)
     torch.manual_seed(ctx.seed)
     model = _model(ctx, len(ids))
-    # Every epoch's P×K batches are drawn up front, epoch after epoch, from the one seeded generator.
+    if distributed.active():
+        torch.manual_seed(ctx.seed + rank())  # each rank's augmentation stream (module docstring)
+    # Every epoch's P×K batches are drawn up front, epoch after epoch, from the one seeded generator
+    # (the same plan on every rank of a data-parallel run).
     plan = [identity_batches(labels, args.ids_per_batch, args.images_per_id, rng) for _ in range(args.epochs)]
     loop = _train(ctx, args, model, (train_name, train, labels), plan)
-    with progress_bar("embedding queries and gallery", len(test), "images") as bar:
+    with progress_bar("embedding queries and gallery", len(shard(len(test))), "images") as bar:
         features = _embed(ctx, model, test, bar)
     protocol = {
         "features": "BNNeck embedding (pooled → BatchNorm1d), backbone fine-tuned",
@@ -171,7 +191,46 @@ def finetune_embedding(
         "image_size": ctx.data_config.input_size,
         "final_epoch_loss": float(np.mean(loop.epoch_losses[-1])),
     }
+    shards = record(
+        args.ids_per_batch * args.images_per_id,
+        per_device_identities=ids_per_rank,
+        split=f"each P×K batch by whole identities: {ids_per_rank} identities × {args.images_per_id} "
+        "images a rank, from the same batch plan (seed) on every rank",
+        triplet_mining="batch-hard within each rank's identities",
+        evaluation="each rank embeds its shard of queries and gallery; features gathered in order",
+    )
+    if shards is not None:
+        protocol["data_parallel"] = shards
     return features, protocol
+
+
+def identities_per_rank(args: ReidArgs) -> int:
+    """The identities of each step's batch a rank trains on: all P in one process; P / world
+    data-parallel, a usage error unless the ranks divide P, or when a rank's share would have no
+    negative for the triplet loss."""
+    world = world_size()
+    if args.ids_per_batch % world:
+        raise UsageError(
+            f"a data-parallel run of {world} ranks splits each step's batch by whole identities: "
+            f"ids_per_batch={args.ids_per_batch} must be a multiple of {world}."
+        )
+    share = args.ids_per_batch // world
+    if share < 2 and args.triplet_weight > 0:
+        raise UsageError(
+            f"a data-parallel run of {world} ranks gives each rank {share} of the ids_per_batch="
+            f"{args.ids_per_batch} identities: the batch-hard triplet loss needs 2 or more a rank "
+            f"(negatives). Use ids_per_batch={2 * world} or more, or triplet_weight=0."
+        )
+    return share
+
+
+def rank_share(batch: np.ndarray, share: int, k: int) -> np.ndarray:
+    """This rank's part of a P×K batch (P chunks of K images, one identity each): the `share`
+    identities from rank × share on. The whole batch in one process."""
+    if world_size() == 1:
+        return batch
+    start = rank() * share * k
+    return batch[start : start + share * k]
 
 
 def _train(
@@ -182,26 +241,30 @@ def _train(
     plan: list[list[np.ndarray]],
 ) -> TrainLoop:
     """Adam over the planned batches (`data`: the training set's name, split and 0..N-1 labels), the
-    warm-up + cosine factor stepped after every optimizer step."""
+    warm-up + cosine factor stepped after every optimizer step. Data-parallel, each rank trains on
+    its identities of every batch (`rank_share`) through the DDP-wrapped model."""
     name, train, labels = data
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     total, warmup = sum(len(batches) for batches in plan), len(plan[0])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total))
     transform = train_transform(ctx.data_config)
+    net = data_parallel(model)  # the model itself in one process
+    share = identities_per_rank(args)
 
     def loss_of(batch: np.ndarray) -> torch.Tensor:
+        batch = rank_share(batch, share, args.images_per_id)
         # The random augmentation draws from torch's global generator here, right before the forward.
         x = torch.stack([transform(train.image(int(i))) for i in batch]).to(ctx.device)
         y = torch.as_tensor(labels[batch], device=ctx.device)
-        feat, logits = model(x)
+        feat, logits = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
         if args.triplet_weight > 0:
             loss = loss + args.triplet_weight * batch_hard_triplet(feat, y, args.margin)
         return loss
 
     return TrainLoop(
-        model,
+        net,
         optimizer,
         loss_of,
         lambda epoch: plan[epoch - 1],

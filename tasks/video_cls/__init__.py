@@ -11,7 +11,8 @@ Modes:
     linear-probe protocol (tasks/common/probe.py: L2 softmax head, λ swept on a held-out 20 % of the
     training *videos*); `temporal-conv` trains its head with AdamW (heads.py).
   - `finetune`: backbone and head train end to end on one fresh random clip per video per epoch
-    (finetune.py); scored on the same views, uncached.
+    (finetune.py); scored on the same views, uncached. Trains data-parallel under
+    `bob run --gpus-per-run N` (finetune.py says how).
 Prediction: the softmax averaged over a video's views (top-1 on that is the main metric; metrics.py);
 the mean single-view top-1 is reported too. The protocol is run.py; the datasets' loaders data.py.
 """
@@ -75,6 +76,10 @@ class VideoCls(Task):
     version = "1"
     main_metric = "top1"
     task_types: ClassVar[tuple[str, ...]] = ("video",)
+    data_parallel = True  # mode=finetune: each step's clips split over the ranks (finetune.py)
+    not_data_parallel: ClassVar[dict[tuple[str, str], str]] = {
+        ("mode", "linear"): "fits heads on cached frozen features (nothing to train data-parallel)",
+    }
     description = (
         "per-frame features, order-aware temporal pooling (mean+diff); linear (frozen) or fine-tuned; "
         "top-1 of the softmax averaged over clips × crops (CVRL: 10×3)"

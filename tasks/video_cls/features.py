@@ -13,7 +13,7 @@ and no flip: a mirrored clip of "moving right" would be "moving left".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -110,13 +110,15 @@ def eval_view_features(
     frame_batch: int,
     device: torch.device | str,
     bar: Progress,
+    videos: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of every distinct (crop, frame) the test views use, as rows [Σ crops·U_i, D] in the
-    order video, crop, frame; and each video's frame count (what `gather_views` needs to cut them)."""
+    order video, crop, frame; and each video's frame count (what `gather_views` needs to cut them).
+    `videos`: the videos to score, in that order (a data-parallel rank's shard); all by default."""
     rows, counts = [], []
     backbone.eval()
     with torch.inference_mode():
-        for i in range(len(split)):
+        for i in range(len(split)) if videos is None else videos:
             frames = split.frames(i)
             union = np.unique(eval_clip_indices(len(frames), spec, views))
             crops = eval_crops(frames[union], spec, views.crops)  # [crops, U, 3, S, S]

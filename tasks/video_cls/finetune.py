@@ -8,11 +8,21 @@ backbone's rate), timm's per-step cosine schedule with one warm-up epoch, cross-
 smoothing 0.1, full precision (no AMP, on any device). The steps run in the shared training loop
 (tasks/common/train_loop.py). The last epoch is kept (no validation split). Test: the same multi-view
 scoring as linear mode, with the fine-tuned backbone, uncached.
+
+Data-parallel (`bob run --gpus-per-run N`), every rank draws the same order of the training videos
+(one generator, the run's seed), so every rank takes the same steps, and splits each step's clips
+into N contiguous parts, one a rank (N must divide `ft_batch`). An epoch's last, smaller batch is split
+as evenly as it goes, each rank's mean loss weighted by its share of it so that the averaged gradient
+is the batch mean's; it is dropped when a rank would get fewer than two clips (the fixed-pool head's
+BatchNorm cannot train on one), and the schedule counts the steps that are left. Clip starts and crop
+boxes come from each rank's own streams (seed + rank). BatchNorm layers keep per-rank statistics while
+training; rank 0's running statistics are copied to every rank before scoring. Each rank scores its
+shard of the test videos and the view logits are gathered back in order, so the metrics are those of
+one process with the same model.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,13 +32,15 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
+from bob import distributed
 from bob.backbones.base import Backbone
 from bob.context import RunContext
 from bob.data.video import VideoSplit, Views
 from bob.errors import UsageError
-from bob.progress import progress_bar
+from bob.progress import Progress, progress_bar
+from bob.tasks.common.data_parallel import per_device_batch, rank, record, shard, world_size
 from bob.tasks.common.layer_decay import layer_decay_groups
-from bob.tasks.common.train_loop import AfterStep, Hook, TrainLoop
+from bob.tasks.common.train_loop import AfterStep, Hook, TrainLoop, data_parallel
 from bob.tasks.video_cls import VideoClsArgs
 from bob.tasks.video_cls.features import ClipSpec, eval_view_features, gather_views, random_train_clip
 from bob.tasks.video_cls.metrics import multi_view_metrics
@@ -39,6 +51,7 @@ LAYER_DECAY = 0.75
 HEAD_LR_SCALE = 10.0
 LABEL_SMOOTHING = 0.1
 REAL_EPOCHS, GENERATED_EPOCHS = 30, 10
+MIN_RANK_CLIPS = 2  # a rank's clips in a step, data-parallel: the fixed-pool head's BatchNorm1d needs 2
 
 
 def _frame_dim(backbone: Backbone, size: int, device: torch.device | str) -> int:
@@ -78,23 +91,22 @@ def finetune_video(
 ) -> dict[str, Any]:
     """Fine-tune backbone + head on `train`'s random clips, score `test`'s views; metrics and protocol."""
     epochs = args.ft_epochs or (GENERATED_EPOCHS if ctx.info.kind != "real" else REAL_EPOCHS)
+    batch = min(args.ft_batch, len(train))
+    share = per_device_batch(batch, "ft_batch")  # before any work: the ranks must divide a step's clips
+    if world_size() > 1 and share < MIN_RANK_CLIPS:
+        raise UsageError(
+            f"a data-parallel run of {world_size()} ranks gives each rank {share} of a step's {batch} clips; "
+            f"the head's BatchNorm trains on {MIN_RANK_CLIPS} or more a rank: use ft_batch="
+            f"{MIN_RANK_CLIPS * world_size()} or more."
+        )
     backbone = ctx.build_backbone(input_size=spec.size)
     torch.manual_seed(ctx.seed)
     head = temporal_head(args.pool, _frame_dim(backbone, spec.size, ctx.device), ctx.num_classes)
     model = VideoClassifier(backbone, head).to(ctx.device)
     optimizer, grouping = _optimizer(backbone, head, args.ft_lr)
-    batch = min(args.ft_batch, len(train))
-    record = _train(ctx, model, optimizer, (train, spec), batch, epochs, args.ft_lr)
-    model.eval()
-    with progress_bar(f"scoring {test.dataset}/test views", len(test), "videos") as bar:
-        rows, counts = eval_view_features(backbone, test, spec, views, args.frame_batch, ctx.device, bar)
-    with torch.inference_mode():
-        logits = np.stack(
-            [
-                head(torch.from_numpy(v).to(ctx.device)).float().cpu().numpy()
-                for v in gather_views(rows, counts, spec, views)
-            ]
-        )
+    epoch_record, steps_per_epoch = _train(ctx, model, optimizer, (train, spec), batch, epochs, args.ft_lr)
+    with progress_bar(f"scoring {test.dataset}/test views", len(shard(len(test))), "videos") as bar:
+        logits = score_views(model, test, spec, views, (args.frame_batch, ctx.num_classes), ctx.device, bar)
     metrics = multi_view_metrics(logits, test.labels, ctx.num_classes)
     protocol = {
         "epochs": epochs,
@@ -109,9 +121,68 @@ def finetune_video(
         "train_batch_clips": batch,
         "train_sampling": "one random clip per video per epoch",
         "model_selection": "last epoch",
-        "history": record.history,
+        "history": epoch_record.history,
     }
+    shards = record(
+        batch,
+        split="each step's clips in contiguous parts over the ranks, from the same video order (seed) "
+        "on every rank; an epoch's last batch split as evenly as it goes, each rank's loss weighted by "
+        f"its share, dropped when a rank would get fewer than {MIN_RANK_CLIPS} clips",
+        steps_per_epoch=steps_per_epoch,
+        augmentation_seed="per rank: clip starts and crop boxes from seed + rank",
+        evaluation="each rank scores its shard of the test videos; view logits gathered in order",
+    )
+    if shards is not None:
+        protocol["data_parallel"] = shards
     return {"metrics": metrics, "protocol": protocol, "view_logits": logits}
+
+
+def score_views(
+    model: VideoClassifier,
+    test: VideoSplit,
+    spec: ClipSpec,
+    views: Views,
+    sizes: tuple[int, int],
+    device: torch.device | str,
+    bar: Progress,
+) -> np.ndarray:
+    """View logits [N, V, C] of every test video (`sizes`: frames per backbone forward, classes).
+    Data-parallel, each rank scores its shard of the videos (`bar` counts them) and the logits are
+    gathered back in the split's order: the rows are moved, never recomputed, so the metrics are one
+    process's for the same model."""
+    frame_batch, num_classes = sizes
+    videos = shard(len(test))
+    local = np.zeros((0, views.crops * views.clips, num_classes), dtype=np.float32)  # a rank with no video
+    model.eval()
+    if videos:
+        rows, counts = eval_view_features(model.backbone, test, spec, views, frame_batch, device, bar, videos)
+        with torch.inference_mode():
+            local = np.stack(
+                [
+                    model.head(torch.from_numpy(v).to(device)).float().cpu().numpy()
+                    for v in gather_views(rows, counts, spec, views)
+                ]
+            )
+    return distributed.gather_rows(local, videos, len(test))
+
+
+def rank_steps(order: np.ndarray, batch: int) -> list[tuple[np.ndarray, float]]:
+    """This rank's clips of each step of an epoch whose videos come in `order`, `batch` a step, and
+    the weight of its mean loss: every step whole at weight 1 in one process. Data-parallel, rank r
+    takes the r-th of N contiguous parts of each step (module docstring); a part of the last, smaller
+    batch is weighted by N × its share of that batch, so the mean over the ranks of the weighted
+    losses (what DDP's gradient average gives) is the batch's mean loss."""
+    steps = [order[i : i + batch] for i in range(0, len(order), batch)]
+    world = world_size()
+    if world == 1:
+        return [(step, 1.0) for step in steps]
+    if steps and len(steps[-1]) < MIN_RANK_CLIPS * world:
+        steps = steps[:-1]
+    out = []
+    for step in steps:
+        part = np.array_split(step, world)[rank()]
+        out.append((part, world * len(part) / len(step)))
+    return out
 
 
 def _train(
@@ -122,11 +193,13 @@ def _train(
     batch: int,
     epochs: int,
     lr: float,
-) -> _EpochRecord:
+) -> tuple[_EpochRecord, int]:
     """`epochs` passes over the training videos (`data`: the split and how its clips are cut), `batch`
-    clips a step, the cosine schedule updated after every step; returns the per-epoch record."""
+    clips a step, the cosine schedule updated after every step; returns the per-epoch record and the
+    steps of an epoch. Data-parallel, each rank trains on its part of every step (`rank_steps`)
+    through the DDP-wrapped model."""
     train, spec = data
-    steps_per_epoch = math.ceil(len(train) / batch)
+    steps_per_epoch = len(rank_steps(np.arange(len(train)), batch))
     scheduler = CosineLRScheduler(
         optimizer,
         t_initial=max(2, epochs * steps_per_epoch),  # a one-step schedule makes timm warn
@@ -137,30 +210,41 @@ def _train(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     # One generator draws each epoch's order and every clip's start, in the order the steps need them;
-    # the crop boxes come from torch's global generator (features.random_train_clip).
+    # the crop boxes come from torch's global generator (features.random_train_clip). Data-parallel,
+    # the order comes from the run's seed on every rank and the clips from each rank's own streams.
     rng = np.random.default_rng(ctx.seed)
+    clip_rng = rng
+    if distributed.active():
+        clip_rng = np.random.default_rng([ctx.seed, rank()])
+        torch.manual_seed(ctx.seed + rank())
+    net = data_parallel(model)  # the model itself in one process
 
-    def batches(epoch: int) -> Iterator[np.ndarray]:
-        order = rng.permutation(len(train))
-        for i in range(0, len(order), batch):
-            yield order[i : i + batch]
+    def batches(epoch: int) -> Iterator[tuple[np.ndarray, float]]:
+        yield from rank_steps(rng.permutation(len(train)), batch)
 
-    def loss_of(idx: np.ndarray) -> torch.Tensor:
-        clips = torch.stack([random_train_clip(train.frames(int(j)), spec, rng) for j in idx])
+    def loss_of(step: tuple[np.ndarray, float]) -> torch.Tensor:
+        idx, weight = step
+        clips = torch.stack([random_train_clip(train.frames(int(j)), spec, clip_rng) for j in idx])
         labels = torch.from_numpy(train.labels[idx]).to(ctx.device)
-        return loss_fn(model(clips.to(ctx.device)), labels)
+        x = clips.to(ctx.device)
+        if net is not model:
+            # The frames are channels-last views (HWC arrays permuted); the conv weights' gradients
+            # would follow, and DDP, whose gradient buckets are contiguous, warns and copies them.
+            x = x.contiguous()
+        loss = loss_fn(net(x), labels)
+        return loss * weight if weight != 1.0 else loss
 
-    record = _EpochRecord()
+    epoch_record = _EpochRecord()
     TrainLoop(
-        model,
+        net,
         optimizer,
         loss_of,
         batches,
         device=ctx.device,
         epochs=epochs,
-        hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), record],
+        hooks=[AfterStep(lambda step: scheduler.step_update(num_updates=step)), epoch_record],
         what="the video classifier on clips",
         hint=f"lower ft_lr (now {lr})",
         total_steps=epochs * steps_per_epoch,
     ).run()
-    return record
+    return epoch_record, steps_per_epoch
