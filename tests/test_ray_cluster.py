@@ -109,11 +109,13 @@ class Cluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_node(self, name: str, head: bool = False, resources: dict[str, float] | None = None) -> Node:
+    def start_node(
+        self, name: str, head: bool = False, resources: dict[str, float] | None = None, cpus: int = 1
+    ) -> Node:
         temp_dir = self.root / name
         temp_dir.mkdir(parents=True)
         cmd = [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--block", f"--num-cpus={cpus}",
             f"--temp-dir={temp_dir}", "--disable-usage-stats",
             "--object-store-memory=100000000", f"--dashboard-agent-listen-port={free_port()}",
             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
@@ -160,20 +162,26 @@ class Cluster:
             node.kill()
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def two_nodes(second_cpus: int = 1) -> Iterator[Cluster]:
     """A two-node Ray cluster on loopback; its processes are killed whatever the test did. The temp
     dir is short: Ray's unix sockets live under it and their paths may not exceed 107 bytes."""
     root = Path(tempfile.mkdtemp(prefix="bobray-", dir="/tmp"))
     c = Cluster(root)
     try:
         c.start_node("head", head=True)
-        c.start_node("second", resources={"second": 1})
+        c.start_node("second", resources={"second": 1}, cpus=second_cpus)
         c.wait_for_nodes(2)
         yield c
     finally:
         c.stop()
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with two_nodes() as c:
+        yield c
 
 
 def sweep_file(path: Path, seeds: int, k: list[int]) -> Path:
@@ -329,3 +337,44 @@ def test_losing_a_node_mid_sweep_loses_and_duplicates_no_run(cluster, tmp_path):
     # The run the second node was executing when it died ran again elsewhere.
     assert len(executed) > len(planned)
     assert {seed for seed, _ in executed} == set(range(runs))
+
+
+@pytest.mark.long
+def test_a_data_parallel_run_is_placed_as_one_gang(tmp_path):
+    """`--ranks-per-run 2`: the fine-tuning run needs 2 CPUs on one node (a placement group of one
+    STRICT_PACK bundle), which only the second node has (the head has 1), and the elastic launcher
+    starts both ranks inside it; the knn run beside it keeps one process. The head alone could never
+    place the gang, so an ok 2-rank result means the gang was placed whole, then released."""
+    ft_args = "{epochs: 1, warmup_epochs: 0, batch_size: 8, accum_steps: 2}"
+    file = tmp_path / "sweep.yaml"
+    file.write_text(
+        "name: ray-gang\n"
+        "grids:\n"
+        "  - backbones: [timm/test_vit]\n"
+        "    weights: [random]\n"
+        "    tasks:\n"
+        f"      - {{task: finetune/shapes-mini, args: {ft_args}}}\n"
+        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
+    )
+    with two_nodes(second_cpus=2) as c:
+        start = time.perf_counter()
+        done = bob_sweep(
+            file, tmp_path / "raw", "-x", "ray", "--address", c.address, "--ranks-per-run", "2", env=c.env
+        )
+        seconds = time.perf_counter() - start
+        assert done.returncode == 0, done.stdout + done.stderr
+        probe = (
+            "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "from ray.util import placement_group_table as t; "
+            "print(sum(g['state'] != 'REMOVED' for g in t().values()))"
+        )
+        left = subprocess.run(
+            [sys.executable, "-c", probe, c.address], capture_output=True, text=True, env=c.env, timeout=60
+        )
+        assert left.stdout.strip().splitlines()[-1] == "0", left.stdout + left.stderr  # released
+    results = {rs[0].task["name"]: rs for rs in result_files(tmp_path / "raw").values()}
+    (ft,), (knn,) = results["finetune/shapes-mini"], results["knn/shapes-mini"]
+    assert ft.ok and knn.ok
+    assert ft.protocol["data_parallel"]["world_size"] == 2
+    assert "data_parallel" not in knn.protocol
+    print(f"ray gang sweep: 2 runs ok (one on 2 ranks) in {seconds:.1f}s")

@@ -216,3 +216,57 @@ def test_a_cancelled_array_task_loses_its_run_and_the_resumed_sweep_runs_it_once
         f"{first_counts.get('lost')} · resumed ok {resumed_counts.get('ok')} · duplicated 0 · "
         f"executions {len(seeds)} · {seconds:.1f}s"
     )
+
+
+FT_ARGS = {"epochs": "1", "warmup_epochs": "0", "batch_size": "8", "accum_steps": "2"}
+
+
+def test_a_data_parallel_run_is_one_slurm_job_of_two_tasks(tmp_path):
+    """`--ranks-per-run 2`: the fine-tuning run goes in its own array, of jobs with two tasks
+    (`tasks_per_node`, srun), each task one rank joined from SLURM's environment; the knn run goes in
+    the one-task array. Both results are ok; the fine-tuning one was trained by two ranks."""
+    args = ", ".join(f"{k}: {v}" for k, v in FT_ARGS.items())
+    file = tmp_path / "sweep.yaml"
+    file.write_text(
+        "name: slurm-ranks\n"
+        "grids:\n"
+        "  - backbones: [timm/test_vit]\n"
+        "    weights: [random]\n"
+        "    tasks:\n"
+        f"      - {{task: finetune/shapes-mini, args: {{{args}}}}}\n"
+        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
+    )
+    results, jobs = tmp_path / "raw", tmp_path / "jobs"
+    cmd = [sys.executable, "-m", "bob.cli", "sweep", str(file), "--results-dir", str(results), "--quiet"]
+    cmd += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--num-workers", "0"]
+    cmd += ["-x", "slurm", "--slurm-folder", str(jobs), "--ranks-per-run", "2", *SLURM_FLAGS]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=REPO, timeout=600)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_task = {rs[0].task["name"]: rs for rs in result_files(results).values()}
+    (ft,), (knn,) = by_task["finetune/shapes-mini"], by_task["knn/shapes-mini"]
+    assert ft.ok and knn.ok
+    assert ft.protocol["data_parallel"]["world_size"] == 2 and "data_parallel" not in knn.protocol
+    # Two arrays of one task each; the fine-tuning job's two tasks each logged (submitit: _0, _1).
+    logs = sorted(p.name for p in jobs.rglob("*_log.out"))
+    assert len({name.split("_")[0] for name in logs}) == 2 and len(logs) == 3, logs
+    print(f"slurm data-parallel sweep: 2 runs ok (one on a 2-task job) in {seconds:.1f}s")
+
+
+def test_srun_of_two_tasks_runs_bob_run_as_two_ranks(tmp_path):
+    """`srun -n 2 bob run ... --gpus-per-run 2`: SLURM starts the ranks, each joins from SLURM's
+    environment (SLURM_PROCID, SLURM_NTASKS, the job's first node), and rank 0 alone writes."""
+    args = [f"-a{k}={v}" for k, v in FT_ARGS.items()]
+    cmd = ["srun", "-n", "2", "--cpus-per-task", "1", "--time", "10", sys.executable, "-m", "bob.cli", "run"]
+    cmd += ["-b", "timm/test_vit", "-w", "random", "-t", "finetune/shapes-mini", *args, "--device", "cpu"]
+    cmd += ["--results-dir", str(tmp_path / "raw"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    cmd += ["--gpus-per-run", "2"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=REPO, timeout=600)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    (results,) = result_files(tmp_path / "raw").values()
+    assert len(results) == 1 and results[0].ok
+    assert results[0].protocol["data_parallel"]["world_size"] == 2
+    print(f"srun -n 2 bob run: ok in {seconds:.1f}s")

@@ -61,6 +61,15 @@ NumCpus = Annotated[
 GpusPerRun = Annotated[
     float | None, typer.Option("--gpus-per-run", min=0, help="Ray: GPUs per group (default: 1 if any).")
 ]
+RanksPerRun = Annotated[
+    int,
+    typer.Option(
+        "--ranks-per-run",
+        min=1,
+        help="Data-parallel ranks (one device each) for every run whose suite trains data-parallel; "
+        "ray places them as one gang, slurm as one job of that many tasks (docs/distributed.md).",
+    ),
+]
 MaxRetries = Annotated[
     int, typer.Option("--max-retries", min=0, help="Ray: retries of a group whose worker died.")
 ]
@@ -90,6 +99,7 @@ def sweep(
     address: Address = None,
     num_cpus: NumCpus = None,
     gpus_per_run: GpusPerRun = None,
+    ranks_per_run: RanksPerRun = 1,
     max_retries: MaxRetries = 3,
     partition: Partition = None,
     time_min: TimeMin = 240,
@@ -131,7 +141,7 @@ def sweep(
         plan, mode=mode, executor=executor, executor_options=_executor_settings(executor, **flags),
         results_dir=results_dir, cache_dir=cache_dir, device=device, batch_size=batch_size,
         num_workers=num_workers, samples=samples, display=api.SweepDisplay(console(), enabled=not quiet), yes=yes,
-        geometry_cache=geometry_cache, trackers=tracker or [],
+        geometry_cache=geometry_cache, trackers=tracker or [], ranks_per_run=ranks_per_run,
     )  # fmt: skip
     print_summary(plan, summary, mode, results_dir)
     print_outcomes(api.load_outcomes(plan.specs(), results_dir) if plan.runs <= MAX_TABLE else [])

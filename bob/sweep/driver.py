@@ -30,7 +30,7 @@ from bob.sweep.expand import Expansion
 from bob.sweep.plan import Plan, RunGroup, extraction_keys, make_plan, reads_feature_cache
 from bob.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec
 from bob.sweep.stats import collect_stats
-from bob.sweep.worker import ELSEWHERE, RunReport, report_status, spec_from_dict, wanted
+from bob.sweep.worker import ELSEWHERE, RunReport, failed_result, report_status, spec_from_dict, wanted
 from bob.weights import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,7 @@ def plan_sweep(sweep: SweepSpec) -> Plan:
 
 def lost_result(spec: RunSpec, why: str) -> RunResult:
     """The failed result of a run whose worker died for good (after the executor's retries)."""
-    return RunResult(
-        id=spec.id,
-        status="failed",
-        spec=spec.to_dict(),
-        backbone={"name": spec.backbone},
-        task={"name": spec.task},
-        error={"type": "WorkerLost", "message": why, "user_error": False, "traceback": []},
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+    return failed_result(spec, "WorkerLost", why)
 
 
 class Collector:

@@ -6,6 +6,10 @@ result is lost only if both copies are. `max_retries` re-runs a group whose work
 (system failures); application errors never raise here, they are failed results already, so
 `retry_exceptions` stays off. A retried group skips what its first attempt finished.
 
+A data-parallel run (`--ranks-per-run N`, bob/sweep/worker.py) is placed as one gang: a placement
+group that reserves its N devices on one node at once, and the worker inside it starts the ranks
+with torch's elastic launcher (`RayExecutor._gang`); the group is removed when the run ends.
+
 Dependencies (bob/sweep/plan.py): a group whose runs consume other groups' runs gets those groups'
 task refs as arguments, so Ray starts it only once they are done; if one of them is lost, so is it
 (with the reason).
@@ -21,7 +25,7 @@ from bob import progress
 from bob.errors import UsageError
 from bob.sweep.executors import LostFn, ReportFn, SweepJob
 from bob.sweep.plan import RunGroup
-from bob.sweep.worker import RunReport
+from bob.sweep.worker import RunReport, groups_ranks
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,12 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
             f"Cannot reach the Ray cluster at {address}: {err}. Check that it is up (`ray status` on its "
             "head node) and that --address names its head's port (6379 unless `ray start --port` set one)."
         ) from None
+
+
+def remove_placement_group(pg: Any) -> None:
+    from ray.util.placement_group import remove_placement_group as remove
+
+    remove(pg)
 
 
 class RayExecutor:
@@ -118,28 +128,39 @@ class RayExecutor:
                 "retry_exceptions": False,
             }
             # A fresh worker per GPU group hands all CUDA memory back between groups.
-            remote = ray.remote(max_calls=1 if gpus else 0)(_call).options(**options)
-            after = ray.remote(max_calls=1 if gpus else 0)(_call_after).options(**options)
+            remote = ray.remote(max_calls=1 if gpus else 0)(_call)
+            after = ray.remote(max_calls=1 if gpus else 0)(_call_after)
             fn_ref = ray.put(job.fn)
             pending = {}
             task_of: dict[str, Any] = {}  # run id -> the task ref that runs it (groups come providers first)
+            gangs: dict[Any, Any] = {}  # task ref -> the placement group it runs in
             for group in groups:
                 waits = list({id(r): r for r in (task_of[n] for n in group.needs if n in task_of)}.values())
                 head, chunks = split_group(group, self.chunk)
+                ranks = groups_ranks(job.payload(head)[0], job.options)
+                gang = self._gang(ray, head, ranks, gpus) if ranks > 1 else {}
                 if waits:
-                    head_ref = after.remote(fn_ref, len(waits), *waits, *job.payload(head))
+                    head_ref = after.options(**{**options, **gang}).remote(
+                        fn_ref, len(waits), *waits, *job.payload(head)
+                    )
                 else:
-                    head_ref = remote.remote(fn_ref, *job.payload(head))
+                    head_ref = remote.options(**{**options, **gang}).remote(fn_ref, *job.payload(head))
+                if gang:
+                    gangs[head_ref] = gang["scheduling_strategy"].placement_group
                 pending[head_ref] = head
                 task_of.update((s.id, head_ref) for s in head.specs)
                 for part in chunks:
-                    ref = after.remote(fn_ref, 1 + len(waits), head_ref, *waits, *job.payload(part))
+                    ref = after.options(**options).remote(
+                        fn_ref, 1 + len(waits), head_ref, *waits, *job.payload(part)
+                    )
                     pending[ref] = part
                     task_of.update((s.id, ref) for s in part.specs)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     group = pending.pop(ref)
+                    if ref in gangs:  # the run's devices go back to the cluster
+                        remove_placement_group(gangs.pop(ref))
                     try:
                         reports = ray.get(ref)
                     except Exception as err:  # the worker died more often than max_retries allows
@@ -151,3 +172,22 @@ class RayExecutor:
         finally:
             if started and self.shutdown:
                 ray.shutdown()
+
+    def _gang(self, ray: Any, group: RunGroup, ranks: int, gpus: float) -> dict[str, Any]:
+        """Task options that run a data-parallel run's worker as one gang: a placement group that
+        reserves all `ranks` devices (one GPU each, or `cpus_per_run` CPUs each on a CPU cluster) on
+        one node at once (STRICT_PACK), so the elastic launcher inside the worker starts every rank
+        or none; Ray gives the worker those GPUs (CUDA_VISIBLE_DEVICES)."""
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle: dict[str, float] = {"CPU": self.cpus_per_run * ranks}
+        if gpus:
+            bundle["GPU"] = float(ranks)
+        pg = placement_group([bundle], strategy="STRICT_PACK", name=f"bob-{group.specs[0].id}")
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
+        return {
+            "num_cpus": bundle["CPU"],
+            "num_gpus": bundle.get("GPU", 0),
+            "scheduling_strategy": strategy,
+        }

@@ -3,6 +3,10 @@
 `cluster="local"` uses submitit's local executor (subprocesses on this machine), which is how it is
 tested; on a SLURM login node the default `cluster=None` lets submitit pick SLURM.
 
+Data-parallel runs (`--ranks-per-run N`, bob/sweep/worker.py) go in job arrays of their own, whose
+jobs have N tasks on one node (`tasks_per_node`, one GPU each when the array has GPUs); each task
+joins the run's process group as one rank from SLURM's environment (`_call_ranked`).
+
 Dependencies (bob/sweep/plan.py): the groups go in waves (`dependency_levels`), one job array per wave,
 each submitted once the previous wave has finished; a plan without dependencies is one array.
 
@@ -14,16 +18,17 @@ job, so a task that has left `squeue` for GONE_AFTER_S without writing its resul
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from bob import progress
+from bob import distributed, progress
 from bob.errors import UsageError
 from bob.sweep.executors import LostFn, ReportFn, SweepJob
 from bob.sweep.plan import RunGroup, dependency_levels
-from bob.sweep.worker import RunReport
+from bob.sweep.worker import RunReport, groups_ranks
 
 POLL_S = 5.0  # how often the driver looks at a SLURM array's tasks (0.5 s on submitit's local cluster)
 GONE_AFTER_S = 30.0  # a task out of squeue this long with no result file has ended without one
@@ -32,6 +37,27 @@ GONE_AFTER_S = 30.0  # a task out of squeue this long with no result file has en
 def _call(fn: Any, *payload: Any) -> list[dict[str, Any]]:
     progress.set_enabled(False)
     return fn(*payload)
+
+
+def _call_ranked(fn: Any, *payload: Any) -> list[dict[str, Any]]:
+    """One task of a job whose tasks are a data-parallel run's ranks (`tasks_per_node`): join the
+    process group from submitit's view of the SLURM environment (rank, world size, local rank, the
+    job's first node), then run the group; task 0's reports are the job's result."""
+    import submitit
+
+    progress.set_enabled(False)
+    env = submitit.JobEnvironment()
+    job_id = os.environ.get("SLURM_JOB_ID") or str(env.job_id)  # one per array task, unlike the array's
+    distributed.join(
+        payload[1].device,
+        env.global_rank,
+        env.num_tasks,
+        env.local_rank,
+        env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1",
+        distributed.slurm_port(job_id),
+    )
+    reports = fn(*payload)
+    return reports if distributed.is_main() else []
 
 
 def queued_tasks(array_ids: set[str]) -> set[str] | None:
@@ -72,43 +98,63 @@ class SlurmExecutor:
         )
         self.mem_gb, self.parallelism, self.cluster = mem_gb, array_parallelism, cluster
 
-    def _executor(self) -> Any:
+    def _executor(self, ranks: int = 1) -> Any:
+        """The submitit executor of array tasks whose runs take `ranks` data-parallel ranks: one task
+        per rank (`tasks_per_node`, one GPU each when the array has GPUs), all on one node."""
         try:
             import submitit
         except ImportError:
             raise UsageError("--executor slurm needs submitit: pip install 'bob-bench[cluster]'.") from None
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        gpus = self.gpus * ranks if self.gpus else 0
         params: dict[str, Any] = {
             "timeout_min": self.time_min,
             "cpus_per_task": self.cpus,
-            "name": "bob-sweep",
+            "name": "bob-sweep" if ranks == 1 else f"bob-sweep-{ranks}ranks",
+            "tasks_per_node": ranks,
+            "nodes": 1,
         }
         if executor.cluster == "slurm":
-            params.update(slurm_array_parallelism=self.parallelism, gpus_per_node=self.gpus)
+            params.update(slurm_array_parallelism=self.parallelism, gpus_per_node=gpus)
             if self.partition:
                 params["slurm_partition"] = self.partition
             if self.mem_gb:
                 params["mem_gb"] = self.mem_gb
         elif executor.cluster == "local":
-            params["gpus_per_node"] = 0 if self.gpus == 0 else self.gpus
+            params["gpus_per_node"] = gpus
         executor.update_parameters(**params)
         return executor
 
     def run(self, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn) -> None:
         if not groups:
             return
-        executor = self._executor()
+        executors: dict[int, Any] = {}
         for wave in dependency_levels(groups):
-            self._run_wave(executor, wave, job, on_report, on_group_lost)
+            self._run_wave(executors, wave, job, on_report, on_group_lost)
 
     def _run_wave(
-        self, executor: Any, groups: list[RunGroup], job: SweepJob, on_report: ReportFn, on_group_lost: LostFn
+        self,
+        executors: dict[int, Any],
+        groups: list[RunGroup],
+        job: SweepJob,
+        on_report: ReportFn,
+        on_group_lost: LostFn,
     ) -> None:
-        payloads = [job.payload(g) for g in groups]
-        columns = list(zip(*payloads, strict=True))
-        jobs = executor.map_array(_call, [job.fn] * len(groups), *columns)
-        pending = list(zip(jobs, groups, strict=True))
-        on_slurm = executor.cluster == "slurm"
+        """One job array per rank count in the wave (most have one: every run in one task; runs that
+        train data-parallel under --ranks-per-run N get arrays of N-task jobs), polled together."""
+        by_ranks: dict[int, list[RunGroup]] = {}
+        for group in groups:
+            by_ranks.setdefault(groups_ranks(job.payload(group)[0], job.options), []).append(group)
+        pending = []
+        for ranks, members in by_ranks.items():
+            if ranks not in executors:
+                executors[ranks] = self._executor(ranks)
+            executor = executors[ranks]
+            columns = list(zip(*(job.payload(g) for g in members), strict=True))
+            call = _call if ranks == 1 else _call_ranked
+            jobs = executor.map_array(call, [job.fn] * len(members), *columns)
+            pending += list(zip(jobs, members, strict=True))
+        on_slurm = next(iter(executors.values())).cluster == "slurm"
         gone: dict[str, float] = {}  # task id -> when it was first missing from squeue
         while pending:
             queued = queued_tasks({j.job_id.split("_")[0] for j, _ in pending}) if on_slurm else None
