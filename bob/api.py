@@ -406,7 +406,7 @@ def sweep(
     if executor == "local":  # remote workers resolve the device on their own machines
         resolve_device(device)
         if ranks_per_run > 1:  # as many devices as ranks, here and now
-            distributed.check_devices(device, ranks_per_run)
+            distributed.check_devices(device, ranks_per_run, "--ranks-per-run")
     preflight(options)
     state = survey_plan(plan, ResultStore(options.results_dir), mode)
     check_size(state, plan, max_runs, yes)

@@ -16,7 +16,8 @@ A suite declares whether its runs train data-parallel (`Task.data_parallel`, and
 that take a run off that path, `Task.not_data_parallel`); any other run with `--gpus-per-run` above 1
 is a usage error before anything is launched, never N copies of the same run. Suites share the
 data-parallel loader and protocol record (tasks/common/data_parallel.py) and gather their evaluation
-with `gather_rows`, `gather_objects` and `all_sum` here. This module imports torch only inside its
+with `gather_rows`, `gather_objects` and `all_sum` here. A run that reads the frozen-feature cache
+may run on N ranks too: each extracts its shard of every split it misses (bob/context.py). This module imports torch only inside its
 functions: `bob --help` stays light.
 """
 
@@ -187,7 +188,7 @@ def all_sum(values: np.ndarray) -> np.ndarray:
     import torch.distributed as dist
 
     device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.from_numpy(np.ascontiguousarray(values)).to(device)
+    t = torch.from_numpy(np.array(values, copy=True)).to(device)  # reduced in place: not the caller's
     dist.all_reduce(t)
     return t.cpu().numpy()
 
@@ -203,22 +204,23 @@ def fault_point(step: int) -> None:
 # ------------------------------------------------------------------------------------------ launching
 
 
-def check_devices(device: str, nprocs: int) -> str:
-    """The kind of device the ranks use ("cuda" or "cpu"); a usage error when CUDA is asked for and
-    fewer than `nprocs` devices exist. Without CUDA, `auto` runs the ranks on the CPU with gloo."""
+def check_devices(device: str, nprocs: int, option: str = OPTION) -> str:
+    """The kind of device the ranks use ("cuda" or "cpu"); a usage error, naming the flag `option`
+    that asked, when CUDA is asked for and fewer than `nprocs` devices exist. Without CUDA, `auto`
+    runs the ranks on the CPU with gloo."""
     import torch
 
     if device.startswith("mps"):
-        raise UsageError(f"{OPTION} needs CUDA devices or the CPU (gloo); --device {device} has neither.")
+        raise UsageError(f"{option} needs CUDA devices or the CPU (gloo); --device {device} has neither.")
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return "cpu"
     if ":" in device:
         raise UsageError(
-            f"{OPTION} gives each rank its own device: use --device cuda, not --device {device}."
+            f"{option} gives each rank its own device: use --device cuda, not --device {device}."
         )
     count = torch.cuda.device_count()
     if count < nprocs:
-        raise UsageError(f"{OPTION} {nprocs} needs {nprocs} CUDA devices; this machine has {count}.")
+        raise UsageError(f"{option} {nprocs} needs {nprocs} CUDA devices; this machine has {count}.")
     return "cuda"
 
 

@@ -132,7 +132,9 @@ def execute(spec: RunSpec, options: RunOptions) -> RunOutcome:
             result, stats = _run(spec, options, ResultStore(scratch), device)
         return RunOutcome(spec, result, path, stats=stats)
     result, stats = _run(spec, options, store, device)
-    if not result.ok and (result.error or {}).get("out_of_memory") and options.batch_size > 1:
+    # The retry runs in this process alone: never in a data-parallel run, whose other ranks have gone on.
+    retry = not distributed.active() and options.batch_size > 1
+    if not result.ok and (result.error or {}).get("out_of_memory") and retry:
         result, stats = _retry_with_half_batch(spec, options, store, device, result)
     store.write(result, spec)
     if options.trackers:  # a mirror of the written result; a tracker's failure is a warning only

@@ -136,3 +136,26 @@ def test_a_rank_that_dies_fails_its_run_and_the_retry_runs_it_data_parallel(tmp_
     proc = _sweep(tmp_path)  # resumed: nothing left to run, nothing rewritten
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "raw").rglob("*.json")} == written
+
+
+def test_a_local_sweep_with_more_ranks_than_devices_is_exit_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from tests.cli_harness import invoke
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    file = _sweep_file(tmp_path / "sweep.yaml")
+    argv = [
+        "sweep",
+        str(file),
+        "--device",
+        "cuda",
+        "--ranks-per-run",
+        "2",
+        "--results-dir",
+        str(tmp_path / "r"),
+    ]
+    code, out = invoke(argv, capsys)
+    assert code == 2 and "--ranks-per-run 2 needs 2 CUDA devices; this machine has 1" in " ".join(out.split())
+    assert not list((tmp_path / "r").rglob("*.json"))

@@ -101,7 +101,7 @@ class IoUAccumulator:
         if not distributed.active():
             return self
         out = IoUAccumulator(self.num_classes, self.ignore_index)
-        out.matrix = distributed.all_sum(self.matrix.copy())  # reduced in place: keep ours intact
+        out.matrix = distributed.all_sum(self.matrix)
         out.per_image = distributed.gather_objects(self.per_image, rows, total)
         out.images = total
         return out
