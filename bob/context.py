@@ -203,7 +203,7 @@ class RunContext:
             title = f"extracting {split.dataset}/{split_name}"
             if self.limit is not None:
                 title += f" (limit {self.limit})"
-            rows = self._shard(len(split))
+            rows = distributed.shard(len(split)) if distributed.active() else None
             part = split if rows is None else split.subset(np.asarray(rows, dtype=np.int64), split_name)
             if rows is not None:
                 title += f" (rank {distributed.world().rank}: {len(part)} of {len(split)})"
@@ -222,14 +222,6 @@ class RunContext:
             return features, split.labels, {}
 
         return self._cached_or_extracted(split_name, key_spec, extract)
-
-    @staticmethod
-    def _shard(total: int) -> list[int] | None:
-        """This rank's rows of a split to extract in a data-parallel run (None in one process)."""
-        if not distributed.active():
-            return None
-        me = distributed.world()
-        return distributed.shard_positions(total, me.rank, me.size)
 
     @contextlib.contextmanager
     def _pixels(self, split: ImageSplit, geometry_cache: bool = True) -> Iterator[Iterator[Any]]:

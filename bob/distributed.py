@@ -134,6 +134,16 @@ def shard_positions(total: int, rank: int, size: int) -> list[int]:
     return list(range(rank, total, size))
 
 
+def shard(total: int) -> list[int]:
+    """The rows of a split of `total` this rank handles (its evaluation or extraction shard, as
+    `shard_positions` deals them): every row outside a data-parallel run."""
+    if not active():
+        return list(range(total))
+    import torch.distributed as dist
+
+    return shard_positions(total, dist.get_rank(), dist.get_world_size())
+
+
 def gather_rows(local: np.ndarray, rows: Sequence[int], total: int) -> np.ndarray:
     """Every rank's outputs in dataset order: `local[i]` is row `rows[i]`; the result has `total` rows
     (`local` itself outside a data-parallel run). Exact: rows are moved, never recomputed."""

@@ -6,8 +6,8 @@ train and evaluate data-parallel when bob launched its run on several ranks (bob
   Data-parallel, a `DistributedSampler` deals each rank `batch_size / world` samples of every step
   (the run's batch, hence its lr and its id, stay the same) from one permutation per pass, redrawn
   on every pass as one process's shuffle is.
-- `shard`: the rows of an evaluation split this rank scores; bob/distributed.py's `gather_rows`,
-  `gather_objects` and `all_sum` put every rank's outputs back together, exactly.
+- evaluation: each rank scores `bob.distributed.shard(len(split))`, the rows it deals this rank, and
+  `gather_rows`, `gather_objects` and `all_sum` there put every rank's outputs back together, exactly.
 - `record`: the protocol's `data_parallel` entry (world size, backend, batches, lr scaling).
 
 Only fine-tuning (common/finetune.py) keeps one process's exact sample order and augmentations at
@@ -103,11 +103,6 @@ def train_batches(
     sampler = DistributedSampler(dataset, world, me, shuffle=True, seed=seed, drop_last=True)
     loader = DataLoader(dataset, local, sampler=sampler, drop_last=drop_last, **options)
     return _Passes(loader, sampler)
-
-
-def shard(total: int) -> list[int]:
-    """The rows of a split of `total` this rank scores: every row outside a data-parallel run."""
-    return distributed.shard_positions(total, rank(), world_size())
 
 
 def record(batch_size: int, **extra: Any) -> dict[str, Any] | None:

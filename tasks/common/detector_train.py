@@ -34,7 +34,7 @@ from bob.data.coco import DetectionSplit
 from bob.progress import progress_bar
 from bob.tasks.common.args import DETECTION_LR_GRID, DetectorArgs
 from bob.tasks.common.coco_eval import to_coco_results
-from bob.tasks.common.data_parallel import record, shard, train_batches
+from bob.tasks.common.data_parallel import record, train_batches
 from bob.tasks.common.detector_data import DetectionDataset, collate, train_indices
 from bob.tasks.common.rcnn import predicts_masks
 from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast, data_parallel
@@ -204,7 +204,7 @@ def predict(
     masks = predicts_masks(model)
     dataset = DetectionDataset(split, list(range(len(split))), masks=False)
     batches = [list(range(s, min(s + batch_size, len(split)))) for s in range(0, len(split), batch_size)]
-    mine = [batches[b] for b in shard(len(batches))]
+    mine = [batches[b] for b in distributed.shard(len(batches))]
     rows = [i for batch in mine for i in batch]
     loader = DataLoader(dataset, batch_sampler=mine, collate_fn=collate, num_workers=num_workers)
     model.to(device).eval()

@@ -51,6 +51,7 @@ from bob.backbones.base import Backbone, pooled_width
 from bob.backbones.meta import DataConfig
 from bob.data.base import ImageSplit
 from bob.errors import UsageError
+from bob.tasks.common.data_parallel import world_size
 from bob.tasks.common.distill_loss import ImageTransform, SoftTargets, batch_loss
 from bob.tasks.common.layer_decay import ParamGroups, layer_decay_groups
 from bob.tasks.common.metrics import classification_metrics
@@ -147,7 +148,7 @@ def evaluate(
     images: torch.utils.data.Dataset = LabelledImages(split, eval_transform(data_config))
     rows = None
     if distributed.active():
-        rows = distributed.shard_positions(len(split), torch.distributed.get_rank(), _world_size())
+        rows = distributed.shard(len(split))
         images = torch.utils.data.Subset(images, rows)
     loader = torch.utils.data.DataLoader(
         images,
@@ -256,10 +257,6 @@ def _train_loader(
     )
 
 
-def _world_size() -> int:
-    return torch.distributed.get_world_size() if distributed.active() else 1
-
-
 class SeededSamples(torch.utils.data.Dataset):
     """A dataset whose random transforms draw from (seed, epoch, index): python's, numpy's and torch's
     generators are seeded before each sample (and mixup, after a batch, draws from its last sample's
@@ -352,7 +349,7 @@ def _sharded_train_loader(
     """This rank's loader, its accumulation steps, the protocol's record and the epoch hook: the
     run's effective batch (`batch_size` × its accumulation) split over the ranks, by accumulation
     micro-steps when the ranks divide them, else by batch."""
-    world = _world_size()
+    world = world_size()
     accum = min(cfg.accum_steps, len(images) // batch_size) or 1  # type: ignore[arg-type]
     split_accum = accum % world == 0
     if split_accum:

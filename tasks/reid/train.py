@@ -42,7 +42,7 @@ from bob.data.base import ImageSplit
 from bob.errors import UsageError
 from bob.features import split_batches
 from bob.progress import Progress, progress_bar
-from bob.tasks.common.data_parallel import rank, record, shard, world_size
+from bob.tasks.common.data_parallel import rank, record, world_size
 from bob.tasks.common.train_loop import AfterStep, TrainLoop, data_parallel
 from bob.tasks.reid import ReidArgs
 from bob.tasks.reid.data import reid_arrays
@@ -126,7 +126,7 @@ def _embed(ctx: RunContext, model: BNNeckEmbedding, split: ImageSplit, bar: Prog
     """The neck features [N, D] of `split`, in its order. Data-parallel, each rank embeds its shard
     of the rows (`bar` counts them) and the shards are gathered back in order (exact: rows are
     moved, not recomputed)."""
-    rows = shard(len(split))
+    rows = distributed.shard(len(split))
     local_split = split if len(rows) == len(split) else split.subset(np.asarray(rows), split.split)
     out = [np.zeros((0, model.neck.num_features), dtype=np.float32)]  # a rank with no row
     model.eval()
@@ -172,7 +172,7 @@ def finetune_embedding(
     # (the same plan on every rank of a data-parallel run).
     plan = [identity_batches(labels, args.ids_per_batch, args.images_per_id, rng) for _ in range(args.epochs)]
     loop = _train(ctx, args, model, (train_name, train, labels), plan)
-    with progress_bar("embedding queries and gallery", len(shard(len(test))), "images") as bar:
+    with progress_bar("embedding queries and gallery", len(distributed.shard(len(test))), "images") as bar:
         features = _embed(ctx, model, test, bar)
     protocol = {
         "features": "BNNeck embedding (pooled → BatchNorm1d), backbone fine-tuned",

@@ -42,8 +42,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from bob import distributed
 from bob.progress import progress_bar
-from bob.tasks.common.data_parallel import shard, train_batches
+from bob.tasks.common.data_parallel import train_batches
 from bob.tasks.common.train_loop import AfterStep, TrainLoop, autocast, data_parallel
 from bob.tasks.segmentation.data import SegmentationSplit
 from bob.tasks.segmentation.metrics import IGNORE_INDEX, IoUAccumulator
@@ -285,7 +286,7 @@ def evaluate(
     Data-parallel, each rank predicts its shard of the images (all of them in one process) and gets
     back the whole split's accumulator: the ranks' matrices summed, their per-image areas gathered in
     dataset order, equal to one process's. The progress bar (this rank's images) is rank 0's only."""
-    rows = shard(len(split))
+    rows = distributed.shard(len(split))
     loader = DataLoader(
         Subset(SegmentationDataset(split), rows),
         cfg.batch_size,

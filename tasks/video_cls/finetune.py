@@ -38,7 +38,7 @@ from bob.context import RunContext
 from bob.data.video import VideoSplit, Views
 from bob.errors import UsageError
 from bob.progress import Progress, progress_bar
-from bob.tasks.common.data_parallel import per_device_batch, rank, record, shard, world_size
+from bob.tasks.common.data_parallel import per_device_batch, rank, record, world_size
 from bob.tasks.common.layer_decay import layer_decay_groups
 from bob.tasks.common.train_loop import AfterStep, Hook, TrainLoop, data_parallel
 from bob.tasks.video_cls import VideoClsArgs
@@ -105,7 +105,9 @@ def finetune_video(
     model = VideoClassifier(backbone, head).to(ctx.device)
     optimizer, grouping = _optimizer(backbone, head, args.ft_lr)
     epoch_record, steps_per_epoch = _train(ctx, model, optimizer, (train, spec), batch, epochs, args.ft_lr)
-    with progress_bar(f"scoring {test.dataset}/test views", len(shard(len(test))), "videos") as bar:
+    with progress_bar(
+        f"scoring {test.dataset}/test views", len(distributed.shard(len(test))), "videos"
+    ) as bar:
         logits = score_views(model, test, spec, views, (args.frame_batch, ctx.num_classes), ctx.device, bar)
     metrics = multi_view_metrics(logits, test.labels, ctx.num_classes)
     protocol = {
@@ -151,7 +153,7 @@ def score_views(
     gathered back in the split's order: the rows are moved, never recomputed, so the metrics are one
     process's for the same model."""
     frame_batch, num_classes = sizes
-    videos = shard(len(test))
+    videos = distributed.shard(len(test))
     local = np.zeros((0, views.crops * views.clips, num_classes), dtype=np.float32)  # a rank with no video
     model.eval()
     if videos:
