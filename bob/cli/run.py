@@ -128,13 +128,14 @@ def run(
 
     Example: bob run -b torchvision/mobilenet_v2 -w pretrained -w random -t linear-probe/animal-mnist
     """
+    weights, seeds, bargs = weights or ["pretrained"], seed or [0], backbone_arg or []
     targs = [*(task_arg or []), *([f"limit={limit}"] if limit is not None else [])]
     extraction = {"pipeline": pipeline, "precision": precision, "channels_last": channels_last}
     if dry_run or as_json:
         raise typer.Exit(
             print_plan(
-                backbone, task, weights or ["pretrained"], seed or [0], targs, backbone_arg or [],
-                results_dir, cache_dir, overwrite, as_json, extraction=extraction,
+                backbone, task, weights, seeds, targs, bargs, results_dir, cache_dir, overwrite, as_json,
+                extraction=extraction,
             )
         )  # fmt: skip
 
@@ -142,9 +143,8 @@ def run(
         from bob import api
 
         return api.data_parallel_refusals(
-            backbone, task, weights or ["pretrained"], seed or [0],
-            task_args=targs, backbone_args=backbone_arg or [], yes=yes,
-        )  # fmt: skip
+            backbone, task, weights, seeds, task_args=targs, backbone_args=bargs, yes=yes
+        )
 
     launched = distributed.data_parallel(
         ctx, gpus_per_run, refusals, device, STATE["debug"], nodes=nodes, endpoint=rdzv_endpoint
@@ -154,10 +154,10 @@ def run(
     code = run_grid(
         backbone,
         task,
-        weights or ["pretrained"],
-        seed or [0],
+        weights,
+        seeds,
         targs,
-        backbone_arg or [],
+        bargs,
         results_dir,
         cache_dir,
         device,
