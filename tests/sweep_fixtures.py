@@ -179,3 +179,23 @@ if __name__ == "__main__":  # a sweep driver for the crash tests: python -m test
 
     register()
     run_fake(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))
+
+
+# The data-parallel sweep tests' fine-tuning args: 180 shapes-mini images at 8 a batch, 2 a step.
+DDP_FT_ARGS = {"epochs": "1", "warmup_epochs": "0", "batch_size": "8", "accum_steps": "2"}
+
+
+def ddp_sweep_file(path: Path, name: str) -> Path:
+    """A sweep of two real runs on `timm/test_vit`: a fine-tuning run, which trains data-parallel
+    under `--ranks-per-run N`, and a knn run beside it, which keeps one process."""
+    args = ", ".join(f"{k}: {v}" for k, v in DDP_FT_ARGS.items())
+    path.write_text(
+        f"name: {name}\n"
+        "grids:\n"
+        "  - backbones: [timm/test_vit]\n"
+        "    weights: [random]\n"
+        "    tasks:\n"
+        f"      - {{task: finetune/shapes-mini, args: {{{args}}}}}\n"
+        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
+    )
+    return path

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from bob.results import read_result
+from tests.sweep_fixtures import ddp_sweep_file
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")  # a Ray dependency
@@ -345,17 +346,7 @@ def test_a_data_parallel_run_is_placed_as_one_gang(tmp_path):
     STRICT_PACK bundle), which only the second node has (the head has 1), and the elastic launcher
     starts both ranks inside it; the knn run beside it keeps one process. The head alone could never
     place the gang, so an ok 2-rank result means the gang was placed whole, then released."""
-    ft_args = "{epochs: 1, warmup_epochs: 0, batch_size: 8, accum_steps: 2}"
-    file = tmp_path / "sweep.yaml"
-    file.write_text(
-        "name: ray-gang\n"
-        "grids:\n"
-        "  - backbones: [timm/test_vit]\n"
-        "    weights: [random]\n"
-        "    tasks:\n"
-        f"      - {{task: finetune/shapes-mini, args: {ft_args}}}\n"
-        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
-    )
+    file = ddp_sweep_file(tmp_path / "sweep.yaml", "ray-gang")
     with two_nodes(second_cpus=2) as c:
         start = time.perf_counter()
         done = bob_sweep(

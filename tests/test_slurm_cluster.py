@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bob.results import read_result
+from tests.sweep_fixtures import DDP_FT_ARGS, ddp_sweep_file
 
 pytest.importorskip("submitit")
 pytestmark = pytest.mark.long
@@ -218,24 +219,11 @@ def test_a_cancelled_array_task_loses_its_run_and_the_resumed_sweep_runs_it_once
     )
 
 
-FT_ARGS = {"epochs": "1", "warmup_epochs": "0", "batch_size": "8", "accum_steps": "2"}
-
-
 def test_a_data_parallel_run_is_one_slurm_job_of_two_tasks(tmp_path):
     """`--ranks-per-run 2`: the fine-tuning run goes in its own array, of jobs with two tasks
     (`tasks_per_node`, srun), each task one rank joined from SLURM's environment; the knn run goes in
     the one-task array. Both results are ok; the fine-tuning one was trained by two ranks."""
-    args = ", ".join(f"{k}: {v}" for k, v in FT_ARGS.items())
-    file = tmp_path / "sweep.yaml"
-    file.write_text(
-        "name: slurm-ranks\n"
-        "grids:\n"
-        "  - backbones: [timm/test_vit]\n"
-        "    weights: [random]\n"
-        "    tasks:\n"
-        f"      - {{task: finetune/shapes-mini, args: {{{args}}}}}\n"
-        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
-    )
+    file = ddp_sweep_file(tmp_path / "sweep.yaml", "slurm-ranks")
     results, jobs = tmp_path / "raw", tmp_path / "jobs"
     cmd = [sys.executable, "-m", "bob.cli", "sweep", str(file), "--results-dir", str(results), "--quiet"]
     cmd += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--num-workers", "0"]
@@ -257,7 +245,7 @@ def test_a_data_parallel_run_is_one_slurm_job_of_two_tasks(tmp_path):
 def test_srun_of_two_tasks_runs_bob_run_as_two_ranks(tmp_path):
     """`srun -n 2 bob run ... --gpus-per-run 2`: SLURM starts the ranks, each joins from SLURM's
     environment (SLURM_PROCID, SLURM_NTASKS, the job's first node), and rank 0 alone writes."""
-    args = [f"-a{k}={v}" for k, v in FT_ARGS.items()]
+    args = [f"-a{k}={v}" for k, v in DDP_FT_ARGS.items()]
     cmd = ["srun", "-n", "2", "--cpus-per-task", "1", "--time", "10", sys.executable, "-m", "bob.cli", "run"]
     cmd += ["-b", "timm/test_vit", "-w", "random", "-t", "finetune/shapes-mini", *args, "--device", "cpu"]
     cmd += ["--results-dir", str(tmp_path / "raw"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]

@@ -18,9 +18,10 @@ from bob.results import read_result
 from bob.runner import RunOptions
 from bob.spec import make_spec
 from bob.sweep.worker import groups_ranks, ranks_for, spec_to_dict
+from tests.sweep_fixtures import DDP_FT_ARGS, ddp_sweep_file
 
 ROOT = Path(__file__).resolve().parents[1]
-FT_ARGS = {"epochs": "1", "warmup_epochs": "0", "batch_size": "8", "accum_steps": "2"}
+FT_ARGS = DDP_FT_ARGS
 
 
 @pytest.mark.parametrize(
@@ -81,22 +82,8 @@ def test_bob_run_in_an_srun_step_of_the_wrong_size_is_exit_2(tmp_path, capsys, m
 # ------------------------------------------------------------------------------------------ end to end
 
 
-def _sweep_file(path: Path) -> Path:
-    args = ", ".join(f"{k}: {v}" for k, v in FT_ARGS.items())
-    path.write_text(
-        "name: ddp-sweep\n"
-        "grids:\n"
-        "  - backbones: [timm/test_vit]\n"
-        "    weights: [random]\n"
-        "    tasks:\n"
-        f"      - {{task: finetune/shapes-mini, args: {{{args}}}}}\n"
-        "      - {task: knn/shapes-mini, grid: {k: [5]}}\n"
-    )
-    return path
-
-
 def _sweep(tmp: Path, *flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bob.cli", "sweep", str(_sweep_file(tmp / "sweep.yaml"))]
+    cmd = [sys.executable, "-m", "bob.cli", "sweep", str(ddp_sweep_file(tmp / "sweep.yaml", "ddp-sweep"))]
     cmd += ["--results-dir", str(tmp / "raw"), "--cache-dir", str(tmp / "cache"), "--device", "cpu"]
     cmd += ["--ranks-per-run", "2", "--quiet", *flags]
     full_env = {**os.environ, distributed.TIMEOUT_ENV: "30", **(env or {})}
@@ -145,7 +132,7 @@ def test_a_local_sweep_with_more_ranks_than_devices_is_exit_2(tmp_path, capsys, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    file = _sweep_file(tmp_path / "sweep.yaml")
+    file = ddp_sweep_file(tmp_path / "sweep.yaml", "ddp-sweep")
     argv = [
         "sweep",
         str(file),
