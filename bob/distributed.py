@@ -270,6 +270,14 @@ def check_refusals(refusals: Sequence[tuple[str, str]], nprocs: int) -> None:
     )
 
 
+def check_endpoint(endpoint: str) -> None:
+    """A usage error unless `endpoint` reads HOST:PORT with a port in 1..65535 (what torch's c10d
+    rendezvous takes), before any node waits on it."""
+    host, sep, port = endpoint.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"--rdzv-endpoint must read HOST:PORT (e.g. node01:29400), got '{endpoint}'.")
+
+
 def data_parallel(
     ctx: typer.Context,
     nprocs: int,
@@ -310,6 +318,8 @@ def data_parallel(
             f"run the same command on every node), or run under srun -N {nodes} --ntasks-per-node "
             f"{nprocs}."
         )
+    if nodes > 1:
+        check_endpoint(endpoint or "")
     kind = check_devices(device, nprocs)
     argv = (["--debug"] if debug else []) + command_line(ctx)
     if kind == "cpu":

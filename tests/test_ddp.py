@@ -200,10 +200,23 @@ def test_two_nodes_meet_at_the_rendezvous_and_rank_0_writes(tmp_path):
     assert result["protocol"]["data_parallel"]["world_size"] == 2
 
 
-def test_nodes_without_a_rendezvous_is_exit_2(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ([], "--nodes 2 needs --rdzv-endpoint HOST:PORT"),
+        (
+            ["--rdzv-endpoint", "node01"],
+            "--rdzv-endpoint must read HOST:PORT (e.g. node01:29400), got 'node01'",
+        ),
+        (["--rdzv-endpoint", "node01:http"], "got 'node01:http'"),
+        (["--rdzv-endpoint", ":29400"], "got ':29400'"),
+        (["--rdzv-endpoint", "node01:70000"], "got 'node01:70000'"),
+    ],
+)
+def test_nodes_without_a_usable_rendezvous_is_exit_2(flags, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
-    args = ["run", "-b", TINY_VIT, "-w", "random", "-t", TASK, "--nodes", "2", "--results-dir", "r"]
+    args = ["run", "-b", TINY_VIT, "-w", "random", "-t", TASK, "--nodes", "2", *flags, "--results-dir", "r"]
     code, out = invoke(args, capsys)
-    assert code == 2 and "--nodes 2 needs --rdzv-endpoint HOST:PORT" in " ".join(out.split()), out
+    assert code == 2 and needle in " ".join(out.split()), out
     assert not (tmp_path / "r").exists()

@@ -146,3 +146,12 @@ def test_a_local_sweep_with_more_ranks_than_devices_is_exit_2(tmp_path, capsys, 
     code, out = invoke(argv, capsys)
     assert code == 2 and "--ranks-per-run 2 needs 2 CUDA devices; this machine has 1" in " ".join(out.split())
     assert not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_the_api_refuses_a_rank_count_below_one(tmp_path):
+    from bob import api
+
+    file = ddp_sweep_file(tmp_path / "sweep.yaml", "ddp-sweep")
+    with pytest.raises(UsageError, match="--ranks-per-run must be a positive integer, got 0"):
+        api.sweep(file, results_dir=tmp_path / "r", ranks_per_run=0)
+    assert not (tmp_path / "r").exists()
