@@ -461,7 +461,13 @@ def _first_host(nodelist: str) -> str:
         out = None
     if out is not None and out.returncode == 0 and out.stdout.split():
         return out.stdout.split()[0]
-    return nodelist.split(",")[0]  # a plain list; scontrol is on every SLURM node
+    first = nodelist.split(",")[0]
+    if "[" in first:  # a range only scontrol expands: never guess a rendezvous host
+        raise UsageError(
+            f"cannot name the first node of SLURM_JOB_NODELIST={nodelist} without `scontrol show "
+            "hostnames`; put scontrol on PATH, or set MASTER_ADDR to that node."
+        )
+    return first  # a plain list needs no expanding
 
 
 def broadcast(value: Any) -> Any:

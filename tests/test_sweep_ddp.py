@@ -61,6 +61,22 @@ def test_a_slurm_task_takes_its_rank_from_slurm_s_environment(monkeypatch):
     assert distributed.in_worker()
 
 
+def test_a_node_range_without_scontrol_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(distributed, "init_process_group", lambda device: pytest.fail("must not join"))
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, then unset: what the test changes is undone
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(
+        UsageError, match=r"SLURM_JOB_NODELIST=gpu\[07-08\] without `scontrol show hostnames`"
+    ):
+        distributed.join_slurm_tasks("cpu")
+
+
 def test_outside_a_slurm_step_joining_is_one_clear_error(monkeypatch):
     for key in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID"):
         monkeypatch.delenv(key, raising=False)
